@@ -1,0 +1,57 @@
+"""Wire models: one definition of each request and response, shared by server and SDK."""
+
+from .accounts import (
+    ApiKey,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    KeyRevoke,
+    KeyScope,
+    Me,
+    ServiceAccount,
+    ServiceAccountCreate,
+    User,
+    UserCreate,
+    UserCreated,
+)
+from .common import Count, ErrorBody, ErrorEnvelope
+from .databases import (
+    AccessRole,
+    Collaborator,
+    CollaboratorRole,
+    CollaboratorSet,
+    Database,
+    DatabaseCreate,
+    DatabaseUpdate,
+)
+from .health import Health, PostgresHealth
+from .query import Column, DataFormat, QueryRequest, QueryResult
+
+__all__ = [
+    "AccessRole",
+    "ApiKey",
+    "ApiKeyCreate",
+    "ApiKeyCreated",
+    "Collaborator",
+    "CollaboratorRole",
+    "CollaboratorSet",
+    "Column",
+    "Count",
+    "DataFormat",
+    "Database",
+    "DatabaseCreate",
+    "DatabaseUpdate",
+    "ErrorBody",
+    "ErrorEnvelope",
+    "Health",
+    "KeyRevoke",
+    "KeyScope",
+    "Me",
+    "PostgresHealth",
+    "QueryRequest",
+    "QueryResult",
+    "ServiceAccount",
+    "ServiceAccountCreate",
+    "User",
+    "UserCreate",
+    "UserCreated",
+]

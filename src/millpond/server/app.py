@@ -1,0 +1,171 @@
+"""The app factory. ``create_app(settings)`` returns an ASGI app whose lifespan starts
+Postgres (embedded or external), applies control-database migrations, creates the first
+admin on first start, finishes interrupted database creations/deletions, and on
+shutdown closes pools and stops the embedded Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .._version import __version__
+from ..models import Health, PostgresHealth, UserCreated
+from .accounts import router as accounts_router
+from .accounts.service import bootstrap_admin
+from .config import Settings
+from .databases import router as databases_router
+from .databases.service import DatabaseService
+from .deps import Services
+from .errors import ServiceError
+from .postgres.cluster import Cluster
+from .query import router as query_router
+from .query.service import QueryService
+from .store import Store
+from .store.migrate import migrate
+
+_log = logging.getLogger("millpond.server")
+
+ADMIN_KEY_FILE = "admin-key"
+_STATUS_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+
+Announce = Callable[[UserCreated, Path], None]
+
+
+def _default_announce(created: UserCreated, path: Path) -> None:
+    # the key itself never goes to a log; ``millpond up`` prints it on the terminal
+    _log.warning("created admin user %r; its API key is in %s", created.user.username, path)
+
+
+async def _server_secret(store: Store, settings: Settings) -> bytes:
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    await store.execute(
+        "INSERT INTO server_state (key, value) VALUES ('role_secret', %s) ON CONFLICT DO NOTHING",
+        (secrets.token_urlsafe(48),),
+    )
+    row = await store.fetchone("SELECT value FROM server_state WHERE key = 'role_secret'")
+    assert row is not None
+    return str(row["value"]).encode()
+
+
+def _write_admin_key(settings: Settings, created: UserCreated) -> Path:
+    import os
+
+    path = (settings.data_dir / ADMIN_KEY_FILE).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(created.api_key.secret + "\n")
+    return path
+
+
+async def start_services(settings: Settings, announce: Announce) -> Services:
+    cluster = Cluster(settings)
+    await asyncio.to_thread(cluster.start)
+    await asyncio.to_thread(migrate, cluster.control_conninfo)
+    store = Store(cluster.control_conninfo)
+    await store.open()
+    secret = await _server_secret(store, settings)
+    databases = DatabaseService(store, cluster, secret)
+    query = QueryService(store, cluster, secret, settings)
+    databases.drop_hooks.append(query.drop_pools)
+    cleaned = await databases.reconcile()
+    if cleaned:
+        _log.warning("cleaned up %d database(s) left half-made by an earlier crash", cleaned)
+    created = await bootstrap_admin(store)
+    if created is not None:
+        announce(created, _write_admin_key(settings, created))
+    return Services(settings=settings, cluster=cluster, store=store, databases=databases, query=query)
+
+
+async def stop_services(svc: Services) -> None:
+    await svc.query.close()
+    await svc.store.close()
+    await asyncio.to_thread(svc.cluster.stop)
+
+
+def create_app(settings: Settings | None = None, announce: Announce = _default_announce) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = await start_services(settings, announce)
+        try:
+            yield
+        finally:
+            await stop_services(app.state.services)
+
+    app = FastAPI(
+        title="millpond",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    _install_error_handlers(app)
+    app.include_router(accounts_router.router)
+    app.include_router(databases_router.router)
+    app.include_router(query_router.router)
+
+    @app.get("/v1/health", response_model=Health)
+    async def health(request: Request) -> Health:
+        return await _health(request.app.state.services)
+
+    return app
+
+
+async def _health(svc: Services) -> Health:
+    started = time.perf_counter()
+    try:
+        row = await svc.store.fetchone("SELECT current_setting('server_version') AS v")
+        pg = PostgresHealth(
+            ok=True,
+            mode=svc.cluster.mode,
+            version=row["v"] if row else None,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+    except Exception as exc:  # noqa: BLE001 - health reports, never raises
+        pg = PostgresHealth(ok=False, mode=svc.cluster.mode, error=type(exc).__name__)
+    return Health(status="ok" if pg.ok else "degraded", version=__version__, postgres=pg)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(exc.envelope(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        err = ServiceError(422, "validation_error", message, details)
+        return JSONResponse(err.envelope(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        err = ServiceError(exc.status_code, code, str(exc.detail))
+        return JSONResponse(err.envelope(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        _log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
+        err = ServiceError(500, "internal_error", "internal server error; see the server log")
+        return JSONResponse(err.envelope(), status_code=500)
+
+
+__all__ = ["create_app", "start_services", "stop_services"]

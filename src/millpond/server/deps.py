@@ -1,0 +1,50 @@
+"""Dependencies the routers need, looked up on the app so tests can swap any of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from .accounts.service import Principal, authenticate
+from .config import Settings
+from .databases.service import DatabaseService
+from .errors import ServiceError
+from .postgres.cluster import Cluster
+from .query.service import QueryService
+from .store import Store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    cluster: Cluster
+    store: Store
+    databases: DatabaseService
+    query: QueryService
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+async def principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not token or scheme.lower() != "bearer":
+        raise ServiceError(
+            401,
+            "unauthorized",
+            "missing API key: send the header 'Authorization: Bearer mp_…'",
+        )
+    who = await authenticate(services(request).store, token.strip())
+    if who is None:
+        raise ServiceError(401, "unauthorized", "unknown, revoked or expired API key")
+    return who
+
+
+Svc = Annotated[Services, Depends(services)]
+Caller = Annotated[Principal, Depends(principal)]

@@ -1,0 +1,218 @@
+"""The embedded PostgreSQL cluster: binaries from the ``pgserver`` wheel, data in
+``<data_dir>/pg``.
+
+The cluster is private to millpond: it listens only on a Unix socket in a directory
+only its owner can reach, requires SCRAM passwords even there, and runs with
+``wal_level=logical`` for realtime. The superuser password is generated at ``initdb``
+time into ``<data_dir>/pg-password`` (mode 0600).
+
+Postgres refuses to run as root; when millpond runs as root, the cluster runs as the
+system user ``millpond-pg`` (created if missing), which owns only the data directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+_log = logging.getLogger("millpond.postgres")
+
+SUPERUSER = "millpond"
+SYSTEM_USER = "millpond-pg"
+PORT = 5432
+
+_CONF = """\
+# written by millpond; edit settings in postgresql.auto.conf (ALTER SYSTEM) instead
+listen_addresses = ''
+unix_socket_directories = '{socket_dir}'
+unix_socket_permissions = 0700
+port = {port}
+wal_level = logical
+max_wal_senders = 64
+max_replication_slots = 64
+max_connections = 300
+password_encryption = 'scram-sha-256'
+logging_collector = off
+log_min_messages = warning
+"""
+
+
+def bin_dir() -> Path:
+    """Directory of the Postgres binaries shipped in the ``pgserver`` wheel."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded Postgres needs the 'pgserver' package: pip install 'millpond[server]'"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+class EmbeddedPostgres:
+    """Starts and stops a private Postgres cluster in ``data_dir``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self.pgdata = self.data_dir / "pg"
+        self.password_file = self.data_dir / "pg-password"
+        self.log_file = self.pgdata / "server.log"
+        self.socket_dir = self._choose_socket_dir()
+        self._run_as = SYSTEM_USER if os.geteuid() == 0 else None
+
+    # -- public -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Initialise the cluster on first use, then start it (no-op if already running)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as:
+            _ensure_system_user(self._run_as)
+            _make_traversable(self.data_dir)
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        self._write_conf()
+        if self.is_running():
+            _log.info("embedded Postgres already running in %s", self.pgdata)
+            return
+        self._prepare_socket_dir()
+        self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file))
+
+    def stop(self) -> None:
+        """Stop the cluster, waiting for a clean shutdown."""
+        if self.is_running():
+            self._pg_ctl("stop", "-w", "-t", "60", "-m", "fast")
+
+    def is_running(self) -> bool:
+        pidfile = self.pgdata / "postmaster.pid"
+        if not pidfile.exists():
+            return False
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError):
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def url(self, database: str = "postgres") -> str:
+        """A libpq URL for the superuser on ``database``."""
+        password = quote(self.password_file.read_text().strip(), safe="")
+        host = quote(str(self.socket_dir), safe="")
+        return f"postgresql://{SUPERUSER}:{password}@/{quote(database)}?host={host}&port={PORT}"
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def _initdb(self) -> None:
+        _log.info("initialising embedded Postgres in %s", self.pgdata)
+        if self.pgdata.exists():
+            shutil.rmtree(self.pgdata)  # a half-made cluster from an interrupted initdb
+        self.pgdata.mkdir(mode=0o700)
+        password = secrets.token_urlsafe(32)
+        _write_private(self.password_file, password + "\n")
+        with tempfile.NamedTemporaryFile("w", dir=self.data_dir, delete=False) as pw:
+            pw.write(password + "\n")
+        pwfile = Path(pw.name)
+        try:
+            if self._run_as:
+                _chown(self.pgdata, self._run_as)
+                _chown(pwfile, self._run_as)
+            self._run(
+                str(bin_dir() / "initdb"),
+                "-D", str(self.pgdata),
+                "-U", SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _write_conf(self) -> None:
+        conf = self.pgdata / "millpond.conf"
+        text = _CONF.format(socket_dir=self.socket_dir, port=PORT)
+        if not conf.exists() or conf.read_text() != text:
+            conf.write_text(text)
+            if self._run_as:
+                _chown(conf, self._run_as)
+        main = self.pgdata / "postgresql.conf"
+        include = "include = 'millpond.conf'\n"
+        if include not in main.read_text():
+            with main.open("a") as f:
+                f.write("\n" + include)
+
+    def _prepare_socket_dir(self) -> None:
+        self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._run_as:
+            _chown(self.socket_dir, self._run_as)
+            _make_traversable(self.socket_dir)
+        os.chmod(self.socket_dir, 0o700 if not self._run_as else 0o711)
+
+    def _choose_socket_dir(self) -> Path:
+        preferred = self.data_dir / "run"
+        if len(str(preferred / f".s.PGSQL.{PORT}")) < 100:
+            return preferred
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"millpond-{digest}"
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(str(bin_dir() / "pg_ctl"), "-D", str(self.pgdata), *args)
+
+    def _run(self, *cmd: str) -> None:
+        kwargs: dict[str, object] = {}
+        if self._run_as:
+            # the group too: with root's gid, root-group directories' (often empty)
+            # group bits would apply instead of the "other" bits we opened
+            kwargs.update(user=self._run_as, group=self._run_as, extra_groups=[], cwd="/")
+        result = subprocess.run(  # noqa: S603 - fixed binaries, no shell
+            cmd, capture_output=True, text=True, check=False, **kwargs  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            log_tail = ""
+            if self.log_file.exists():
+                log_tail = "\n".join(self.log_file.read_text().splitlines()[-20:])
+            raise RuntimeError(
+                f"{Path(cmd[0]).name} failed ({result.returncode}): "
+                f"{result.stderr.strip() or result.stdout.strip()}\n{log_tail}"
+            )
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _ensure_system_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(  # noqa: S603
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
+    # the Postgres binaries must be readable/executable by that user
+    _make_traversable(bin_dir())
+
+
+def _chown(path: Path, user: str) -> None:
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _make_traversable(path: Path) -> None:
+    """Let other users traverse (not list) every directory above ``path``."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)

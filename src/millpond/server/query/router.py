@@ -1,0 +1,17 @@
+"""Route for POST /v1/query (thin: see service.py)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from ...models import QueryRequest, QueryResult
+from ..deps import Caller, Svc
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/query", response_model=QueryResult)
+async def query(body: QueryRequest, svc: Svc, who: Caller) -> JSONResponse:
+    result = await svc.query.run(who, body)
+    return JSONResponse(result.model_dump())

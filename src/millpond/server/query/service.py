@@ -1,0 +1,239 @@
+"""``POST /v1/query``: run SQL in one transaction as the caller's role for the database.
+
+Connections come from a pool per (database, role). Rights are Postgres privileges of the
+role — a read-only caller is connected as the ``ro`` role, so writes fail inside
+Postgres, not by parsing SQL. After every call the session is reset (``DISCARD ALL``) so
+nothing a query ``SET`` leaks into the next caller's.
+
+Limits: ``statement_timeout`` (a server setting, also enforced from the outside by
+cancelling the backend should a query turn it off), rows and bytes returned
+(``truncated``), and the database's storage limit: when a limit is set, a transaction
+that grew the database past it is rolled back with ``storage_limit_exceeded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection, errors
+from psycopg_pool import AsyncConnectionPool
+
+from ...models import Column, QueryRequest, QueryResult
+from ..accounts.service import Principal
+from ..config import Settings
+from ..databases.service import Access, resolve
+from ..errors import ServiceError
+from ..postgres import provision
+from ..postgres.cluster import Cluster
+from ..store import Store
+from .adapters import TYPE_NAMES_SQL, register_json_loaders, type_name
+
+_SIZE_SQL = "SELECT pg_database_size(current_database())"
+_GROWTH_GRACE_S = 5.0
+
+
+class QueryService:
+    def __init__(self, store: Store, cluster: Cluster, secret: bytes, settings: Settings) -> None:
+        self.store = store
+        self.cluster = cluster
+        self.secret = secret
+        self.settings = settings
+        self._pools: dict[tuple[str, str], AsyncConnectionPool[AsyncConnection[Any]]] = {}
+        self._types: dict[str, dict[int, str]] = {}
+        self._lock = asyncio.Lock()
+
+    # -- pools ------------------------------------------------------------------------------
+
+    async def pool_for(self, pg_name: str, sql_role: provision.SqlRole) -> AsyncConnectionPool[Any]:
+        key = (pg_name, sql_role)
+        pool = self._pools.get(key)
+        if pool is not None:
+            return pool
+        async with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._new_pool(pg_name, sql_role)
+                await pool.open()
+                self._pools[key] = pool
+        return pool
+
+    def _new_pool(self, pg_name: str, sql_role: provision.SqlRole) -> AsyncConnectionPool[Any]:
+        role = provision.DatabaseRoles(pg_name).role(sql_role)
+        options = (
+            f"-c statement_timeout={self.settings.statement_timeout_ms} -c DateStyle=ISO"
+            " -c IntervalStyle=iso_8601 -c TimeZone=UTC"
+        )
+        conninfo = self.cluster.role_conninfo(
+            pg_name,
+            role,
+            provision.role_password(self.secret, role),
+            options=options,
+            application_name="millpond-query",
+        )
+
+        async def configure(conn: AsyncConnection[Any]) -> None:
+            register_json_loaders(conn.adapters)
+
+        async def reset(conn: AsyncConnection[Any]) -> None:
+            await conn.execute("DISCARD ALL")
+
+        return AsyncConnectionPool(
+            conninfo,
+            min_size=0,
+            max_size=self.settings.pool_max_size,
+            # no prepared statements: DISCARD ALL would make psycopg's cache lie
+            kwargs={"autocommit": True, "prepare_threshold": None},
+            configure=configure,
+            reset=reset,
+            open=False,
+            name=role,
+        )
+
+    async def drop_pools(self, pg_name: str) -> None:
+        for key in [k for k in self._pools if k[0] == pg_name]:
+            await self._pools.pop(key).close()
+        self._types.pop(pg_name, None)
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            await pool.close()
+        self._pools.clear()
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self, principal: Principal, request: QueryRequest) -> QueryResult:
+        access = await resolve(self.store, principal, request.database)
+        pool = await self.pool_for(access.pg_name, access.sql_role)
+        started = time.perf_counter()
+        try:
+            async with pool.connection() as conn:
+                result = await self._run_in(conn, access, request)
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:
+                raise ServiceError(
+                    503, "postgres_unavailable", "the database could not be reached; retry"
+                ) from exc
+            raise _sql_error(exc) from exc
+        except psycopg.Error as exc:
+            raise _sql_error(exc) from exc
+        result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        return QueryResult.model_construct(**result)
+
+    async def _run_in(
+        self, conn: AsyncConnection[Any], access: Access, request: QueryRequest
+    ) -> dict[str, Any]:
+        limit = access.storage_limit_bytes
+        cur = conn.cursor()
+        async with conn.transaction():
+            size_before = await _scalar(conn, _SIZE_SQL) if limit else None
+            await self._execute(conn, cur, request.sql)
+            while cur.nextset():
+                pass
+            result = await self._collect(conn, cur, access.pg_name, request)
+            if limit:
+                size_after = await _scalar(conn, _SIZE_SQL)
+                if size_after > limit and size_after > (size_before or 0):
+                    raise ServiceError(
+                        403,
+                        "storage_limit_exceeded",
+                        f"{access.full_name} would grow to {size_after} bytes, over its limit of"
+                        f" {limit}; the transaction was rolled back. Free space or raise the limit.",
+                        {"size_bytes": size_after, "storage_limit_bytes": limit},
+                    )
+        return result
+
+    async def _execute(self, conn: AsyncConnection[Any], cur: Any, sql_text: str) -> None:
+        """Run the SQL; if it outlives the statement timeout (say it turned the timeout
+        off), cancel the backend and drop the connection."""
+        deadline = self.settings.statement_timeout_ms / 1000 + _GROWTH_GRACE_S
+        try:
+            async with asyncio.timeout(deadline):
+                await cur.execute(sql_text.encode())
+        except TimeoutError:
+            await conn.cancel_safe()
+            await conn.close()
+            raise ServiceError(
+                400,
+                "statement_timeout",
+                f"the query ran longer than {self.settings.statement_timeout_ms} ms",
+            ) from None
+
+    async def _collect(
+        self, conn: AsyncConnection[Any], cur: Any, pg_name: str, request: QueryRequest
+    ) -> dict[str, Any]:
+        description = cur.description
+        if description is None:
+            return {
+                "columns": [],
+                "data": [],
+                "row_count": max(cur.rowcount, 0),
+                "truncated": False,
+                "command": cur.statusmessage,
+            }
+        names = [d.name for d in description]
+        types = await self._type_names(conn, pg_name, [d.type_code for d in description])
+        rows, truncated = await self._take_rows(cur)
+        data: list[Any]
+        if request.data_format == "objects":
+            data = [dict(zip(names, row, strict=True)) for row in rows]
+        else:
+            data = [list(row) for row in rows]
+        return {
+            "columns": [Column(name=n, type=t) for n, t in zip(names, types, strict=True)],
+            "data": data,
+            "row_count": max(cur.rowcount, len(rows)),
+            "truncated": truncated,
+            "command": cur.statusmessage,
+        }
+
+    async def _take_rows(self, cur: Any) -> tuple[list[Any], bool]:
+        max_rows = self.settings.query_max_rows
+        budget = self.settings.query_max_bytes
+        rows = await cur.fetchmany(max_rows + 1)
+        taken: list[Any] = []
+        used = 0
+        for row in rows[:max_rows]:
+            used += sum(len(v) if isinstance(v, str) else 8 for v in row) + 2
+            if used > budget:
+                return taken, True
+            taken.append(row)
+        return taken, len(rows) > max_rows
+
+    async def _type_names(
+        self, conn: AsyncConnection[Any], pg_name: str, oids: list[int]
+    ) -> list[str]:
+        cache = self._types.setdefault(pg_name, {})
+        missing = [oid for oid in oids if type_name(oid, cache) is None]
+        if missing:
+            cur = await conn.execute(TYPE_NAMES_SQL, (missing,))
+            for oid, name in await cur.fetchall():
+                cache[oid] = name
+        return [cache.get(oid, "unknown") for oid in oids]
+
+
+async def _scalar(conn: AsyncConnection[Any], query: str) -> int:
+    cur = await conn.execute(query)
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _sql_error(exc: psycopg.Error) -> ServiceError:
+    diag = exc.diag
+    if isinstance(exc, errors.QueryCanceled):
+        return ServiceError(400, "statement_timeout", diag.message_primary or str(exc))
+    position = diag.statement_position
+    return ServiceError(
+        400,
+        "sql_error",
+        diag.message_primary or str(exc).strip(),
+        {
+            "sqlstate": exc.sqlstate,
+            "position": int(position) if position else None,
+            "detail": diag.message_detail,
+            "hint": diag.message_hint,
+        },
+    )
