@@ -8,61 +8,18 @@ which creates a fresh user through the API and returns its key.
 from __future__ import annotations
 
 import itertools
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from millpond.models import UserCreated
-from millpond.server.app import create_app
 from millpond.server.config import Settings
+from millpond.server.testing import ServerThread, free_port, start_server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class RunningServer:
-    url: str
-    settings: Settings
-    admin_key: str
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-
-
-def start_server(settings: Settings) -> RunningServer:
-    """Start a real server in a thread and wait until it answers."""
-    announced: list[UserCreated] = []
-    app = create_app(settings, announce=lambda created, _path: announced.append(created))
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="millpond-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 90
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.05)
-    key_file = settings.data_dir / "admin-key"
-    admin_key = announced[0].api_key.secret if announced else key_file.read_text().strip()
-    return RunningServer(
-        f"http://{settings.host}:{settings.port}", settings, admin_key, server, thread
-    )
+RunningServer = ServerThread
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,7 @@ def require_user_key(principal: Principal) -> None:
 
 
 _PRINCIPAL_SQL = """
-SELECT k.id AS key_id, k.scope, k.service_account_id, k.last_used_at,
+SELECT k.id AS key_id, k.scope, k.service_account_id, k.last_used_at, k.expires_at,
        u.id AS user_id, u.username, u.is_admin
 FROM api_keys k JOIN users u ON u.id = k.user_id
 WHERE k.secret_hash = %s AND k.revoked_at IS NULL
@@ -99,11 +99,18 @@ async def authenticate(store: Store, secret: str) -> Principal | None:
     """The principal of a valid key, or None (unknown, revoked or expired)."""
     if not secret.startswith(KEY_PREFIX):
         return None
-    row = await store.fetchone(_PRINCIPAL_SQL, (hash_key(secret),))
+    digest = hash_key(secret)
+    row = await store.cache.get_or_load(
+        ("key", digest), lambda: store.fetchone(_PRINCIPAL_SQL, (digest,))
+    )
     if row is None:
         return None
+    now = datetime.now(UTC)
+    if row["expires_at"] is not None and row["expires_at"] <= now:
+        return None
     last_used = row["last_used_at"]
-    if last_used is None or datetime.now(UTC) - last_used > _LAST_USED_RESOLUTION:
+    if last_used is None or now - last_used > _LAST_USED_RESOLUTION:
+        row["last_used_at"] = now
         await store.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s", (row["key_id"],))
     return Principal(
         user_id=row["user_id"],

@@ -122,8 +122,10 @@ async def resolve(
 ) -> Access:
     """The caller's access to ``owner/name``; 404 if they cannot see it, 403 if too weak."""
     owner, name = split_full_name(full_name)
-    row = await store.fetchone(
-        _ACCESS_SQL, {"user_id": principal.user_id, "owner": owner, "name": name}
+    params = {"user_id": principal.user_id, "owner": owner, "name": name}
+    row = await store.cache.get_or_load(
+        ("db", principal.user_id, owner.lower(), name.lower()),
+        lambda: store.fetchone(_ACCESS_SQL, params),
     )
     role = _role_of(row, principal) if row is not None else None
     if row is None or role is None:

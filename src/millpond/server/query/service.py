@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, errors
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from ...models import Column, QueryRequest, QueryResult
@@ -44,6 +45,7 @@ class QueryService:
         self._pools: dict[tuple[str, str], AsyncConnectionPool[AsyncConnection[Any]]] = {}
         self._types: dict[str, dict[int, str]] = {}
         self._lock = asyncio.Lock()
+        self._releasing: set[asyncio.Task[None]] = set()
 
     # -- pools ------------------------------------------------------------------------------
 
@@ -78,6 +80,8 @@ class QueryService:
             register_json_loaders(conn.adapters)
 
         async def reset(conn: AsyncConnection[Any]) -> None:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                await conn.rollback()  # the SQL began a transaction and left it open
             await conn.execute("DISCARD ALL")
 
         return AsyncConnectionPool(
@@ -98,6 +102,8 @@ class QueryService:
         self._types.pop(pg_name, None)
 
     async def close(self) -> None:
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
         for pool in self._pools.values():
             await pool.close()
         self._pools.clear()
@@ -108,9 +114,9 @@ class QueryService:
         access = await resolve(self.store, principal, request.database)
         pool = await self.pool_for(access.pg_name, access.sql_role)
         started = time.perf_counter()
+        conn = await pool.getconn()
         try:
-            async with pool.connection() as conn:
-                result = await self._run_in(conn, access, request)
+            result = await self._run_in(conn, access, request)
         except psycopg.OperationalError as exc:
             if exc.sqlstate is None:
                 raise ServiceError(
@@ -119,30 +125,41 @@ class QueryService:
             raise _sql_error(exc) from exc
         except psycopg.Error as exc:
             raise _sql_error(exc) from exc
+        finally:
+            self._release(pool, conn)
         result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return QueryResult.model_construct(**result)
+
+    def _release(self, pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any]) -> None:
+        """Give the connection back in the background: its reset (``DISCARD ALL``) need
+        not delay the response."""
+        task = asyncio.create_task(pool.putconn(conn))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     async def _run_in(
         self, conn: AsyncConnection[Any], access: Access, request: QueryRequest
     ) -> dict[str, Any]:
-        limit = access.storage_limit_bytes
         cur = conn.cursor()
-        async with conn.transaction():
-            size_before = await _scalar(conn, _SIZE_SQL) if limit else None
+        if not access.storage_limit_bytes:
+            # autocommit + one simple-protocol query string = one implicit transaction
+            # for all its statements, with no BEGIN/COMMIT round trips
             await self._execute(conn, cur, request.sql)
-            while cur.nextset():
-                pass
+            return await self._collect(conn, cur, access.pg_name, request)
+        limit = access.storage_limit_bytes
+        async with conn.transaction():
+            size_before = await _scalar(conn, _SIZE_SQL)
+            await self._execute(conn, cur, request.sql)
             result = await self._collect(conn, cur, access.pg_name, request)
-            if limit:
-                size_after = await _scalar(conn, _SIZE_SQL)
-                if size_after > limit and size_after > (size_before or 0):
-                    raise ServiceError(
-                        403,
-                        "storage_limit_exceeded",
-                        f"{access.full_name} would grow to {size_after} bytes, over its limit of"
-                        f" {limit}; the transaction was rolled back. Free space or raise the limit.",
-                        {"size_bytes": size_after, "storage_limit_bytes": limit},
-                    )
+            size_after = await _scalar(conn, _SIZE_SQL)
+            if size_after > limit and size_after > size_before:
+                raise ServiceError(
+                    403,
+                    "storage_limit_exceeded",
+                    f"{access.full_name} would grow to {size_after} bytes, over its limit of"
+                    f" {limit}; the transaction was rolled back. Free space or raise the limit.",
+                    {"size_bytes": size_after, "storage_limit_bytes": limit},
+                )
         return result
 
     async def _execute(self, conn: AsyncConnection[Any], cur: Any, sql_text: str) -> None:
@@ -164,6 +181,8 @@ class QueryService:
     async def _collect(
         self, conn: AsyncConnection[Any], cur: Any, pg_name: str, request: QueryRequest
     ) -> dict[str, Any]:
+        while cur.nextset():
+            pass
         description = cur.description
         if description is None:
             return {

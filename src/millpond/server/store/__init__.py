@@ -12,6 +12,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from .cache import GenerationCache
+from .notifications import Invalidation
+
 Params = Sequence[Any] | dict[str, Any] | None
 
 
@@ -25,11 +28,16 @@ class Store:
             open=False,
             name="control",
         )
+        self.invalidation = Invalidation(conninfo, "millpond_auth")
+        self.cache = GenerationCache(self.invalidation)
+        """Keys and database access, dropped on every ``millpond_auth`` notification."""
 
     async def open(self) -> None:
         await self.pool.open(wait=True, timeout=30)
+        await self.invalidation.start()
 
     async def close(self) -> None:
+        await self.invalidation.stop()
         await self.pool.close()
 
     async def fetchone(self, query: Any, params: Params = None) -> DictRow | None:
