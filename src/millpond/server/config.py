@@ -35,7 +35,7 @@ class Settings(BaseSettings):
         None,
         description=(
             "Secret from which per-database role passwords are derived. Unset: generated "
-            "once into <data_dir>/secret_key. Replicas sharing one Postgres must share it."
+            "once and kept in the control database, which every replica shares."
         ),
     )
     statement_timeout_ms: int = Field(
