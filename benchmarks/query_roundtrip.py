@@ -39,7 +39,16 @@ SQL = "SELECT id, name, score FROM items WHERE id = {id}"
 def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "MILLPOND_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "millpond.cli", "up", "--port", str(port), "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "millpond.cli",
+            "up",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
     )
@@ -78,13 +87,17 @@ def main() -> None:
                 "CREATE TABLE items (id int PRIMARY KEY, name text, score numeric);"
                 "INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 1000) g"
             )
-            http.post("/v1/query", json={"database": "admin/bench", "sql": setup}).raise_for_status()
+            http.post(
+                "/v1/query", json={"database": "admin/bench", "sql": setup}
+            ).raise_for_status()
             pg_name = http.get("/v1/databases/admin/bench").json()["id"]
             url = EmbeddedPostgres(data_dir).url(f"mp_db_{pg_name}")
             direct = psycopg.connect(url, autocommit=True)
 
             def via_http(i: int) -> None:
-                r = http.post("/v1/query", json={"database": "admin/bench", "sql": SQL.format(id=i)})
+                r = http.post(
+                    "/v1/query", json={"database": "admin/bench", "sql": SQL.format(id=i)}
+                )
                 assert r.status_code == 200 and r.json()["data"], r.text
 
             def via_direct(i: int) -> None:

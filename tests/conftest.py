@@ -76,7 +76,9 @@ def api(base_url: str) -> Iterator[Callable[..., httpx.Response]]:
     """``api(method, path, key=None, **kwargs)``: one HTTP call to the test server."""
     with httpx.Client(base_url=base_url, timeout=30) as client:
 
-        def call(method: str, path: str, key: str | None = None, **kwargs: object) -> httpx.Response:
+        def call(
+            method: str, path: str, key: str | None = None, **kwargs: object
+        ) -> httpx.Response:
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             return client.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
 

@@ -21,7 +21,16 @@ from millpond.server.testing import free_port, start_server
 
 def _up(data_dir: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "millpond.cli", "up", "--port", str(port), "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "millpond.cli",
+            "up",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -58,8 +67,11 @@ def test_up_first_start_restart_keeps_data(tmp_path: Path) -> None:
     proc = _up(data_dir, port)
     health = _wait_healthy(url, proc)
     assert health["postgres"] == {
-        "ok": True, "mode": "embedded", "version": health["postgres"]["version"],  # type: ignore[index]
-        "latency_ms": health["postgres"]["latency_ms"], "error": None,  # type: ignore[index]
+        "ok": True,
+        "mode": "embedded",
+        "version": health["postgres"]["version"],  # type: ignore[index]
+        "latency_ms": health["postgres"]["latency_ms"],
+        "error": None,  # type: ignore[index]
     }
     key = (data_dir / "admin-key").read_text().strip()
     assert key.startswith("mp_")
@@ -78,7 +90,9 @@ def test_up_first_start_restart_keeps_data(tmp_path: Path) -> None:
     proc = _up(data_dir, port)
     _wait_healthy(url, proc)
     r = httpx.post(
-        f"{url}/v1/query", json={"database": "admin/kept", "sql": "SELECT x FROM t"}, headers=headers
+        f"{url}/v1/query",
+        json={"database": "admin/kept", "sql": "SELECT x FROM t"},
+        headers=headers,
     )
     assert r.json()["data"] == [[42]]
     out = _interrupt(proc)
@@ -91,7 +105,9 @@ def test_external_postgres_by_url(tmp_path: Path) -> None:
     external.start()
     try:
         settings = Settings(
-            host="127.0.0.1", port=free_port(), data_dir=tmp_path / "data",
+            host="127.0.0.1",
+            port=free_port(),
+            data_dir=tmp_path / "data",
             database_url=external.url(),
         )
         running = start_server(settings)

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -84,7 +85,9 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
     created = await bootstrap_admin(store)
     if created is not None:
         announce(created, _write_admin_key(settings, created))
-    return Services(settings=settings, cluster=cluster, store=store, databases=databases, query=query)
+    return Services(
+        settings=settings, cluster=cluster, store=store, databases=databases, query=query
+    )
 
 
 async def stop_services(svc: Services) -> None:
@@ -133,7 +136,7 @@ async def _health(svc: Services) -> Health:
             version=row["v"] if row else None,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
-    except Exception as exc:  # noqa: BLE001 - health reports, never raises
+    except Exception as exc:
         pg = PostgresHealth(ok=False, mode=svc.cluster.mode, error=type(exc).__name__)
     return Health(status="ok" if pg.ok else "degraded", version=__version__, postgres=pg)
 

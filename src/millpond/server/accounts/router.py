@@ -109,7 +109,5 @@ async def list_service_account_keys(sa_id: int, svc: Svc, who: Caller) -> list[A
 
 
 @router.post("/service-accounts/{sa_id}/keys/revoke", response_model=Count)
-async def revoke_service_account_keys(
-    sa_id: int, body: KeyRevoke, svc: Svc, who: Caller
-) -> Count:
+async def revoke_service_account_keys(sa_id: int, body: KeyRevoke, svc: Svc, who: Caller) -> Count:
     return Count(count=await service.revoke_service_account_keys(svc.store, who, sa_id, body))

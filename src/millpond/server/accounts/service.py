@@ -111,7 +111,9 @@ async def authenticate(store: Store, secret: str) -> Principal | None:
     last_used = row["last_used_at"]
     if last_used is None or now - last_used > _LAST_USED_RESOLUTION:
         row["last_used_at"] = now
-        await store.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s", (row["key_id"],))
+        await store.execute(
+            "UPDATE api_keys SET last_used_at = now() WHERE id = %s", (row["key_id"],)
+        )
     return Principal(
         user_id=row["user_id"],
         username=row["username"],
@@ -124,9 +126,7 @@ async def authenticate(store: Store, secret: str) -> Principal | None:
 
 # -- keys ------------------------------------------------------------------------------
 
-_KEY_COLUMNS = (
-    "id, name, prefix, scope, created_at, expires_at, last_used_at, service_account_id"
-)
+_KEY_COLUMNS = "id, name, prefix, scope, created_at, expires_at, last_used_at, service_account_id"
 
 
 async def insert_key(
@@ -188,8 +188,7 @@ async def revoke_key(store: Store, principal: Principal, key_id: str) -> None:
     require_write(principal)
     where, params = _owner_filter(principal)
     touched = await store.execute(
-        f"UPDATE api_keys SET revoked_at = now() WHERE {where} AND id = %s"
-        " AND revoked_at IS NULL",
+        f"UPDATE api_keys SET revoked_at = now() WHERE {where} AND id = %s AND revoked_at IS NULL",
         (*params, key_id),
     )
     if not touched:
@@ -326,7 +325,9 @@ FROM service_accounts s JOIN users u ON u.id = s.owner_id
 
 
 async def _get_service_account(store: Store, owner_id: int, sa_id: int) -> ServiceAccount:
-    row = await store.fetchone(_SA_SELECT + " WHERE s.id = %s AND s.owner_id = %s", (sa_id, owner_id))
+    row = await store.fetchone(
+        _SA_SELECT + " WHERE s.id = %s AND s.owner_id = %s", (sa_id, owner_id)
+    )
     if row is None:
         raise not_found("service_account_not_found", f"no service account {sa_id} of yours")
     return ServiceAccount(**row)
@@ -347,7 +348,9 @@ async def create_service_account(store: Store, principal: Principal, name: str) 
 
 async def list_service_accounts(store: Store, principal: Principal) -> list[ServiceAccount]:
     require_user_key(principal)
-    rows = await store.fetchall(_SA_SELECT + " WHERE s.owner_id = %s ORDER BY s.id", (principal.user_id,))
+    rows = await store.fetchall(
+        _SA_SELECT + " WHERE s.owner_id = %s ORDER BY s.id", (principal.user_id,)
+    )
     return [ServiceAccount(**r) for r in rows]
 
 
@@ -372,9 +375,7 @@ async def create_service_account_key(
     return await insert_key(store, principal.user_id, body, sa_id)
 
 
-async def list_service_account_keys(
-    store: Store, principal: Principal, sa_id: int
-) -> list[ApiKey]:
+async def list_service_account_keys(store: Store, principal: Principal, sa_id: int) -> list[ApiKey]:
     require_user_key(principal)
     await _get_service_account(store, principal.user_id, sa_id)
     rows = await store.fetchall(

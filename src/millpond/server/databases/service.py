@@ -85,9 +85,7 @@ def check_name(name: str) -> None:
 def split_full_name(full_name: str) -> tuple[str, str]:
     owner, sep, name = full_name.partition("/")
     if not sep or not owner or not name or "/" in name:
-        raise invalid(
-            "invalid_name", f"database names look like 'owner/name', not {full_name!r}"
-        )
+        raise invalid("invalid_name", f"database names look like 'owner/name', not {full_name!r}")
     return owner, name
 
 
@@ -196,12 +194,12 @@ class DatabaseService:
             (principal.user_id, body.name, body.is_private, body.storage_limit_bytes),
         )
         if row is None:
-            raise conflict(
-                "database_exists", f"you already have a database named {body.name!r}"
-            )
+            raise conflict("database_exists", f"you already have a database named {body.name!r}")
         db_id = row["id"]
         pg_name = provision.pg_name_for(db_id)
-        await self.store.execute("UPDATE databases SET pg_name = %s WHERE id = %s", (pg_name, db_id))
+        await self.store.execute(
+            "UPDATE databases SET pg_name = %s WHERE id = %s", (pg_name, db_id)
+        )
         try:
             await asyncio.to_thread(provision.create_database, self.cluster, self.secret, pg_name)
         except BaseException:
@@ -317,7 +315,9 @@ class DatabaseService:
         assert row is not None
         return Collaborator(username=user["username"], **row)
 
-    async def remove_collaborator(self, principal: Principal, full_name: str, username: str) -> None:
+    async def remove_collaborator(
+        self, principal: Principal, full_name: str, username: str
+    ) -> None:
         access = await resolve(self.store, principal, full_name, need="admin")
         user = await find_user(self.store, username)
         touched = await self.store.execute(

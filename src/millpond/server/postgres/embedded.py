@@ -127,8 +127,10 @@ class EmbeddedPostgres:
                 _chown(pwfile, self._run_as)
             self._run(
                 str(bin_dir() / "initdb"),
-                "-D", str(self.pgdata),
-                "-U", SUPERUSER,
+                "-D",
+                str(self.pgdata),
+                "-U",
+                SUPERUSER,
                 f"--pwfile={pwfile}",
                 "--auth=scram-sha-256",
                 "--encoding=UTF8",
@@ -173,8 +175,12 @@ class EmbeddedPostgres:
             # the group too: with root's gid, root-group directories' (often empty)
             # group bits would apply instead of the "other" bits we opened
             kwargs.update(user=self._run_as, group=self._run_as, extra_groups=[], cwd="/")
-        result = subprocess.run(  # noqa: S603 - fixed binaries, no shell
-            cmd, capture_output=True, text=True, check=False, **kwargs  # type: ignore[call-overload]
+        result = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+            **kwargs,  # type: ignore[call-overload]
         )
         if result.returncode != 0:
             log_tail = ""
@@ -196,7 +202,7 @@ def _ensure_system_user(name: str) -> None:
     try:
         pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
             check=True,
             capture_output=True,

@@ -64,9 +64,13 @@ def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
             )
         }
         for role in (ro, rw, owner):
-            stmt = "ALTER ROLE {} LOGIN PASSWORD {}" if role in existing else (
-                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-                "PASSWORD {}"
+            stmt = (
+                "ALTER ROLE {} LOGIN PASSWORD {}"
+                if role in existing
+                else (
+                    "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                    "PASSWORD {}"
+                )
             )
             conn.execute(
                 sql.SQL(stmt).format(_ident(role), sql.Literal(role_password(secret, role)))

@@ -14,4 +14,4 @@ router = APIRouter(prefix="/v1")
 @router.post("/query", response_model=QueryResult)
 async def query(body: QueryRequest, svc: Svc, who: Caller) -> JSONResponse:
     result = await svc.query.run(who, body)
-    return JSONResponse(result.model_dump())
+    return JSONResponse(result)

@@ -22,7 +22,7 @@ from psycopg import AsyncConnection, errors
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
-from ...models import Column, QueryRequest, QueryResult
+from ...models import QueryRequest
 from ..accounts.service import Principal
 from ..config import Settings
 from ..databases.service import Access, resolve
@@ -31,9 +31,10 @@ from ..postgres import provision
 from ..postgres.cluster import Cluster
 from ..store import Store
 from .adapters import TYPE_NAMES_SQL, register_json_loaders, type_name
+from .stream import StatementResult, run_bounded
 
 _SIZE_SQL = "SELECT pg_database_size(current_database())"
-_GROWTH_GRACE_S = 5.0
+_OVERRUN_GRACE_S = 5.0
 
 
 class QueryService:
@@ -110,7 +111,9 @@ class QueryService:
 
     # -- running ------------------------------------------------------------------------------
 
-    async def run(self, principal: Principal, request: QueryRequest) -> QueryResult:
+    async def run(self, principal: Principal, request: QueryRequest) -> dict[str, Any]:
+        """Run the query; return the JSON body of a ``QueryResult`` (built as plain data:
+        this is the hot path, and the shape is pinned by the API tests)."""
         access = await resolve(self.store, principal, request.database)
         pool = await self.pool_for(access.pg_name, access.sql_role)
         started = time.perf_counter()
@@ -128,7 +131,7 @@ class QueryService:
         finally:
             self._release(pool, conn)
         result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        return QueryResult.model_construct(**result)
+        return result
 
     def _release(self, pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any]) -> None:
         """Give the connection back in the background: its reset (``DISCARD ALL``) need
@@ -140,17 +143,15 @@ class QueryService:
     async def _run_in(
         self, conn: AsyncConnection[Any], access: Access, request: QueryRequest
     ) -> dict[str, Any]:
-        cur = conn.cursor()
         if not access.storage_limit_bytes:
             # autocommit + one simple-protocol query string = one implicit transaction
             # for all its statements, with no BEGIN/COMMIT round trips
-            await self._execute(conn, cur, request.sql)
-            return await self._collect(conn, cur, access.pg_name, request)
+            result = await self._execute(conn, request.sql)
+            return await self._shape(conn, access.pg_name, result, request)
         limit = access.storage_limit_bytes
         async with conn.transaction():
             size_before = await _scalar(conn, _SIZE_SQL)
-            await self._execute(conn, cur, request.sql)
-            result = await self._collect(conn, cur, access.pg_name, request)
+            result = await self._execute(conn, request.sql)
             size_after = await _scalar(conn, _SIZE_SQL)
             if size_after > limit and size_after > size_before:
                 raise ServiceError(
@@ -160,66 +161,46 @@ class QueryService:
                     f" {limit}; the transaction was rolled back. Free space or raise the limit.",
                     {"size_bytes": size_after, "storage_limit_bytes": limit},
                 )
-        return result
+        return await self._shape(conn, access.pg_name, result, request)
 
-    async def _execute(self, conn: AsyncConnection[Any], cur: Any, sql_text: str) -> None:
-        """Run the SQL; if it outlives the statement timeout (say it turned the timeout
-        off), cancel the backend and drop the connection."""
-        deadline = self.settings.statement_timeout_ms / 1000 + _GROWTH_GRACE_S
+    async def _execute(self, conn: AsyncConnection[Any], sql_text: str) -> StatementResult:
+        """Run the SQL within the row/byte limits; if it outlives the statement timeout
+        (say it turned the timeout off), cancel it and drop the connection."""
+        deadline = self.settings.statement_timeout_ms / 1000 + _OVERRUN_GRACE_S
         try:
             async with asyncio.timeout(deadline):
-                await cur.execute(sql_text.encode())
+                return await run_bounded(
+                    conn, sql_text, self.settings.query_max_rows, self.settings.query_max_bytes
+                )
         except TimeoutError:
-            await conn.cancel_safe()
-            await conn.close()
+            await conn.close()  # psycopg already sent the cancel request
             raise ServiceError(
                 400,
                 "statement_timeout",
                 f"the query ran longer than {self.settings.statement_timeout_ms} ms",
             ) from None
 
-    async def _collect(
-        self, conn: AsyncConnection[Any], cur: Any, pg_name: str, request: QueryRequest
+    async def _shape(
+        self,
+        conn: AsyncConnection[Any],
+        pg_name: str,
+        result: StatementResult,
+        request: QueryRequest,
     ) -> dict[str, Any]:
-        while cur.nextset():
-            pass
-        description = cur.description
-        if description is None:
-            return {
-                "columns": [],
-                "data": [],
-                "row_count": max(cur.rowcount, 0),
-                "truncated": False,
-                "command": cur.statusmessage,
-            }
-        names = [d.name for d in description]
-        types = await self._type_names(conn, pg_name, [d.type_code for d in description])
-        rows, truncated = await self._take_rows(cur)
+        """The JSON body of a result: columns with type names, rows as lists or objects."""
+        types = await self._type_names(conn, pg_name, result.type_oids)
         data: list[Any]
         if request.data_format == "objects":
-            data = [dict(zip(names, row, strict=True)) for row in rows]
+            data = [dict(zip(result.names, row, strict=True)) for row in result.rows]
         else:
-            data = [list(row) for row in rows]
+            data = [list(row) for row in result.rows]
         return {
-            "columns": [Column(name=n, type=t) for n, t in zip(names, types, strict=True)],
+            "columns": [{"name": n, "type": t} for n, t in zip(result.names, types, strict=True)],
             "data": data,
-            "row_count": max(cur.rowcount, len(rows)),
-            "truncated": truncated,
-            "command": cur.statusmessage,
+            "row_count": result.row_count,
+            "truncated": result.truncated,
+            "command": result.command,
         }
-
-    async def _take_rows(self, cur: Any) -> tuple[list[Any], bool]:
-        max_rows = self.settings.query_max_rows
-        budget = self.settings.query_max_bytes
-        rows = await cur.fetchmany(max_rows + 1)
-        taken: list[Any] = []
-        used = 0
-        for row in rows[:max_rows]:
-            used += sum(len(v) if isinstance(v, str) else 8 for v in row) + 2
-            if used > budget:
-                return taken, True
-            taken.append(row)
-        return taken, len(rows) > max_rows
 
     async def _type_names(
         self, conn: AsyncConnection[Any], pg_name: str, oids: list[int]
@@ -242,7 +223,7 @@ async def _scalar(conn: AsyncConnection[Any], query: str) -> int:
 
 def _sql_error(exc: psycopg.Error) -> ServiceError:
     diag = exc.diag
-    if isinstance(exc, errors.QueryCanceled):
+    if isinstance(exc, errors.QueryCanceled) and "statement timeout" in str(exc):
         return ServiceError(400, "statement_timeout", diag.message_primary or str(exc))
     position = diag.statement_position
     return ServiceError(

@@ -16,7 +16,9 @@ from .notifications import Invalidation
 
 
 class GenerationCache:
-    def __init__(self, invalidation: Invalidation | None, ttl: float = 30.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self, invalidation: Invalidation | None, ttl: float = 30.0, max_entries: int = 10_000
+    ) -> None:
         self.invalidation = invalidation
         self.ttl = ttl
         self.max_entries = max_entries
@@ -25,9 +27,7 @@ class GenerationCache:
     def _usable(self) -> bool:
         return self.invalidation is not None and self.invalidation.live
 
-    async def get_or_load(
-        self, key: Hashable, load: Callable[[], Awaitable[Any]]
-    ) -> Any:
+    async def get_or_load(self, key: Hashable, load: Callable[[], Awaitable[Any]]) -> Any:
         inv = self.invalidation
         if inv is None or not inv.live:
             return await load()

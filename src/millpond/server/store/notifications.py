@@ -61,7 +61,7 @@ class Invalidation:
                         self.bump()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - reconnect on any failure
+            except Exception as exc:
                 _log.warning("lost LISTEN %s (%s); reconnecting", self.channel, type(exc).__name__)
             finally:
                 self.live = False
