@@ -279,7 +279,8 @@ async def delete_user(
         if owned and not delete_databases:
             raise conflict(
                 "user_owns_databases",
-                f"{username} owns {len(owned)} database(s); pass delete_databases=true to drop them",
+                f"{username} owns {len(owned)} database(s);"
+                " pass delete_databases=true to drop them too",
             )
         await conn.execute("DELETE FROM databases WHERE owner_id = %s", (user["id"],))
         await conn.execute("DELETE FROM users WHERE id = %s", (user["id"],))

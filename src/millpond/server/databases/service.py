@@ -16,10 +16,10 @@ Creation and deletion are crash-safe: the control row is written first in state
 from __future__ import annotations
 
 import asyncio
+import builtins
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from psycopg.rows import DictRow
 
@@ -209,7 +209,7 @@ class DatabaseService:
         await self.store.execute("UPDATE databases SET state = 'ready' WHERE id = %s", (db_id,))
         return await _describe(self.store, db_id, "owner")
 
-    async def list(self, principal: Principal) -> list[Database]:
+    async def list(self, principal: Principal) -> builtins.list[Database]:
         rows = await self.store.fetchall(
             _DB_SELECT.replace("SELECT", "SELECT c.role AS collaborator_role,", 1)
             + " LEFT JOIN collaborators c ON c.database_id = d.id AND c.user_id = %(uid)s"
@@ -290,7 +290,9 @@ class DatabaseService:
 
     # -- collaborators ------------------------------------------------------------------
 
-    async def collaborators(self, principal: Principal, full_name: str) -> list[Collaborator]:
+    async def collaborators(
+        self, principal: Principal, full_name: str
+    ) -> builtins.list[Collaborator]:
         access = await resolve(self.store, principal, full_name)
         rows = await self.store.fetchall(
             "SELECT u.username, c.role, c.created_at FROM collaborators c"
@@ -326,10 +328,6 @@ class DatabaseService:
         )
         if not touched:
             raise not_found("collaborator_not_found", f"{username} is not a collaborator")
-
-
-def role_for_sql(access: Access) -> Literal["owner", "rw", "ro"]:
-    return access.sql_role
 
 
 __all__ = ["Access", "DatabaseService", "ServiceError", "resolve", "split_full_name"]

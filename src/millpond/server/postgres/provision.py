@@ -118,8 +118,8 @@ def drop_database(cluster: Cluster, pg_name: str) -> None:
     roles = DatabaseRoles(pg_name)
     with psycopg.connect(cluster.admin_conninfo(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(_ident(pg_name)))
-        for which in ("owner", "rw", "ro"):
-            role = roles.role(which)  # type: ignore[arg-type]
+        for which in ROLE_SUFFIXES:
+            role = roles.role(which)
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
             if exists.fetchone() is not None:
                 conn.execute(sql.SQL("DROP ROLE {}").format(_ident(role)))

@@ -52,7 +52,7 @@ class _Collector:
         self._open = False  # inside a row-returning statement
         self._bytes = 0
 
-    def rows(self, tx: Transformer, res: pq.abc.PGresult) -> None:
+    def rows(self, tx: Any, res: pq.abc.PGresult) -> None:
         if not self._open:
             self._start(res)
         cur = self.current
