@@ -1,0 +1,173 @@
+"""Consume one database's WAL over a logical replication connection.
+
+:class:`ReplicationStream` opens a ``replication=database`` connection, creates a
+**temporary** logical slot (``pgoutput``) — Postgres drops it by itself when the
+connection ends, however it ends, so slots never leak — and streams committed
+transactions, acknowledging each one's end LSN so the server can recycle WAL.
+
+psycopg has no replication API; the copy-both stream is driven with libpq calls through
+psycopg's non-blocking generators, as psycopg itself does for COPY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+from psycopg import generators, pq, sql
+from psycopg.abc import PQGen
+from psycopg.conninfo import make_conninfo
+from psycopg.waiting import Wait
+
+from . import pgoutput
+
+_log = logging.getLogger("millpond.realtime")
+
+PUBLICATION = "millpond_realtime"
+_FEEDBACK_INTERVAL_S = 5.0
+_PG_EPOCH_US = 946_684_800_000_000
+
+
+class WalLevelError(RuntimeError):
+    """The Postgres server is not configured for logical replication."""
+
+
+def _now_pg_micros() -> int:
+    return int(time.time() * 1_000_000) - _PG_EPOCH_US
+
+
+_TIMED_OUT = b""
+
+
+async def _wait_readable(fd: int, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await asyncio.wait_for(ready, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _read_copy(pgconn: pq.abc.PGconn, timeout: float) -> bytes | None:
+    """Next CopyData payload; ``_TIMED_OUT`` after ``timeout`` s of silence; None at the
+    end of the stream. (Not psycopg's ``wait``: cancelling it would cancel the stream.)"""
+    while True:
+        nbytes, data = pgconn.get_copy_data(1)
+        if nbytes > 0:
+            return bytes(data)
+        if nbytes == -1:
+            return None
+        if not await _wait_readable(pgconn.socket, timeout):
+            return _TIMED_OUT
+        pgconn.consume_input()
+
+
+def _flush(pgconn: pq.abc.PGconn) -> PQGen[None]:
+    while pgconn.flush() != 0:
+        while not (yield Wait.W):
+            continue
+
+
+async def ensure_publication(admin_conninfo: str) -> None:
+    """Create the FOR ALL TABLES publication in the database if missing; check wal_level."""
+    async with await psycopg.AsyncConnection.connect(admin_conninfo, autocommit=True) as conn:
+        level = await (await conn.execute("SHOW wal_level")).fetchone()
+        if level is None or level[0] != "logical":
+            raise WalLevelError(
+                f"realtime needs wal_level=logical on the Postgres server (it is "
+                f"{level[0] if level else 'unknown'}): set it in postgresql.conf "
+                "(ALTER SYSTEM SET wal_level = logical) and restart Postgres"
+            )
+        exists = await (
+            await conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (PUBLICATION,))
+        ).fetchone()
+        if exists is None:
+            await conn.execute(
+                sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(sql.Identifier(PUBLICATION))
+            )
+
+
+class ReplicationStream:
+    def __init__(self, admin_conninfo: str, slot_name: str) -> None:
+        self.conninfo = make_conninfo(admin_conninfo, replication="database")
+        self.slot_name = slot_name
+        self.start_lsn = 0
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._acked = 0
+        self._last_feedback = 0.0
+
+    async def open(self) -> int:
+        """Connect and create the temporary slot; return its consistent-point LSN.
+        Every transaction committed after that point will be streamed."""
+        self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        pgconn = self._conn.pgconn
+        query = sql.SQL(
+            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'nothing')"
+        ).format(sql.Identifier(self.slot_name))
+        cur = await self._conn.execute(query)
+        row = await cur.fetchone()
+        assert row is not None
+        self.start_lsn = pgoutput.parse_lsn(row[1])
+        start = sql.SQL(
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})"
+        ).format(
+            sql.Identifier(self.slot_name),
+            sql.SQL(pgoutput.format_lsn(self.start_lsn)),
+            sql.Literal(PUBLICATION),
+        )
+        pgconn.send_query(start.as_bytes(self._conn))
+        await self._conn.wait(generators.send(pgconn))
+        result = await self._conn.wait(generators.fetch(pgconn))
+        if result is None or result.status != pq.ExecStatus.COPY_BOTH:
+            raise RuntimeError(f"START_REPLICATION failed: {result and result.error_message}")
+        return self.start_lsn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def transactions(self) -> AsyncIterator[pgoutput.Transaction]:
+        """Committed transactions, in commit order, until the connection ends."""
+        assert self._conn is not None, "open() first"
+        conn = self._conn
+        assembler = pgoutput.Assembler()
+        while True:
+            data = await _read_copy(conn.pgconn, _FEEDBACK_INTERVAL_S)
+            if data is None:
+                return
+            if data is _TIMED_OUT:
+                await self._feedback(reply=False)
+                continue
+            if data[:1] == b"w":
+                done = assembler.feed(pgoutput.parse(data[25:]))
+                if done is not None:
+                    yield done
+                    self._acked = max(self._acked, done.end_lsn)
+            elif data[:1] == b"k":
+                wal_end = struct.unpack_from("!Q", data, 1)[0]
+                if assembler.idle:
+                    self._acked = max(self._acked, wal_end)
+                if data[17]:  # the server asks for a reply
+                    await self._feedback(reply=False)
+            if time.monotonic() - self._last_feedback > _FEEDBACK_INTERVAL_S:
+                await self._feedback(reply=False)
+
+    async def _feedback(self, reply: bool) -> None:
+        assert self._conn is not None
+        lsn = self._acked
+        message = struct.pack("!cQQQqB", b"r", lsn, lsn, lsn, _now_pg_micros(), int(reply))
+        pgconn = self._conn.pgconn
+        pgconn.put_copy_data(message)
+        await self._conn.wait(_flush(pgconn))
+        self._last_feedback = time.monotonic()
+
