@@ -98,7 +98,13 @@ async def ensure_publication(admin_conninfo: str) -> None:
 
 class ReplicationStream:
     def __init__(self, admin_conninfo: str, slot_name: str) -> None:
-        self.conninfo = make_conninfo(admin_conninfo, replication="database")
+        # values are rendered by the walsender's session: fix their text forms
+        self.conninfo = make_conninfo(
+            admin_conninfo,
+            replication="database",
+            options="-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601",
+            application_name="millpond-realtime",
+        )
         self.slot_name = slot_name
         self.start_lsn = 0
         self._conn: psycopg.AsyncConnection[Any] | None = None
