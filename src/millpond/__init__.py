@@ -1,0 +1,56 @@
+"""millpond: a self-hosted backend platform on PostgreSQL. This is its Python SDK::
+
+    from millpond import Millpond
+
+    with Millpond() as mp:  # reads MILLPOND_API_KEY and MILLPOND_URL
+        db = mp.databases.create("my-db")
+        print(mp.query(db.full_name, "SELECT 1 AS one").data)
+
+``AsyncMillpond`` has the same surface with ``await``. Errors are ``MillpondError``
+subclasses (``ApiError`` and its per-status subclasses, ``TransportError``, …); results are
+pydantic models from ``millpond.models``.
+
+Importing ``millpond`` never imports the server (``millpond.server``) or its dependencies.
+"""
+
+from . import models
+from ._version import __version__
+from .client import AsyncMillpond, Millpond, RetryPolicy
+from .errors import (
+    ApiError,
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    ConnectError,
+    ForbiddenError,
+    MillpondError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    TimeoutError,
+    TransportError,
+    UnauthorizedError,
+    UnprocessableEntityError,
+)
+
+__all__ = [
+    "ApiError",
+    "AsyncMillpond",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConflictError",
+    "ConnectError",
+    "ForbiddenError",
+    "Millpond",
+    "MillpondError",
+    "NotFoundError",
+    "RateLimitError",
+    "RetryPolicy",
+    "ServerError",
+    "TimeoutError",
+    "TransportError",
+    "UnauthorizedError",
+    "UnprocessableEntityError",
+    "__version__",
+    "models",
+]

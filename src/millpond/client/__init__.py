@@ -1,0 +1,16 @@
+"""The millpond SDK: :class:`Millpond` (sync) and :class:`AsyncMillpond` (async), one
+implementation.
+
+- ``_base``: the sans-I/O core: configuration, the :class:`~._base.Call` a resource method
+  describes, building each request, reading each answer into a model or an error, and
+  the retry state machine (``Attempts``), deciding with :class:`RetryPolicy` (``_retry``).
+- ``_async``: the async client and resources, written by hand; they only send and sleep.
+- ``_sync``: the sync client and resources, generated from ``_async`` by
+  ``scripts/async_to_sync.py`` (a test checks they are up to date).
+"""
+
+from ._async.client import AsyncMillpond
+from ._retry import RetryPolicy
+from ._sync.client import Millpond
+
+__all__ = ["AsyncMillpond", "Millpond", "RetryPolicy"]

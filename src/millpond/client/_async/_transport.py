@@ -1,0 +1,48 @@
+"""The I/O half of the client: send a :class:`Call`, sleep between retries. Everything
+else (URLs, headers, parsing, error mapping, retry decisions) is in ``_base``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from .._base import Attempts, Call, ClientConfig, Retry, T, TimeoutTypes
+
+
+class AsyncTransport:
+    """Sends calls over an ``httpx.AsyncClient``, retrying as the client's policy says."""
+
+    def __init__(self, config: ClientConfig, http_client: httpx.AsyncClient | None) -> None:
+        self.config = config
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.AsyncClient()
+
+    async def request(
+        self, call: Call[T], *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> T:
+        attempts = Attempts(self.config, call, timeout=timeout, max_retries=max_retries)
+        spec = attempts.request
+        while True:
+            outcome: T | Retry
+            try:
+                response = await self._http.request(
+                    spec.method,
+                    spec.url,
+                    params=spec.params,
+                    json=spec.json,
+                    headers=spec.headers,
+                    timeout=spec.timeout,
+                )
+            except httpx.TransportError as exc:
+                outcome = attempts.after_error(exc)
+            else:
+                outcome = attempts.after_response(response)
+            if not isinstance(outcome, Retry):
+                return outcome
+            await asyncio.sleep(outcome.delay)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, unless it was passed in (then its owner closes it)."""
+        if self._owns_http:
+            await self._http.aclose()

@@ -1,0 +1,249 @@
+"""``AsyncMillpond``: the client. Resources hang off it (``mp.databases``,
+``mp.keys``, ``mp.service_accounts``, ``mp.users``); ``health()``, ``me()`` and
+``query()`` are on the client itself, as are the bit.io SDK's method names
+(``create_database``, ``revoke_keys``, …) for code written against that SDK.
+
+Every API method takes keyword-only ``timeout=`` (seconds, or an ``httpx.Timeout``) and
+``max_retries=`` overriding the client's for that call.
+"""
+
+from __future__ import annotations
+
+import builtins
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from ...models import (
+    ApiKeyCreated,
+    Database,
+    DataFormat,
+    Health,
+    Me,
+    QueryRequest,
+    QueryResult,
+    ServiceAccount,
+)
+from .._base import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    Call,
+    ClientConfig,
+    TimeoutTypes,
+    body,
+    parse_model,
+    split_database,
+)
+from .._retry import RetryPolicy
+from ._transport import AsyncTransport
+from .databases import AsyncDatabases
+from .keys import AsyncKeys
+from .service_accounts import AsyncServiceAccounts
+from .users import AsyncUsers
+
+
+class AsyncMillpond:
+    """A millpond API client::
+
+        async with AsyncMillpond() as mp:  # MILLPOND_API_KEY, MILLPOND_URL
+            db = await mp.databases.create("my-db")
+            result = await mp.query(db.full_name, "SELECT 1 AS one")
+
+    ``api_key`` defaults to ``$MILLPOND_API_KEY`` (``ConfigurationError`` without one);
+    ``base_url`` to ``$MILLPOND_URL``, else ``http://127.0.0.1:8000``. ``timeout`` applies
+    to every request (``None``: no limit). Failed requests are retried up to
+    ``max_retries`` times as ``retry_policy`` says (see ``RetryPolicy``). An
+    ``http_client`` passed in is used as is (proxies, TLS, hooks) and not closed here.
+    """
+
+    databases: AsyncDatabases
+    keys: AsyncKeys
+    service_accounts: AsyncServiceAccounts
+    users: AsyncUsers
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_policy: RetryPolicy | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        config = ClientConfig.resolve(api_key, base_url, timeout, max_retries, retry_policy)
+        self._transport = AsyncTransport(config, http_client)
+        self.databases = AsyncDatabases(self._transport)
+        self.keys = AsyncKeys(self._transport)
+        self.service_accounts = AsyncServiceAccounts(self._transport)
+        self.users = AsyncUsers(self._transport)
+
+    @property
+    def base_url(self) -> str:
+        return self._transport.config.base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    async def aclose(self) -> None:
+        """Release the connections (not those of an ``http_client`` passed in)."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the client's own calls ------------------------------------------------------------
+
+    async def health(
+        self, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> Health:
+        """The server's status and its Postgres's."""
+        call = Call("GET", "/v1/health", parse_model(Health))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def me(self, *, timeout: TimeoutTypes = None, max_retries: int | None = None) -> Me:
+        """Who the API key belongs to: the user, the service account if any, the key."""
+        call = Call("GET", "/v1/me", parse_model(Me))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def query(
+        self,
+        db: str,
+        sql: str,
+        data_format: DataFormat | None = None,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> QueryResult:
+        """Run ``sql`` on database ``"owner/name"`` in one transaction; the result of the
+        last statement. ``data_format="objects"`` gives rows as dicts, ``"list"`` (the
+        default) as lists. Prefer a direct Postgres connection for heavy work."""
+        split_database(db)
+        request = QueryRequest.model_construct(database=db, sql=sql, data_format=data_format)
+        call = Call("POST", "/v1/query", parse_model(QueryResult), json=body(request))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    # -- the bit.io SDK's names --------------------------------------------------------------
+
+    async def create_database(
+        self,
+        name: str,
+        is_private: bool = True,
+        storage_limit_bytes: int | None = None,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Database:
+        """``databases.create``."""
+        return await self.databases.create(
+            name, is_private, storage_limit_bytes, timeout=timeout, max_retries=max_retries
+        )
+
+    async def list_databases(
+        self, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> builtins.list[Database]:
+        """``databases.list``."""
+        return await self.databases.list(timeout=timeout, max_retries=max_retries)
+
+    async def get_database(
+        self, db_name: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> Database:
+        """``databases.get``."""
+        return await self.databases.get(db_name, timeout=timeout, max_retries=max_retries)
+
+    async def update_database(
+        self,
+        db_name: str,
+        name: str | None = None,
+        is_private: bool | None = None,
+        storage_limit_bytes: int | None = None,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Database:
+        """``databases.update``."""
+        return await self.databases.update(
+            db_name,
+            name,
+            is_private,
+            storage_limit_bytes,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+
+    async def delete_database(
+        self, db_name: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> None:
+        """``databases.delete``."""
+        await self.databases.delete(db_name, timeout=timeout, max_retries=max_retries)
+
+    async def create_key(
+        self, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> ApiKeyCreated:
+        """``keys.create()``: a new key with the caller's rights."""
+        return await self.keys.create(timeout=timeout, max_retries=max_retries)
+
+    async def revoke_keys(
+        self,
+        api_key: str | None = None,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> int:
+        """Revoke ``api_key`` only, or with no argument every key of the caller (including
+        the one in use). Returns how many were revoked."""
+        if api_key is not None:
+            await self.keys.revoke(api_key=api_key, timeout=timeout, max_retries=max_retries)
+            return 1
+        return await self.keys.revoke_all(timeout=timeout, max_retries=max_retries)
+
+    async def list_service_accounts(
+        self, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> builtins.list[ServiceAccount]:
+        """``service_accounts.list``."""
+        return await self.service_accounts.list(timeout=timeout, max_retries=max_retries)
+
+    async def get_service_account(
+        self,
+        service_account_id: int | str,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> ServiceAccount:
+        """``service_accounts.get``."""
+        return await self.service_accounts.get(
+            service_account_id, timeout=timeout, max_retries=max_retries
+        )
+
+    async def create_service_account_key(
+        self,
+        service_account_id: int | str,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> ApiKeyCreated:
+        """``service_accounts.create_key``."""
+        return await self.service_accounts.create_key(
+            service_account_id, timeout=timeout, max_retries=max_retries
+        )
+
+    async def revoke_service_account_keys(
+        self,
+        service_account_id: int | str,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> int:
+        """``service_accounts.revoke_keys``: revoke all of its keys; how many."""
+        return await self.service_accounts.revoke_keys(
+            service_account_id, timeout=timeout, max_retries=max_retries
+        )
