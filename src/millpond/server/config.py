@@ -52,6 +52,22 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(
         10, gt=0, description="Maximum pooled Postgres connections per database role."
     )
+    realtime_send_buffer_bytes: int = Field(
+        8 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Unsent realtime messages a connection may accumulate before it is closed as a "
+            "slow consumer (close code 4008)."
+        ),
+    )
+    realtime_heartbeat_ms: int = Field(
+        15_000, gt=0, description="Interval of realtime heartbeats (ping), in milliseconds."
+    )
+    realtime_idle_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a database's change stream (and its slot) outlives its last subscriber.",
+    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 
     @property

@@ -34,7 +34,7 @@ from ..store import Store
 
 KEY_PREFIX = "mp_"
 _ALPHABET = string.ascii_letters + string.digits
-_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,38}$")
+_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,38}")  # used with fullmatch
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
@@ -62,13 +62,23 @@ def new_secret() -> str:
     return KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(40))
 
 
+def is_username(username: str) -> bool:
+    return _USERNAME.fullmatch(username) is not None
+
+
 def check_username(username: str) -> None:
-    if not _USERNAME.match(username):
+    if not is_username(username):
         raise invalid(
             "invalid_name",
             "usernames are 1-39 letters, digits, '_' or '-', starting with a letter or digit",
             {"field": "username"},
         )
+
+
+def check_text(value: str | None, field: str) -> None:
+    """Postgres text cannot hold NUL characters: refuse them as bad input, not a 500."""
+    if value is not None and "\x00" in value:
+        raise invalid("validation_error", f"{field}: must not contain NUL characters")
 
 
 def require_write(principal: Principal) -> None:
@@ -135,12 +145,16 @@ async def insert_key(
     body: ApiKeyCreate,
     service_account_id: int | None = None,
 ) -> ApiKeyCreated:
+    check_text(body.name, "name")
     secret = new_secret()
-    expires_at = (
-        datetime.now(UTC) + timedelta(seconds=body.expires_in_seconds)
-        if body.expires_in_seconds
-        else None
-    )
+    try:
+        expires_at = (
+            datetime.now(UTC) + timedelta(seconds=body.expires_in_seconds)
+            if body.expires_in_seconds
+            else None
+        )
+    except OverflowError:
+        raise invalid("validation_error", "expires_in_seconds: too far in the future") from None
     query = (
         "INSERT INTO api_keys (id, user_id, service_account_id, name, prefix, secret_hash,"
         f" scope, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_KEY_COLUMNS}"
@@ -186,6 +200,8 @@ async def list_keys(store: Store, principal: Principal) -> list[ApiKey]:
 
 async def revoke_key(store: Store, principal: Principal, key_id: str) -> None:
     require_write(principal)
+    if "\x00" in key_id:  # no such id (and not valid text)
+        raise not_found("key_not_found", f"no active key {key_id!r} of yours")
     where, params = _owner_filter(principal)
     touched = await store.execute(
         f"UPDATE api_keys SET revoked_at = now() WHERE {where} AND id = %s AND revoked_at IS NULL",
@@ -206,13 +222,15 @@ async def _revoke(store: Store, where: str, params: tuple[Any, ...], body: KeyRe
     if body.key_id is not None and body.api_key is not None:
         raise invalid("validation_error", "give key_id or api_key, not both")
     if body.key_id is not None:
+        if "\x00" in body.key_id:  # no such id (and not valid text)
+            raise not_found("key_not_found", "no such active key")
         where, params = where + " AND id = %s", (*params, body.key_id)
     elif body.api_key is not None:
         where, params = where + " AND secret_hash = %s", (*params, hash_key(body.api_key))
     count = await store.execute(
         f"UPDATE api_keys SET revoked_at = now() WHERE {where} AND revoked_at IS NULL", params
     )
-    if count == 0 and (body.key_id or body.api_key):
+    if count == 0 and (body.key_id is not None or body.api_key is not None):
         raise not_found("key_not_found", "no such active key")
     return count
 
@@ -247,6 +265,8 @@ async def list_users(store: Store, principal: Principal) -> list[User]:
 
 
 async def find_user(store: Store, username: str) -> DictRow:
+    if not is_username(username):  # cannot exist (and may not even be valid text)
+        raise not_found("user_not_found", f"no user {username!r}")
     row = await store.fetchone(
         f"SELECT {_USER_COLUMNS} FROM users WHERE lower(username) = lower(%s)", (username,)
     )
@@ -337,6 +357,7 @@ async def _get_service_account(store: Store, owner_id: int, sa_id: int) -> Servi
 async def create_service_account(store: Store, principal: Principal, name: str) -> ServiceAccount:
     require_user_key(principal)
     require_write(principal)
+    check_text(name, "name")
     row = await store.fetchone(
         "INSERT INTO service_accounts (owner_id, name) VALUES (%s, %s)"
         " ON CONFLICT DO NOTHING RETURNING id",

@@ -31,13 +31,14 @@ from ...models import (
     DatabaseCreate,
     DatabaseUpdate,
 )
-from ..accounts.service import Principal, find_user, require_write
+from ..accounts.service import Principal, find_user, is_username, require_write
 from ..errors import ServiceError, conflict, forbidden, invalid, not_found
 from ..postgres import provision
 from ..postgres.cluster import Cluster
 from ..store import Store
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # used with fullmatch
+_MAX_BIGINT = 2**63 - 1
 _RANK: dict[str, int] = {"read": 1, "write": 2, "admin": 3, "owner": 4}
 _SQL_ROLE: dict[str, provision.SqlRole] = {
     "read": "ro",
@@ -74,12 +75,17 @@ class Access:
 
 
 def check_name(name: str) -> None:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise invalid(
             "invalid_name",
             "database names are 1-63 letters, digits, '_' or '-', starting with a letter or digit",
             {"field": "name"},
         )
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and limit > _MAX_BIGINT:
+        raise invalid("validation_error", f"storage_limit_bytes: at most {_MAX_BIGINT}")
 
 
 def split_full_name(full_name: str) -> tuple[str, str]:
@@ -120,6 +126,8 @@ async def resolve(
 ) -> Access:
     """The caller's access to ``owner/name``; 404 if they cannot see it, 403 if too weak."""
     owner, name = split_full_name(full_name)
+    if not is_username(owner) or not _NAME.fullmatch(name):  # cannot exist
+        raise not_found("database_not_found", f"no database {full_name!r} visible to you")
     params = {"user_id": principal.user_id, "owner": owner, "name": name}
     row = await store.cache.get_or_load(
         ("db", principal.user_id, owner.lower(), name.lower()),
@@ -187,6 +195,7 @@ class DatabaseService:
     async def create(self, principal: Principal, body: DatabaseCreate) -> Database:
         require_write(principal)
         check_name(body.name)
+        check_limit(body.storage_limit_bytes)
         row = await self.store.fetchone(
             "INSERT INTO databases (owner_id, name, pg_name, is_private, storage_limit_bytes)"
             " VALUES (%s, %s, 'mp_pending_' || gen_random_uuid(), %s, %s)"
@@ -231,6 +240,7 @@ class DatabaseService:
         access = await resolve(self.store, principal, full_name, need="admin")
         if body.name is not None:
             check_name(body.name)
+        check_limit(body.storage_limit_bytes)
         if body.clear_storage_limit and body.storage_limit_bytes is not None:
             raise invalid("validation_error", "give storage_limit_bytes or clear_storage_limit")
         limit = None if body.clear_storage_limit else body.storage_limit_bytes
