@@ -613,3 +613,23 @@ def test_service_account_key_cannot_manage_service_accounts_or_users(
     listed = api("GET", base, boss_key).json()
     assert listed["key_count"] == 1
     assert [s["name"] for s in api("GET", "/v1/service-accounts", boss_key).json()] == ["bot"]
+
+
+def test_an_admins_service_account_is_no_admin(
+    api: Api, admin_key: str, make_user: MakeUser, make_db: MakeDb
+) -> None:
+    """A service account acts with its owner's rights on databases the owner has by
+    ownership or collaboration, but never with the owner's server-admin powers."""
+    _, other = make_user()
+    private = make_db(other)
+    r = api("POST", "/v1/service-accounts", admin_key, json={"name": unique("adminsa")})
+    assert r.status_code == 201, r.text
+    sa = r.json()
+    r = api("POST", f"/v1/service-accounts/{sa['id']}/keys", admin_key, json={})
+    sa_key = r.json()["secret"]
+    assert_error(
+        api("GET", f"/v1/databases/{private['full_name']}", sa_key), 404, "database_not_found"
+    )
+    assert_error(api("GET", "/v1/users", sa_key), 403, "admin_required")
+    # the admin's own key does reach it
+    assert api("GET", f"/v1/databases/{private['full_name']}", admin_key).status_code == 200

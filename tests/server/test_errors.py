@@ -261,14 +261,14 @@ def test_nul_characters_are_4xx_not_500(api: Api, user: tuple[str, str], admin_k
         ("GET", f"/v1/databases/{username}/a%00b", key, {}, 404, "database_not_found"),
         ("GET", "/v1/databases/a%00b/c", key, {}, 404, "database_not_found"),
         ("DELETE", "/v1/keys/key_%00", key, {}, 404, "key_not_found"),
-        ("POST", "/v1/keys/revoke", key, {"json": {"key_id": "k\x00"}}, 404, "key_not_found"),
+        ("POST", "/v1/keys/revoke", key, {"json": {"key_id": "k\x00"}}, 422, "validation_error"),
         (
             "POST",
             "/v1/query",
             key,
             {"json": {"database": f"{username}/x\x00", "sql": "SELECT 1"}},
-            404,
-            "database_not_found",
+            422,
+            "validation_error",
         ),
     ]
     for method, path, who, kwargs, status, code in cases:

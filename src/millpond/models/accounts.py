@@ -47,7 +47,9 @@ class ApiKeyCreated(ApiKey):
 class ApiKeyCreate(RequestModel):
     name: str | None = Field(default=None, max_length=100)
     scope: KeyScope = "write"
-    expires_in_seconds: int | None = Field(default=None, gt=0)
+    expires_in_seconds: int | None = Field(
+        default=None, gt=0, le=100 * 365 * 86400, description="At most 100 years"
+    )
 
 
 class KeyRevoke(RequestModel):

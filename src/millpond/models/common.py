@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class WireModel(BaseModel):
@@ -14,9 +15,17 @@ class WireModel(BaseModel):
 
 
 class RequestModel(BaseModel):
-    """Base of request bodies: unknown fields are an error, so typos never pass silently."""
+    """Base of request bodies: unknown fields are an error, so typos never pass silently;
+    no text may hold a NUL character (Postgres text cannot store one)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            raise PydanticCustomError("nul_character", "must not contain NUL characters")
+        return value
 
 
 class ErrorBody(WireModel):

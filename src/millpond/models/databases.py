@@ -26,16 +26,19 @@ class Database(WireModel):
     role: AccessRole | None = Field(default=None, description="The caller's access to it")
 
 
+MAX_BIGINT = 2**63 - 1
+
+
 class DatabaseCreate(RequestModel):
     name: str
     is_private: bool = True
-    storage_limit_bytes: int | None = Field(default=None, gt=0)
+    storage_limit_bytes: int | None = Field(default=None, gt=0, le=MAX_BIGINT)
 
 
 class DatabaseUpdate(RequestModel):
     name: str | None = None
     is_private: bool | None = None
-    storage_limit_bytes: int | None = Field(default=None, gt=0)
+    storage_limit_bytes: int | None = Field(default=None, gt=0, le=MAX_BIGINT)
     clear_storage_limit: bool = False
 
 

@@ -15,9 +15,7 @@ class QueryRequest(RequestModel):
     database: str = Field(
         description="owner/name", validation_alias=AliasChoices("database", "db_name")
     )
-    sql: str = Field(
-        min_length=1, validation_alias=AliasChoices("sql", "query_string", "query")
-    )
+    sql: str = Field(min_length=1, validation_alias=AliasChoices("sql", "query_string", "query"))
     data_format: DataFormat | None = None
 
 

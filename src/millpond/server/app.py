@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
 from ..models import Health, PostgresHealth, UserCreated
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, announce: Announce = _default_a
         redoc_url=None,
     )
     _install_error_handlers(app)
+    app.add_middleware(CatchAll)
     app.include_router(accounts_router.router)
     app.include_router(databases_router.router)
     app.include_router(query_router.router)
@@ -139,6 +141,35 @@ async def _health(svc: Services) -> Health:
     except Exception as exc:
         pg = PostgresHealth(ok=False, mode=svc.cluster.mode, error=type(exc).__name__)
     return Health(status="ok" if pg.ok else "degraded", version=__version__, postgres=pg)
+
+
+class CatchAll:
+    """Outermost net: an exception no handler took becomes the 500 envelope, and the
+    connection stays usable (Starlette's own last-resort handler re-raises, which makes
+    the server drop a kept-alive connection)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            _log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
+            err = ServiceError(500, "internal_error", "internal server error; see the server log")
+            await JSONResponse(err.envelope(), status_code=500)(scope, receive, send)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(
         10, gt=0, description="Maximum pooled Postgres connections per database role."
     )
+    pool_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "How long a query waits for a free database connection before 503 postgres_unavailable."
+        ),
+    )
     realtime_send_buffer_bytes: int = Field(
         8 * 1024 * 1024,
         gt=0,
@@ -66,7 +73,9 @@ class Settings(BaseSettings):
     realtime_idle_seconds: float = Field(
         30.0,
         ge=0,
-        description="How long a database's change stream (and its slot) outlives its last subscriber.",
+        description=(
+            "How long a database's change stream (and its slot) outlives its last subscriber."
+        ),
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 

@@ -47,8 +47,10 @@ async def get_user(username: str, svc: Svc, who: Caller) -> User:
 async def delete_user(
     username: str, svc: Svc, who: Caller, delete_databases: bool = False
 ) -> Response:
-    for pg_name in await service.delete_user(svc.store, who, username, delete_databases):
-        await svc.databases.drop(pg_name)
+    user_id, owned = await service.delete_user(svc.store, who, username, delete_databases)
+    for pg_name in owned:
+        await svc.databases.drop_marked(pg_name)
+    await service.remove_user(svc.store, user_id)
     return Response(status_code=204)
 
 

@@ -38,7 +38,6 @@ from ..postgres.cluster import Cluster
 from ..store import Store
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # used with fullmatch
-_MAX_BIGINT = 2**63 - 1
 _RANK: dict[str, int] = {"read": 1, "write": 2, "admin": 3, "owner": 4}
 _SQL_ROLE: dict[str, provision.SqlRole] = {
     "read": "ro",
@@ -81,11 +80,6 @@ def check_name(name: str) -> None:
             "database names are 1-63 letters, digits, '_' or '-', starting with a letter or digit",
             {"field": "name"},
         )
-
-
-def check_limit(limit: int | None) -> None:
-    if limit is not None and limit > _MAX_BIGINT:
-        raise invalid("validation_error", f"storage_limit_bytes: at most {_MAX_BIGINT}")
 
 
 def split_full_name(full_name: str) -> tuple[str, str]:
@@ -195,7 +189,6 @@ class DatabaseService:
     async def create(self, principal: Principal, body: DatabaseCreate) -> Database:
         require_write(principal)
         check_name(body.name)
-        check_limit(body.storage_limit_bytes)
         row = await self.store.fetchone(
             "INSERT INTO databases (owner_id, name, pg_name, is_private, storage_limit_bytes)"
             " VALUES (%s, %s, 'mp_pending_' || gen_random_uuid(), %s, %s)"
@@ -240,7 +233,6 @@ class DatabaseService:
         access = await resolve(self.store, principal, full_name, need="admin")
         if body.name is not None:
             check_name(body.name)
-        check_limit(body.storage_limit_bytes)
         if body.clear_storage_limit and body.storage_limit_bytes is not None:
             raise invalid("validation_error", "give storage_limit_bytes or clear_storage_limit")
         limit = None if body.clear_storage_limit else body.storage_limit_bytes
@@ -286,6 +278,11 @@ class DatabaseService:
         for hook in self.drop_hooks:
             await hook(pg_name)
         await asyncio.to_thread(provision.drop_database, self.cluster, pg_name)
+
+    async def drop_marked(self, pg_name: str) -> None:
+        """Drop a database already marked ``deleting`` and remove its row."""
+        await self.drop(pg_name)
+        await self.store.execute("DELETE FROM databases WHERE pg_name = %s", (pg_name,))
 
     async def reconcile(self) -> int:
         """Finish what a crash interrupted: half-created or half-deleted databases are

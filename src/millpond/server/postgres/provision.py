@@ -113,6 +113,22 @@ def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
                 conn.execute(sql.SQL(stmt).format(c=_ident(creator), ro=_ident(ro), rw=_ident(rw)))
 
 
+def reset_password(cluster: Cluster, secret: bytes, role: str) -> None:
+    """Give a role back its derived password.
+
+    Postgres lets any role change its own password, and SQL run through millpond runs
+    as these roles; when a login fails, the server restores the password and retries.
+    On the embedded cluster no one else can reach Postgres, so a changed password
+    grants nothing; on an external one, limit these roles to millpond's host in
+    pg_hba.conf (see docs/databases.md)."""
+    with psycopg.connect(cluster.admin_conninfo(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                _ident(role), sql.Literal(role_password(secret, role))
+            )
+        )
+
+
 def drop_database(cluster: Cluster, pg_name: str) -> None:
     """Drop the database (closing its connections) and its roles. Idempotent."""
     roles = DatabaseRoles(pg_name)

@@ -14,7 +14,8 @@ import math
 from typing import Any
 
 from psycopg import adapters as global_adapters
-from psycopg.adapt import AdaptersMap, Loader
+from psycopg import pq
+from psycopg.adapt import AdaptersMap, Loader, Transformer
 
 _TEXT_TYPES = [
     "numeric",
@@ -121,8 +122,26 @@ def type_name(oid: int, cache: dict[int, str]) -> str | None:
 
 
 TYPE_NAMES_SQL = """
-SELECT t.oid, CASE WHEN t.typcategory = 'A' AND e.oid IS NOT NULL
+SELECT t.oid::int8, CASE WHEN t.typcategory = 'A' AND e.oid IS NOT NULL
                    THEN e.typname || '[]' ELSE t.typname END AS name
 FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem
 WHERE t.oid = ANY(%s)
 """
+
+
+def is_builtin(oid: int) -> bool:
+    """A type psycopg knows (so it already loaded its values, arrays included)."""
+    return global_adapters.types.get(oid) is not None
+
+
+_TEXT_ARRAY = Transformer().get_loader(global_adapters.types["text"].array_oid, pq.Format.TEXT)
+
+
+def parse_text_arrays(row: tuple[Any, ...], columns: list[int]) -> tuple[Any, ...]:
+    """Parse the Postgres text form of arrays of user types (``{sad,happy}``) in the
+    given columns into lists of their elements' text."""
+    values = list(row)
+    for i in columns:
+        if isinstance(values[i], str):
+            values[i] = _TEXT_ARRAY.load(values[i].encode())
+    return tuple(values)

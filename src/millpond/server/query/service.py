@@ -14,13 +14,14 @@ that grew the database past it is rolled back with ``storage_limit_exceeded``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, errors
 from psycopg.pq import TransactionStatus
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ...models import QueryRequest
 from ..accounts.service import Principal
@@ -30,9 +31,16 @@ from ..errors import ServiceError
 from ..postgres import provision
 from ..postgres.cluster import Cluster
 from ..store import Store
-from .adapters import TYPE_NAMES_SQL, register_json_loaders, type_name
+from .adapters import (
+    TYPE_NAMES_SQL,
+    is_builtin,
+    parse_text_arrays,
+    register_json_loaders,
+    type_name,
+)
 from .stream import StatementResult, run_bounded
 
+_log = logging.getLogger("millpond.query")
 _SIZE_SQL = "SELECT pg_database_size(current_database())"
 _OVERRUN_GRACE_S = 5.0
 
@@ -87,6 +95,7 @@ class QueryService:
 
         return AsyncConnectionPool(
             conninfo,
+            connection_class=self._healing_connection(role),
             min_size=0,
             max_size=self.settings.pool_max_size,
             # no prepared statements: DISCARD ALL would make psycopg's cache lie
@@ -96,6 +105,25 @@ class QueryService:
             open=False,
             name=role,
         )
+
+    def _healing_connection(self, role: str) -> type[AsyncConnection[Any]]:
+        """A connection class that, when the role's password was changed (any role may
+        change its own), restores the derived password and logs in again."""
+        cluster, secret = self.cluster, self.secret
+
+        class _Healing(AsyncConnection[Any]):
+            @classmethod
+            async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+                try:
+                    return await super().connect(conninfo, **kwargs)
+                except psycopg.OperationalError as exc:
+                    if "password authentication failed" not in str(exc):
+                        raise
+                    _log.warning("restoring the password of role %s", role)
+                    await asyncio.to_thread(provision.reset_password, cluster, secret, role)
+                    return await super().connect(conninfo, **kwargs)
+
+        return _Healing
 
     async def drop_pools(self, pg_name: str) -> None:
         for key in [k for k in self._pools if k[0] == pg_name]:
@@ -117,7 +145,12 @@ class QueryService:
         access = await resolve(self.store, principal, request.database)
         pool = await self.pool_for(access.pg_name, access.sql_role)
         started = time.perf_counter()
-        conn = await pool.getconn()
+        try:
+            conn = await pool.getconn(timeout=self.settings.pool_timeout_s)
+        except PoolTimeout as exc:
+            raise ServiceError(
+                503, "postgres_unavailable", "no database connection became free in time; retry"
+            ) from exc
         try:
             result = await self._run_in(conn, access, request)
         except psycopg.OperationalError as exc:
@@ -189,11 +222,20 @@ class QueryService:
     ) -> dict[str, Any]:
         """The JSON body of a result: columns with type names, rows as lists or objects."""
         types = await self._type_names(conn, pg_name, result.type_oids)
+        rows: list[Any] = result.rows
+        unparsed = [
+            i
+            for i, (oid, name) in enumerate(zip(result.type_oids, types, strict=True))
+            if name.endswith("[]") and not is_builtin(oid)
+        ]
+        if unparsed:  # arrays of user types (enums…) come as text: make them arrays
+            rows = [parse_text_arrays(row, unparsed) for row in rows]
         data: list[Any]
         if request.data_format == "objects":
-            data = [dict(zip(result.names, row, strict=True)) for row in result.rows]
+            _check_unique(result.names)
+            data = [dict(zip(result.names, row, strict=True)) for row in rows]
         else:
-            data = [list(row) for row in result.rows]
+            data = [list(row) for row in rows]
         return {
             "columns": [{"name": n, "type": t} for n, t in zip(result.names, types, strict=True)],
             "data": data,
@@ -212,6 +254,20 @@ class QueryService:
             for oid, name in await cur.fetchall():
                 cache[oid] = name
         return [cache.get(oid, "unknown") for oid in oids]
+
+
+def _check_unique(names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ServiceError(
+                400,
+                "duplicate_column",
+                f"the result has two columns named {name!r}, which objects cannot hold:"
+                " give them distinct aliases (AS …) or use data_format=list",
+                {"column": name},
+            )
+        seen.add(name)
 
 
 async def _scalar(conn: AsyncConnection[Any], query: str) -> int:

@@ -56,6 +56,8 @@ class _Collector:
         if not self._open:
             self._start(res)
         cur = self.current
+        if res.command_status:  # the tag comes with the last chunk
+            cur.command = res.command_status.decode(self.encoding)
         ntuples = res.ntuples
         cur.row_count += ntuples
         if cur.truncated or not ntuples:
@@ -72,8 +74,8 @@ class _Collector:
     def end_rows(self, res: pq.abc.PGresult) -> None:
         if not self._open:
             self._start(res)
-        tag = (res.command_status or b"").decode(self.encoding)
-        self.current.command = tag or f"SELECT {self.current.row_count}"
+        if res.command_status:
+            self.current.command = res.command_status.decode(self.encoding)
         self._open = False
 
     def command(self, res: pq.abc.PGresult) -> None:
