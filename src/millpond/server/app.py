@@ -31,6 +31,8 @@ from .errors import ServiceError
 from .postgres.cluster import Cluster
 from .query import router as query_router
 from .query.service import QueryService
+from .realtime import router as realtime_router
+from .realtime.service import RealtimeService
 from .store import Store
 from .store.migrate import migrate
 
@@ -79,6 +81,8 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
     secret = await _server_secret(store, settings)
     databases = DatabaseService(store, cluster, secret)
     query = QueryService(store, cluster, secret, settings)
+    realtime = RealtimeService(cluster, query, settings.realtime_idle_seconds)
+    databases.drop_hooks.append(realtime.drop)
     databases.drop_hooks.append(query.drop_pools)
     cleaned = await databases.reconcile()
     if cleaned:
@@ -87,11 +91,17 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
     if created is not None:
         announce(created, _write_admin_key(settings, created))
     return Services(
-        settings=settings, cluster=cluster, store=store, databases=databases, query=query
+        settings=settings,
+        cluster=cluster,
+        store=store,
+        databases=databases,
+        query=query,
+        realtime=realtime,
     )
 
 
 async def stop_services(svc: Services) -> None:
+    await svc.realtime.close()
     await svc.query.close()
     await svc.store.close()
     await asyncio.to_thread(svc.cluster.stop)
@@ -120,6 +130,7 @@ def create_app(settings: Settings | None = None, announce: Announce = _default_a
     app.include_router(accounts_router.router)
     app.include_router(databases_router.router)
     app.include_router(query_router.router)
+    app.include_router(realtime_router.router)
 
     @app.get("/v1/health", response_model=Health)
     async def health(request: Request) -> Health:

@@ -13,6 +13,7 @@ from .databases.service import DatabaseService
 from .errors import ServiceError
 from .postgres.cluster import Cluster
 from .query.service import QueryService
+from .realtime.service import RealtimeService
 from .store import Store
 
 
@@ -23,6 +24,7 @@ class Services:
     store: Store
     databases: DatabaseService
     query: QueryService
+    realtime: RealtimeService
     extra: dict[str, object] = field(default_factory=dict)
 
 

@@ -113,7 +113,7 @@ class QueryService:
 
         class _Healing(AsyncConnection[Any]):
             @classmethod
-            async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+            async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
                 try:
                     return await super().connect(conninfo, **kwargs)
                 except psycopg.OperationalError as exc:

@@ -17,6 +17,8 @@ class Outbox:
         self.max_bytes = max_bytes
         self.overflowed = False
         self.closed = False
+        self.close_code = 1000
+        self.close_reason = ""
         self._queue: deque[str] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
@@ -41,7 +43,10 @@ class Outbox:
         self._ready.set()
         return True
 
-    def close(self) -> None:
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Stop sending; the writer closes the socket with ``code`` and ``reason``."""
+        if not self.closed:
+            self.close_code, self.close_reason = code, reason
         self.closed = True
         self._ready.set()
 

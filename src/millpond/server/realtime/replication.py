@@ -47,7 +47,12 @@ _TIMED_OUT = b""
 async def _wait_readable(fd: int, timeout: float) -> bool:
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
     try:
         await asyncio.wait_for(ready, timeout)
         return True
@@ -176,4 +181,3 @@ class ReplicationStream:
         pgconn.put_copy_data(message)
         await self._conn.wait(_flush(pgconn))
         self._last_feedback = time.monotonic()
-

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import adapters as default_adapters
-from psycopg import pq
-from psycopg.adapt import AdaptersMap, Loader, Transformer
+from psycopg import abc, pq
+from psycopg.adapt import AdaptersMap, Transformer
 
 from ..query.adapters import register_json_loaders
 from .pgoutput import UNCHANGED, Relation, Value
@@ -31,18 +31,17 @@ def _json_map() -> AdaptersMap:
 
 class ValueDecoder:
     def __init__(self) -> None:
-        self._python = Transformer(_Context(AdaptersMap(default_adapters)))  # type: ignore[arg-type]
-        self._json = Transformer(_Context(_json_map()))  # type: ignore[arg-type]
-        self._loaders: dict[tuple[bool, int], Loader] = {}
+        self._python = Transformer(_Context(AdaptersMap(default_adapters)))
+        self._json = Transformer(_Context(_json_map()))
+        self._loaders: dict[tuple[bool, int], abc.Loader] = {}
 
-    def _loader(self, as_json: bool, oid: int) -> Loader:
+    def _loader(self, as_json: bool, oid: int) -> abc.Loader:
         key = (as_json, oid)
-        loader = self._loaders.get(key)
-        if loader is None:
+        found = self._loaders.get(key)
+        if found is None:
             tx = self._json if as_json else self._python
-            loader = tx.get_loader(oid, pq.Format.TEXT)
-            self._loaders[key] = loader
-        return loader
+            found = self._loaders[key] = tx.get_loader(oid, pq.Format.TEXT)
+        return found
 
     def decode(self, relation: Relation, row: dict[str, Value], as_json: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -1,0 +1,165 @@
+"""``/v1/realtime/{owner}/{db}``: the WebSocket (protocol in docs/realtime-protocol.md).
+
+Each connection runs three tasks: a reader (client messages → hub), a writer (the
+connection's outbox → socket, closing it when the outbox says so), and a heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from ..._version import __version__
+from ..accounts.service import authenticate
+from ..databases.service import resolve
+from ..deps import Services
+from ..errors import ServiceError
+from .hub import Client, Hub, SubscribeError
+from .outbox import Outbox
+from .replication import WalLevelError
+
+router = APIRouter()
+
+SUBPROTOCOL = "millpond.v1.json"
+
+
+def _token(ws: WebSocket) -> str:
+    header = ws.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if token and scheme.lower() == "bearer":
+        return token.strip()
+    return ws.query_params.get("access_token", "")
+
+
+@router.websocket("/v1/realtime/{owner}/{name}")
+async def realtime(ws: WebSocket, owner: str, name: str) -> None:
+    svc: Services = ws.app.state.services
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
+    await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    principal = await authenticate(svc.store, _token(ws))
+    if principal is None:
+        await ws.close(4001, "unauthorized")
+        return
+    try:
+        access = await resolve(svc.store, principal, f"{owner}/{name}")
+    except ServiceError as exc:
+        await ws.close(4004, exc.code)
+        return
+    hub = await svc.realtime.hub(access.pg_name)
+    client = Client(f"c_{secrets.token_hex(8)}", Outbox(svc.settings.realtime_send_buffer_bytes))
+    hub.connect(client)
+    session = _Session(ws, hub, client, svc.settings.realtime_heartbeat_ms / 1000)
+    try:
+        await session.run()
+    finally:
+        hub.disconnect(client)
+        svc.realtime.release(hub)
+
+
+class _Session:
+    def __init__(self, ws: WebSocket, hub: Hub, client: Client, heartbeat: float) -> None:
+        self.ws = ws
+        self.hub = hub
+        self.client = client
+        self.heartbeat = heartbeat
+        self.last_heard = time.monotonic()
+
+    async def run(self) -> None:
+        self.client.send(
+            {
+                "type": "hello",
+                "protocol": 1,
+                "connection_id": self.client.id,
+                "server_version": __version__,
+                "heartbeat_interval_ms": int(self.heartbeat * 1000),
+            }
+        )
+        tasks = [
+            asyncio.create_task(self._read()),
+            asyncio.create_task(self._write()),
+            asyncio.create_task(self._beat()),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        outbox = self.client.outbox
+        code, reason = outbox.close_code, outbox.close_reason
+        if outbox.overflowed:
+            code, reason = 4008, "slow_consumer"
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
+
+    async def _write(self) -> None:
+        while (message := await self.client.outbox.get()) is not None:
+            await self.ws.send_text(message)
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            if time.monotonic() - self.last_heard > 3 * self.heartbeat:
+                self.client.outbox.close(4009, "heartbeat_timeout")
+                return
+            self.client.send({"type": "ping"})
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                text = await self.ws.receive_text()
+                self.last_heard = time.monotonic()
+                await self._handle(text)
+        except WebSocketDisconnect:
+            self.client.outbox.close()
+
+    async def _handle(self, text: str) -> None:
+        request_id: Any = None
+        try:
+            message = json.loads(text)
+            if not isinstance(message, dict):
+                raise SubscribeError("bad_message", "messages are JSON objects with a 'type'")
+            request_id = message.get("request_id")
+            kind = message.get("type")
+            if kind == "subscribe":
+                await self.hub.subscribe(self.client, request_id, _strings(message, "queries"))
+            elif kind == "unsubscribe":
+                self.hub.unsubscribe(self.client, request_id, _strings(message, "query_ids"))
+            elif kind == "ping":
+                self.client.send({"type": "pong", "request_id": request_id})
+            elif kind == "pong":
+                pass
+            else:
+                raise SubscribeError("bad_message", f"unknown message type {kind!r}")
+        except json.JSONDecodeError:
+            self._error(None, "bad_message", "messages must be JSON")
+        except SubscribeError as exc:
+            self._error(request_id, exc.code, exc.message)
+        except WalLevelError as exc:
+            self._error(request_id, "realtime_unavailable", str(exc))
+            self.client.outbox.close(4012, "realtime_unavailable")
+        except Exception as exc:
+            sqlstate = getattr(exc, "sqlstate", None)
+            if sqlstate == "42501":
+                self._error(request_id, "permission_denied", str(exc).strip())
+            else:
+                raise
+
+    def _error(self, request_id: Any, code: str, message: str) -> None:
+        self.client.send(
+            {"type": "error", "request_id": request_id, "code": code, "message": message}
+        )
+
+
+def _strings(message: dict[str, Any], field: str) -> list[str]:
+    value = message.get(field)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise SubscribeError("bad_message", f"'{field}' must be a non-empty list of strings")
+    return value

@@ -1,0 +1,154 @@
+"""Realtime: one :class:`Hub` per database with subscribers, created on the first
+subscribe and stopped (its temporary replication slot goes with it) once it has had no
+client for ``idle_seconds``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..postgres.cluster import Cluster
+from ..query.service import QueryService
+from .hub import Hub, TableInfo, qualified
+from .pgoutput import parse_lsn
+from .snapshot import Snapshot
+
+_log = logging.getLogger("millpond.realtime")
+
+_TABLE_SQL = """
+SELECT a.attname,
+       CASE WHEN t.typcategory = 'A' AND e.oid IS NOT NULL THEN e.typname || '[]'
+            ELSE t.typname END AS type_name,
+       coalesce(a.attnum = ANY(i.indkey), false) AS is_key
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_type e ON e.oid = t.typelem
+LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+class RoleSnapshotReader:
+    """Reads table structure and initial rows on the database's read-only role, and
+    makes sure subscribed tables log whole old rows (``REPLICA IDENTITY FULL``)."""
+
+    def __init__(self, query: QueryService, cluster: Cluster, pg_name: str) -> None:
+        self.query = query
+        self.cluster = cluster
+        self.pg_name = pg_name
+        self._full: set[int] = set()
+
+    async def table_info(self, schema: str, name: str) -> TableInfo | None:
+        pool = await self.query.pool_for(self.pg_name, "ro")
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT c.oid, c.relreplident FROM pg_class c JOIN pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
+                " AND c.relkind IN ('r', 'p')",
+                (schema, name),
+            )
+            found = await cur.fetchone()
+            if found is None:
+                return None
+            oid, identity = found
+            rows = await (await conn.execute(_TABLE_SQL, (oid,))).fetchall()
+        if identity != "f" and oid not in self._full:
+            await self._replica_identity_full(schema, name)
+            self._full.add(oid)
+        columns = {r[0]: r[1] for r in rows}
+        key = tuple(r[0] for r in rows if r[2])
+        return TableInfo(schema, name, columns, key)
+
+    async def _replica_identity_full(self, schema: str, name: str) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            self.cluster.admin_conninfo(self.pg_name), autocommit=True
+        ) as conn:
+            await conn.execute(
+                sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(qualified(schema, name))
+            )
+
+    async def read(
+        self, queries: list[tuple[TableInfo, str]]
+    ) -> tuple[Snapshot, list[list[dict[str, Any]]]]:
+        pool = await self.query.pool_for(self.pg_name, "ro")
+        async with pool.connection() as conn:
+            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                cur = await conn.execute(
+                    "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text"
+                )
+                snap_text, lsn_text = (await cur.fetchone()) or ("", "0/0")
+                results = []
+                for _, query_sql in queries:  # the engine's canonical SQL of the query
+                    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+                    await cur.execute(query_sql.encode())
+                    results.append(await cur.fetchall())
+            finally:
+                await conn.execute("COMMIT")
+        return Snapshot.parse(snap_text, parse_lsn(lsn_text)), results
+
+
+class RealtimeService:
+    def __init__(self, cluster: Cluster, query: QueryService, idle_seconds: float = 30.0) -> None:
+        self.cluster = cluster
+        self.query = query
+        self.idle_seconds = idle_seconds
+        self.hubs: dict[str, Hub] = {}
+        self._reapers: dict[str, asyncio.Task[None]] = {}
+        self._lock = asyncio.Lock()
+
+    async def hub(self, pg_name: str) -> Hub:
+        async with self._lock:
+            reaper = self._reapers.pop(pg_name, None)
+            if reaper is not None:
+                reaper.cancel()
+            hub = self.hubs.get(pg_name)
+            if hub is None:
+                reader = RoleSnapshotReader(self.query, self.cluster, pg_name)
+                hub = Hub(pg_name, self.cluster.admin_conninfo(pg_name), reader, self._ended)
+                self.hubs[pg_name] = hub
+            return hub
+
+    def release(self, hub: Hub) -> None:
+        """A client left: stop the hub after a while if nobody else comes."""
+        if hub.idle and hub.pg_name not in self._reapers:
+            self._reapers[hub.pg_name] = asyncio.create_task(self._reap(hub))
+
+    async def _reap(self, hub: Hub) -> None:
+        await asyncio.sleep(self.idle_seconds)
+        async with self._lock:
+            if hub.idle and self.hubs.get(hub.pg_name) is hub:
+                del self.hubs[hub.pg_name]
+                self._reapers.pop(hub.pg_name, None)
+        if hub.idle:
+            await hub.stop()
+
+    def _ended(self, hub: Hub) -> None:
+        """The hub's stream ended: its clients must reconnect (and resubscribe)."""
+        if self.hubs.get(hub.pg_name) is hub:
+            del self.hubs[hub.pg_name]
+        for client in list(hub.clients.values()):
+            client.outbox.close(4011, "stream_failed")
+
+    async def drop(self, pg_name: str) -> None:
+        hub = self.hubs.pop(pg_name, None)
+        if hub is not None:
+            for client in list(hub.clients.values()):
+                client.outbox.close(4004, "database_not_found")
+            await hub.stop()
+
+    async def close(self) -> None:
+        for task in self._reapers.values():
+            task.cancel()
+        for hub in list(self.hubs.values()):
+            for client in list(hub.clients.values()):
+                client.outbox.close(4010, "server_shutdown")
+            with contextlib.suppress(Exception):
+                await hub.stop()
+        self.hubs.clear()
