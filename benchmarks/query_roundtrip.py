@@ -18,54 +18,19 @@ p99, then the ratio http/direct as the last line.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import httpx
 import psycopg
 
-from millpond.server.postgres.embedded import EmbeddedPostgres
-from millpond.server.testing import free_port
+from _harness import create_database, percentile, running_server
 
 SQL = "SELECT id, name, score FROM items WHERE id = {id}"
-
-
-def start(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MILLPOND_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "millpond.cli",
-            "up",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+SETUP = (
+    "CREATE TABLE items (id int PRIMARY KEY, name text, score numeric);"
+    "INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 1000) g"
+)
 
 
 def main() -> None:
@@ -73,26 +38,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp)
-        port = free_port()
-        proc = start(data_dir, port)
-        try:
-            key = (data_dir / "admin-key").read_text().strip()
-            http = httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
-            )
-            http.post("/v1/databases", json={"name": "bench"}).raise_for_status()
-            setup = (
-                "CREATE TABLE items (id int PRIMARY KEY, name text, score numeric);"
-                "INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 1000) g"
-            )
-            http.post(
-                "/v1/query", json={"database": "admin/bench", "sql": setup}
-            ).raise_for_status()
-            pg_name = http.get("/v1/databases/admin/bench").json()["id"]
-            url = EmbeddedPostgres(data_dir).url(f"mp_db_{pg_name}")
-            direct = psycopg.connect(url, autocommit=True)
+    with running_server() as server:
+        pg_name = create_database(server, "bench", SETUP)
+        url = server.superuser_url(pg_name)
+        with server.client() as http, psycopg.connect(url, autocommit=True) as direct:
 
             def via_http(i: int) -> None:
                 r = http.post(
@@ -132,9 +81,6 @@ def main() -> None:
             med_connect = statistics.median(timings["direct+connect"])
             print(f"ratio http vs direct+connect: {med_http / med_connect:.2f}")
             print(f"ratio vs direct psycopg connection: {med_http / med_direct:.2f}")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
 
 
 if __name__ == "__main__":

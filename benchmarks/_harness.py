@@ -1,0 +1,97 @@
+"""Shared by the benchmarks: run ``millpond up`` in a subprocess on a temporary data
+directory (so client and server do not share a GIL), with an admin key and helpers."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from millpond.server.postgres.embedded import EmbeddedPostgres
+from millpond.server.testing import free_port
+
+
+@dataclass
+class Server:
+    url: str
+    data_dir: Path
+    key: str
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60
+        )
+
+    def superuser_url(self, pg_name: str) -> str:
+        return EmbeddedPostgres(self.data_dir).url(pg_name)
+
+
+@contextmanager
+def running_server(**env: str) -> Iterator[Server]:
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "millpond.cli",
+                "up",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            env={**os.environ, "MILLPOND_LOG_LEVEL": "warning", **env},
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{url}/v1/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("server did not start")
+                time.sleep(0.1)
+            yield Server(url, data_dir, (data_dir / "admin-key").read_text().strip())
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def create_database(server: Server, name: str, setup_sql: str) -> str:
+    """Create ``admin/<name>``, run ``setup_sql`` in it; return its Postgres name."""
+    with server.client() as http:
+        http.post("/v1/databases", json={"name": name}).raise_for_status()
+        http.post(
+            "/v1/query", json={"database": f"admin/{name}", "sql": setup_sql}
+        ).raise_for_status()
+        r = http.post(
+            "/v1/query", json={"database": f"admin/{name}", "sql": "SELECT current_database()"}
+        )
+        return str(r.json()["data"][0][0])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(name: str, values: list[float], unit: str = "ms") -> str:
+    return (
+        f"{name:>28}: median {statistics.median(values):8.3f} {unit}"
+        f"  p99 {percentile(values, 0.99):8.3f} {unit}  (n={len(values)})"
+    )

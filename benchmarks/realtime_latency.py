@@ -1,0 +1,208 @@
+"""Realtime: commit-to-client latency, fan-out at 10,000 subscriptions, sustained
+throughput, and the polling a user would build otherwise — side by side.
+
+Runs ``millpond up`` in a subprocess; clients are raw protocol clients (asyncio
+``websockets``) in this process; writes go straight to Postgres with psycopg.
+
+1. one subscriber (``room = 0``): latency from the writer's commit returning to the
+   subscriber receiving the transaction, p50/p99;
+2. 100 connections x 100 queries each (``room = k``, 10,000 disjoint subscriptions):
+   the same latency for writes to random rooms (goal: p50 within 1.5x of 1.);
+3. sustained row changes/s at that size: 20,000 rows in 100-row transactions to random
+   rooms, from the first commit to the last row received (goal: > 5,000/s);
+4. the alternative: 1,000 clients polling ``WHERE room = k AND id > last`` every 100 ms
+   over a pool of 20 direct connections — delivery latency and the queries/s it costs.
+
+    python benchmarks/realtime_latency.py [--writes 300]
+
+Last line: ratio of polling p50 latency to realtime p50 latency (at 10,000 subs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import time
+from typing import Any
+
+import psycopg
+import websockets
+from psycopg_pool import AsyncConnectionPool
+
+from _harness import Server, create_database, running_server, summary
+
+SETUP = "CREATE TABLE events (id bigserial PRIMARY KEY, room int NOT NULL, payload text)"
+ROOMS = 10_000
+
+
+class Receiver:
+    """Raw protocol connections; records when each event id arrives."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[int, float] = {}
+        self.rows = 0
+        self.all_rows = asyncio.Event()
+        self.expect_rows = 0
+
+    async def connect(self, server: Server, queries: list[str]) -> Any:
+        url = server.url.replace("http://", "ws://") + "/v1/realtime/admin/rt"
+        ws = await websockets.connect(
+            url, additional_headers={"Authorization": f"Bearer {server.key}"}, max_size=None
+        )
+        await ws.recv()  # hello
+        await ws.send(json.dumps({"type": "subscribe", "request_id": "s", "queries": queries}))
+        while json.loads(await ws.recv())["type"] != "subscription_applied":
+            pass
+        asyncio.get_running_loop().create_task(self._listen(ws))
+        return ws
+
+    async def _listen(self, ws: Any) -> None:
+        try:
+            async for text in ws:
+                message = json.loads(text)
+                if message["type"] == "ping":
+                    await ws.send('{"type":"pong"}')
+                if message["type"] != "transaction":
+                    continue
+                now = time.perf_counter()
+                for row in message["tables"]["events"].get("inserts", []):
+                    self.arrived.setdefault(row["id"], now)
+                    self.rows += 1
+                if self.expect_rows and self.rows >= self.expect_rows:
+                    self.all_rows.set()
+        except websockets.ConnectionClosed:
+            pass
+
+
+async def latencies(
+    writer: psycopg.AsyncConnection[Any], receiver: Receiver, rooms: list[int], n: int
+) -> list[float]:
+    committed: dict[int, float] = {}
+    for _ in range(n):
+        cur = await writer.execute(
+            "INSERT INTO events (room) VALUES (%s) RETURNING id", (random.choice(rooms),)
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        committed[row[0]] = time.perf_counter()
+        await asyncio.sleep(0.005)
+    deadline = time.monotonic() + 10
+    while len([i for i in committed if i in receiver.arrived]) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    missing = [i for i in committed if i not in receiver.arrived]
+    assert not missing, f"{len(missing)} events never arrived"
+    return [(receiver.arrived[i] - t) * 1000 for i, t in committed.items()]
+
+
+async def throughput(
+    writer: psycopg.AsyncConnection[Any], receiver: Receiver, rows: int, batch: int
+) -> float:
+    receiver.rows = 0
+    receiver.expect_rows = rows
+    receiver.all_rows.clear()
+    started = time.perf_counter()
+    for _ in range(rows // batch):
+        rooms = [random.randrange(ROOMS) for _ in range(batch)]
+        await writer.execute("INSERT INTO events (room) SELECT unnest(%s::int[])", (rooms,))
+    await asyncio.wait_for(receiver.all_rows.wait(), timeout=120)
+    return rows / (time.perf_counter() - started)
+
+
+async def polling(
+    pool: AsyncConnectionPool[Any], writer: psycopg.AsyncConnection[Any], n: int
+) -> tuple[list[float], float]:
+    clients = 1000
+    last = {room: 0 for room in range(clients)}
+    seen: dict[int, float] = {}
+    queries = 0
+    stop = asyncio.Event()
+    cur = await writer.execute("SELECT coalesce(max(id), 0) FROM events")
+    start_id = (await cur.fetchone() or (0,))[0]
+    for room in last:
+        last[room] = start_id
+
+    async def poll(room: int) -> None:
+        nonlocal queries
+        await asyncio.sleep(random.random() * 0.1)
+        while not stop.is_set():
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT id FROM events WHERE room = %s AND id > %s", (room, last[room])
+                )
+                queries += 1
+                for (event_id,) in await cur.fetchall():
+                    seen.setdefault(event_id, time.perf_counter())
+                    last[room] = max(last[room], event_id)
+            await asyncio.sleep(0.1)
+
+    tasks = [asyncio.create_task(poll(room)) for room in range(clients)]
+    await asyncio.sleep(1)
+    q0, t0 = queries, time.perf_counter()
+    committed: dict[int, float] = {}
+    for _ in range(n):
+        cur = await writer.execute(
+            "INSERT INTO events (room) VALUES (%s) RETURNING id", (random.randrange(clients),)
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        committed[row[0]] = time.perf_counter()
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(1)
+    rate = (queries - q0) / (time.perf_counter() - t0)
+    stop.set()
+    await asyncio.gather(*tasks)
+    return [(seen[i] - t) * 1000 for i, t in committed.items() if i in seen], rate
+
+
+async def run(server: Server, writes: int) -> None:
+    pg_name = create_database(server, "rt", SETUP)
+    url = server.superuser_url(pg_name)
+    writer = await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+    one = Receiver()
+    ws = await one.connect(server, ["SELECT * FROM events WHERE room = 0"])
+    single = await latencies(writer, one, [0], writes)
+    await ws.close()
+    print(summary("1 subscriber", single))
+
+    many = Receiver()
+    sockets = []
+    for c in range(100):
+        queries = [f"SELECT * FROM events WHERE room = {c * 100 + q}" for q in range(100)]
+        sockets.append(await many.connect(server, queries))
+    fanned = await latencies(writer, many, list(range(ROOMS)), writes)
+    print(summary("10,000 subscriptions", fanned))
+    rate = await throughput(writer, many, 20_000, 100)
+    print(f"{'sustained at 10,000 subs':>28}: {rate:,.0f} rows/s")
+    for s in sockets:
+        await s.close()
+
+    async with AsyncConnectionPool(url, min_size=20, max_size=20, open=False) as pool:
+        await pool.open(wait=True)
+        polled, qps = await polling(pool, writer, writes)
+    print(summary("polling, 1,000 clients/100ms", polled))
+    print(f"{'polling load on Postgres':>28}: {qps:,.0f} queries/s (realtime: 0 extra queries)")
+    await writer.close()
+    p50_rt = statistics.median(fanned)
+    print(
+        f"fan-out p50 vs single: {p50_rt / statistics.median(single):.2f}x (goal <= 1.5); "
+        f"throughput goal > 5,000 rows/s"
+    )
+    print(
+        f"ratio vs polling (p50 latency, polling / realtime): {statistics.median(polled) / p50_rt:.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--writes", type=int, default=300)
+    args = parser.parse_args()
+    with running_server(MILLPOND_POOL_MAX_SIZE="20") as server:
+        asyncio.run(run(server, args.writes))
+
+
+if __name__ == "__main__":
+    main()
