@@ -23,7 +23,6 @@ import statistics
 import time
 
 import psycopg
-
 from _harness import create_database, percentile, running_server
 
 SQL = "SELECT id, name, score FROM items WHERE id = {id}"
