@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-import click
+import typer
 import typer.main
 
 from millpond.cli import app
@@ -40,11 +41,12 @@ def configuration_md() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _walk(cmd: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
+def _walk(cmd: Any, path: list[str]) -> list[tuple[list[str], Any]]:
+    # duck-typed: recent typer vendors its own click, whose groups are not ``click.Group``
     found = [(path, cmd)]
-    if isinstance(cmd, click.Group):
-        for name in sorted(cmd.commands):
-            found += _walk(cmd.commands[name], [*path, name])
+    commands = getattr(cmd, "commands", {})
+    for name in sorted(commands):
+        found += _walk(commands[name], [*path, name])
     return found
 
 
@@ -57,7 +59,7 @@ def cli_md() -> str:
         "",
     ]
     for path, cmd in _walk(root, ["millpond"]):
-        ctx = click.Context(
+        ctx = typer.Context(
             cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100
         )
         parts += [f"## `{' '.join(path)}`", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]

@@ -35,6 +35,8 @@ def server(data_dir: Path) -> Iterator[RunningServer]:
         data_dir=data_dir,
         statement_timeout_ms=2000,
         query_max_rows=1000,
+        realtime_idle_seconds=0.5,
+        realtime_send_buffer_bytes=1024 * 1024,
     )
     running = start_server(settings)
     yield running

@@ -1,26 +1,118 @@
-"""The root Typer app; each command group lives in its own module."""
+"""The root Typer app: the root options, and each command group from its own module."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from . import up
+from .._version import __version__
+from . import db, keys, query, service_accounts, status, up, users
+from ._context import DEFAULT_TIMEOUT, DEFAULT_URL, KEY_ENV, URL_ENV, ClientGroup, State
+from ._output import OutputFormat
+
+HELP = """millpond: Postgres databases, realtime, reducers and feature flags, self-hosted.
+
+`millpond up` runs the server. The other commands are clients of its HTTP API: they print
+JSON (for scripts) unless given --format table (for people), put errors on stderr and
+exit 1 when the server refuses or cannot be reached (2 for bad usage).
+
+The API key comes from --key, else MILLPOND_API_KEY, else the admin key file that
+`millpond up` writes ($MILLPOND_DATA_DIR/admin-key, else ./.millpond/admin-key), so on the
+machine running the server the commands just work. Root options go before the command:
+
+\b
+    millpond db create shop
+    millpond --format table db list
+    millpond query -d admin/shop -q 'SELECT count(*) FROM orders'
+    millpond query -d admin/shop -f migrations.sql
+    MILLPOND_URL=https://db.example.com MILLPOND_API_KEY=mp_... millpond me
+"""
 
 app = typer.Typer(
     name="millpond",
-    help="millpond: Postgres databases, realtime, reducers and feature flags, self-hosted.",
+    cls=ClientGroup,
+    help=HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"millpond {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    url: Annotated[
+        str,
+        typer.Option(
+            "--url",
+            envvar=URL_ENV,
+            metavar="URL",
+            help="The millpond server's URL.",
+        ),
+    ] = DEFAULT_URL,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "-k",
+            "--key",
+            envvar=KEY_ENV,
+            metavar="KEY",
+            help="Your API key (mp_…). Prefer the environment variable: it keeps the key out "
+            "of `ps` and shell history. Default: the local server's admin key file.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            help="json: one JSON document, for scripts; table: aligned columns, for people.",
+        ),
+    ] = OutputFormat.json,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            min=0.001,
+            help="Give up on a request after this long.",
+        ),
+    ] = DEFAULT_TIMEOUT,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print millpond's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    source = None
+    if key:
+        # compared by name: typer may bring its own copy of click's ParameterSource
+        from_env = getattr(ctx.get_parameter_source("key"), "name", None) == "ENVIRONMENT"
+        source = KEY_ENV if from_env else "--key"
+    ctx.obj = State(url=url, key=key or None, key_source=source, format=output, timeout=timeout)
+
+
 app.command("up")(up.up)
+app.command("health")(status.health)
+app.command("me")(status.me)
+app.add_typer(db.app, name="db")
+app.command("query")(query.query)
+app.add_typer(keys.app, name="key")
+app.add_typer(service_accounts.app, name="service-account")
+app.add_typer(users.app, name="user")
 
 
 def main() -> None:
     app()
-
-
-@app.callback()
-def _root() -> None:
-    """millpond: Postgres databases, realtime, reducers and feature flags, self-hosted."""

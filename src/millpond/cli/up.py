@@ -10,7 +10,9 @@ import typer
 
 
 def up(
-    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1]")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1]")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8000]")] = None,
     data_dir: Annotated[
         Path | None,
@@ -48,7 +50,9 @@ def up(
             "finds it.\n"
         )
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     typer.echo(f"millpond on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
     uvicorn.run(
         create_app(settings, announce=announce),

@@ -1,0 +1,282 @@
+"""Everything the CLI prints on stdout, in one place.
+
+``--format json`` (the default, for scripts): one JSON document per command, the models'
+``model_dump(mode="json")`` indented; lists are JSON arrays. ``--format table`` (for
+people): lists as aligned columns chosen per resource (:data:`VIEWS`), one object as
+``field  value`` lines, query results as a table of their columns with a row-count footer.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+
+from ..models import (
+    ApiKey,
+    ApiKeyCreated,
+    Collaborator,
+    Database,
+    QueryResult,
+    ServiceAccount,
+    User,
+    UserCreated,
+)
+
+
+class OutputFormat(StrEnum):
+    """How commands print their results."""
+
+    json = "json"
+    table = "table"
+
+
+# -- cells -------------------------------------------------------------------------------
+
+NUMERIC_TYPES = frozenset({"int2", "int4", "int8", "float4", "float8", "numeric", "oid", "money"})
+"""Postgres types whose values are right-aligned in query tables."""
+
+_ESCAPES = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def cell(value: object, null: str = "") -> str:
+    """One value as table text: on one line, JSON for nested data, times in UTC."""
+    if value is None:
+        return null
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return when(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return str(value).translate(_ESCAPES)
+
+
+def when(value: datetime | None) -> str:
+    """A timestamp to the second, in UTC: ``2024-05-01 12:34:56Z``."""
+    if value is None:
+        return ""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def size(n: int | None) -> str:
+    """Bytes for people: ``512 B``, ``7.2 MiB``."""
+    if n is None:
+        return ""
+    amount = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(amount) < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _width(text: str) -> int:
+    """Terminal columns taken by ``text`` (wide East Asian characters count twice)."""
+    total = 0
+    for ch in text:
+        if unicodedata.combining(ch):
+            continue
+        total += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return total
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    fill = " " * (width - _width(text))
+    return fill + text if right else text + fill
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] = ()) -> str:
+    """Aligned columns two spaces apart, under a header and a dashed rule."""
+    align = [i < len(right) and right[i] for i in range(len(headers))]
+    widths = [_width(h) for h in headers]
+    for row in rows:
+        for i, text in enumerate(row):
+            widths[i] = max(widths[i], _width(text))
+    lines = [
+        "  ".join(_pad(h, w, a) for h, w, a in zip(headers, widths, align, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
+    for row in rows:
+        lines.append("  ".join(_pad(t, w, a) for t, w, a in zip(row, widths, align, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# -- views: the columns shown for each resource ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    get: Callable[[Any], str]
+    right: bool = False
+
+
+@dataclass(frozen=True)
+class View:
+    noun: str
+    """What one row is, for "no databases" and "3 databases"."""
+    columns: tuple[Column, ...]
+
+
+VIEWS: dict[type[BaseModel], View] = {
+    Database: View(
+        "database",
+        (
+            Column("NAME", lambda d: d.full_name),
+            Column("ROLE", lambda d: cell(d.role)),
+            Column("PRIVATE", lambda d: yes_no(d.is_private)),
+            Column("LIMIT", lambda d: size(d.storage_limit_bytes) or "none", right=True),
+            Column("CREATED", lambda d: when(d.created_at)),
+        ),
+    ),
+    Collaborator: View(
+        "collaborator",
+        (
+            Column("USERNAME", lambda c: c.username),
+            Column("ROLE", lambda c: c.role),
+            Column("SINCE", lambda c: when(c.created_at)),
+        ),
+    ),
+    ApiKey: View(
+        "key",
+        (
+            Column("ID", lambda k: k.id),
+            Column("NAME", lambda k: cell(k.name)),
+            Column("PREFIX", lambda k: k.prefix),
+            Column("SCOPE", lambda k: k.scope),
+            Column("CREATED", lambda k: when(k.created_at)),
+            Column("EXPIRES", lambda k: when(k.expires_at) or "never"),
+            Column("LAST USED", lambda k: when(k.last_used_at) or "never"),
+        ),
+    ),
+    ServiceAccount: View(
+        "service account",
+        (
+            Column("ID", lambda s: str(s.id), right=True),
+            Column("NAME", lambda s: s.name),
+            Column("OWNER", lambda s: s.owner),
+            Column("KEYS", lambda s: str(s.key_count), right=True),
+            Column("CREATED", lambda s: when(s.created_at)),
+        ),
+    ),
+    User: View(
+        "user",
+        (
+            Column("ID", lambda u: str(u.id), right=True),
+            Column("USERNAME", lambda u: u.username),
+            Column("ADMIN", lambda u: yes_no(u.is_admin)),
+            Column("CREATED", lambda u: when(u.created_at)),
+        ),
+    ),
+}
+
+SECRET_NOTE = "This secret is shown only once and cannot be retrieved again: store it now."
+
+
+def _view(model: type[BaseModel]) -> View:
+    for cls in model.__mro__:
+        if cls in VIEWS:
+            return VIEWS[cls]
+    raise KeyError(f"no table view for {model.__name__}")
+
+
+# -- printing --------------------------------------------------------------------------------
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, Mapping):
+            pairs += _flatten(value, f"{key}.")
+        elif name.endswith("_bytes") and isinstance(value, int):
+            pairs.append((key, f"{value} ({size(value)})"))
+        else:
+            pairs.append((key, cell(value)))
+    return pairs
+
+
+def _has_secret(item: BaseModel) -> bool:
+    return isinstance(item, ApiKeyCreated | UserCreated)
+
+
+def show_one(fmt: OutputFormat, item: BaseModel) -> None:
+    """One object: JSON, or ``field  value`` lines (nested fields as ``user.username``)."""
+    if fmt is OutputFormat.json:
+        typer.echo(to_json(item.model_dump(mode="json")))
+        return
+    pairs = _flatten(item.model_dump())
+    width = max(_width(k) for k, _ in pairs)
+    typer.echo("\n".join(f"{_pad(k, width, False)}  {v}".rstrip() for k, v in pairs))
+    if _has_secret(item):
+        typer.echo(f"\n{SECRET_NOTE}")
+
+
+def show_list(fmt: OutputFormat, items: Sequence[BaseModel], model: type[BaseModel]) -> None:
+    """A list of ``model``: a JSON array, or a table of the columns chosen for it."""
+    if fmt is OutputFormat.json:
+        typer.echo(to_json([item.model_dump(mode="json") for item in items]))
+        return
+    view = _view(model)
+    if not items:
+        typer.echo(f"no {view.noun}s")
+        return
+    rows = [[col.get(item) for col in view.columns] for item in items]
+    typer.echo(
+        table([col.header for col in view.columns], rows, [col.right for col in view.columns])
+    )
+
+
+def show_action(fmt: OutputFormat, data: Mapping[str, Any], text: str) -> None:
+    """The outcome of an action that returns nothing (a delete, a revoke): ``data`` as JSON,
+    or the sentence ``text``."""
+    typer.echo(to_json(dict(data)) if fmt is OutputFormat.json else text)
+
+
+def query_table(result: QueryResult) -> str:
+    """A query result for people: its rows under its column names, then how many rows (or
+    the command tag for statements without columns, like ``INSERT 0 3``)."""
+    if not result.columns:
+        return result.command or plural(result.row_count, "row")
+    names = [c.name for c in result.columns]
+    rows: list[list[str]] = []
+    for row in result.data:
+        values = [row.get(n) for n in names] if isinstance(row, dict) else list(row)
+        rows.append([cell(v, null="NULL") for v in values])
+    right = [c.type in NUMERIC_TYPES for c in result.columns]
+    shown = len(result.data)
+    if result.truncated:
+        footer = f"(truncated: {shown} of {plural(result.row_count, 'row')})"
+    else:
+        footer = plural(shown, "row")
+    return f"{table(names, rows, right)}\n{footer}"
+
+
+def show_query(fmt: OutputFormat, result: QueryResult) -> None:
+    """The whole ``QueryResult`` as JSON, or :func:`query_table`."""
+    if fmt is OutputFormat.json:
+        typer.echo(to_json(result.model_dump(mode="json")))
+    else:
+        typer.echo(query_table(result))

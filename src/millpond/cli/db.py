@@ -1,0 +1,215 @@
+"""``millpond db``: create, list, inspect, change, delete and share databases."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from ..models import Collaborator, Database
+from ._context import confirm, database_name, group, path_segment, state
+from ._output import show_action, show_list, show_one
+
+app = group(
+    "Databases: create, list, inspect, change, delete and share them. Databases are named "
+    "OWNER/NAME."
+)
+
+
+class Role(StrEnum):
+    read = "read"
+    write = "write"
+    admin = "admin"
+
+
+DbArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="OWNER/NAME",
+        help="The database, as OWNER/NAME (e.g. alice/shop).",
+        callback=database_name,
+        show_default=False,
+    ),
+]
+StorageLimit = Annotated[
+    int | None,
+    typer.Option(
+        "--storage-limit",
+        metavar="BYTES",
+        min=1,
+        help="Cap the database's size at this many bytes; writes that would grow it "
+        "beyond are rolled back.",
+    ),
+]
+
+
+@app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """List the databases you own or collaborate on."""
+    st = state(ctx)
+    with st.client() as mp:
+        show_list(st.format, mp.databases.list(), Database)
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Name of the new database, without the owner: it is created under your "
+            "account, as YOU/NAME.",
+            show_default=False,
+        ),
+    ],
+    public: Annotated[
+        bool,
+        typer.Option(
+            "--public",
+            help="Let anyone with a key read it (databases are private by default).",
+        ),
+    ] = False,
+    storage_limit: StorageLimit = None,
+) -> None:
+    """Create a database owned by you; prints it."""
+    if "/" in name:
+        raise typer.BadParameter(
+            "give the name without the owner: the database is created under your account",
+            param_hint="'NAME'",
+        )
+    st = state(ctx)
+    with st.client() as mp:
+        show_one(st.format, mp.databases.create(name, not public, storage_limit))
+
+
+@app.command()
+def get(ctx: typer.Context, db: DbArg) -> None:
+    """Show one database: owner, visibility, size, storage limit, your role."""
+    st = state(ctx)
+    with st.client() as mp:
+        show_one(st.format, mp.databases.get(db))
+
+
+@app.command()
+def update(
+    ctx: typer.Context,
+    db: DbArg,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            metavar="NEW_NAME",
+            help="Rename it (keeps the owner); clients must use the new name.",
+        ),
+    ] = None,
+    public: Annotated[
+        bool | None,
+        typer.Option(
+            "--public/--private",
+            help="Make it readable by anyone with a key, or only by its owner and collaborators.",
+            show_default=False,
+        ),
+    ] = None,
+    storage_limit: StorageLimit = None,
+    no_storage_limit: Annotated[
+        bool,
+        typer.Option("--no-storage-limit", help="Remove the storage limit."),
+    ] = False,
+) -> None:
+    """Rename a database, change its visibility or its storage limit; prints it. Options not
+    given are left as they are."""
+    if storage_limit is not None and no_storage_limit:
+        raise typer.BadParameter(
+            "give --storage-limit or --no-storage-limit, not both", param_hint="'--storage-limit'"
+        )
+    if name is None and public is None and storage_limit is None and not no_storage_limit:
+        raise typer.BadParameter(
+            "nothing to change: pass --name, --public/--private, --storage-limit or "
+            "--no-storage-limit",
+            param_hint="options",
+        )
+    is_private = None if public is None else not public
+    st = state(ctx)
+    with st.client() as mp:
+        updated = mp.databases.update(
+            db, name, is_private, storage_limit, clear_storage_limit=no_storage_limit
+        )
+        show_one(st.format, updated)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    db: DbArg,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", "-y", help="Do not ask for confirmation (needed without a terminal)."
+        ),
+    ] = False,
+) -> None:
+    """Delete a database and all its data, for good (owner only). Asks first unless --yes."""
+    confirm(f"Delete database {db} and all its data?", yes, f"delete {db}")
+    st = state(ctx)
+    with st.client() as mp:
+        mp.databases.delete(db)
+    show_action(st.format, {"deleted": db}, f"Deleted database {db}.")
+
+
+@app.command()
+def collaborators(ctx: typer.Context, db: DbArg) -> None:
+    """List who a database is shared with, and their roles."""
+    st = state(ctx)
+    with st.client() as mp:
+        show_list(st.format, mp.databases.collaborators(db), Collaborator)
+
+
+@app.command()
+def share(
+    ctx: typer.Context,
+    db: DbArg,
+    username: Annotated[
+        str,
+        typer.Argument(
+            help="The user to share it with.", callback=path_segment, show_default=False
+        ),
+    ],
+    role: Annotated[
+        Role,
+        typer.Option(
+            "--role",
+            help="read: query read-only; write: also change data and tables; admin: also "
+            "share it and change its settings.",
+        ),
+    ] = Role.read,
+) -> None:
+    """Share a database with a user (or change their role); prints the collaborator."""
+    st = state(ctx)
+    with st.client() as mp:
+        show_one(
+            st.format,
+            mp.databases.add_collaborator(db, username, role.value),
+        )
+
+
+@app.command()
+def unshare(
+    ctx: typer.Context,
+    db: DbArg,
+    username: Annotated[
+        str,
+        typer.Argument(
+            help="The collaborator to remove.", callback=path_segment, show_default=False
+        ),
+    ],
+) -> None:
+    """Stop sharing a database with a user."""
+    st = state(ctx)
+    with st.client() as mp:
+        mp.databases.remove_collaborator(db, username)
+    show_action(
+        st.format,
+        {"database": db, "removed": username},
+        f"{username} no longer has access to {db}.",
+    )

@@ -1,0 +1,78 @@
+"""``millpond user``: user accounts (an admin key is needed for all but seeing yourself)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..models import User
+from ._context import confirm, group, path_segment, state
+from ._output import show_action, show_list, show_one
+
+app = group(
+    "Users (admin): create, list, inspect and delete them. A new user comes with a first API "
+    "key, shown once."
+)
+
+Username = Annotated[
+    str,
+    typer.Argument(help="The user's username.", callback=path_segment, show_default=False),
+]
+
+
+@app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """List every user (admin)."""
+    st = state(ctx)
+    with st.client() as mp:
+        show_list(st.format, mp.users.list(), User)
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    username: Username,
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator.")] = False,
+) -> None:
+    """Create a user and their first API key (admin). Prints both; the key's secret is shown
+    this once only: hand it to the user."""
+    st = state(ctx)
+    with st.client() as mp:
+        show_one(st.format, mp.users.create(username, admin))
+
+
+@app.command()
+def get(ctx: typer.Context, username: Username) -> None:
+    """Show one user (admins see anyone; a user only themself)."""
+    st = state(ctx)
+    with st.client() as mp:
+        show_one(st.format, mp.users.get(username))
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    username: Username,
+    delete_databases: Annotated[
+        bool,
+        typer.Option(
+            "--delete-databases",
+            help="Also delete the databases the user owns (without it, a user who owns "
+            "databases is not deleted).",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", "-y", help="Do not ask for confirmation (needed without a terminal)."
+        ),
+    ] = False,
+) -> None:
+    """Delete a user, their keys and service accounts (admin). Asks first unless --yes."""
+    what = f"user {username}" + (" and all their databases" if delete_databases else "")
+    confirm(f"Delete {what}?", yes, f"delete {what}")
+    st = state(ctx)
+    with st.client() as mp:
+        mp.users.delete(username, delete_databases)
+    show_action(st.format, {"deleted": username}, f"Deleted {what}.")
