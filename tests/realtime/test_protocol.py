@@ -166,7 +166,7 @@ def test_bad_messages(sock: Socket) -> None:
 def test_unauthorized_and_unknown_database(
     base_url: str, rt_db: tuple[str, str], make_user: Callable[..., tuple[str, str]]
 ) -> None:
-    db, key = rt_db
+    db, _ = rt_db
     with _open(base_url, db, "mp_wrong") as ws, pytest.raises(ConnectionClosed) as info:
         ws.recv(timeout=10)
     assert info.value.rcvd is not None and info.value.rcvd.code == 4001

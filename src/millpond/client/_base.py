@@ -67,7 +67,7 @@ class ClientConfig:
         if not key:
             raise ConfigurationError(
                 f"no millpond API key: pass api_key=... or set the {API_KEY_ENV} "
-                "environment variable (create a key with `millpond keys create`)"
+                "environment variable (create a key with `millpond key create`)"
             )
         url = (base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         try:

@@ -22,6 +22,8 @@ class Outbox:
         self._queue: deque[str] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
+        self.finished = asyncio.Event()
+        """Set once the outbox is closed or overflowed: the connection must end."""
 
     @property
     def pending_bytes(self) -> int:
@@ -37,6 +39,7 @@ class Outbox:
             self._queue.clear()
             self._bytes = 0
             self._ready.set()
+            self.finished.set()
             return False
         self._queue.append(message)
         self._bytes += size
@@ -49,6 +52,7 @@ class Outbox:
             self.close_code, self.close_reason = code, reason
         self.closed = True
         self._ready.set()
+        self.finished.set()
 
     async def get(self) -> str | None:
         """The next message; None once the outbox is closed or overflowed."""

@@ -26,6 +26,7 @@ from .replication import WalLevelError
 router = APIRouter()
 
 SUBPROTOCOL = "millpond.v1.json"
+_CLOSE_TIMEOUT_S = 5.0
 
 
 def _token(ws: WebSocket) -> str:
@@ -83,6 +84,8 @@ class _Session:
             asyncio.create_task(self._read()),
             asyncio.create_task(self._write()),
             asyncio.create_task(self._beat()),
+            # a writer stuck on a full socket never sees its outbox overflow: watch it here
+            asyncio.create_task(self.client.outbox.finished.wait()),
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -97,7 +100,7 @@ class _Session:
         if outbox.overflowed:
             code, reason = 4008, "slow_consumer"
         with contextlib.suppress(Exception):
-            await self.ws.close(code, reason)
+            await asyncio.wait_for(self.ws.close(code, reason), _CLOSE_TIMEOUT_S)
 
     async def _write(self) -> None:
         while (message := await self.client.outbox.get()) is not None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import adapters as default_adapters
 from psycopg import abc, pq
+from psycopg import adapters as default_adapters
 from psycopg.adapt import AdaptersMap, Transformer
 
 from ..query.adapters import register_json_loaders
