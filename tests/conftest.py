@@ -18,7 +18,6 @@ import pytest
 from millpond.server.config import Settings
 from millpond.server.testing import ServerThread, free_port, start_server
 
-
 RunningServer = ServerThread
 
 

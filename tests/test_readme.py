@@ -31,7 +31,7 @@ def test_readme_python_examples_run(
     try:
         for number, block in enumerate(python_blocks(), 1):
             code = compile(block, f"README.md python block {number}", "exec")
-            exec(code, namespace)  # noqa: S102 - our own documentation
+            exec(code, namespace)
     finally:
         for value in namespace.values():
             if isinstance(value, Millpond):

@@ -61,7 +61,7 @@ class ConnectError(TransportError):
     """The server could not be reached."""
 
 
-class TimeoutError(TransportError):  # noqa: A001 - deliberate, as in httpx
+class TimeoutError(TransportError):
     """The request timed out."""
 
 
