@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,3 +40,32 @@ def test_readme_python_examples_run(
         for value in namespace.values():
             if isinstance(value, Millpond):
                 value.close()
+
+
+def console_commands() -> list[str]:
+    blocks = re.findall(r"```console\n(.*?)```", README.read_text(), flags=re.S)
+    return [line[2:] for block in blocks for line in block.splitlines() if line.startswith("$ ")]
+
+
+def test_readme_cli_examples_run(
+    base_url: str, make_user: Callable[..., tuple[str, str]], tmp_path: Path
+) -> None:
+    """Each ``$ millpond …`` line of the README, as user alice (a fresh user stands in)."""
+    username, key = make_user(prefix="alice")
+    env = {**os.environ, "MILLPOND_URL": base_url, "MILLPOND_API_KEY": key}
+    commands = console_commands()
+    assert len(commands) >= 8
+    for command in commands:
+        argv = shlex.split(command.replace("alice/", f"{username}/"))
+        assert argv[0] == "millpond"
+        result = subprocess.run(
+            [sys.executable, "-m", "millpond.cli", *argv[1:]],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        if "--format table query" in command:
+            assert "hello" in result.stdout and "world" in result.stdout
