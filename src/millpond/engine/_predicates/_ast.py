@@ -48,7 +48,8 @@ def quote_string(text: str) -> str:
 
 
 def qualified_name(schema: str | None, name: str) -> str:
-    return name if schema is None else f"{quote_ident(schema)}.{quote_ident(name)}"
+    table = quote_ident(name)
+    return table if schema is None else f"{quote_ident(schema)}.{table}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,8 @@ class Comparison:
 
 @dataclass(frozen=True, slots=True)
 class InList:
-    """``expr [NOT] IN (items…)``; the parser sorts and de-duplicates ``items``."""
+    """``expr [NOT] IN (items…)``; the parser sorts ``items`` (keeping duplicates, which
+    can change how Postgres types the list)."""
 
     expr: Expr
     items: tuple[Expr, ...]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from decimal import Decimal
 from typing import Any
@@ -528,9 +528,9 @@ class BoundSemiJoin:
     right: BoundQuery
     left_column: str
     right_column: str
-    left_key: Eval
+    left_key: Eval = field(repr=False)
     """A subscribed row's join key (None: NULL, which joins nothing)."""
-    right_key: Eval
+    right_key: Eval = field(repr=False)
     """A joined row's join key, comparable with ``left_key``'s."""
 
 
@@ -546,8 +546,8 @@ class BoundQuery:
     referenced: frozenset[str]
     equalities: tuple[EqualityConstraint, ...]
     join: BoundSemiJoin | None
-    _predicate: Eval | None
-    _constant: bool | None
+    _predicate: Eval | None = field(repr=False)
+    _constant: bool | None = field(repr=False)
 
     @property
     def table(self) -> str:

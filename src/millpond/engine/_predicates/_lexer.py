@@ -68,7 +68,7 @@ class _Lexer:
 
     def error(self, message: str, pos: int | None = None) -> QuerySyntaxError:
         where = self.i if pos is None else pos
-        return QuerySyntaxError(f"{message} at position {where + 1}", where + 1)
+        return QuerySyntaxError(f"{message} (position {where + 1})", where + 1)
 
     def refuse(self, message: str, pos: int) -> UnsupportedQuery:
         return UnsupportedQuery(message, pos + 1)
@@ -150,6 +150,7 @@ class _Lexer:
         return Token("ident", fold_identifier(self.sql[start : self.i]), start, self.i)
 
     def quoted(self, quote: str, what: str) -> str:
+        """The text between ``quote``s (a doubled quote stands for one)."""
         start = self.i
         self.i += 1
         parts: list[str] = []
@@ -160,7 +161,10 @@ class _Lexer:
             parts.append(self.sql[self.i : end])
             self.i = end + 1
             if self.peek() != quote:
-                return "".join(parts)
+                text = "".join(parts)
+                if "\0" in text:
+                    raise self.refuse(f"quoted {what}s cannot contain NUL characters", start)
+                return text
             parts.append(quote)
             self.i += 1
 
@@ -173,10 +177,7 @@ class _Lexer:
 
     def string(self) -> Token:
         start = self.i
-        text = self.quoted("'", "string")
-        if "\0" in text:
-            raise self.refuse("string literals cannot contain NUL characters", start)
-        return Token("string", text, start, self.i)
+        return Token("string", self.quoted("'", "string"), start, self.i)
 
     def number(self) -> Token:
         start = self.i

@@ -167,7 +167,8 @@ class _Parser:
             pass
         elif self.is_qualified_star():
             star = self.qualified_star()
-        if self.i == start or not self.peek().is_word("from"):
+        end = self.peek()
+        if self.i == start or not (end.is_word("from") or end.kind == "eof" or end.is_op(";")):
             raise self.refuse_select_list(start)
         return star
 
@@ -514,7 +515,7 @@ class _Parser:
             raise self.refuse("AT TIME ZONE is not supported")
         if tok.is_word("overlaps"):
             raise self.refuse("OVERLAPS is not supported")
-        if tok.kind == "op" and tok.value not in COMPARISON_OPS and tok.value not in ",();":
+        if tok.kind == "op" and tok.value not in COMPARISON_OPS and tok.value not in ",();:":
             raise self.refuse(operator_message(tok.value))
 
     def primary(self) -> Expr:
@@ -658,9 +659,10 @@ def make_distinct(left: Expr, right: Expr, distinct: bool) -> IsDistinct:
 
 
 def make_in(expr: Expr, items: list[Expr], negated: bool = False) -> InList:
-    """IN with its items de-duplicated and in canonical order (order never matters)."""
-    unique = {item.to_sql(): item for item in items}
-    return InList(expr, tuple(unique[k] for k in sorted(unique)), negated)
+    """IN with its items in canonical order (order never matters). Duplicates stay:
+    with two or more constants Postgres compares in their common type, with one in
+    the column's (``real_col IN (0.1, 0.1)`` is not ``real_col IN (0.1)``)."""
+    return InList(expr, tuple(sorted(items, key=lambda item: item.to_sql())), negated)
 
 
 def make_and(items: list[Expr]) -> And:

@@ -260,6 +260,8 @@ def exact_float4(value: Decimal) -> float:
 
 def exact_float8(value: int | Decimal) -> float:
     result = float(value)
+    if isinstance(value, Decimal) and not value.is_finite():
+        return result
     if math.isinf(result) or (result == 0.0 and value != 0):
         raise ValueError("out of range for type double precision")
     return result
@@ -279,7 +281,7 @@ def _uuid_key(value: Any) -> str:
 def _utc(value: datetime) -> datetime:
     """An aware datetime in UTC: Python ignores ``fold`` between datetimes sharing a
     tzinfo, so values in a zone with DST are compared as UTC instants."""
-    return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 def _date_to_timestamp(value: date) -> datetime:
@@ -301,7 +303,7 @@ def value_converter(type_name: str, domain: str, tz: tzinfo) -> Convert | None:
         return _uuid_key
     if domain == "timestamptz" and type_name == domain:
         return _utc
-    if domain in ("timestamp", "timestamptz"):
+    if domain in ("timestamp", "timestamptz") and type_name != domain:
         return _datetime_converter(type_name, domain, tz)
     return None
 
@@ -326,9 +328,9 @@ def to_instant(local: datetime, tz: tzinfo) -> datetime:
     second = local.replace(tzinfo=tz, fold=1)
     chosen = first
     if first.utcoffset() != second.utcoffset():
-        exists = first.astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None) == local
+        exists = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == local
         chosen = second if exists else first
-    return chosen.astimezone(timezone.utc)
+    return chosen.astimezone(UTC)
 
 
 _NATURAL_DOMAIN = {
