@@ -56,6 +56,10 @@ class Client:
 
     id: str
     outbox: Outbox
+    identity: Any = None
+    """Who the connection acts for: today the API key's principal (access to the whole
+    database is checked at connect). The seam for end-user identities: a per-identity
+    row filter would apply in ``Hub._encode`` and to the initial rows."""
     queries: dict[str, str] = field(default_factory=dict)  # query_id -> query key
     keys: frozenset[str] = frozenset()
     syncing: list[Transaction] | None = None
@@ -303,7 +307,8 @@ class Hub:
                 client.filters[key] = snapshot
             self._filtered_clients.add(client.id)
         seen = [tx for tx in held if snapshot is not None and snapshot.sees(tx.xid)]
-        unseen = [tx for tx in held if tx not in seen]
+        seen_ids = {id(tx) for tx in seen}
+        unseen = [tx for tx in held if id(tx) not in seen_ids]
         for tx in seen:
             self._deliver_one(client, tx, old_keys)
         if applied is not None:
@@ -322,8 +327,8 @@ class Hub:
         if not matched:
             return
         touched: set[str] = set()
-        for _, old_keys, new_keys in matched:
-            for key in old_keys | new_keys:
+        for m in matched:
+            for key in m.old_keys | m.new_keys:
                 touched.update(self.queries[key].clients)
         groups: dict[frozenset[str], list[Client]] = defaultdict(list)
         for client_id in touched:
@@ -378,14 +383,14 @@ class Hub:
                 continue
             if change.kind == "truncate":
                 keys = {k for k, q in self.queries.items() if q.table == table}
-                result.append((change, frozenset(keys), frozenset()))
+                result.append(_Matched(change, frozenset(keys), frozenset(), self.decoder))
                 continue
             old = self._python(change.relation, change.old)
             new = self._python(change.relation, change.new)
             old_keys = self._matching(table, old)
             new_keys = self._matching(table, new)
             if old_keys or new_keys:
-                result.append((change, old_keys, new_keys))
+                result.append(_Matched(change, old_keys, new_keys, self.decoder))
         return result
 
     def _matching(self, table: str, row: dict[str, Any] | None) -> frozenset[str]:
@@ -398,8 +403,9 @@ class Hub:
 
     def _encode(self, tx: Transaction, matched: list[_Matched], keys: frozenset[str]) -> str | None:
         tables: dict[str, dict[str, Any]] = {}
-        for change, old_keys, new_keys in matched:
-            before, after = bool(old_keys & keys), bool(new_keys & keys)
+        for m in matched:
+            change = m.change
+            before, after = bool(m.old_keys & keys), bool(m.new_keys & keys)
             if not (before or after):
                 continue
             info = self.tables.get(f"{change.relation.schema}.{change.relation.name}")
@@ -408,9 +414,9 @@ class Hub:
             if change.kind == "truncate":
                 entry["truncated"] = True
                 continue
-            old = self._json(change, "old") if before else None
-            new = self._json(change, "new") if after else None
-            if before and after and (not info or not info.key or _same_key(info, old, new)):
+            old = m.old_json() if before else None
+            new = m.new_json() if after else None
+            if before and after and info is not None and info.key and _same_key(info, old, new):
                 entry.setdefault("updates", []).append({"old": old, "new": new})
                 continue
             if before:
@@ -430,15 +436,36 @@ class Hub:
             separators=(",", ":"),
         )
 
-    def _json(self, change: Change, which: str) -> dict[str, Any]:
-        cache = change.__dict__.setdefault("_json_cache", {})  # frozen dataclass: cache aside
-        if which not in cache:
-            row = change.old if which == "old" else change.new
-            cache[which] = self.decoder.decode(change.relation, row or {}, as_json=True)
-        return dict(cache[which])
 
+class _Matched:
+    """A change with the queries its old and new rows match; its rows' wire form is
+    decoded once, on first use, however many messages it goes into."""
 
-_Matched = tuple[Change, frozenset[str], frozenset[str]]
+    __slots__ = ("_new", "_old", "change", "decoder", "new_keys", "old_keys")
+
+    def __init__(
+        self,
+        change: Change,
+        old_keys: frozenset[str],
+        new_keys: frozenset[str],
+        decoder: ValueDecoder,
+    ) -> None:
+        self.change = change
+        self.old_keys = old_keys
+        self.new_keys = new_keys
+        self.decoder = decoder
+        self._old: dict[str, Any] | None = None
+        self._new: dict[str, Any] | None = None
+
+    def old_json(self) -> dict[str, Any]:
+        if self._old is None:
+            self._old = self.decoder.decode(self.change.relation, self.change.old or {}, True)
+        return self._old
+
+    def new_json(self) -> dict[str, Any]:
+        if self._new is None:
+            self._new = self.decoder.decode(self.change.relation, self.change.new or {}, True)
+        return self._new
 
 
 def _same_key(info: TableInfo, old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:

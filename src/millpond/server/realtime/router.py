@@ -52,7 +52,11 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
         await ws.close(4004, exc.code)
         return
     hub = await svc.realtime.hub(access.pg_name)
-    client = Client(f"c_{secrets.token_hex(8)}", Outbox(svc.settings.realtime_send_buffer_bytes))
+    client = Client(
+        f"c_{secrets.token_hex(8)}",
+        Outbox(svc.settings.realtime_send_buffer_bytes),
+        identity=principal,
+    )
     hub.connect(client)
     session = _Session(ws, hub, client, svc.settings.realtime_heartbeat_ms / 1000)
     try:
