@@ -100,8 +100,11 @@ class SnapshotReader(Protocol):
     async def table_info(self, schema: str, name: str) -> TableInfo | None: ...
 
     async def read(
-        self, queries: list[tuple[TableInfo, str]]
-    ) -> tuple[Snapshot, list[list[dict[str, Any]]]]: ...
+        self, queries: list[tuple[TableInfo, str | None]]
+    ) -> tuple[Snapshot, list[list[dict[str, Any]]]]:
+        """In one snapshot, the rows of each table matching its WHERE condition (the
+        engine's canonical SQL; None: every row)."""
+        ...
 
 
 class Hub:
@@ -190,7 +193,7 @@ class Hub:
         client.syncing = []
         self._register(client, new)
         try:
-            snapshot, rows = await self.reader.read([(info, q.to_sql()) for q, info in new])
+            snapshot, rows = await self.reader.read([(info, q.where_sql()) for q, info in new])
         except BaseException:
             self._release(client, list(new_keys))
             self._flush_sync(client, client.keys, None, [])

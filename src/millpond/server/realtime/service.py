@@ -74,7 +74,7 @@ class RoleSnapshotReader:
             )
 
     async def read(
-        self, queries: list[tuple[TableInfo, str]]
+        self, queries: list[tuple[TableInfo, str | None]]
     ) -> tuple[Snapshot, list[list[dict[str, Any]]]]:
         pool = await self.query.pool_for(self.pg_name, "ro")
         async with pool.connection() as conn:
@@ -85,9 +85,12 @@ class RoleSnapshotReader:
                 )
                 snap_text, lsn_text = (await cur.fetchone()) or ("", "0/0")
                 results = []
-                for _, query_sql in queries:  # the engine's canonical SQL of the query
+                for info, where in queries:
+                    stmt = sql.SQL("SELECT * FROM {}").format(qualified(info.schema, info.name))
+                    if where is not None:  # the engine's canonical SQL: it parsed and bound it
+                        stmt = sql.SQL("{} WHERE {}").format(stmt, sql.SQL(where))
                     cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-                    await cur.execute(query_sql.encode())
+                    await cur.execute(stmt)
                     results.append(await cur.fetchall())
             finally:
                 await conn.execute("COMMIT")
