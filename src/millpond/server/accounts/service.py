@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from ...models import (
@@ -135,42 +136,42 @@ _KEY_COLUMNS = "id, name, prefix, scope, created_at, expires_at, last_used_at, s
 
 
 async def insert_key(
-    conn_or_store: Any,
+    conn: AsyncConnection[DictRow],
     user_id: int,
     body: ApiKeyCreate,
     service_account_id: int | None = None,
 ) -> ApiKeyCreated:
+    """Create a key on ``conn`` (inside the caller's transaction); the secret is in the
+    result and nowhere else."""
     secret = new_secret()
     expires_at = (
         datetime.now(UTC) + timedelta(seconds=body.expires_in_seconds)
         if body.expires_in_seconds
         else None
     )
-    query = (
+    cur = await conn.execute(
         "INSERT INTO api_keys (id, user_id, service_account_id, name, prefix, secret_hash,"
-        f" scope, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_KEY_COLUMNS}"
+        f" scope, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_KEY_COLUMNS}",
+        (
+            "key_" + secrets.token_hex(8),
+            user_id,
+            service_account_id,
+            body.name,
+            secret[:10],
+            hash_key(secret),
+            body.scope,
+            expires_at,
+        ),
     )
-    params = (
-        "key_" + secrets.token_hex(8),
-        user_id,
-        service_account_id,
-        body.name,
-        secret[:10],
-        hash_key(secret),
-        body.scope,
-        expires_at,
-    )
-    if isinstance(conn_or_store, Store):
-        row = await conn_or_store.fetchone(query, params)
-    else:
-        row = await (await conn_or_store.execute(query, params)).fetchone()
+    row = await cur.fetchone()
     assert row is not None
     return ApiKeyCreated(**row, secret=secret)
 
 
 async def create_key(store: Store, principal: Principal, body: ApiKeyCreate) -> ApiKeyCreated:
     require_write(principal)
-    return await insert_key(store, principal.user_id, body, principal.service_account_id)
+    async with store.transaction() as conn:
+        return await insert_key(conn, principal.user_id, body, principal.service_account_id)
 
 
 def _owner_filter(principal: Principal) -> tuple[str, tuple[Any, ...]]:
@@ -390,7 +391,8 @@ async def create_service_account_key(
     require_user_key(principal)
     require_write(principal)
     await _get_service_account(store, principal.user_id, sa_id)
-    return await insert_key(store, principal.user_id, body, sa_id)
+    async with store.transaction() as conn:
+        return await insert_key(conn, principal.user_id, body, sa_id)
 
 
 async def list_service_account_keys(store: Store, principal: Principal, sa_id: int) -> list[ApiKey]:
