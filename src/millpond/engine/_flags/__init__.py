@@ -1,0 +1,1 @@
+"""Implementation of :mod:`millpond.engine.flags` (import from there)."""
