@@ -28,6 +28,7 @@ from .databases import router as databases_router
 from .databases.service import DatabaseService
 from .deps import Services
 from .errors import ServiceError
+from .gateway import Gateway
 from .postgres.cluster import Cluster
 from .query import router as query_router
 from .query.service import QueryService
@@ -90,6 +91,8 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
     created = await bootstrap_admin(store)
     if created is not None:
         announce(created, _write_admin_key(settings, created))
+    gateway = Gateway(settings, store, cluster, secret)
+    await gateway.start()
     return Services(
         settings=settings,
         cluster=cluster,
@@ -97,10 +100,13 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
         databases=databases,
         query=query,
         realtime=realtime,
+        gateway=gateway,
     )
 
 
 async def stop_services(svc: Services) -> None:
+    if svc.gateway is not None:
+        await svc.gateway.stop()
     await svc.realtime.close()
     await svc.query.close()
     await svc.store.close()

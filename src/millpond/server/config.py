@@ -79,6 +79,60 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 
+    # -- Postgres wire-protocol gateway (direct connections with an API key) -----------
+    gateway_enabled: bool = Field(
+        True,
+        description=(
+            "Listen for Postgres wire-protocol connections (psql, drivers): any user name, "
+            "an API key as the password, `owner/name` as the database."
+        ),
+    )
+    gateway_host: str = Field(
+        "127.0.0.1", description="Address the gateway listens on (`0.0.0.0`: every interface)."
+    )
+    gateway_port: int = Field(5433, ge=0, le=65535, description="Port the gateway listens on.")
+    gateway_tls_cert: Path | None = Field(
+        None,
+        description=(
+            "PEM certificate (chain) the gateway serves TLS with. Unset: a self-signed "
+            "certificate generated on first start into `<data_dir>/gateway-cert.pem`."
+        ),
+    )
+    gateway_tls_key: Path | None = Field(
+        None,
+        description=(
+            "PEM private key of `gateway_tls_cert`. Unset: `<data_dir>/gateway-key.pem` "
+            "(generated, mode 0600)."
+        ),
+    )
+    gateway_allow_plaintext_loopback: bool = Field(
+        True,
+        description=(
+            "Accept unencrypted gateway connections from loopback addresses (the API key "
+            "then crosses loopback in cleartext). Other hosts must use TLS."
+        ),
+    )
+    gateway_allow_plaintext_remote: bool = Field(
+        False,
+        description=(
+            "Also accept unencrypted gateway connections (and so cleartext API keys) from "
+            "other hosts: only on a trusted network, e.g. behind a TLS-terminating proxy."
+        ),
+    )
+    gateway_max_connections_per_database: int = Field(
+        100, gt=0, description="Maximum gateway connections to one database (per replica)."
+    )
+    gateway_max_connections_per_key: int = Field(
+        50, gt=0, description="Maximum gateway connections opened with one API key (per replica)."
+    )
+    gateway_idle_timeout_s: float = Field(
+        900.0,
+        ge=0,
+        description=(
+            "Close gateway connections idle (waiting for the client) this many seconds; 0: never."
+        ),
+    )
+
     @property
     def embedded(self) -> bool:
         return self.database_url is None

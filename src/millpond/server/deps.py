@@ -11,6 +11,7 @@ from .accounts.service import Principal, authenticate
 from .config import Settings
 from .databases.service import DatabaseService
 from .errors import ServiceError
+from .gateway import Gateway
 from .postgres.cluster import Cluster
 from .query.service import QueryService
 from .realtime.service import RealtimeService
@@ -25,6 +26,7 @@ class Services:
     databases: DatabaseService
     query: QueryService
     realtime: RealtimeService
+    gateway: Gateway | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
 

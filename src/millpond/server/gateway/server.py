@@ -1,0 +1,529 @@
+"""The Postgres wire-protocol gateway: ``psql``, psycopg, asyncpg… connect with any user
+name, an API key as the password and ``owner/name`` as the database.
+
+Per connection:
+
+1. **Startup.** SSLRequest → ``S`` and TLS (GSSENCRequest → ``N``); a CancelRequest is
+   mapped to the real backend (below); a StartupMessage v3 gives ``user``/``database``
+   and options. Unencrypted connections are refused unless they come from loopback and
+   ``gateway_allow_plaintext_loopback`` is on (or ``gateway_allow_plaintext_remote``).
+2. **Authentication.** AuthenticationCleartextPassword — so over TLS or loopback only —
+   and the password is checked as an API key (``authenticate``), then the database is
+   resolved for its holder (``resolve``): the role is the access' ``sql_role``
+   (owner/rw/ro; read-scoped keys get ro). Per-database and per-key connection limits.
+3. **Upstream.** The gateway logs in to Postgres itself as that role (SCRAM-SHA-256 with
+   the derived password, healed like the query service's pools if the role changed its
+   password), forwards ParameterStatus and ReadyForQuery, and gives the client its own
+   BackendKeyData: the client never sees the role's password nor Postgres' cancel key.
+4. **Relay.** Bytes both ways with no parsing (``endpoint.py``).
+
+Cancel requests carrying a gateway-issued key are sent on to Postgres with the real key.
+Revocation: whenever the control database announces a change to keys, users,
+collaborators or databases (``store.invalidation``), every live connection's key and
+access are checked again and the ones no longer allowed are closed with a FATAL error —
+within about a second; every 30 s they are checked anyway (expiry).
+
+Why the client→gateway login is not SCRAM: a SCRAM server must hold the password's
+StoredKey/ServerKey (PBKDF2 of the password with a salt it sends the client before the
+proof). millpond stores only SHA-256 of an API key, and learns which key is used only
+from the proof itself — so it cannot run SCRAM for keys. It would need a SCRAM verifier
+stored with each key at creation, and the user name to name the key (its id). Until
+then the key travels as a cleartext password, only inside TLS or over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+import ssl
+import time
+from typing import Any
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from ..accounts.service import KEY_PREFIX, Principal, authenticate, hash_key
+from ..config import Settings
+from ..databases.service import Access, resolve
+from ..errors import ServiceError
+from ..postgres import provision
+from ..postgres.cluster import Cluster
+from ..store import Store
+from . import protocol as pq
+from . import tls, upstream
+from .endpoint import ClientEndpoint
+from .relay import Owner, Relay
+
+_log = logging.getLogger("millpond.gateway")
+
+_STARTUP_TIMEOUT_S = 30.0
+_WATCH_INTERVAL_S = 0.5
+_RECHECK_EVERY_S = 30.0
+_RECHECK_OFFLINE_S = 2.0  # while the change listener is down, caches are off: poll
+_RECHECK_CONCURRENCY = 8
+_STOP_GRACE_S = 1.0
+_ROLE_RANK = {"ro": 1, "rw": 2, "owner": 3}
+# startup parameters that are the gateway's business, not Postgres'
+_OWN_PARAMS = ("user", "database", "replication")
+
+
+class Refusal(Exception):
+    """End the connection during startup with this ErrorResponse."""
+
+    def __init__(self, sqlstate: str, text: str, hint: str | None = None) -> None:
+        super().__init__(text)
+        self.sqlstate = sqlstate
+        self.text = text
+        self.hint = hint
+        self.raw: bytes | None = None
+
+    @classmethod
+    def forwarded(cls, error: upstream.UpstreamError) -> Refusal:
+        """Postgres' own ErrorResponse (say 53300 "too many clients"), or 08006."""
+        if not error.fields:
+            return cls("08006", f"the gateway could not connect to the database: {error}")
+        refusal = cls(error.sqlstate or "08006", error.fields.get("M", str(error)))
+        body = b"".join(k.encode() + v.encode() + b"\x00" for k, v in error.fields.items())
+        refusal.raw = pq.message(b"E", body + b"\x00")
+        return refusal
+
+    def message(self) -> bytes:
+        return self.raw or pq.error_response(self.sqlstate, self.text, hint=self.hint)
+
+
+def is_loopback(peer: Any) -> bool:
+    if not isinstance(peer, tuple) or not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(str(peer[0]).split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: Store, cluster: Cluster, secret: bytes) -> None:
+        self.settings = settings
+        self.store = store
+        self.cluster = cluster
+        self.secret = secret
+        # policy and limits, read on every connection (tests change them on a running gateway)
+        self.max_per_database = settings.gateway_max_connections_per_database
+        self.max_per_key = settings.gateway_max_connections_per_key
+        self.idle_timeout_s = settings.gateway_idle_timeout_s
+        self.allow_plaintext_loopback = settings.gateway_allow_plaintext_loopback
+        self.allow_plaintext_remote = settings.gateway_allow_plaintext_remote
+        self.host = settings.gateway_host
+        self.port: int | None = None  # the bound port, once listening
+        self.ssl_context: ssl.SSLContext | None = None
+        self._address: upstream.Address | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._relays: set[Relay] = set()
+        self._by_database: dict[int, set[Relay]] = {}
+        self._by_key: dict[str, set[Relay]] = {}
+        self._by_cancel_key: dict[tuple[int, int], Relay] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    async def start(self) -> None:
+        """Listen, unless disabled. A port already in use is logged, not fatal: the HTTP
+        API still serves."""
+        s = self.settings
+        if not s.gateway_enabled:
+            return
+        try:
+            self.ssl_context = await asyncio.to_thread(
+                tls.server_context,
+                s.data_dir,
+                s.gateway_tls_cert,
+                s.gateway_tls_key,
+                s.gateway_host,
+            )
+        except (ImportError, OSError, ssl.SSLError, ValueError) as exc:
+            _log.error("gateway: no TLS (%s); only plain connections can be accepted", exc)
+        self._address = upstream.Address.from_conninfo(self.cluster.admin_conninfo())
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: ClientEndpoint(self._connected), s.gateway_host, s.gateway_port, backlog=512
+            )
+        except OSError as exc:
+            _log.error(
+                "gateway: cannot listen on %s:%s (%s); direct connections are off"
+                " (set MILLPOND_GATEWAY_PORT)",
+                s.gateway_host,
+                s.gateway_port,
+                exc.strerror or exc,
+            )
+            return
+        sockets = getattr(self._server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else s.gateway_port
+        self._watcher = asyncio.create_task(self._watch(), name="gateway-watch")
+        _log.info("Postgres gateway on %s:%s", s.gateway_host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening; end every connection (a FATAL 57P01 to those at a message
+        boundary, within about a second for the others)."""
+        if self._server is not None:
+            self._server.close()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for relay in list(self._relays):
+            relay.terminate("57P01", "terminating connection: the millpond server is shutting down")
+        deadline = time.monotonic() + _STOP_GRACE_S
+        while self._relays and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for relay in list(self._relays):
+            relay.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), _STOP_GRACE_S)
+            self._server = None
+
+    def connection_count(self) -> int:
+        return len(self._relays)
+
+    # -- one connection ---------------------------------------------------------------------
+
+    def _connected(self, client: ClientEndpoint) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(client))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, client: ClientEndpoint) -> None:
+        try:
+            async with asyncio.timeout(_STARTUP_TIMEOUT_S):
+                await self._open(client)
+        except Refusal as refusal:
+            _log.debug("gateway: refused a connection: %s %s", refusal.sqlstate, refusal.text)
+            _refuse(client, refusal.message())
+        except pq.ProtocolViolation as exc:
+            _refuse(client, pq.error_response("08P01", str(exc)))
+        except TimeoutError:
+            _refuse(client, pq.error_response("57014", "canceling authentication due to timeout"))
+        except (ConnectionError, ssl.SSLError, OSError):
+            client.close()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            _log.warning("gateway: control database unavailable (%s)", type(exc).__name__)
+            _refuse(
+                client,
+                pq.error_response("57P03", "the server cannot check API keys right now; retry"),
+            )
+        except asyncio.CancelledError:
+            client.close()
+            raise
+        except Exception as exc:
+            _log.error("gateway: unexpected error: %s", type(exc).__name__, exc_info=exc)
+            _refuse(client, pq.error_response("XX000", "internal error in the gateway"))
+
+    async def _open(self, client: ClientEndpoint) -> None:
+        assert client.transport is not None
+        loopback = is_loopback(client.transport.get_extra_info("peername"))
+        encrypted = False
+        while True:
+            packet = pq.parse_first_packet(await client.read_packet())
+            if isinstance(packet, pq.SSLRequest):
+                if encrypted or self.ssl_context is None:
+                    client.write(b"N")
+                    continue
+                if client.pending():
+                    raise pq.ProtocolViolation("received unencrypted data after SSL request")
+                client.write(b"S")
+                transport = await asyncio.get_running_loop().start_tls(
+                    client.transport, client, self.ssl_context, server_side=True
+                )
+                if transport is None:
+                    raise ConnectionResetError("TLS handshake failed")
+                client.transport = transport
+                encrypted = True
+            elif isinstance(packet, pq.GSSENCRequest):
+                client.write(b"N")
+            elif isinstance(packet, pq.CancelRequest):
+                await self._cancel(packet)
+                client.close()
+                return
+            else:
+                break
+        await self._startup(client, packet, encrypted, loopback)
+
+    async def _startup(
+        self, client: ClientEndpoint, startup: pq.StartupMessage, encrypted: bool, loopback: bool
+    ) -> None:
+        if startup.minor != 0 or startup.unsupported_options:
+            client.write(pq.negotiate_protocol_version(0, startup.unsupported_options))
+        self._check_transport(encrypted, loopback)
+        params = startup.params
+        user = params.get("user")
+        if not user:
+            raise Refusal(
+                "28000",
+                "no user name specified in the startup packet",
+                hint="any user name will do; the password is your API key",
+            )
+        database = params.get("database") or user
+        if params.get("replication", "false").lower() not in ("false", "0", "off", "no"):
+            raise Refusal("0A000", "replication connections are not supported by the gateway")
+        client.write(pq.auth_request(pq.AUTH_CLEARTEXT))
+        kind, payload = await client.read_message()
+        if kind != b"p":
+            raise pq.ProtocolViolation(f"expected password response, got message type {kind!r}")
+        api_key = pq.parse_password(payload)
+        principal = await authenticate(self.store, api_key)
+        if principal is None:
+            raise Refusal(
+                "28P01",
+                await self._why_invalid(api_key),
+                hint="the password is a millpond API key (mp_…)",
+            )
+        access = await self._access(principal, database)
+        owner = Owner(
+            api_key=api_key,
+            key_id=principal.key_id,
+            user_id=principal.user_id,
+            database=database,
+            database_id=access.id,
+            sql_role=access.sql_role,
+        )
+        relay = Relay(owner, client, self._new_cancel_key(), self._forget)
+        self._admit(relay)
+        started = False
+        try:
+            login = await self._login(access, params)
+            try:
+                if relay.closing is not None:  # revoked while we were logging in
+                    raise _Closing(relay.closing)
+                relay.backend_key = login.backend_key
+                relay.send_cancel = lambda: self._spawn(self._cancel_backend(login.backend_key))
+                self._by_cancel_key[relay.client_key] = relay
+                greeting = (
+                    pq.auth_request(pq.AUTH_OK)
+                    + login.parameters
+                    + pq.backend_key_data(*relay.client_key)
+                    + login.ready
+                )
+                relay.start(login.endpoint, greeting)
+                started = True
+            finally:
+                if not started:
+                    login.endpoint.write(pq.TERMINATE)
+                    login.endpoint.close()
+        except _Closing as closing:
+            _refuse(client, closing.message)
+        finally:
+            if not started:
+                self._forget(relay)
+
+    def _check_transport(self, encrypted: bool, loopback: bool) -> None:
+        if encrypted:
+            return
+        if self.allow_plaintext_loopback if loopback else self.allow_plaintext_remote:
+            return
+        where = "" if loopback else " from other hosts"
+        raise Refusal(
+            "28000",
+            f"the millpond gateway accepts only TLS connections{where}",
+            hint="connect with sslmode=require",
+        )
+
+    async def _why_invalid(self, api_key: str) -> str:
+        if not api_key.startswith(KEY_PREFIX):
+            return "password authentication failed: the password must be a millpond API key"
+        row = await self.store.fetchone(
+            "SELECT revoked_at IS NOT NULL AS revoked,"
+            " expires_at IS NOT NULL AND expires_at <= now() AS expired"
+            " FROM api_keys WHERE secret_hash = %s",
+            (hash_key(api_key),),
+        )
+        if row is None:
+            return "password authentication failed: unknown API key"
+        if row["revoked"]:
+            return "API key revoked"
+        if row["expired"]:
+            return "API key expired"
+        return "API key not valid"
+
+    async def _access(self, principal: Principal, database: str) -> Access:
+        try:
+            return await resolve(self.store, principal, database)
+        except ServiceError as exc:
+            if exc.status >= 500:
+                raise
+            hint = None if "/" in database else "database names look like owner/name"
+            raise Refusal(
+                "3D000", f'database "{database}" does not exist or you cannot read it', hint
+            ) from None
+
+    def _admit(self, relay: Relay) -> None:
+        owner = relay.owner
+        on_database = self._by_database.get(owner.database_id, set())
+        if len(on_database) >= self.max_per_database:
+            raise Refusal(
+                "53300",
+                f'too many connections to database "{owner.database}" through the gateway'
+                f" (at most {self.max_per_database})",
+            )
+        with_key = self._by_key.get(owner.key_id, set())
+        if len(with_key) >= self.max_per_key:
+            raise Refusal(
+                "53300", f"too many connections with this API key (at most {self.max_per_key})"
+            )
+        self._by_database.setdefault(owner.database_id, on_database).add(relay)
+        self._by_key.setdefault(owner.key_id, with_key).add(relay)
+        self._relays.add(relay)
+
+    def _forget(self, relay: Relay) -> None:
+        self._relays.discard(relay)
+        owner = relay.owner
+        on_database = self._by_database.get(owner.database_id)
+        if on_database is not None:
+            on_database.discard(relay)
+            if not on_database:
+                del self._by_database[owner.database_id]
+        with_key = self._by_key.get(owner.key_id)
+        if with_key is not None:
+            with_key.discard(relay)
+            if not with_key:
+                del self._by_key[owner.key_id]
+        if self._by_cancel_key.get(relay.client_key) is relay:
+            del self._by_cancel_key[relay.client_key]
+
+    async def _login(self, access: Access, client_params: dict[str, str]) -> upstream.Login:
+        assert self._address is not None
+        role = provision.DatabaseRoles(access.pg_name).role(access.sql_role)
+        password = provision.role_password(self.secret, role)
+        params = {
+            k: v
+            for k, v in client_params.items()
+            if k not in _OWN_PARAMS and not k.startswith("_pq_.")
+        }
+        try:
+            try:
+                return await upstream.login(self._address, role, password, access.pg_name, params)
+            except upstream.UpstreamError as exc:
+                if exc.sqlstate != "28P01":
+                    raise
+                # any role may change its own password: restore it and log in again
+                _log.warning("restoring the password of role %s", role)
+                await asyncio.to_thread(provision.reset_password, self.cluster, self.secret, role)
+                return await upstream.login(self._address, role, password, access.pg_name, params)
+        except upstream.UpstreamError as exc:
+            raise Refusal.forwarded(exc) from None
+
+    def _new_cancel_key(self) -> tuple[int, int]:
+        while True:
+            key = (secrets.randbelow(2**31 - 1) + 1, secrets.randbits(32))
+            if key not in self._by_cancel_key:
+                return key
+
+    # -- cancel -------------------------------------------------------------------------------
+
+    async def _cancel(self, request: pq.CancelRequest) -> None:
+        relay = self._by_cancel_key.get((request.pid, request.secret))
+        if relay is None or relay.backend_key is None or relay.closed:
+            return  # like Postgres: no answer either way
+        await self._cancel_backend(relay.backend_key)
+
+    async def _cancel_backend(self, backend_key: tuple[int, int]) -> None:
+        assert self._address is not None
+        await upstream.cancel(self._address, *backend_key)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- revocation and idle connections ------------------------------------------------------
+
+    async def _watch(self) -> None:
+        invalidation = self.store.invalidation
+        seen = invalidation.generation
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(_WATCH_INTERVAL_S)
+            now = time.monotonic()
+            self._close_idle(now)
+            every = _RECHECK_EVERY_S if invalidation.live else _RECHECK_OFFLINE_S
+            if invalidation.generation == seen and now - last < every:
+                continue
+            seen, last = invalidation.generation, now
+            try:
+                await self.recheck()
+            except Exception as exc:
+                _log.warning("gateway: could not recheck connections (%s)", type(exc).__name__)
+
+    def _close_idle(self, now: float) -> None:
+        timeout = self.idle_timeout_s
+        if timeout <= 0:
+            return
+        for relay in list(self._relays):
+            if relay.relaying and relay.idle and now - relay.idle_since >= timeout:
+                relay.terminate(
+                    "57P05",
+                    "terminating connection due to idle timeout",
+                    hint=f"the gateway closes connections idle for {timeout:g} s",
+                )
+
+    async def recheck(self) -> None:
+        """Check every live connection's key and access again; close the ones whose key
+        is no longer valid or whose access is gone or weaker than their role."""
+        groups: dict[tuple[str, str], list[Relay]] = {}
+        for relay in self._relays:
+            if relay.closing is None and not relay.closed:
+                groups.setdefault((relay.owner.api_key, relay.owner.database), []).append(relay)
+        limit = asyncio.Semaphore(_RECHECK_CONCURRENCY)
+
+        async def check(relays: list[Relay]) -> None:
+            async with limit:
+                verdict = await self._verdict(relays[0].owner)
+            if verdict is not None:
+                for relay in relays:
+                    relay.terminate(*verdict)
+
+        await asyncio.gather(*(check(relays) for relays in groups.values()))
+
+    async def _verdict(self, owner: Owner) -> tuple[str, str] | None:
+        principal = await authenticate(self.store, owner.api_key)
+        if principal is None:
+            return "28000", await self._why_invalid(owner.api_key)
+        try:
+            access = await resolve(self.store, principal, owner.database)
+        except ServiceError as exc:
+            if exc.status >= 500:
+                raise
+            return "28000", f'you can no longer read database "{owner.database}"'
+        if _ROLE_RANK[access.sql_role] < _ROLE_RANK[owner.sql_role]:
+            return "28000", (
+                f'your access to database "{owner.database}" changed to {access.role}; reconnect'
+            )
+        return None
+
+
+class _Closing(Exception):
+    def __init__(self, message: bytes) -> None:
+        super().__init__("closing")
+        self.message = message
+
+
+def _refuse(client: ClientEndpoint, message: bytes) -> None:
+    transport = client.transport
+    if transport is not None and not transport.is_closing():
+        with contextlib.suppress(RuntimeError, OSError):
+            transport.write(message)
+    client.close()
