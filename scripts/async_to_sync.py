@@ -35,6 +35,7 @@ NAMES = {
     "AsyncKeys": "Keys",
     "AsyncServiceAccounts": "ServiceAccounts",
     "AsyncUsers": "Users",
+    "AsyncRealtime": "Realtime",
     "AsyncClient": "Client",
     "asyncio": "time",
     "aclose": "close",

@@ -6,16 +6,26 @@
         db = mp.databases.create("my-db")
         print(mp.query(db.full_name, "SELECT 1 AS one").data)
 
-``AsyncMillpond`` has the same surface with ``await``. Errors are ``MillpondError``
-subclasses (``ApiError`` and its per-status subclasses, ``TransportError``, …); results are
-pydantic models from ``millpond.models``.
+``AsyncMillpond`` has the same surface with ``await``. ``mp.realtime("owner/db")`` opens
+a realtime connection (``Realtime`` / ``AsyncRealtime``): subscriptions, a client cache
+and callbacks. Errors are ``MillpondError`` subclasses (``ApiError`` and its per-status
+subclasses, ``TransportError``, ``RealtimeError``…); results are pydantic models from
+``millpond.models``.
 
 Importing ``millpond`` never imports the server (``millpond.server``) or its dependencies.
 """
 
 from . import models
 from ._version import __version__
-from .client import AsyncMillpond, Millpond, RetryPolicy
+from .client import (
+    AsyncMillpond,
+    AsyncRealtime,
+    Millpond,
+    Realtime,
+    RealtimeError,
+    RetryPolicy,
+    SubscriptionError,
+)
 from .errors import (
     ApiError,
     BadRequestError,
@@ -36,6 +46,7 @@ from .errors import (
 __all__ = [
     "ApiError",
     "AsyncMillpond",
+    "AsyncRealtime",
     "BadRequestError",
     "ConfigurationError",
     "ConflictError",
@@ -45,8 +56,11 @@ __all__ = [
     "MillpondError",
     "NotFoundError",
     "RateLimitError",
+    "Realtime",
+    "RealtimeError",
     "RetryPolicy",
     "ServerError",
+    "SubscriptionError",
     "TimeoutError",
     "TransportError",
     "UnauthorizedError",

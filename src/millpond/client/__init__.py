@@ -7,10 +7,21 @@ implementation.
 - ``_async``: the async client and resources, written by hand; they only send and sleep.
 - ``_sync``: the sync client and resources, generated from ``_async`` by
   ``scripts/async_to_sync.py`` (a test checks they are up to date).
+- ``realtime``: the realtime client (``Realtime``, ``AsyncRealtime``) over a sans-I/O core
+  (``_realtime_core``); the sync one wraps the async driver on a background thread.
 """
 
 from ._async.client import AsyncMillpond
 from ._retry import RetryPolicy
 from ._sync.client import Millpond
+from .realtime import AsyncRealtime, Realtime, RealtimeError, SubscriptionError
 
-__all__ = ["AsyncMillpond", "Millpond", "RetryPolicy"]
+__all__ = [
+    "AsyncMillpond",
+    "AsyncRealtime",
+    "Millpond",
+    "Realtime",
+    "RealtimeError",
+    "RetryPolicy",
+    "SubscriptionError",
+]

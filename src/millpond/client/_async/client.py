@@ -15,6 +15,7 @@ from typing import Self
 
 import httpx
 
+from ...backoff import Backoff
 from ...models import (
     ApiKeyCreated,
     Database,
@@ -36,6 +37,7 @@ from .._base import (
     split_database,
 )
 from .._retry import RetryPolicy
+from ..realtime import AsyncRealtime, CallbackMode
 from ._transport import AsyncTransport
 from .databases import AsyncDatabases
 from .keys import AsyncKeys
@@ -131,6 +133,41 @@ class AsyncMillpond:
         request = QueryRequest.model_construct(database=db, sql=sql, data_format=data_format)
         call = Call("POST", "/v1/query", parse_model(QueryResult), json=body(request))
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def realtime(
+        self,
+        db: str,
+        *,
+        callbacks: CallbackMode | None = None,
+        reconnect_backoff: Backoff | None = None,
+        heartbeat_interval: float | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> AsyncRealtime:
+        """A realtime connection to database ``"owner/name"``, connected: subscribe to
+        queries, read the client cache, register callbacks (see ``AsyncRealtime``).
+
+        ``callbacks`` (sync client only): ``"update"`` (default) queues callbacks until
+        ``rt.update()`` on the caller's thread; ``"thread"`` runs them on the client's
+        background thread. The async client runs them on its event loop (leave None).
+        ``reconnect_backoff`` paces reconnects (default ``Backoff()``: 0.5 s doubling,
+        capped at 8 s); ``max_retries`` failed reconnects in a row stop the client (None:
+        never give up). ``timeout``: seconds to connect and to wait for answers (None:
+        the client's connect timeout). ``heartbeat_interval``: seconds of silence before
+        the client pings (None: the server's interval); three intervals of silence drop
+        the connection.
+        """
+        rt = AsyncRealtime(
+            self._transport.config,
+            db,
+            callbacks=callbacks,
+            reconnect_backoff=reconnect_backoff,
+            heartbeat_interval=heartbeat_interval,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        await rt.connect()
+        return rt
 
     # -- the bit.io SDK's names --------------------------------------------------------------
 

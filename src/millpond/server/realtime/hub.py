@@ -5,11 +5,11 @@ Exactly once, in order
 ----------------------
 A subscribe registers its queries at once (so the hub starts collecting their changes
 for the connection, without sending them), then reads the initial rows in one
-``REPEATABLE READ`` snapshot and notes that snapshot. Collected transactions are then
-released: those the snapshot already saw are delivered only for the connection's older
-queries, the others for all of them. Until the stream has passed the snapshot's WAL
-position, later transactions are checked against it the same way, in case the stream
-was behind. Every change after the snapshot reaches the client once, none before it.
+``REPEATABLE READ`` snapshot and notes that snapshot. The initial rows go out, then the
+collected transactions in commit order: those the snapshot already saw count only for
+the connection's older queries, the others for all of them. Until the stream has passed
+the snapshot's WAL position, later transactions are checked against it the same way, in
+case the stream was behind. Every change after the snapshot reaches the client once, none before it.
 
 Fan-out cost
 ------------
@@ -301,23 +301,22 @@ class Hub:
         new_keys: list[str],
         applied: dict[str, Any] | None = None,
     ) -> None:
-        """Release the transactions collected while syncing, and go live."""
+        """Go live: send the initial rows, then the transactions collected meanwhile,
+        in commit order. The snapshot filter hides the new queries from the transactions
+        it already saw (their effects are in the initial rows), so each change reaches
+        the client once and the connection's transactions stay in commit order (Postgres
+        may make transactions visible in another order than they commit, so the ones the
+        snapshot saw are not simply the first ones)."""
         held = client.syncing or []
         client.syncing = None
-        old_keys = client.keys
         if snapshot is not None:
             for key in new_keys:
                 client.filters[key] = snapshot
             self._filtered_clients.add(client.id)
-        seen = [tx for tx in held if snapshot is not None and snapshot.sees(tx.xid)]
-        seen_ids = {id(tx) for tx in seen}
-        unseen = [tx for tx in held if id(tx) not in seen_ids]
-        for tx in seen:
-            self._deliver_one(client, tx, old_keys)
         if applied is not None:
             client.send(applied)
         client.keys = keys
-        for tx in unseen:
+        for tx in held:
             self._deliver_one(client, tx, self._keys_for(client, tx))
 
     # -- dispatch -------------------------------------------------------------------------

@@ -1,0 +1,508 @@
+"""The realtime consistency test.
+
+Four writers (two through the HTTP query API, two through direct psycopg connections)
+insert, update (moving rows between the clients' predicate ranges), upsert and delete
+random rows, alone or several in one transaction, for a few seconds. Meanwhile four
+clients with different queries (equality, range, OR, every row) — a sync client with
+``update()``, a sync client with thread callbacks, two async clients — subscribe and
+unsubscribe extra queries, unsubscribe and resubscribe their own, close and reopen, and
+lose their network (each goes through a TCP proxy the test cuts, so they reconnect and
+reconcile by themselves), at random.
+
+Then the writers stop, a final marker transaction commits, and each client waits until
+it has seen it. At that point every client's cache must equal what its queries return
+from Postgres; on every connection the delivered transactions must have strictly
+increasing LSNs (but see ``TOLERATE_SERVER_REORDER``) and no xid twice; and whenever a
+callback ran, the cache already held its whole transaction.
+
+The seed is printed (and in every assertion message); ``MILLPOND_RT_SEED=…`` replays the
+random choices (the interleaving with the server still varies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from millpond import AsyncMillpond, Millpond
+from millpond.backoff import Backoff
+from millpond.client.realtime import AsyncRealtime, Event, Realtime
+from millpond.server.testing import ServerThread
+
+from .conftest import Database, make_database
+from .proxy import Proxy
+
+WRITE_SECONDS = 5.0
+IDS = 60
+SCHEMA = (
+    "CREATE TABLE items (id int8 PRIMARY KEY, grp int4 NOT NULL, val int4, tag text);"
+    "CREATE TABLE marks (id int4 PRIMARY KEY, n int8 NOT NULL);"
+    "INSERT INTO items SELECT i, i % 6, (i * 7) % 100, 'x' FROM generate_series(1, 30) i"
+)
+MARKS = "SELECT * FROM marks"
+EXTRA = [
+    "SELECT * FROM items WHERE grp IN (3, 4)",
+    "SELECT * FROM items WHERE val < 30 AND tag IS NOT NULL",
+    "SELECT * FROM items WHERE id > 40",
+]
+BACKOFF = Backoff(base=0.02, cap=0.25)
+TOLERATE_SERVER_REORDER = False
+"""KNOWN SERVER ISSUE (test_server_order.py, xfail): around a second subscribe on a
+connection the hub can release transactions out of commit order. Such inversions (only
+right after a ``subscription_applied``) are counted and printed, not failed; any other
+inversion fails. Set to False once the server keeps commit order there."""
+
+
+@dataclass
+class Spec:
+    name: str
+    kind: str  # "update", "thread" or "async"
+    queries: list[str]
+
+
+SPECS = [
+    Spec("equality", "update", ["SELECT * FROM items WHERE grp = 2"]),
+    Spec("range", "thread", ["SELECT * FROM items WHERE val BETWEEN 20 AND 60"]),
+    Spec("or", "async", ["SELECT * FROM items WHERE grp = 1 OR tag = 'x'"]),
+    Spec("all", "async", ["SELECT * FROM items"]),
+]
+
+
+@dataclass
+class Record:
+    """What one client saw, across its connections (``epoch``: connection number)."""
+
+    spec: Spec
+    rng: random.Random
+    epoch: int = 0
+    delivered: list[tuple[int, int, int, bool]] = field(default_factory=list)
+    """(epoch, lsn, xid, whether it came right after a subscription_applied)"""
+    after_applied: bool = False
+    violations: list[str] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+    final: dict[int, dict[str, Any]] | None = None
+    final_queries: list[str] = field(default_factory=list)
+    failure: BaseException | None = None
+
+    def count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+
+    def attach(self, rt: Realtime | AsyncRealtime) -> None:
+        """Record a new connection's transactions and check each callback's view."""
+        self.epoch += 1
+        self.count("connections")
+
+        def reconnected(info: Any) -> None:
+            if info.reconnect:
+                self.epoch += 1
+                self.count("reconnects")
+
+        def applied(event: Event) -> None:
+            self.after_applied = True
+
+        def transaction(event: Event) -> None:
+            assert event.lsn_int is not None and event.xid is not None
+            self.delivered.append((self.epoch, event.lsn_int, event.xid, self.after_applied))
+            self.after_applied = False
+            for change in event.changes:  # the cache holds the whole transaction
+                row = change.new if change.new is not None else change.old
+                assert row is not None
+                found = rt.table(change.table).find(row["id"])
+                if found != change.new:
+                    self.violations.append(f"{event.lsn} {change}: the cache has {found}")
+
+        rt.on_connect(reconnected)
+        rt.on_subscription_applied(applied)
+        rt.on_transaction(transaction)
+        rt.on_error(self.errors.append)
+
+
+class Writers:
+    """Random writes until stopped: ``run_http`` and ``run_psycopg`` in threads."""
+
+    def __init__(self, db: Database, seed: int) -> None:
+        self.db = db
+        self.seed = seed
+        self.stop = threading.Event()
+        self.committed = 0
+        self.failed = 0
+        self.lock = threading.Lock()
+
+    def statements(self, rng: random.Random) -> list[str]:
+        """One transaction: one to four changes (some changing a row several times), by id
+        (fewer deadlocks)."""
+
+        def one() -> tuple[int, list[str]]:
+            i = rng.randint(1, IDS)
+            grp, val = rng.randint(0, 5), rng.randint(0, 99)
+            tag = rng.choice(["'x'", "'y'", "'z'", "NULL"])
+            row = f"({i}, {grp}, {val}, {tag})"
+            kind = rng.random()
+            if kind < 0.2:
+                return i, [f"INSERT INTO items VALUES {row} ON CONFLICT DO NOTHING"]
+            if kind < 0.3:
+                return i, [
+                    f"INSERT INTO items VALUES {row} ON CONFLICT (id) DO UPDATE "
+                    "SET grp = excluded.grp, val = excluded.val, tag = excluded.tag"
+                ]
+            if kind < 0.5:  # moves rows between the clients' ranges
+                return i, [f"UPDATE items SET grp = {grp}, val = {val} WHERE id = {i}"]
+            if kind < 0.6:
+                step = rng.randint(-20, 20)
+                return i, [f"UPDATE items SET val = val + {step} WHERE id BETWEEN {i} AND {i + 4}"]
+            if kind < 0.65:
+                return i, [f"UPDATE items SET tag = {tag} WHERE grp = {grp}"]
+            if kind < 0.75:
+                return i, [f"DELETE FROM items WHERE id = {i}"]
+            # one row changed several times in the transaction
+            chains = [
+                [f"DELETE FROM items WHERE id = {i}", f"INSERT INTO items VALUES {row}"],
+                [
+                    f"INSERT INTO items VALUES {row} ON CONFLICT DO NOTHING",
+                    f"UPDATE items SET val = {(val + 50) % 100}, tag = 'x' WHERE id = {i}",
+                ],
+                [
+                    f"UPDATE items SET grp = {grp} WHERE id = {i}",
+                    f"UPDATE items SET val = {val}, grp = {(grp + 1) % 6} WHERE id = {i}",
+                ],
+                [
+                    f"INSERT INTO items VALUES {row} ON CONFLICT DO NOTHING",
+                    f"UPDATE items SET grp = 2 WHERE id = {i}",
+                    f"DELETE FROM items WHERE id = {i}",
+                ],
+            ]
+            return i, rng.choice(chains)
+
+        count = 1 if rng.random() < 0.6 else rng.randint(2, 4)
+        return [sql for _, sqls in sorted(one() for _ in range(count)) for sql in sqls]
+
+    def done(self, ok: bool) -> None:
+        with self.lock:
+            if ok:
+                self.committed += 1
+            else:
+                self.failed += 1
+
+    def run_http(self, n: int) -> None:
+        rng = random.Random(f"{self.seed}-http-{n}")
+        headers = {"Authorization": f"Bearer {self.db.key}"}
+        with httpx.Client(base_url=self.db.base_url, headers=headers, timeout=30) as http:
+            while not self.stop.is_set():
+                sql = "; ".join(self.statements(rng))  # one transaction
+                r = http.post("/v1/query", json={"database": self.db.name, "sql": sql})
+                self.done(r.status_code == 200)  # 400: a deadlock or a statement timeout
+
+    def run_psycopg(self, n: int) -> None:
+        rng = random.Random(f"{self.seed}-pg-{n}")
+        with psycopg.connect(self.db.pg_url) as conn:
+            conn.execute("SET deadlock_timeout = '50ms'")
+            conn.commit()
+            while not self.stop.is_set():
+                try:
+                    with conn.transaction():
+                        for sql in self.statements(rng):
+                            conn.execute(sql.encode())
+                except psycopg.errors.Error:  # a deadlock, or a key inserted meanwhile
+                    self.done(False)
+                else:
+                    self.done(True)
+
+
+def client_actions(
+    record: Record,
+    subscribe: Callable[[list[str]], Any],
+    unsubscribe: Callable[[str], Any],
+    queries: Callable[[], list[str]],
+    reopen: Callable[[], Any],
+    proxy: Proxy,
+) -> Iterator[float]:
+    """One random action per step (for sync and async clients alike); yields pauses."""
+    rng = record.rng
+    while True:
+        action = rng.random()
+        if action < 0.3:
+            sql = rng.choice(EXTRA)
+            if sql in queries():
+                unsubscribe(sql)
+                record.count("unsubscribes")
+            else:
+                subscribe([sql])
+                record.count("subscribes")
+        elif action < 0.45:
+            sql = rng.choice(record.spec.queries)
+            unsubscribe(sql)
+            subscribe([sql])
+            record.count("resubscribes")
+        elif action < 0.53:
+            reopen()
+            record.count("reopens")
+        elif action < 0.7:
+            record.stats["cuts"] = record.stats.get("cuts", 0) + bool(proxy.cut())
+        yield rng.uniform(0.02, 0.25)
+
+
+def expected_rows(db: Database, queries: list[str]) -> dict[int, dict[str, Any]]:
+    rows: dict[int, dict[str, Any]] = {}
+    for sql in queries:
+        for row in db.sql(sql):
+            rows[row["id"]] = row
+    return rows
+
+
+class Phases:
+    """The test's timeline, shared with the client threads."""
+
+    def __init__(self, n: int) -> None:
+        self.stop_actions = threading.Event()
+        self.ready = threading.Barrier(n + 1, timeout=60)
+        self.marker: int | None = None
+        self.marked = threading.Event()
+        self.compared = threading.Barrier(n + 1, timeout=60)
+
+
+def final_state(record: Record, rt: Realtime | AsyncRealtime, marker: int) -> bool:
+    mark = rt.table("marks").find(1)
+    if mark is None or mark["n"] != marker:
+        return False
+    record.final = {row["id"]: row.to_dict() for row in rt.table("items")}
+    record.final_queries = [q for q in rt.queries.values() if q != MARKS]
+    return True
+
+
+def run_sync(record: Record, mp: Millpond, db: str, proxy: Proxy, phases: Phases) -> None:
+    spec = record.spec
+    mode = "update" if spec.kind == "update" else "thread"
+
+    def open_client() -> Realtime:
+        rt = mp.realtime(db, callbacks=mode, reconnect_backoff=BACKOFF, timeout=20)
+        record.attach(rt)
+        rt.subscribe([*spec.queries, MARKS])
+        return rt
+
+    holder = [open_client()]
+
+    def reopen() -> None:
+        holder[0].close()
+        holder[0] = open_client()
+
+    try:
+        steps = client_actions(
+            record,
+            lambda sqls: holder[0].subscribe(sqls, timeout=20),
+            lambda sql: holder[0].unsubscribe(sql, timeout=20),
+            lambda: list(holder[0].queries.values()),
+            reopen,
+            proxy,
+        )
+        while not phases.stop_actions.is_set():
+            pause = next(steps)
+            if mode == "update":
+                holder[0].update(pause)
+            else:
+                time.sleep(pause)
+        rt = holder[0]
+        missing = [q for q in spec.queries if q not in rt.queries.values()]
+        if missing:
+            rt.subscribe(missing, timeout=20)
+    except BaseException as exc:
+        record.failure = exc
+    phases.ready.wait()
+    phases.marked.wait(60)
+    deadline = time.monotonic() + 20
+    assert phases.marker is not None
+    while not final_state(record, holder[0], phases.marker) and time.monotonic() < deadline:
+        if mode == "update":
+            holder[0].update(0.05)
+        else:
+            time.sleep(0.05)
+    phases.compared.wait()
+    holder[0].close()
+
+
+def run_async(record: Record, key: str, url: str, db: str, proxy: Proxy, phases: Phases) -> None:
+    spec = record.spec
+
+    async def main() -> None:
+        async with AsyncMillpond(key, url) as amp:
+
+            async def open_client() -> AsyncRealtime:
+                rt = await amp.realtime(db, reconnect_backoff=BACKOFF, timeout=20)
+                record.attach(rt)
+                await rt.subscribe([*spec.queries, MARKS])
+                return rt
+
+            holder = [await open_client()]
+            pending: list[Any] = []
+
+            async def reopen() -> None:
+                await holder[0].aclose()
+                holder[0] = await open_client()
+
+            try:
+                steps = client_actions(
+                    record,
+                    lambda sqls: pending.append(holder[0].subscribe(sqls, timeout=20)),
+                    lambda sql: pending.append(holder[0].unsubscribe(sql, timeout=20)),
+                    lambda: list(holder[0].queries.values()),
+                    lambda: pending.append(reopen()),
+                    proxy,
+                )
+                while not phases.stop_actions.is_set():
+                    pause = next(steps)
+                    for call in pending:  # in order, as a sync caller would
+                        await call
+                    pending.clear()
+                    await asyncio.sleep(pause)
+                rt = holder[0]
+                missing = [q for q in spec.queries if q not in rt.queries.values()]
+                if missing:
+                    await rt.subscribe(missing, timeout=20)
+            except BaseException as exc:
+                record.failure = exc
+                for call in pending:
+                    call.close()
+            await asyncio.to_thread(phases.ready.wait)
+            await asyncio.to_thread(phases.marked.wait, 60)
+            assert phases.marker is not None
+            deadline = time.monotonic() + 20
+            while not final_state(record, holder[0], phases.marker):
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(phases.compared.wait)
+            await holder[0].aclose()
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def items_db(server: ServerThread, make_user: Callable[..., tuple[str, str]]) -> Database:
+    username, key = make_user(prefix="rtcons")
+    return make_database(
+        server.url, server.admin_key, username, key, server.settings.data_dir, SCHEMA
+    )
+
+
+def test_every_cache_ends_equal_to_postgres(server: ServerThread, items_db: Database) -> None:
+    seed = int(os.environ.get("MILLPOND_RT_SEED") or random.randrange(1 << 32))
+    print(f"\nrealtime consistency seed: MILLPOND_RT_SEED={seed}")
+    db = items_db
+    port = int(server.url.rsplit(":", 1)[1])
+    records = [Record(spec, random.Random(f"{seed}-{spec.name}")) for spec in SPECS]
+    phases = Phases(len(records))
+    writers = Writers(db, seed)
+    started = time.monotonic()
+    proxies = [Proxy(port) for _ in records]
+    for proxy in proxies:
+        proxy.__enter__()
+    try:
+        with Millpond(db.key, proxies[0].url) as mp0, Millpond(db.key, proxies[1].url) as mp1:
+            threads = [
+                threading.Thread(
+                    target=run_sync, args=(records[0], mp0, db.name, proxies[0], phases)
+                ),
+                threading.Thread(
+                    target=run_sync, args=(records[1], mp1, db.name, proxies[1], phases)
+                ),
+                *(
+                    threading.Thread(
+                        target=run_async,
+                        args=(record, db.key, proxy.url, db.name, proxy, phases),
+                    )
+                    for record, proxy in zip(records[2:], proxies[2:], strict=True)
+                ),
+                *(threading.Thread(target=writers.run_http, args=(n,)) for n in range(2)),
+                *(threading.Thread(target=writers.run_psycopg, args=(n,)) for n in range(2)),
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(WRITE_SECONDS)
+            writers.stop.set()
+            phases.stop_actions.set()
+            phases.ready.wait()  # writers stopped, clients connected with their queries
+            marker = random.Random(seed).randrange(1, 1 << 40)
+            db.sql(
+                f"INSERT INTO marks VALUES (1, {marker}) "
+                f"ON CONFLICT (id) DO UPDATE SET n = {marker}"
+            )
+            phases.marker = marker
+            phases.marked.set()
+            expected: dict[str, dict[int, dict[str, Any]]] = {}
+            # the clients wait for the marker, then record their caches; compare after
+            for thread in threads[4:]:
+                thread.join(30)
+            deadline = time.monotonic() + 30
+            while any(r.final is None for r in records) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for record in records:
+                expected[record.spec.name] = expected_rows(
+                    db, record.final_queries or record.spec.queries
+                )
+            phases.compared.wait()
+            for thread in threads[:4]:
+                thread.join(30)
+    finally:
+        for proxy in proxies:
+            proxy.__exit__()
+    elapsed = time.monotonic() - started
+
+    context = f"(seed {seed})"
+    summary = [
+        f"{elapsed:.1f} s, {writers.committed} transactions committed ({writers.failed} failed)"
+    ]
+    reordered: dict[str, list[tuple[int, int]]] = {}
+    order_errors: list[str] = []
+    for record in records:
+        name = record.spec.name
+        by_epoch: dict[int, list[tuple[int, int, bool]]] = {}
+        for epoch, lsn, xid, after_applied in record.delivered:
+            by_epoch.setdefault(epoch, []).append((lsn, xid, after_applied))
+        for epoch, delivered in by_epoch.items():
+            xids = [xid for _, xid, _ in delivered]
+            if len(set(xids)) != len(xids):
+                order_errors.append(f"{name} connection {epoch}: an xid twice")
+            for (a, _, _), (b, _, after_applied) in itertools.pairwise(delivered):
+                if a < b:
+                    continue
+                if after_applied and TOLERATE_SERVER_REORDER:
+                    reordered.setdefault(name, []).append((a, b))
+                else:
+                    order_errors.append(f"{name} connection {epoch}: lsn {a:X} before {b:X}")
+        summary.append(
+            f"{name} ({record.spec.kind}): {len(record.delivered)} transactions delivered on "
+            f"{len(by_epoch)} connections; {dict(sorted(record.stats.items()))}"
+        )
+    if reordered:
+        summary.append(f"out of commit order after a re-subscribe (server issue): {reordered}")
+    print("\n".join(summary))
+    assert order_errors == [], f"{order_errors[:5]} {context}"
+    for record in records:
+        name = record.spec.name
+        assert record.failure is None, f"{name} failed {context}: {record.failure!r}"
+        assert record.errors == [], f"{name}: on_error got {record.errors} {context}"
+        assert record.violations == [], f"{name}: {record.violations[:5]} {context}"
+        assert record.final is not None, f"{name} never saw the marker {context}"
+        assert set(record.spec.queries) <= set(record.final_queries)
+        want = expected[name]
+        missing = sorted(set(want) - set(record.final))
+        extra = sorted(set(record.final) - set(want))
+        wrong = sorted(i for i in set(want) & set(record.final) if want[i] != record.final[i])
+        assert not (missing or extra or wrong), (
+            f"{name}: the cache differs from Postgres {context}: missing {missing}, "
+            f"extra {extra}, different {[(want[i], record.final[i]) for i in wrong][:5]}"
+        )
+    assert writers.committed > 100, summary
+    assert sum(r.stats.get("reconnects", 0) for r in records) > 0, summary
+    assert elapsed < 30, summary
