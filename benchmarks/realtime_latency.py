@@ -5,7 +5,8 @@ Runs ``millpond up`` in a subprocess; clients are raw protocol clients (asyncio
 ``websockets``) in this process; writes go straight to Postgres with psycopg.
 
 1. one subscriber (``room = 0``): latency from the writer's commit returning to the
-   subscriber receiving the transaction, p50/p99;
+   subscriber receiving the transaction, p50/p99; and the same to the SDK's ``on_insert``
+   callback (``AsyncRealtime``, cache updated first);
 2. 100 connections x 100 queries each (``room = k``, 10,000 disjoint subscriptions):
    the same latency for writes to random rooms (goal: p50 within 1.5x of 1.);
 3. sustained row changes/s at that size: 20,000 rows in 100-row transactions to random
@@ -32,6 +33,8 @@ import psycopg
 import websockets
 from _harness import Server, create_database, running_server, summary
 from psycopg_pool import AsyncConnectionPool
+
+from millpond import AsyncMillpond
 
 SETUP = "CREATE TABLE events (id bigserial PRIMARY KEY, room int NOT NULL, payload text)"
 ROOMS = 10_000
@@ -94,6 +97,31 @@ async def latencies(
     missing = [i for i in committed if i not in receiver.arrived]
     assert not missing, f"{len(missing)} events never arrived"
     return [(receiver.arrived[i] - t) * 1000 for i, t in committed.items()]
+
+
+async def sdk_latencies(
+    server: Server, writer: psycopg.AsyncConnection[Any], n: int
+) -> list[float]:
+    """Commit to the SDK's ``on_insert`` callback (AsyncRealtime: callbacks on the loop)."""
+    arrived: dict[int, float] = {}
+    async with AsyncMillpond(api_key=server.key, base_url=server.url) as amp:
+        rt = await amp.realtime("admin/rt")
+        async with rt:
+            rt.table("events").on_insert(
+                lambda row: arrived.setdefault(row["id"], time.perf_counter())
+            )
+            await rt.subscribe(["SELECT * FROM events WHERE room = 1"])
+            committed: dict[int, float] = {}
+            for _ in range(n):
+                cur = await writer.execute("INSERT INTO events (room) VALUES (1) RETURNING id")
+                row = await cur.fetchone()
+                assert row is not None
+                committed[row[0]] = time.perf_counter()
+                await asyncio.sleep(0.005)
+            deadline = time.monotonic() + 10
+            while len(arrived) < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+    return [(arrived[i] - t) * 1000 for i, t in committed.items() if i in arrived]
 
 
 async def throughput(
@@ -166,6 +194,7 @@ async def run(server: Server, writes: int) -> None:
     single = await latencies(writer, one, [0], writes)
     await ws.close()
     print(summary("1 subscriber", single))
+    print(summary("1 subscriber, SDK callback", await sdk_latencies(server, writer, writes)))
 
     many = Receiver()
     sockets = []
