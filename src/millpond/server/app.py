@@ -28,6 +28,8 @@ from .databases import router as databases_router
 from .databases.service import DatabaseService
 from .deps import Services
 from .errors import ServiceError
+from .flags import router as flags_router
+from .flags.service import FlagService
 from .gateway import Gateway
 from .postgres.cluster import Cluster
 from .query import router as query_router
@@ -93,6 +95,8 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
         announce(created, _write_admin_key(settings, created))
     gateway = Gateway(settings, store, cluster, secret)
     await gateway.start()
+    flags = FlagService(store, settings, cluster.control_conninfo)
+    await flags.start()
     return Services(
         settings=settings,
         cluster=cluster,
@@ -101,12 +105,15 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
         query=query,
         realtime=realtime,
         gateway=gateway,
+        flags=flags,
     )
 
 
 async def stop_services(svc: Services) -> None:
     if svc.gateway is not None:
         await svc.gateway.stop()
+    if svc.flags is not None:
+        await svc.flags.close()
     await svc.realtime.close()
     await svc.query.close()
     await svc.store.close()
@@ -137,6 +144,7 @@ def create_app(settings: Settings | None = None, announce: Announce = _default_a
     app.include_router(databases_router.router)
     app.include_router(query_router.router)
     app.include_router(realtime_router.router)
+    app.include_router(flags_router.router)
 
     @app.get("/v1/health", response_model=Health)
     async def health(request: Request) -> Health:

@@ -133,6 +133,24 @@ class Settings(BaseSettings):
         ),
     )
 
+    # -- feature flags (server/flags) -----------------------------------------------------
+    flags_record_checks: bool = Field(
+        False,
+        description=(
+            "Record every flag check in the environment's check log (`GET "
+            "/v1/flags/environments/{env}/checks`); otherwise only checks sent with "
+            "`?record=true` are."
+        ),
+    )
+    flags_cache_ttl_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Longest a replica keeps compiled flag rulesets without re-reading them (every "
+            "change drops them at once through LISTEN/NOTIFY; this bounds a missed one)."
+        ),
+    )
+
     @property
     def embedded(self) -> bool:
         return self.database_url is None

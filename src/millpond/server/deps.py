@@ -7,10 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from .accounts.service import Principal, authenticate
+from .accounts.service import Principal, authenticate, require_unbound
 from .config import Settings
 from .databases.service import DatabaseService
 from .errors import ServiceError
+from .flags.service import FlagService
 from .gateway import Gateway
 from .postgres.cluster import Cluster
 from .query.service import QueryService
@@ -27,6 +28,7 @@ class Services:
     query: QueryService
     realtime: RealtimeService
     gateway: Gateway | None = None
+    flags: FlagService | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -47,6 +49,9 @@ async def principal(request: Request) -> Principal:
     who = await authenticate(services(request).store, token.strip())
     if who is None:
         raise ServiceError(401, "unauthorized", "unknown, revoked or expired API key")
+    path = request.url.path
+    if not (path.startswith("/v1/flags/") or path in ("/v1/flags", "/v1/me")):
+        require_unbound(who)
     return who
 
 

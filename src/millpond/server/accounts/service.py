@@ -49,6 +49,8 @@ class Principal:
     key_id: str
     scope: Literal["read", "write"]
     service_account_id: int | None = None
+    environment_id: str | None = None
+    """Set for a key bound to one flags environment: it may only call /v1/flags."""
 
     @property
     def can_write(self) -> bool:
@@ -76,6 +78,15 @@ def check_username(username: str) -> None:
         )
 
 
+def require_unbound(principal: Principal) -> None:
+    """Keys bound to a flags environment reach only the flags API (and /v1/me)."""
+    if principal.environment_id is not None:
+        raise forbidden(
+            "this API key is bound to a flags environment: it can only call /v1/flags",
+            "environment_key",
+        )
+
+
 def require_write(principal: Principal) -> None:
     if not principal.can_write:
         raise forbidden("this API key is read-only", "read_only_key")
@@ -93,6 +104,7 @@ def require_user_key(principal: Principal) -> None:
 
 _PRINCIPAL_SQL = """
 SELECT k.id AS key_id, k.scope, k.service_account_id, k.last_used_at, k.expires_at,
+       k.environment_id,
        u.id AS user_id, u.username, u.is_admin
 FROM api_keys k JOIN users u ON u.id = k.user_id
 WHERE k.secret_hash = %s AND k.revoked_at IS NULL
@@ -127,6 +139,7 @@ async def authenticate(store: Store, secret: str) -> Principal | None:
         key_id=row["key_id"],
         scope=row["scope"],
         service_account_id=row["service_account_id"],
+        environment_id=row["environment_id"],
     )
 
 

@@ -292,6 +292,10 @@ class Gateway:
                 await self._why_invalid(api_key),
                 hint="the password is a millpond API key (mp_…)",
             )
+        if principal.environment_id is not None:
+            raise Refusal(
+                "28000", "this API key is bound to a flags environment: it opens no connections"
+            )
         access = await self._access(principal, database)
         owner = Owner(
             api_key=api_key,

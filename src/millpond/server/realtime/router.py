@@ -46,6 +46,9 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
     if principal is None:
         await ws.close(4001, "unauthorized")
         return
+    if principal.environment_id is not None:  # a key for the flags API only
+        await ws.close(4003, "environment_key")
+        return
     try:
         access = await resolve(svc.store, principal, f"{owner}/{name}")
     except ServiceError as exc:

@@ -1,0 +1,1 @@
+"""Feature flags and entitlements: service (service.py), routes (router.py)."""
