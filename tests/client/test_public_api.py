@@ -93,6 +93,8 @@ def test_sync_and_async_have_one_surface() -> None:
         == async_hints.keys()
         == {
             "databases",
+            "exports",
+            "imports",
             "keys",
             "service_accounts",
             "users",

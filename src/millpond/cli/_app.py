@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from . import db, keys, query, service_accounts, status, up, users
+from . import db, keys, query, service_accounts, status, transfer, up, users
 from ._context import DEFAULT_TIMEOUT, DEFAULT_URL, KEY_ENV, URL_ENV, ClientGroup, State
 from ._output import OutputFormat
 
@@ -109,6 +109,8 @@ app.command("health")(status.health)
 app.command("me")(status.me)
 app.add_typer(db.app, name="db")
 app.command("query")(query.query)
+app.command("import")(transfer.import_)
+app.command("export")(transfer.export)
 app.add_typer(keys.app, name="key")
 app.add_typer(service_accounts.app, name="service-account")
 app.add_typer(users.app, name="user")

@@ -38,6 +38,8 @@ from .realtime import router as realtime_router
 from .realtime.service import RealtimeService
 from .store import Store
 from .store.migrate import migrate
+from .transfer import router as transfer_router
+from .transfer.service import TransferService
 
 _log = logging.getLogger("millpond.server")
 
@@ -95,6 +97,8 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
         announce(created, _write_admin_key(settings, created))
     gateway = Gateway(settings, store, cluster, secret)
     await gateway.start()
+    transfer = TransferService(store, cluster, secret, settings)
+    await transfer.start()
     flags = FlagService(store, settings, cluster.control_conninfo)
     await flags.start()
     return Services(
@@ -105,6 +109,7 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
         query=query,
         realtime=realtime,
         gateway=gateway,
+        transfer=transfer,
         flags=flags,
     )
 
@@ -112,6 +117,8 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
 async def stop_services(svc: Services) -> None:
     if svc.gateway is not None:
         await svc.gateway.stop()
+    if svc.transfer is not None:
+        await svc.transfer.close()
     if svc.flags is not None:
         await svc.flags.close()
     await svc.realtime.close()
@@ -144,6 +151,7 @@ def create_app(settings: Settings | None = None, announce: Announce = _default_a
     app.include_router(databases_router.router)
     app.include_router(query_router.router)
     app.include_router(realtime_router.router)
+    app.include_router(transfer_router.router)
     app.include_router(flags_router.router)
 
     @app.get("/v1/health", response_model=Health)

@@ -133,6 +133,69 @@ class Settings(BaseSettings):
         ),
     )
 
+    # -- import and export jobs (server/transfer) ------------------------------------------
+    transfer_max_file_bytes: int = Field(
+        2 * 1024**3,
+        gt=0,
+        description=(
+            "Largest file an import takes (upload, download from a URL, or after gzip "
+            "decompression), in bytes."
+        ),
+    )
+    transfer_max_value_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Largest single value (or CSV line, or JSON element) an import takes.",
+    )
+    transfer_workers: int = Field(
+        2, gt=0, description="Import and export jobs one replica runs at the same time."
+    )
+    transfer_poll_s: float = Field(
+        2.0,
+        gt=0,
+        description=(
+            "How often a replica looks for queued and crashed jobs (a new job also wakes "
+            "it at once, through LISTEN/NOTIFY)."
+        ),
+    )
+    transfer_heartbeat_s: float = Field(
+        1.0, gt=0, description="How often a running job's progress is written."
+    )
+    transfer_max_attempts: int = Field(
+        2,
+        gt=0,
+        description=(
+            "Runs of a job interrupted by a crash before it is FAILED (error_type interrupted)."
+        ),
+    )
+    transfer_job_timeout_s: float = Field(
+        3600.0, gt=0, description="Statement timeout of a job's SQL (its COPY), in seconds."
+    )
+    transfer_export_ttl_s: float = Field(
+        86400.0,
+        gt=0,
+        description="How long an export's file (and its signed download_url) lives, in seconds.",
+    )
+    transfer_allow_private_urls: bool = Field(
+        False,
+        description=(
+            "Let imports fetch file_url from loopback, link-local and private addresses "
+            "(refused by default: they reach the server's own network)."
+        ),
+    )
+    transfer_url_timeout_s: float = Field(
+        60.0, gt=0, description="Timeout of each network step of downloading a file_url."
+    )
+    transfer_shared_storage: bool = Field(
+        False,
+        description=(
+            "<data_dir>/transfer is shared by every replica (a shared volume): any replica "
+            "may run any job and serve any export. Otherwise a job with an uploaded file "
+            "runs on the replica that received it, and an export downloads from the one "
+            "that made it."
+        ),
+    )
+
     # -- feature flags (server/flags) -----------------------------------------------------
     flags_record_checks: bool = Field(
         False,

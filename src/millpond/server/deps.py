@@ -17,6 +17,7 @@ from .postgres.cluster import Cluster
 from .query.service import QueryService
 from .realtime.service import RealtimeService
 from .store import Store
+from .transfer.service import TransferService
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Services:
     query: QueryService
     realtime: RealtimeService
     gateway: Gateway | None = None
+    transfer: TransferService | None = None
     flags: FlagService | None = None
     extra: dict[str, object] = field(default_factory=dict)
 

@@ -42,6 +42,7 @@ from ._transport import AsyncTransport
 from .databases import AsyncDatabases
 from .keys import AsyncKeys
 from .service_accounts import AsyncServiceAccounts
+from .transfer import Exports, Imports
 from .users import AsyncUsers
 
 
@@ -63,6 +64,8 @@ class AsyncMillpond:
     keys: AsyncKeys
     service_accounts: AsyncServiceAccounts
     users: AsyncUsers
+    imports: Imports
+    exports: Exports
 
     def __init__(
         self,
@@ -80,6 +83,8 @@ class AsyncMillpond:
         self.keys = AsyncKeys(self._transport)
         self.service_accounts = AsyncServiceAccounts(self._transport)
         self.users = AsyncUsers(self._transport)
+        self.imports = Imports(self._transport)
+        self.exports = Exports(self._transport)
 
     @property
     def base_url(self) -> str:

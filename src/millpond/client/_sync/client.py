@@ -44,6 +44,7 @@ from ._transport import Transport
 from .databases import Databases
 from .keys import Keys
 from .service_accounts import ServiceAccounts
+from .transfer import Exports, Imports
 from .users import Users
 
 
@@ -65,6 +66,8 @@ class Millpond:
     keys: Keys
     service_accounts: ServiceAccounts
     users: Users
+    imports: Imports
+    exports: Exports
 
     def __init__(
         self,
@@ -82,6 +85,8 @@ class Millpond:
         self.keys = Keys(self._transport)
         self.service_accounts = ServiceAccounts(self._transport)
         self.users = Users(self._transport)
+        self.imports = Imports(self._transport)
+        self.exports = Exports(self._transport)
 
     @property
     def base_url(self) -> str:

@@ -1,0 +1,420 @@
+"""``mp.imports`` and ``mp.exports``: load files into tables, export queries and tables
+to files, as jobs the server runs::
+
+    job = await mp.imports.create("alice/shop", "orders", file="orders.csv.gz")
+    job = await mp.imports.wait(job.id, progress=True)   # DONE or FAILED
+    job = await mp.exports.create("alice/shop", query_string="SELECT …", export_format="parquet")
+    await mp.exports.download(job.id, "orders.parquet")  # waits for it first
+
+A job's ``state`` moves RECEIVED → PROCESSING → DONE or FAILED; a FAILED job says why
+in ``error_type`` and ``error_details`` (with the row and line for a bad value).
+``file`` is a path or a binary file object; it is streamed, never read whole. Every
+method takes keyword-only ``timeout=`` and ``max_retries=`` (uploads are never retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from time import monotonic
+from typing import IO, Any
+
+import httpx
+
+from ...errors import MillpondError, error_for_status
+from ...models.transfer import (
+    TERMINAL_STATES,
+    ExportCreate,
+    ExportFormat,
+    ExportJob,
+    ImportFormat,
+    ImportJob,
+    ImportMode,
+    ImportOptions,
+    ImportPreview,
+    InferHeader,
+)
+from .._base import Attempts, Call, TimeoutTypes, body, parse_model, segment, split_database
+from ._transport import AsyncTransport
+
+FileInput = str | os.PathLike[str] | IO[bytes]
+"""A path, or a binary file object open for reading."""
+
+_DOWNLOAD_CHUNK = 1024 * 1024
+
+
+class _ProgressBar:
+    """A progress bar on stderr while waiting (rich's, when rich is installed)."""
+
+    def __init__(self, enabled: bool, label: str) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+        if not enabled:
+            return
+        try:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TransferSpeedColumn,
+            )
+        except ImportError:  # pragma: no cover - rich comes with the CLI
+            return
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[rows]} rows"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(label, total=None, rows=0)
+
+    def update(self, job: ImportJob | ExportJob) -> None:
+        if self._bar is None:
+            return
+        total = getattr(job, "bytes_total", None)
+        done = job.bytes_done
+        if job.state == "DONE" and total:
+            done = total
+        self._bar.update(
+            self._task,
+            total=total or None,
+            completed=done,
+            rows=job.rows_done,
+            description=job.state.lower(),
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _form(options: ImportOptions) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for name, value in body(options).items():
+        fields[name] = json.dumps(value) if isinstance(value, dict) else str(value)
+    return fields
+
+
+def _file_name(file: FileInput) -> str:
+    if isinstance(file, str | os.PathLike):
+        return os.path.basename(os.fspath(file))
+    name = getattr(file, "name", None)
+    return os.path.basename(name) if isinstance(name, str) else "upload"
+
+
+def _failure(kind: str, job: ImportJob | ExportJob) -> MillpondError:
+    details = job.error_details or {}
+    message = details.get("message") or "no details"
+    return MillpondError(f"{kind} {job.id} failed: {job.error_type}: {message}")
+
+
+class Imports:
+    """``mp.imports``: create, preview, inspect and wait for import jobs."""
+
+    def __init__(self, transport: AsyncTransport) -> None:
+        self._transport = transport
+
+    def _options(self, db: str, table: str, **fields: Any) -> ImportOptions:
+        split_database(db)
+        return ImportOptions.model_construct(db_name=db, table_name=table, **fields)
+
+    async def _send(
+        self,
+        path: str,
+        options: ImportOptions,
+        file: FileInput | None,
+        parse: Any,
+        timeout: TimeoutTypes,
+        max_retries: int | None,
+    ) -> Any:
+        if file is None:
+            call = Call("POST", path, parse, json=body(options))
+            return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+        # an upload: one attempt (a file object cannot be rewound for a retry)
+        attempts = Attempts(
+            self._transport.config, Call("POST", path, parse), timeout=timeout, max_retries=0
+        )
+        spec = attempts.request
+        opened = open(file, "rb") if isinstance(file, str | os.PathLike) else None  # noqa: SIM115
+        try:
+            stream = opened if opened is not None else file
+            assert not isinstance(stream, str | os.PathLike)
+            try:
+                response = await self._transport._http.post(
+                    spec.url,
+                    data=_form(options),
+                    files={"file": (_file_name(file), stream, "application/octet-stream")},
+                    headers=spec.headers,
+                    timeout=spec.timeout,
+                )
+            except httpx.TransportError as exc:
+                attempts.after_error(exc)
+                raise  # pragma: no cover - after_error raises
+        finally:
+            if opened is not None:
+                opened.close()
+        return attempts.after_response(response)
+
+    async def create(
+        self,
+        db: str,
+        table: str,
+        file: FileInput | None = None,
+        file_url: str | None = None,
+        *,
+        schema_name: str | None = None,
+        infer_header: InferHeader | None = None,
+        mode: ImportMode | None = None,
+        file_format: ImportFormat | None = None,
+        file_name: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+        quote: str | None = None,
+        sheet_name: str | None = None,
+        column_types: dict[str, str] | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> ImportJob:
+        """Start importing ``file`` (a path or binary file object, uploaded) or
+        ``file_url`` (fetched by the server) into table ``table`` of ``"owner/name"``.
+
+        ``mode``: ``create`` (default; the table must not exist), ``append`` (columns
+        matched by name) or ``replace``. ``infer_header``: ``auto``, ``first_row`` or
+        ``no_header``. ``file_format`` (csv, tsv, json, ndjson, xlsx, xls, sqlite,
+        parquet), ``encoding``, ``delimiter`` and ``quote`` are sniffed when unset;
+        ``sheet_name`` picks one sheet (XLSX/XLS) or table (SQLite) — all by default;
+        ``column_types`` (``{"price": "numeric"}``) overrides inferred types. Returns the
+        job as accepted (state RECEIVED); see :meth:`wait`."""
+        if (file is None) == (file_url is None):
+            raise ValueError("give file or file_url (one of them)")
+        options = self._options(
+            db,
+            table,
+            schema_name=schema_name,
+            file_url=file_url,
+            infer_header=infer_header,
+            mode=mode,
+            file_format=file_format,
+            file_name=file_name,
+            encoding=encoding,
+            delimiter=delimiter,
+            quote=quote,
+            sheet_name=sheet_name,
+            column_types=column_types,
+        )
+        return await self._send(  # type: ignore[no-any-return]
+            "/v1/imports", options, file, parse_model(ImportJob), timeout, max_retries
+        )
+
+    async def preview(
+        self,
+        db: str,
+        table: str,
+        file: FileInput | None = None,
+        file_url: str | None = None,
+        *,
+        schema_name: str | None = None,
+        infer_header: InferHeader | None = None,
+        file_format: ImportFormat | None = None,
+        file_name: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+        quote: str | None = None,
+        sheet_name: str | None = None,
+        column_types: dict[str, str] | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> ImportPreview:
+        """What :meth:`create` would do with these arguments — format, CSV dialect,
+        header decision, columns with their types, first rows — without loading anything."""
+        if (file is None) == (file_url is None):
+            raise ValueError("give file or file_url (one of them)")
+        options = self._options(
+            db,
+            table,
+            schema_name=schema_name,
+            file_url=file_url,
+            infer_header=infer_header,
+            file_format=file_format,
+            file_name=file_name,
+            encoding=encoding,
+            delimiter=delimiter,
+            quote=quote,
+            sheet_name=sheet_name,
+            column_types=column_types,
+        )
+        return await self._send(  # type: ignore[no-any-return]
+            "/v1/imports/preview", options, file, parse_model(ImportPreview), timeout, max_retries
+        )
+
+    async def get(
+        self, job_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> ImportJob:
+        """An import job's state, progress and, once finished, its tables or error."""
+        call = Call("GET", f"/v1/imports/{segment(job_id)}", parse_model(ImportJob))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        progress: bool = False,
+        poll_interval: float = 0.25,
+        wait_timeout: float | None = None,
+        raise_on_failure: bool = False,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> ImportJob:
+        """Poll until the job is DONE or FAILED and return it. ``progress=True`` draws a
+        progress bar on stderr; ``wait_timeout`` (seconds) gives up with ``TimeoutError``;
+        ``raise_on_failure`` raises ``MillpondError`` for a FAILED job."""
+        bar = _ProgressBar(progress, "import")
+        deadline = None if wait_timeout is None else monotonic() + wait_timeout
+        try:
+            while True:
+                job = await self.get(job_id, timeout=timeout, max_retries=max_retries)
+                bar.update(job)
+                if job.state in TERMINAL_STATES:
+                    break
+                if deadline is not None and monotonic() > deadline:
+                    raise TimeoutError(f"import {job_id} is still {job.state}")
+                await asyncio.sleep(poll_interval)
+        finally:
+            bar.close()
+        if raise_on_failure and job.state == "FAILED":
+            raise _failure("import", job)
+        return job
+
+
+class Exports:
+    """``mp.exports``: create export jobs, wait for them, download their files."""
+
+    def __init__(self, transport: AsyncTransport) -> None:
+        self._transport = transport
+
+    async def create(
+        self,
+        db: str,
+        query_string: str | None = None,
+        table_name: str | None = None,
+        *,
+        schema_name: str | None = None,
+        file_name: str | None = None,
+        export_format: ExportFormat = "csv",
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> ExportJob:
+        """Start exporting the result of ``query_string`` or the whole table
+        ``table_name`` of ``"owner/name"`` as csv, json, ndjson, xlsx, xls or parquet.
+        Returns the job as accepted; :meth:`download` waits and fetches the file."""
+        split_database(db)
+        if (query_string is None) == (table_name is None):
+            raise ValueError("give query_string or table_name (one of them)")
+        request = ExportCreate.model_construct(
+            db_name=db,
+            query_string=query_string,
+            table_name=table_name,
+            schema_name=schema_name,
+            file_name=file_name,
+            export_format=export_format,
+        )
+        call = Call("POST", "/v1/exports", parse_model(ExportJob), json=body(request))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def get(
+        self, job_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> ExportJob:
+        """An export job; once DONE, ``download_url`` is a signed link to the file."""
+        call = Call("GET", f"/v1/exports/{segment(job_id)}", parse_model(ExportJob))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        progress: bool = False,
+        poll_interval: float = 0.25,
+        wait_timeout: float | None = None,
+        raise_on_failure: bool = False,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> ExportJob:
+        """Poll until the job is DONE or FAILED and return it (see ``imports.wait``)."""
+        bar = _ProgressBar(progress, "export")
+        deadline = None if wait_timeout is None else monotonic() + wait_timeout
+        try:
+            while True:
+                job = await self.get(job_id, timeout=timeout, max_retries=max_retries)
+                bar.update(job)
+                if job.state in TERMINAL_STATES:
+                    break
+                if deadline is not None and monotonic() > deadline:
+                    raise TimeoutError(f"export {job_id} is still {job.state}")
+                await asyncio.sleep(poll_interval)
+        finally:
+            bar.close()
+        if raise_on_failure and job.state == "FAILED":
+            raise _failure("export", job)
+        return job
+
+    async def download(
+        self,
+        job_id: str,
+        path: str | os.PathLike[str],
+        *,
+        progress: bool = False,
+        wait_timeout: float | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Path:
+        """Wait for the export, then stream its file to ``path`` (a directory: the
+        export's ``file_name`` in it). Returns the path written; ``MillpondError`` if the
+        export FAILED or its file expired."""
+        job = await self.wait(
+            job_id,
+            progress=progress,
+            wait_timeout=wait_timeout,
+            raise_on_failure=True,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        if not job.download_url:
+            raise MillpondError(f"export {job_id} has no file any more (it expired)")
+        target = Path(path)
+        if target.is_dir():
+            target = target / job.file_name
+        spec = Attempts(
+            self._transport.config, Call("GET", "/download", bytes), timeout=timeout
+        ).request
+        partial = target.with_name(target.name + ".part")
+        async with self._transport._http.stream(
+            "GET",
+            job.download_url,
+            headers={"Accept-Encoding": "identity", "User-Agent": spec.headers["User-Agent"]},
+            timeout=spec.timeout,
+        ) as response:
+            raw: Any = response.stream  # the bytes as sent (we asked for no encoding)
+            if response.status_code != 200:
+                content = b""
+                async for chunk in raw:
+                    content += chunk
+                try:
+                    decoded: Any = json.loads(content)
+                except ValueError:
+                    decoded = content.decode(errors="replace")
+                raise error_for_status(response.status_code, decoded)
+            with partial.open("wb") as f:
+                async for chunk in raw:
+                    f.write(chunk)
+        os.replace(partial, target)
+        return target
