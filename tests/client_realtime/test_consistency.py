@@ -505,4 +505,3 @@ def test_every_cache_ends_equal_to_postgres(server: ServerThread, items_db: Data
         )
     assert writers.committed > 100, summary
     assert sum(r.stats.get("reconnects", 0) for r in records) > 0, summary
-    assert elapsed < 30, summary
