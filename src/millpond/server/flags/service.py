@@ -216,6 +216,27 @@ class FlagService:
         row = await (await conn.execute(query, params)).fetchone()
         return model.model_validate(row) if row is not None else None
 
+    async def _by_id(
+        self,
+        conn: AsyncConnection[DictRow],
+        model: type[M],
+        columns: str,
+        table: str,
+        env: Env,
+        ident: str,
+        *,
+        id_column: str = "id",
+        lock: bool = False,
+    ) -> M | None:
+        """One row of the environment's ``table`` (a constant) by id; None when absent,
+        or when ``ident`` is no valid id (and so cannot exist)."""
+        if not _valid_id(ident):
+            return None
+        query = f"SELECT {columns} FROM {table} WHERE environment_id = %s AND {id_column} = %s"
+        return await self._fetch(
+            conn, model, query + (" FOR UPDATE" if lock else ""), (env.id, ident)
+        )
+
     # -- environments ----------------------------------------------------------------------
 
     async def create_environment(self, who: Principal, body: EnvironmentCreate) -> FlagEnvironment:
@@ -394,15 +415,9 @@ class FlagService:
     async def _feature(
         self, conn: AsyncConnection[DictRow], env: Env, feature_id: str, lock: bool = False
     ) -> Feature:
-        found = None
-        if _valid_id(feature_id):
-            found = await self._fetch(
-                conn,
-                Feature,
-                f"SELECT {FEATURE_COLUMNS} FROM flag_features WHERE environment_id = %s"
-                f" AND id = %s" + (" FOR UPDATE" if lock else ""),
-                (env.id, feature_id),
-            )
+        found = await self._by_id(
+            conn, Feature, FEATURE_COLUMNS, "flag_features", env, feature_id, lock=lock
+        )
         if found is None:
             raise _feature_not_found(feature_id)
         return found
@@ -479,15 +494,9 @@ class FlagService:
     ) -> Flag:
         """The flag ``key``: live ones only (``deleted=False``), deleted ones only (True),
         or either (None)."""
-        found = None
-        if _valid_id(key):
-            found = await self._fetch(
-                conn,
-                Flag,
-                f"SELECT {FLAG_COLUMNS} FROM flags WHERE environment_id = %s AND key = %s"
-                + (" FOR UPDATE" if lock else ""),
-                (env.id, key),
-            )
+        found = await self._by_id(
+            conn, Flag, FLAG_COLUMNS, "flags", env, key, id_column="key", lock=lock
+        )
         if found is None or (deleted is not None and (found.deleted_at is not None) != deleted):
             if found is not None and deleted:
                 raise conflict("flag_not_deleted", f"flag {key!r} is not deleted")
@@ -767,15 +776,7 @@ class FlagService:
     async def _plan(
         self, conn: AsyncConnection[DictRow], env: Env, plan_id: str, lock: bool = False
     ) -> Plan:
-        found = None
-        if _valid_id(plan_id):
-            found = await self._fetch(
-                conn,
-                Plan,
-                f"SELECT {_PLAN_COLUMNS} FROM flag_plans WHERE environment_id = %s AND id = %s"
-                + (" FOR UPDATE" if lock else ""),
-                (env.id, plan_id),
-            )
+        found = await self._by_id(conn, Plan, _PLAN_COLUMNS, "flag_plans", env, plan_id, lock=lock)
         if found is None:
             raise _plan_not_found(plan_id)
         return found
@@ -854,15 +855,15 @@ class FlagService:
     async def _entitlement(
         self, conn: AsyncConnection[DictRow], env: Env, entitlement_id: str
     ) -> Entitlement:
-        found = None
-        if _valid_id(entitlement_id):
-            found = await self._fetch(
-                conn,
-                Entitlement,
-                f"SELECT {ENTITLEMENT_COLUMNS} FROM flag_entitlements"
-                f" WHERE environment_id = %s AND id = %s FOR UPDATE",
-                (env.id, entitlement_id),
-            )
+        found = await self._by_id(
+            conn,
+            Entitlement,
+            ENTITLEMENT_COLUMNS,
+            "flag_entitlements",
+            env,
+            entitlement_id,
+            lock=True,
+        )
         if found is None:
             raise not_found("entitlement_not_found", f"no entitlement {entitlement_id!r}")
         return found
@@ -978,15 +979,15 @@ class FlagService:
     async def _override(
         self, conn: AsyncConnection[DictRow], env: Env, override_id: str
     ) -> CompanyOverride:
-        found = None
-        if _valid_id(override_id):
-            found = await self._fetch(
-                conn,
-                CompanyOverride,
-                f"SELECT {_OVERRIDE_COLUMNS} FROM flag_company_overrides"
-                f" WHERE environment_id = %s AND id = %s FOR UPDATE",
-                (env.id, override_id),
-            )
+        found = await self._by_id(
+            conn,
+            CompanyOverride,
+            _OVERRIDE_COLUMNS,
+            "flag_company_overrides",
+            env,
+            override_id,
+            lock=True,
+        )
         if found is None:
             raise not_found("override_not_found", f"no company override {override_id!r}")
         return found
