@@ -85,6 +85,7 @@ def test_up_first_start_restart_keeps_data(tmp_path: Path) -> None:
     ).raise_for_status()
     out = _interrupt(proc)
     assert out.count(key) == 1, "the admin key is printed exactly once"
+    assert "Postgres gateway on 127.0.0.1:" in out
     assert not EmbeddedPostgres(data_dir).is_running(), "Ctrl-C stops Postgres too"
 
     proc = _up(data_dir, port)

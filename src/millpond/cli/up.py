@@ -54,6 +54,11 @@ def up(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     typer.echo(f"millpond on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
+    if settings.gateway_enabled:
+        typer.echo(
+            f"Postgres gateway on {settings.gateway_host}:{settings.gateway_port}"
+            " (password: an API key; database: owner/name; see docs/gateway.md)"
+        )
     uvicorn.run(
         create_app(settings, announce=announce),
         host=settings.host,
