@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import ipaddress
+import json
+import os
+import shutil
 from enum import StrEnum
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 
@@ -213,3 +220,86 @@ def unshare(
         {"database": db, "removed": username},
         f"{username} no longer has access to {db}.",
     )
+
+
+@app.command()
+def connect(
+    ctx: typer.Context,
+    db: DbArg,
+    port: Annotated[
+        int,
+        typer.Option(
+            envvar="MILLPOND_GATEWAY_PORT", help="The gateway's port (`millpond up` prints it)."
+        ),
+    ] = 5433,
+    host: Annotated[
+        str | None, typer.Option(help="The gateway's host [default: the host of --url].")
+    ] = None,
+    sslmode: Annotated[
+        str | None,
+        typer.Option(help="libpq sslmode [default: prefer on loopback, else require]."),
+    ] = None,
+    with_password: Annotated[
+        bool, typer.Option("--with-password", help="Put the API key in the printed DSN.")
+    ] = False,
+    psql: Annotated[
+        bool, typer.Option("--psql", help="Run psql on the database instead of printing.")
+    ] = False,
+) -> None:
+    """Connect directly, through the Postgres gateway: print a libpq connection string
+    (JSON: its parts) or, with --psql, open psql on it.
+
+    The password is your API key; it is left out of the printed string unless
+    --with-password, and handed to psql in PGPASSWORD, never on its command line."""
+    st = state(ctx)
+    with st.client() as mp:
+        mp.databases.get(db)  # a clear error now rather than a refused login later
+        key = mp._transport.config.api_key
+    where = host or urlsplit(st.url).hostname or "127.0.0.1"
+    mode = sslmode or ("prefer" if _is_loopback(where) else "require")
+    parts = {"host": where, "port": str(port), "dbname": db, "user": "millpond", "sslmode": mode}
+    if psql:
+        _run_psql(conninfo(**parts), key)
+    shown = conninfo(**parts, **({"password": key} if with_password else {}))
+    if st.format == "table":
+        typer.echo(shown)
+    else:
+        typer.echo(json.dumps({**parts, "port": port, "dsn": shown}, indent=2))
+
+
+def conninfo(**params: str) -> str:
+    """A libpq keyword/value connection string (values quoted as libpq reads them); the
+    CLI has no psycopg to borrow this from."""
+
+    def quoted(value: str) -> str:
+        if value and not any(c in value for c in " '\\\t\n"):
+            return value
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return " ".join(f"{k}={quoted(v)}" for k, v in params.items())
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _run_psql(dsn: str, key: str) -> NoReturn:
+    found = shutil.which("psql")
+    if found is None:
+        spec = importlib.util.find_spec("pgserver")
+        if spec is not None and spec.submodule_search_locations:
+            bundled = Path(next(iter(spec.submodule_search_locations))) / "pginstall/bin/psql"
+            found = str(bundled) if bundled.exists() else None
+    if found is None:
+        typer.echo(
+            "error: psql is not installed (e.g. apt-get install postgresql-client);"
+            " print the connection string without --psql instead",
+            err=True,
+        )
+        raise typer.Exit(1)
+    os.execve(found, [found, dsn], {**os.environ, "PGPASSWORD": key})
