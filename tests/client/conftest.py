@@ -114,6 +114,14 @@ class FakeServer:
     def reply(self, *replies: Reply) -> None:
         self.script = list(replies)
 
+    def count_requests(self, expected: int, within: float = 5.0) -> int:
+        """How many requests arrived, waiting up to *within* seconds for *expected* of them:
+        a client that timed out may return before the server's thread has read its request."""
+        deadline = time.monotonic() + within
+        while len(self.requests) < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(self.requests)
+
     @property
     def last(self) -> Seen:
         return self.requests[-1]
