@@ -176,7 +176,10 @@ def test_server_admin_reaches_any_environment_by_id(
     made = ok(call("POST", env.base + "/keys", admin_key, json={"name": "by-admin"}), 201)
     # the key is the owner's, bound to the environment
     assert made["id"] in {k["id"] for k in ok(call("GET", "/v1/keys", owner.key))}
-    assert ok(call("GET", "/v1/me", made["secret"]))["user"]["username"] == owner.username
+    me = ok(call("GET", "/v1/me", made["secret"]))
+    assert me["user"]["username"] == owner.username
+    assert made["environment_id"] == me["key"]["environment_id"] == env.id
+    assert ok(call("GET", "/v1/me", owner.key))["key"]["environment_id"] is None
     entry = env.ok("GET", "/audit", params={"entity": "key"})[0]
     assert entry["username"] == "admin" and entry["entity_id"] == made["id"]
 

@@ -273,6 +273,7 @@ def test_create_key_shows_the_secret_once(api: Api, fresh: tuple[str, str]) -> N
             "expires_at",
             "last_used_at",
             "service_account_id",
+            "environment_id",
         }
     assert created["id"] in {k["id"] for k in listed.json()}
     assert secret not in api("GET", "/v1/me", secret).text

@@ -35,6 +35,7 @@ M = TypeVar("M", bound=BaseModel)
 
 API_KEY_ENV = "MILLPOND_API_KEY"
 URL_ENV = "MILLPOND_URL"
+ENVIRONMENT_ENV = "MILLPOND_ENVIRONMENT"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 2
@@ -53,6 +54,11 @@ class ClientConfig:
     timeout: httpx.Timeout
     max_retries: int
     retry_policy: RetryPolicy
+    environment: str | None = None
+    """The flags environment (id or name) flag calls use; ``None``: the one the API key is
+    bound to."""
+    offline: bool = False
+    """No network at all: flag checks answer from defaults, events are dropped."""
 
     @classmethod
     def resolve(
@@ -62,9 +68,12 @@ class ClientConfig:
         timeout: TimeoutTypes,
         max_retries: int,
         retry_policy: RetryPolicy | None,
+        *,
+        environment: str | None = None,
+        offline: bool = False,
     ) -> ClientConfig:
-        key = api_key or os.environ.get(API_KEY_ENV)
-        if not key:
+        key = api_key or os.environ.get(API_KEY_ENV) or ("" if offline else None)
+        if key is None:
             raise ConfigurationError(
                 f"no millpond API key: pass api_key=... or set the {API_KEY_ENV} "
                 "environment variable (create a key with `millpond key create`)"
@@ -85,6 +94,8 @@ class ClientConfig:
             timeout=httpx.Timeout(timeout),
             max_retries=check_max_retries(max_retries),
             retry_policy=retry_policy or RetryPolicy(),
+            environment=environment or os.environ.get(ENVIRONMENT_ENV) or None,
+            offline=offline,
         )
 
     def headers(self) -> dict[str, str]:

@@ -36,6 +36,9 @@ class ApiKey(WireModel):
     expires_at: datetime | None = None
     last_used_at: datetime | None = None
     service_account_id: int | None = None
+    environment_id: str | None = Field(
+        default=None, description="The flags environment the key is bound to, if any"
+    )
 
 
 class ApiKeyCreated(ApiKey):

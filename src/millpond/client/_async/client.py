@@ -58,6 +58,9 @@ class AsyncMillpond:
     to every request (``None``: no limit). Failed requests are retried up to
     ``max_retries`` times as ``retry_policy`` says (see ``RetryPolicy``). An
     ``http_client`` passed in is used as is (proxies, TLS, hooks) and not closed here.
+    ``environment`` (default ``$MILLPOND_ENVIRONMENT``) names the flags environment that
+    flag calls use when the key is not bound to one; ``offline=True`` makes no network
+    calls at all (flag checks answer from defaults; no API key needed).
     """
 
     databases: AsyncDatabases
@@ -76,8 +79,18 @@ class AsyncMillpond:
         max_retries: int = DEFAULT_MAX_RETRIES,
         retry_policy: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
+        environment: str | None = None,
+        offline: bool = False,
     ) -> None:
-        config = ClientConfig.resolve(api_key, base_url, timeout, max_retries, retry_policy)
+        config = ClientConfig.resolve(
+            api_key,
+            base_url,
+            timeout,
+            max_retries,
+            retry_policy,
+            environment=environment,
+            offline=offline,
+        )
         self._transport = AsyncTransport(config, http_client)
         self.databases = AsyncDatabases(self._transport)
         self.keys = AsyncKeys(self._transport)

@@ -60,6 +60,9 @@ class Millpond:
     to every request (``None``: no limit). Failed requests are retried up to
     ``max_retries`` times as ``retry_policy`` says (see ``RetryPolicy``). An
     ``http_client`` passed in is used as is (proxies, TLS, hooks) and not closed here.
+    ``environment`` (default ``$MILLPOND_ENVIRONMENT``) names the flags environment that
+    flag calls use when the key is not bound to one; ``offline=True`` makes no network
+    calls at all (flag checks answer from defaults; no API key needed).
     """
 
     databases: Databases
@@ -78,8 +81,18 @@ class Millpond:
         max_retries: int = DEFAULT_MAX_RETRIES,
         retry_policy: RetryPolicy | None = None,
         http_client: httpx.Client | None = None,
+        environment: str | None = None,
+        offline: bool = False,
     ) -> None:
-        config = ClientConfig.resolve(api_key, base_url, timeout, max_retries, retry_policy)
+        config = ClientConfig.resolve(
+            api_key,
+            base_url,
+            timeout,
+            max_retries,
+            retry_policy,
+            environment=environment,
+            offline=offline,
+        )
         self._transport = Transport(config, http_client)
         self.databases = Databases(self._transport)
         self.keys = Keys(self._transport)

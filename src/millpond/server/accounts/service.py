@@ -145,7 +145,10 @@ async def authenticate(store: Store, secret: str) -> Principal | None:
 
 # -- keys ------------------------------------------------------------------------------
 
-_KEY_COLUMNS = "id, name, prefix, scope, created_at, expires_at, last_used_at, service_account_id"
+_KEY_COLUMNS = (
+    "id, name, prefix, scope, created_at, expires_at, last_used_at, service_account_id,"
+    " environment_id"
+)
 
 
 async def insert_key(
@@ -153,6 +156,7 @@ async def insert_key(
     user_id: int,
     body: ApiKeyCreate,
     service_account_id: int | None = None,
+    environment_id: str | None = None,
 ) -> ApiKeyCreated:
     """Create a key on ``conn`` (inside the caller's transaction); the secret is in the
     result and nowhere else."""
@@ -164,7 +168,8 @@ async def insert_key(
     )
     cur = await conn.execute(
         "INSERT INTO api_keys (id, user_id, service_account_id, name, prefix, secret_hash,"
-        f" scope, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_KEY_COLUMNS}",
+        " scope, expires_at, environment_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        f" RETURNING {_KEY_COLUMNS}",
         (
             "key_" + secrets.token_hex(8),
             user_id,
@@ -174,6 +179,7 @@ async def insert_key(
             hash_key(secret),
             body.scope,
             expires_at,
+            environment_id,
         ),
     )
     row = await cur.fetchone()
@@ -212,6 +218,7 @@ async def revoke_key(store: Store, principal: Principal, key_id: str) -> None:
         f"UPDATE api_keys SET revoked_at = now() WHERE {where} AND id = %s AND revoked_at IS NULL",
         (*params, key_id),
     )
+    store.changed()
     if not touched:
         raise not_found("key_not_found", f"no active key {key_id!r} of yours")
 
@@ -233,6 +240,7 @@ async def _revoke(store: Store, where: str, params: tuple[Any, ...], body: KeyRe
     count = await store.execute(
         f"UPDATE api_keys SET revoked_at = now() WHERE {where} AND revoked_at IS NULL", params
     )
+    store.changed()
     if count == 0 and (body.key_id is not None or body.api_key is not None):
         raise not_found("key_not_found", "no such active key")
     return count
@@ -310,12 +318,14 @@ async def delete_user(
         await conn.execute(
             "UPDATE databases SET state = 'deleting' WHERE owner_id = %s", (user["id"],)
         )
+    store.changed()
     return user["id"], [r["pg_name"] for r in owned]
 
 
 async def remove_user(store: Store, user_id: int) -> None:
     """Finish :func:`delete_user` once the user's databases are gone."""
     await store.execute("DELETE FROM users WHERE id = %s", (user_id,))
+    store.changed()
 
 
 async def me(store: Store, principal: Principal) -> Me:
@@ -396,6 +406,7 @@ async def delete_service_account(store: Store, principal: Principal, sa_id: int)
     require_write(principal)
     await _get_service_account(store, principal.user_id, sa_id)
     await store.execute("DELETE FROM service_accounts WHERE id = %s", (sa_id,))
+    store.changed()
 
 
 async def create_service_account_key(

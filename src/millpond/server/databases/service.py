@@ -263,6 +263,7 @@ class DatabaseService:
                     "id": access.id,
                 },
             )
+        self.store.changed()
         return await _describe(self.store, access.id, access.role)
 
     async def delete(self, principal: Principal, full_name: str) -> None:
@@ -270,6 +271,7 @@ class DatabaseService:
         await self.store.execute(
             "UPDATE databases SET state = 'deleting' WHERE id = %s", (access.id,)
         )
+        self.store.changed()
         await self.drop(access.pg_name)
         await self.store.execute("DELETE FROM databases WHERE id = %s", (access.id,))
 
@@ -321,6 +323,7 @@ class DatabaseService:
             " RETURNING role, created_at",
             (access.id, user["id"], body.role),
         )
+        self.store.changed()
         assert row is not None
         return Collaborator(username=user["username"], **row)
 
@@ -333,6 +336,7 @@ class DatabaseService:
             "DELETE FROM collaborators WHERE database_id = %s AND user_id = %s",
             (access.id, user["id"]),
         )
+        self.store.changed()
         if not touched:
             raise not_found("collaborator_not_found", f"{username} is not a collaborator")
 

@@ -338,10 +338,7 @@ class FlagService:
         require_unbound(who, await self.access.binding(who))
         account = who.service_account_id if who.user_id == env.owner_id else None
         async with self._change(env, who) as ch:
-            created = await insert_key(ch.conn, env.owner_id, body, account)
-            await ch.conn.execute(
-                "UPDATE api_keys SET environment_id = %s WHERE id = %s", (env.id, created.id)
-            )
+            created = await insert_key(ch.conn, env.owner_id, body, account, env.id)
             await ch.audit("key", created.id, "create", None, ApiKey(**created.model_dump()))
         return created
 
@@ -372,6 +369,7 @@ class FlagService:
             if before is None:
                 raise missing
             await ch.audit("key", key_id, "delete", before, None)
+        self.store.changed()
 
     # -- features --------------------------------------------------------------------------
 

@@ -32,6 +32,11 @@ class Store:
         self.cache = GenerationCache(self.invalidation)
         """Keys and database access, dropped on every ``millpond_auth`` notification."""
 
+    def changed(self) -> None:
+        """This replica just changed who may do what: drop its cached keys and access at
+        once (other replicas hear it from the ``millpond_auth`` notification)."""
+        self.invalidation.bump()
+
     async def open(self) -> None:
         await self.pool.open(wait=True, timeout=30)
         await self.invalidation.start()
