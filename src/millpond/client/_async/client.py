@@ -16,6 +16,7 @@ from typing import Self
 import httpx
 
 from ...backoff import Backoff
+from ...errors import ConfigurationError
 from ...models import (
     ApiKeyCreated,
     Database,
@@ -29,6 +30,7 @@ from ...models import (
 from .._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    ENVIRONMENT_ENV,
     Call,
     ClientConfig,
     TimeoutTypes,
@@ -98,6 +100,7 @@ class AsyncMillpond:
         self.users = AsyncUsers(self._transport)
         self.imports = Imports(self._transport)
         self.exports = Exports(self._transport)
+        self._environment_id: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -120,6 +123,26 @@ class AsyncMillpond:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    # -- the flags environment -------------------------------------------------------------
+
+    async def _environment(self) -> str:
+        """The flags environment of flag calls: the ``environment`` option, else the one
+        the API key is bound to (asked once), else ``ConfigurationError``."""
+        if self._environment_id is None:
+            config = self._transport.config
+            if config.environment is not None:
+                self._environment_id = config.environment
+            else:
+                bound = (await self.me()).key.environment_id
+                if bound is None:
+                    raise ConfigurationError(
+                        "flag calls need an environment: pass environment=... (an id or a"
+                        f" name) or set {ENVIRONMENT_ENV}, or use a key bound to one"
+                        " (`millpond flags keys create`)"
+                    )
+                self._environment_id = bound
+        return self._environment_id
 
     # -- the client's own calls ------------------------------------------------------------
 

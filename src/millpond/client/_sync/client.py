@@ -18,6 +18,7 @@ from typing import Self
 import httpx
 
 from ...backoff import Backoff
+from ...errors import ConfigurationError
 from ...models import (
     ApiKeyCreated,
     Database,
@@ -31,6 +32,7 @@ from ...models import (
 from .._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    ENVIRONMENT_ENV,
     Call,
     ClientConfig,
     TimeoutTypes,
@@ -100,6 +102,7 @@ class Millpond:
         self.users = Users(self._transport)
         self.imports = Imports(self._transport)
         self.exports = Exports(self._transport)
+        self._environment_id: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -122,6 +125,26 @@ class Millpond:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- the flags environment -------------------------------------------------------------
+
+    def _environment(self) -> str:
+        """The flags environment of flag calls: the ``environment`` option, else the one
+        the API key is bound to (asked once), else ``ConfigurationError``."""
+        if self._environment_id is None:
+            config = self._transport.config
+            if config.environment is not None:
+                self._environment_id = config.environment
+            else:
+                bound = (self.me()).key.environment_id
+                if bound is None:
+                    raise ConfigurationError(
+                        "flag calls need an environment: pass environment=... (an id or a"
+                        f" name) or set {ENVIRONMENT_ENV}, or use a key bound to one"
+                        " (`millpond flags keys create`)"
+                    )
+                self._environment_id = bound
+        return self._environment_id
 
     # -- the client's own calls ------------------------------------------------------------
 
