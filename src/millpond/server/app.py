@@ -29,6 +29,7 @@ from .databases.service import DatabaseService
 from .deps import Services
 from .errors import ServiceError
 from .flags import router as flags_router
+from .flags import stream as flags_stream
 from .flags.service import FlagService
 from .gateway import Gateway
 from .postgres.cluster import Cluster
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None, announce: Announce = _default_a
     app.include_router(realtime_router.router)
     app.include_router(transfer_router.router)
     app.include_router(flags_router.router)
+    app.include_router(flags_stream.router)
 
     @app.get("/v1/health", response_model=Health)
     async def health(request: Request) -> Health:

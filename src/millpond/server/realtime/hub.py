@@ -27,7 +27,7 @@ import json
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ from psycopg import sql
 from ...engine import predicates
 from .outbox import Outbox
 from .pgoutput import Change, Relation, Transaction, format_lsn
-from .replication import ReplicationStream, ensure_publication
+from .replication import PUBLICATION, ReplicationStream, ensure_publication
 from .snapshot import Snapshot
 from .values import ValueDecoder
 
@@ -64,6 +64,9 @@ class Client:
     keys: frozenset[str] = frozenset()
     syncing: list[Transaction] | None = None
     filters: dict[str, Snapshot] = field(default_factory=dict)
+    guard: Callable[[predicates.BoundQuery], None] | None = None
+    """Checks each query before it is subscribed (raising :class:`SubscribeError` to
+    refuse it): the flags stream confines a connection to its environment's rows."""
 
     def send(self, message: dict[str, Any]) -> None:
         self.outbox.put(json.dumps(message, separators=(",", ":")))
@@ -114,8 +117,13 @@ class Hub:
         admin_conninfo: str,
         reader: SnapshotReader,
         on_stream_end: Callable[[Hub], None] | None = None,
+        *,
+        publication: str = PUBLICATION,
+        publication_tables: Sequence[str] | None = None,
     ) -> None:
         self.pg_name = pg_name
+        self.publication = publication
+        self.publication_tables = publication_tables
         self.admin_conninfo = admin_conninfo
         self.reader = reader
         self.on_stream_end = on_stream_end
@@ -136,9 +144,9 @@ class Hub:
         async with self._started:
             if self._task is not None and not self._task.done():
                 return
-            await ensure_publication(self.admin_conninfo)
+            await ensure_publication(self.admin_conninfo, self.publication, self.publication_tables)
             slot = f"millpond_{self.pg_name}_{secrets.token_hex(4)}"
-            self._stream = ReplicationStream(self.admin_conninfo, slot)
+            self._stream = ReplicationStream(self.admin_conninfo, slot, self.publication)
             self.stream_lsn = await self._stream.open()
             self._task = asyncio.create_task(self._run(), name=f"realtime-{self.pg_name}")
 
@@ -187,6 +195,9 @@ class Hub:
         if client.syncing is not None:
             raise SubscribeError("bad_message", "wait for the previous subscribe to finish")
         prepared = await self._prepare(sqls)
+        if client.guard is not None:
+            for bound, _ in prepared:
+                client.guard(bound)
         await self.ensure_started()
         new = [(q, info) for q, info in prepared if q.key() not in client.keys]
         new_keys = {q.key() for q, _ in new}

@@ -12,10 +12,11 @@ psycopg's non-blocking generators, as psycopg itself does for COPY.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import psycopg
@@ -82,8 +83,11 @@ def _flush(pgconn: pq.abc.PGconn) -> PQGen[None]:
             continue
 
 
-async def ensure_publication(admin_conninfo: str) -> None:
-    """Create the FOR ALL TABLES publication in the database if missing; check wal_level."""
+async def ensure_publication(
+    admin_conninfo: str, name: str = PUBLICATION, tables: Sequence[str] | None = None
+) -> None:
+    """Create the publication in the database if missing — FOR ALL TABLES, or for the
+    ``public`` tables named — and check wal_level."""
     async with await psycopg.AsyncConnection.connect(admin_conninfo, autocommit=True) as conn:
         level = await (await conn.execute("SHOW wal_level")).fetchone()
         if level is None or level[0] != "logical":
@@ -93,16 +97,22 @@ async def ensure_publication(admin_conninfo: str) -> None:
                 "(ALTER SYSTEM SET wal_level = logical) and restart Postgres"
             )
         exists = await (
-            await conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (PUBLICATION,))
+            await conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,))
         ).fetchone()
         if exists is None:
-            await conn.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(sql.Identifier(PUBLICATION))
-            )
+            which: sql.Composable = sql.SQL("ALL TABLES")
+            if tables is not None:
+                which = sql.SQL("TABLE {}").format(
+                    sql.SQL(", ").join(sql.Identifier("public", t) for t in tables)
+                )
+            with contextlib.suppress(psycopg.errors.DuplicateObject):  # a replica raced us
+                await conn.execute(
+                    sql.SQL("CREATE PUBLICATION {} FOR {}").format(sql.Identifier(name), which)
+                )
 
 
 class ReplicationStream:
-    def __init__(self, admin_conninfo: str, slot_name: str) -> None:
+    def __init__(self, admin_conninfo: str, slot_name: str, publication: str = PUBLICATION) -> None:
         # values are rendered by the walsender's session: fix their text forms
         self.conninfo = make_conninfo(
             admin_conninfo,
@@ -111,6 +121,7 @@ class ReplicationStream:
             application_name="millpond-realtime",
         )
         self.slot_name = slot_name
+        self.publication = publication
         self.start_lsn = 0
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._acked = 0
@@ -133,7 +144,7 @@ class ReplicationStream:
         ).format(
             sql.Identifier(self.slot_name),
             sql.SQL(pgoutput.format_lsn(self.start_lsn)),
-            sql.Literal(PUBLICATION),
+            sql.Literal(self.publication),
         )
         pgconn.send_query(start.as_bytes(self._conn))
         await self._conn.wait(generators.send(pgconn))

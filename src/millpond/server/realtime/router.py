@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import time
 from typing import Any
@@ -24,12 +25,15 @@ from .outbox import Outbox
 from .replication import WalLevelError
 
 router = APIRouter()
+_log = logging.getLogger("millpond.realtime")
 
 SUBPROTOCOL = "millpond.v1.json"
 _CLOSE_TIMEOUT_S = 5.0
 
 
-def _token(ws: WebSocket) -> str:
+def bearer_token(ws: WebSocket) -> str:
+    """The API key: ``Authorization: Bearer …``, else ``?access_token=`` (browsers' WebSocket
+    API cannot set headers)."""
     header = ws.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if token and scheme.lower() == "bearer":
@@ -42,7 +46,7 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
     svc: Services = ws.app.state.services
     offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-    principal = await authenticate(svc.store, _token(ws))
+    principal = await authenticate(svc.store, bearer_token(ws))
     if principal is None:
         await ws.close(4001, "unauthorized")
         return
@@ -61,7 +65,7 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
         identity=principal,
     )
     hub.connect(client)
-    session = _Session(ws, hub, client, svc.settings.realtime_heartbeat_ms / 1000)
+    session = Session(ws, hub, client, svc.settings.realtime_heartbeat_ms / 1000)
     try:
         await session.run()
     finally:
@@ -69,7 +73,7 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
         svc.realtime.release(hub)
 
 
-class _Session:
+class Session:
     def __init__(self, ws: WebSocket, hub: Hub, client: Client, heartbeat: float) -> None:
         self.ws = ws
         self.hub = hub
@@ -77,7 +81,8 @@ class _Session:
         self.heartbeat = heartbeat
         self.last_heard = time.monotonic()
 
-    async def run(self) -> None:
+    async def run(self, hello: dict[str, Any] | None = None) -> None:
+        """Serve the connection until it ends; ``hello``: extra fields of the greeting."""
         self.client.send(
             {
                 "type": "hello",
@@ -85,6 +90,7 @@ class _Session:
                 "connection_id": self.client.id,
                 "server_version": __version__,
                 "heartbeat_interval_ms": int(self.heartbeat * 1000),
+                **(hello or {}),
             }
         )
         tasks = [
@@ -129,6 +135,9 @@ class _Session:
                 await self._handle(text)
         except WebSocketDisconnect:
             self.client.outbox.close()
+        except Exception:
+            _log.exception("realtime connection %s failed", self.client.id)
+            self.client.outbox.close(1011, "internal_error")
 
     async def _handle(self, text: str) -> None:
         request_id: Any = None

@@ -7,18 +7,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 
 from ..postgres.cluster import Cluster
+from ..query.adapters import register_json_loaders
 from ..query.service import QueryService
 from .hub import Hub, TableInfo, qualified
 from .pgoutput import parse_lsn
+from .replication import PUBLICATION
 from .snapshot import Snapshot
 
 _log = logging.getLogger("millpond.realtime")
+
+CONTROL_HUB = "control"
+"""The control database's hub, by the name user databases' hubs are keyed by (theirs are
+``mp_db_…``)."""
+CONTROL_PUBLICATION = "millpond_flags"
 
 _TABLE_SQL = """
 SELECT a.attname,
@@ -34,20 +43,24 @@ ORDER BY a.attnum
 """
 
 
-class RoleSnapshotReader:
-    """Reads table structure and initial rows on the database's read-only role, and
-    makes sure subscribed tables log whole old rows (``REPLICA IDENTITY FULL``)."""
+PoolSource = Callable[[], Awaitable[AsyncConnectionPool[Any]]]
 
-    def __init__(self, query: QueryService, cluster: Cluster, pg_name: str) -> None:
-        self.query = query
-        self.cluster = cluster
-        self.pg_name = pg_name
+
+class PoolSnapshotReader:
+    """Reads table structure and initial rows on the connections of a pool (a user
+    database's read-only role; the control database's store), and makes sure subscribed
+    tables log whole old rows (``REPLICA IDENTITY FULL``)."""
+
+    def __init__(self, pool: PoolSource, admin_conninfo: str) -> None:
+        self.pool = pool
+        self.admin_conninfo = admin_conninfo
         self._full: set[int] = set()
 
     async def table_info(self, schema: str, name: str) -> TableInfo | None:
-        pool = await self.query.pool_for(self.pg_name, "ro")
+        pool = await self.pool()
         async with pool.connection() as conn:
-            cur = await conn.execute(
+            cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
+            await cur.execute(
                 "SELECT c.oid, c.relreplident FROM pg_class c JOIN pg_namespace n"
                 " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
                 " AND c.relkind IN ('r', 'p')",
@@ -57,7 +70,8 @@ class RoleSnapshotReader:
             if found is None:
                 return None
             oid, identity = found
-            rows = await (await conn.execute(_TABLE_SQL, (oid,))).fetchall()
+            await cur.execute(_TABLE_SQL, (oid,))
+            rows = await cur.fetchall()
         if identity != "f" and oid not in self._full:
             await self._replica_identity_full(schema, name)
             self._full.add(oid)
@@ -67,7 +81,7 @@ class RoleSnapshotReader:
 
     async def _replica_identity_full(self, schema: str, name: str) -> None:
         async with await psycopg.AsyncConnection.connect(
-            self.cluster.admin_conninfo(self.pg_name), autocommit=True
+            self.admin_conninfo, autocommit=True
         ) as conn:
             await conn.execute(
                 sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(qualified(schema, name))
@@ -76,11 +90,17 @@ class RoleSnapshotReader:
     async def read(
         self, queries: list[tuple[TableInfo, str | None]]
     ) -> tuple[Snapshot, list[list[dict[str, Any]]]]:
-        pool = await self.query.pool_for(self.pg_name, "ro")
+        pool = await self.pool()
         async with pool.connection() as conn:
             await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
-                cur = await conn.execute(
+                # the text forms the WAL decoder sees (its session's), whatever the pool's
+                await conn.execute(
+                    "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO';"
+                    " SET LOCAL IntervalStyle = 'iso_8601'"
+                )
+                cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
+                await cur.execute(
                     "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text"
                 )
                 snap_text, lsn_text = (await cur.fetchone()) or ("", "0/0")
@@ -89,9 +109,10 @@ class RoleSnapshotReader:
                     stmt = sql.SQL("SELECT * FROM {}").format(qualified(info.schema, info.name))
                     if where is not None:  # the engine's canonical SQL: it parsed and bound it
                         stmt = sql.SQL("{} WHERE {}").format(stmt, sql.SQL(where))
-                    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
-                    await cur.execute(stmt)
-                    results.append(await cur.fetchall())
+                    rows = conn.cursor(row_factory=psycopg.rows.dict_row)
+                    register_json_loaders(rows.adapters)
+                    await rows.execute(stmt)
+                    results.append(await rows.fetchall())
             finally:
                 await conn.execute("COMMIT")
         return Snapshot.parse(snap_text, parse_lsn(lsn_text)), results
@@ -107,15 +128,61 @@ class RealtimeService:
         self._lock = asyncio.Lock()
 
     async def hub(self, pg_name: str) -> Hub:
+        """The hub of a user database (its rows read on its read-only role)."""
+
+        async def pool() -> AsyncConnectionPool[Any]:
+            return await self.query.pool_for(pg_name, "ro")
+
+        return await self._hub(pg_name, lambda: self._new_hub(pg_name, pool))
+
+    async def control_hub(self, pool: AsyncConnectionPool[Any], tables: Sequence[str]) -> Hub:
+        """The hub of the control database, streaming only ``tables`` (the flags stream):
+        a publication of its own, so the rest of the control database's writes (events,
+        keys, jobs) never reach the decoder."""
+
+        async def source() -> AsyncConnectionPool[Any]:
+            return pool
+
+        return await self._hub(
+            CONTROL_HUB,
+            lambda: self._new_hub(
+                CONTROL_HUB,
+                source,
+                conninfo=self.cluster.control_conninfo,
+                publication=CONTROL_PUBLICATION,
+                tables=tables,
+            ),
+        )
+
+    def _new_hub(
+        self,
+        name: str,
+        pool: PoolSource,
+        *,
+        conninfo: str | None = None,
+        publication: str = PUBLICATION,
+        tables: Sequence[str] | None = None,
+    ) -> Hub:
+        admin = conninfo or self.cluster.admin_conninfo(name)
+        reader = PoolSnapshotReader(pool, admin)
+        return Hub(
+            name,
+            admin,
+            reader,
+            self._ended,
+            publication=publication,
+            publication_tables=tables,
+        )
+
+    async def _hub(self, name: str, make: Callable[[], Hub]) -> Hub:
         async with self._lock:
-            reaper = self._reapers.pop(pg_name, None)
+            reaper = self._reapers.pop(name, None)
             if reaper is not None:
                 reaper.cancel()
-            hub = self.hubs.get(pg_name)
+            hub = self.hubs.get(name)
             if hub is None:
-                reader = RoleSnapshotReader(self.query, self.cluster, pg_name)
-                hub = Hub(pg_name, self.cluster.admin_conninfo(pg_name), reader, self._ended)
-                self.hubs[pg_name] = hub
+                hub = make()
+                self.hubs[name] = hub
             return hub
 
     def release(self, hub: Hub) -> None:
