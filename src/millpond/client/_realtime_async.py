@@ -130,6 +130,7 @@ class AsyncRealtime:
         timeout: float | None = None,
         max_retries: int | None = None,
         _deliver: Callable[[Input], None] | None = None,
+        _url: str | None = None,
     ) -> None:
         if callbacks is not None:
             raise ValueError(
@@ -140,7 +141,7 @@ class AsyncRealtime:
         if heartbeat_interval is not None and not heartbeat_interval > 0:
             raise ValueError(f"heartbeat_interval must be > 0, not {heartbeat_interval}")
         self.database = db
-        self.url = realtime_url(config.base_url, db)
+        self.url = _url or realtime_url(config.base_url, db)
         self._headers = {"Authorization": f"Bearer {config.api_key}"}
         default = config.timeout.connect
         self._timeout: float | None = timeout if timeout is not None else default

@@ -56,7 +56,9 @@ _log = logging.getLogger("millpond.realtime")
 SUBPROTOCOL = "millpond.v1.json"
 
 CLOSE_CODES = {
+    4000: "environment_required",
     4001: "unauthorized",
+    4003: "forbidden",
     4004: "database_not_found",
     4008: "slow_consumer",
     4009: "heartbeat_timeout",
@@ -66,7 +68,7 @@ CLOSE_CODES = {
 }
 """The server's close codes (protocol doc)."""
 
-FATAL_CLOSE_CODES = frozenset({4001, 4004, 4012})
+FATAL_CLOSE_CODES = frozenset({4000, 4001, 4003, 4004, 4012})
 """Close codes after which reconnecting cannot help: the client stops for good."""
 
 
@@ -204,6 +206,9 @@ class ConnectInfo:
     """Seconds between the server's pings."""
     reconnect: bool
     """False for the first connection, True after a reconnect."""
+    hello: Mapping[str, Any] = field(default_factory=dict)
+    """The whole ``hello`` (endpoints may add fields: the flags stream names its
+    ``environment_id``)."""
 
 
 @dataclass(frozen=True)
@@ -387,6 +392,7 @@ class Session:
             str(hello.get("server_version", "")),
             self.heartbeat_interval or 0.0,
             reconnect=self.connections > 1,
+            hello=dict(hello),
         )
         out.inputs.append(Connected(info))
         if self.queries:

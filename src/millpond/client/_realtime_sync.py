@@ -68,6 +68,7 @@ class Realtime:
         heartbeat_interval: float | None = None,
         timeout: float | None = None,
         max_retries: int | None = None,
+        _url: str | None = None,
     ) -> None:
         mode = callbacks or "update"
         if mode not in ("update", "thread"):
@@ -82,6 +83,7 @@ class Realtime:
             timeout=timeout,
             max_retries=max_retries,
             _deliver=self._inbox.put if mode == "update" else None,
+            _url=_url,
         )
         self._cache = self._async._cache
         self.database = db

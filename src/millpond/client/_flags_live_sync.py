@@ -1,0 +1,189 @@
+"""``LiveFlags``: local flag evaluation for the sync client (see :mod:`._flags_live`).
+
+A background thread (``millpond-flags``) owns the realtime client: it connects, subscribes
+to the environment's rulesets, then turns each :class:`Watch` into subscriptions. The
+realtime client runs its callbacks on its own thread (``callbacks="thread"``), so the
+mirror stays current without anyone calling ``update()``; checks read it from any thread.
+
+Fork-safe: a child process forgets the parent's stream (its threads do not exist there)
+and starts its own at its first check, instead of serving a frozen snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from ..models.flags import FlagCheck
+from ._base import ClientConfig
+from ._flags_live import CacheRows, FlagMirror, Kind, Watch
+from ._realtime_sync import Realtime
+
+_log = logging.getLogger("millpond.flags")
+
+_live: weakref.WeakSet[LiveFlags] = weakref.WeakSet()
+
+
+def stream_url(config: ClientConfig) -> str:
+    """``http(s)://host/prefix`` → ``ws(s)://host/prefix/v1/flags/stream[?environment=…]``."""
+    scheme, _, rest = config.base_url.partition("://")
+    url = f"{'wss' if scheme == 'https' else 'ws'}://{rest.rstrip('/')}/v1/flags/stream"
+    if config.environment:
+        url += "?environment=" + quote(config.environment, safe="")
+    return url
+
+
+class _NoRows:
+    def filter_by(self, **values: Any) -> list[Any]:
+        return []
+
+    def find(self, *key: Any) -> Any:
+        return None
+
+
+class LiveFlags:
+    """Implements the client's ``LocalFlags`` from the live stream."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Watch | None] = queue.SimpleQueue()
+        self._rt: Realtime | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.failed: BaseException | None = None
+        """Why the stream stopped for good (then checks go to the server)."""
+        self.mirror = FlagMirror(self._table, self._enqueue)
+        _live.add(self)
+
+    # -- LocalFlags ---------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        keys: Sequence[str] | None,
+        company: Mapping[str, str] | None,
+        user: Mapping[str, str] | None,
+    ) -> list[FlagCheck] | None:
+        self.start()
+        return self.mirror.evaluate(keys, company, user)
+
+    def note_track(
+        self,
+        event: str,
+        company: Mapping[str, str] | None,
+        user: Mapping[str, str] | None,
+        quantity: int,
+    ) -> None:
+        self.mirror.note_track(event, company, user, quantity)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.mirror.ready
+
+    def start(self) -> None:
+        """Start the stream in the background (once; again after a fork)."""
+        if self._thread is not None or self._closed or self.failed is not None:
+            return
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._run, name="millpond-flags", daemon=True
+                )
+                self._thread.start()
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        """Start if needed and wait until the rulesets are loaded (tests, warm-up)."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        while not self.mirror.ready and self.failed is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.mirror.ready
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread, rt = self._thread, self._rt
+        self._queue.put(None)
+        if rt is not None:
+            rt.close()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self.mirror.reset()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._queue = queue.SimpleQueue()
+        self._rt = None  # the parent's: its thread is not here; never close its socket
+        self._thread = None
+        self.mirror.reset()
+
+    # -- the background thread ----------------------------------------------------------------
+
+    def _table(self, name: str) -> CacheRows:
+        rt = self._rt
+        return rt.table(name) if rt is not None else _NoRows()
+
+    def _enqueue(self, watch: Watch) -> None:
+        self._queue.put(watch)
+
+    def _run(self) -> None:
+        rt = Realtime(
+            self._config, "flags/stream", callbacks="thread", _url=stream_url(self._config)
+        )
+        mirror = self.mirror
+        rt.on_connect(lambda info: setattr(mirror, "environment_id", info.hello["environment_id"]))
+        rt.on_error(self._failed)
+        rulesets = rt.table("flag_rulesets")
+        rulesets.on_insert(lambda row: mirror.ruleset_changed(None, row))
+        rulesets.on_update(mirror.ruleset_changed)
+        rulesets.on_delete(lambda row: mirror.ruleset_changed(row, None))
+        for kind, table in (("company", "flag_company_keys"), ("user", "flag_user_keys")):
+            rt.table(table).on_insert(_key_callback(mirror, kind))  # type: ignore[arg-type]
+        metrics = rt.table("flag_metrics")
+        metrics.on_insert(mirror.metric_changed)
+        metrics.on_update(lambda old, new: mirror.metric_changed(new))
+        self._rt = rt
+        try:
+            rt.connect()
+            rt.subscribe([mirror.ruleset_query()])
+            mirror.load_rulesets(rulesets.iter())
+        except Exception as exc:
+            self._failed(exc)
+            return
+        while (watch := self._queue.get()) is not None:
+            try:
+                rt.subscribe(mirror.queries(watch))
+                mirror.watched(watch)
+            except Exception as exc:
+                mirror.watch_failed(watch)
+                _log.warning("cannot watch %s for local flag checks: %s", watch, exc)
+                if rt.closed:
+                    return
+
+    def _failed(self, error: BaseException) -> None:
+        if self._closed:
+            return
+        _log.warning("flags stream stopped; checks go to the server: %s", error)
+        self.failed = error
+        self.mirror.reset()
+
+
+def _key_callback(mirror: FlagMirror, kind: Kind) -> Any:
+    return lambda row: mirror.key_inserted(kind, row)
+
+
+def _reset_after_fork() -> None:
+    for live in list(_live):
+        live._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

@@ -1,0 +1,207 @@
+"""Local flag evaluation on the live stream (``LiveFlags``), against the real server: the
+rules arrive and stay current, companies and users are watched on first use, usage metrics
+and local ``track`` counts bite, and a forked child starts its own stream."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from millpond.client._base import ClientConfig
+from millpond.client._flags_live_sync import LiveFlags
+from millpond.models.flags import FlagCheck
+
+ACME = {"id": "acme"}
+
+
+def eventually(probe: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """The first truthy answer of ``probe``, polled until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.01)
+
+
+class Env:
+    def __init__(self, http: httpx.Client, key: str, env_id: str) -> None:
+        self.http = http
+        self.key = key
+        self.id = env_id
+
+    def __call__(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
+        r = self.http.request(
+            method,
+            f"/v1/flags/environments/{self.id}{path}",
+            headers={"Authorization": f"Bearer {self.key}"},
+            **kwargs,
+        )
+        assert r.status_code == status, r.text
+        return r.json() if r.content else None
+
+
+@pytest.fixture
+def env(base_url: str, make_user: Callable[..., tuple[str, str]]) -> Iterator[Env]:
+    _, key = make_user(prefix="live")
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        r = http.post(
+            "/v1/flags/environments",
+            json={"name": "live"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert r.status_code == 201, r.text
+        yield Env(http, key, r.json()["id"])
+
+
+@pytest.fixture
+def live(env: Env, base_url: str) -> Iterator[LiveFlags]:
+    bound = env("POST", "/keys", 201, json={"scope": "read"})["secret"]
+    flags = LiveFlags(ClientConfig.resolve(bound, base_url, 10.0, 0, None))
+    yield flags
+    flags.close()
+
+
+def _one(live: LiveFlags, key: str, **who: Any) -> FlagCheck | None:
+    found = live.evaluate([key], who.get("company"), who.get("user"))
+    return found[0] if found is not None else None
+
+
+def _value(live: LiveFlags, key: str, **who: Any) -> bool | None:
+    check = _one(live, key, **who)
+    return check.value if check is not None else None
+
+
+def test_rules_are_loaded_then_kept_current(env: Env, live: LiveFlags) -> None:
+    env("POST", "/flags", 201, json={"key": "beta", "default_value": False})
+    assert live.wait_ready()
+    first = _one(live, "beta")
+    assert first is not None and (first.value, first.reason) == (False, "DEFAULT")
+    env("PATCH", "/flags/beta", json={"default_value": True})
+    assert eventually(lambda: _value(live, "beta") is True)
+    env("POST", "/flags", 201, json={"key": "new"})
+    assert eventually(lambda: (_one(live, "new") or first).flag == "new")
+    env("DELETE", "/flags/beta", 204)
+    assert eventually(lambda: (_one(live, "beta") or first).reason == "FLAG_NOT_FOUND")
+    everything = live.evaluate(None, None, None)
+    assert everything is not None and [c.flag for c in everything] == ["new"]
+
+
+def test_a_company_is_watched_on_first_use(env: Env, live: LiveFlags) -> None:
+    rule = {
+        "value": True,
+        "conditions": [
+            {
+                "condition_type": "trait",
+                "trait_entity": "company",
+                "trait_key": "tier",
+                "operator": "eq",
+                "trait_value": "gold",
+            }
+        ],
+    }
+    env("POST", "/flags", 201, json={"key": "gold", "rules": [rule]})
+    env("POST", "/companies", 201, json={"keys": ACME, "traits": {"tier": "gold"}})
+    assert live.wait_ready()
+    # not mirrored yet: the client would ask the server this once
+    assert _one(live, "gold", company=ACME) is None
+    check = eventually(lambda: _one(live, "gold", company=ACME))
+    assert check.value is True and check.reason == "RULE_MATCH" and check.company_id
+    env("POST", "/companies", 200, json={"keys": ACME, "traits": {"tier": "tin"}})
+    assert eventually(lambda: _value(live, "gold", company=ACME) is False)
+    # a company that does not exist is answered locally, as the server would
+    assert eventually(lambda: _one(live, "gold", company={"id": "nobody"}))
+    nobody = _one(live, "gold", company={"id": "nobody"})
+    assert nobody is not None and nobody.company_id is None and nobody.value is False
+    # ...until it is identified: its key row arrives and it is watched
+    env("POST", "/companies", 201, json={"keys": {"id": "nobody"}, "traits": {"tier": "gold"}})
+    assert eventually(lambda: _value(live, "gold", company={"id": "nobody"}) is True)
+
+
+def _usage(live: LiveFlags) -> float | None:
+    check = _one(live, "api", company=ACME)
+    return check.entitlement.usage if check is not None and check.entitlement else None
+
+
+def test_usage_limits_from_metrics_and_local_tracks(env: Env, live: LiveFlags) -> None:
+    env(
+        "POST",
+        "/features",
+        201,
+        json={"id": "calls", "feature_type": "event", "event_name": "call"},
+    )
+    env("POST", "/plans", 201, json={"id": "pro"})
+    env(
+        "POST",
+        "/entitlements",
+        201,
+        json={"plan_id": "pro", "feature_id": "calls", "value_type": "numeric", "value_numeric": 3},
+    )
+    env("POST", "/flags", 201, json={"key": "api", "feature_id": "calls"})
+    env("POST", "/companies", 201, json={"keys": ACME, "plan_id": "pro"})
+    assert live.wait_ready()
+    assert eventually(lambda: _one(live, "api", company=ACME))
+    within = _one(live, "api", company=ACME)
+    assert within is not None and within.value is True and within.entitlement is not None
+    track = {"event_type": "track", "event": "call", "company": ACME}
+    env("POST", "/events", json={"events": [track, track]})
+    assert eventually(
+        lambda: (
+            (c := _one(live, "api", company=ACME)) and c.entitlement and c.entitlement.usage == 2
+        )
+    )
+    assert _value(live, "api", company=ACME) is True
+    live.note_track("call", ACME, None, 1)  # counted at once, before the server knows
+    exceeded = _one(live, "api", company=ACME)
+    assert exceeded is not None and exceeded.value is False
+    assert exceeded.entitlement is not None and exceeded.entitlement.usage == 3
+    env("POST", "/events", json={"events": [track]})  # the server catches up: still 3
+    assert eventually(
+        lambda: (
+            (c := _one(live, "api", company=ACME)) and c.entitlement and c.entitlement.usage == 3
+        )
+    )
+
+
+def test_a_forked_child_starts_its_own_stream(env: Env, live: LiveFlags) -> None:
+    env("POST", "/flags", 201, json={"key": "beta", "default_value": True})
+    assert live.wait_ready()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the stream is gone; it connects anew
+        os.close(read)
+        code = 1
+        try:
+            ready_at_fork = live.ready
+            ok = live.wait_ready(10) and _value(live, "beta") is True
+            code = 0 if ok and not ready_at_fork else 2
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(code)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == bytes([0])
+    assert _value(live, "beta") is True  # the parent's stream is untouched
+    env("PATCH", "/flags/beta", json={"default_value": False})
+    assert eventually(lambda: _value(live, "beta") is False)
+
+
+def test_a_revoked_key_stops_the_stream_and_checks_go_to_the_server(
+    env: Env, base_url: str
+) -> None:
+    made = env("POST", "/keys", 201, json={"scope": "read"})
+    env("DELETE", f"/keys/{made['id']}", 204)
+    live = LiveFlags(ClientConfig.resolve(made["secret"], base_url, 10.0, 0, None))
+    try:
+        assert not live.wait_ready(5)
+        assert live.failed is not None and "unauthorized" in str(live.failed)
+        assert live.evaluate(["x"], None, None) is None
+    finally:
+        live.close()
