@@ -4,6 +4,7 @@ and local ``track`` counts bite, and a forked child starts its own stream."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from millpond.client._base import ClientConfig
+from millpond.client._flags_live_async import AsyncLiveFlags
 from millpond.client._flags_live_sync import LiveFlags
 from millpond.models.flags import FlagCheck
 
@@ -205,3 +207,36 @@ def test_a_revoked_key_stops_the_stream_and_checks_go_to_the_server(
         assert live.evaluate(["x"], None, None) is None
     finally:
         live.close()
+
+
+def test_async_twin_loads_watches_and_follows_changes(env: Env, base_url: str) -> None:
+    bound = env("POST", "/keys", 201, json={"scope": "read"})["secret"]
+    env("POST", "/flags", 201, json={"key": "beta"})
+    env("POST", "/companies", 201, json={"keys": ACME, "traits": {"n": 1}})
+
+    async def main() -> None:
+        live = AsyncLiveFlags(ClientConfig.resolve(bound, base_url, 10.0, 0, None))
+        try:
+            assert await live.wait_ready()
+            assert live.evaluate(["beta"], ACME, None) is None  # watched from now on
+            for _ in range(1000):
+                found = live.evaluate(["beta"], ACME, None)
+                if found is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert found is not None and found[0].company_id is not None
+            await asyncio.to_thread(env, "PATCH", "/flags/beta", json={"default_value": True})
+            for _ in range(1000):
+                if (live.evaluate(["beta"], ACME, None) or found)[0].value:
+                    break
+                await asyncio.sleep(0.01)
+            assert (live.evaluate(["beta"], ACME, None) or found)[0].value is True
+        finally:
+            await live.aclose()
+
+    asyncio.run(main())
+
+
+def test_async_twin_outside_a_loop_answers_nothing(base_url: str) -> None:
+    live = AsyncLiveFlags(ClientConfig.resolve("mp_" + "x" * 40, base_url, 10.0, 0, None))
+    assert live.evaluate(["x"], None, None) is None  # no loop to run a stream on

@@ -334,6 +334,32 @@ class FlagMirror:
         return figures
 
 
+class NoRows:
+    """The cache before the realtime client exists: no rows."""
+
+    def filter_by(self, **values: Any) -> list[Any]:
+        return []
+
+    def find(self, *key: Any) -> Any:
+        return None
+
+
+def attach(rt: Any, mirror: FlagMirror, failed: Callable[[BaseException], None]) -> None:
+    """Register the mirror's callbacks on a realtime client (sync or async: the same
+    callback API), before it connects."""
+    rt.on_connect(lambda info: setattr(mirror, "environment_id", info.hello["environment_id"]))
+    rt.on_error(failed)
+    rulesets = rt.table("flag_rulesets")
+    rulesets.on_insert(lambda row: mirror.ruleset_changed(None, row))
+    rulesets.on_update(mirror.ruleset_changed)
+    rulesets.on_delete(lambda row: mirror.ruleset_changed(row, None))
+    rt.table("flag_company_keys").on_insert(lambda row: mirror.key_inserted("company", row))
+    rt.table("flag_user_keys").on_insert(lambda row: mirror.key_inserted("user", row))
+    metrics = rt.table("flag_metrics")
+    metrics.on_insert(mirror.metric_changed)
+    metrics.on_update(lambda old, new: mirror.metric_changed(new))
+
+
 def _bucket(period: str, moment: datetime) -> datetime:
     start = period_start(period, moment)
     return start if start is not None else EPOCH

@@ -18,12 +18,11 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
 from urllib.parse import quote
 
 from ..models.flags import FlagCheck
 from ._base import ClientConfig
-from ._flags_live import CacheRows, FlagMirror, Kind, Watch
+from ._flags_live import CacheRows, FlagMirror, NoRows, Watch, attach
 from ._realtime_sync import Realtime
 
 _log = logging.getLogger("millpond.flags")
@@ -38,14 +37,6 @@ def stream_url(config: ClientConfig) -> str:
     if config.environment:
         url += "?environment=" + quote(config.environment, safe="")
     return url
-
-
-class _NoRows:
-    def filter_by(self, **values: Any) -> list[Any]:
-        return []
-
-    def find(self, *key: Any) -> Any:
-        return None
 
 
 class LiveFlags:
@@ -130,7 +121,7 @@ class LiveFlags:
 
     def _table(self, name: str) -> CacheRows:
         rt = self._rt
-        return rt.table(name) if rt is not None else _NoRows()
+        return rt.table(name) if rt is not None else NoRows()
 
     def _enqueue(self, watch: Watch) -> None:
         self._queue.put(watch)
@@ -140,22 +131,12 @@ class LiveFlags:
             self._config, "flags/stream", callbacks="thread", _url=stream_url(self._config)
         )
         mirror = self.mirror
-        rt.on_connect(lambda info: setattr(mirror, "environment_id", info.hello["environment_id"]))
-        rt.on_error(self._failed)
-        rulesets = rt.table("flag_rulesets")
-        rulesets.on_insert(lambda row: mirror.ruleset_changed(None, row))
-        rulesets.on_update(mirror.ruleset_changed)
-        rulesets.on_delete(lambda row: mirror.ruleset_changed(row, None))
-        for kind, table in (("company", "flag_company_keys"), ("user", "flag_user_keys")):
-            rt.table(table).on_insert(_key_callback(mirror, kind))  # type: ignore[arg-type]
-        metrics = rt.table("flag_metrics")
-        metrics.on_insert(mirror.metric_changed)
-        metrics.on_update(lambda old, new: mirror.metric_changed(new))
+        attach(rt, mirror, self._failed)
         self._rt = rt
         try:
             rt.connect()
             rt.subscribe([mirror.ruleset_query()])
-            mirror.load_rulesets(rulesets.iter())
+            mirror.load_rulesets(rt.table("flag_rulesets").iter())
         except Exception as exc:
             self._failed(exc)
             return
@@ -175,10 +156,6 @@ class LiveFlags:
         _log.warning("flags stream stopped; checks go to the server: %s", error)
         self.failed = error
         self.mirror.reset()
-
-
-def _key_callback(mirror: FlagMirror, kind: Kind) -> Any:
-    return lambda row: mirror.key_inserted(kind, row)
 
 
 def _reset_after_fork() -> None:
