@@ -29,6 +29,7 @@ from ..models import (
     User,
     UserCreated,
 )
+from ..models.transfer import ExportJob, ImportJob
 
 
 class OutputFormat(StrEnum):
@@ -137,6 +138,28 @@ class View:
 
 
 VIEWS: dict[type[BaseModel], View] = {
+    ImportJob: View(
+        "import job",
+        (
+            Column("ID", lambda j: j.id),
+            Column("STATE", lambda j: j.state),
+            Column("DATABASE", lambda j: j.db_name),
+            Column("TABLE", lambda j: j.table_name),
+            Column("ROWS", lambda j: str(j.rows_done), right=True),
+            Column("CREATED", lambda j: when(j.created_at)),
+        ),
+    ),
+    ExportJob: View(
+        "export job",
+        (
+            Column("ID", lambda j: j.id),
+            Column("STATE", lambda j: j.state),
+            Column("DATABASE", lambda j: j.db_name),
+            Column("FORMAT", lambda j: j.export_format),
+            Column("ROWS", lambda j: str(j.rows_done), right=True),
+            Column("CREATED", lambda j: when(j.created_at)),
+        ),
+    ),
     Database: View(
         "database",
         (

@@ -17,9 +17,10 @@ from ..models.transfer import (
     ImportJob,
     ImportMode,
     InferHeader,
+    JobState,
 )
 from ._context import database_name, fail, state
-from ._output import OutputFormat, show_one
+from ._output import OutputFormat, show_list, show_one
 
 IMPORT_FORMATS = get_args(ImportFormat)
 EXPORT_FORMATS = get_args(ExportFormat)
@@ -275,3 +276,48 @@ def export(
         if job.state == "DONE" and output is not None:
             mp.exports.download(job.id, output)
     _finish(st.format, job, "export")
+
+
+JOB_KINDS = ("import", "export")
+
+
+def jobs(
+    ctx: typer.Context,
+    kind: Annotated[
+        str, typer.Argument(metavar="KIND", help="import or export.", show_default=False)
+    ],
+    database: Annotated[
+        str | None,
+        typer.Option("-d", "--database", metavar="OWNER/NAME", help="Only this database's jobs."),
+    ] = None,
+    job_state: Annotated[
+        str | None,
+        typer.Option("--state", metavar="STATE", help="RECEIVED, PROCESSING, DONE or FAILED."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=1000, help="At most this many jobs.")
+    ] = 50,
+    before: Annotated[
+        str | None,
+        typer.Option("--before", metavar="JOB_ID", help="Only jobs older than this one (paging)."),
+    ] = None,
+) -> None:
+    """List your import or export jobs, newest first.
+
+    Finished jobs stay listed for the server's transfer_job_retention_days (30 by default).
+    """
+    what = _choice(kind, JOB_KINDS, "KIND")
+    wanted = None if job_state is None else job_state.upper()
+    if wanted is not None and wanted not in ("RECEIVED", "PROCESSING", "DONE", "FAILED"):
+        raise typer.BadParameter(
+            f"--state must be RECEIVED, PROCESSING, DONE or FAILED, not {job_state!r}"
+        )
+    if database is not None:
+        database_name(database)
+    st = state(ctx)
+    with st.client() as mp:
+        resource = mp.imports if what == "import" else mp.exports
+        found = resource.list(
+            database=database, state=cast(JobState | None, wanted), limit=limit, before=before
+        )
+    show_list(st.format, found, ImportJob if what == "import" else ExportJob)

@@ -176,6 +176,14 @@ class Settings(BaseSettings):
         gt=0,
         description="How long an export's file (and its signed download_url) lives, in seconds.",
     )
+    transfer_job_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "How long finished import and export jobs stay listed (and their status URLs "
+            "answer), in days; an export's file lives `transfer_export_ttl_s` at most."
+        ),
+    )
     transfer_allow_private_urls: bool = Field(
         False,
         description=(

@@ -35,8 +35,18 @@ from ...models.transfer import (
     ImportOptions,
     ImportPreview,
     InferHeader,
+    JobState,
 )
-from .._base import Attempts, Call, TimeoutTypes, body, parse_model, segment, split_database
+from .._base import (
+    Attempts,
+    Call,
+    TimeoutTypes,
+    body,
+    parse_list,
+    parse_model,
+    segment,
+    split_database,
+)
 from ._transport import AsyncTransport
 
 FileInput = str | os.PathLike[str] | IO[bytes]
@@ -264,6 +274,26 @@ class Imports:
         call = Call("GET", f"/v1/imports/{segment(job_id)}", parse_model(ImportJob))
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
+    async def list(
+        self,
+        *,
+        database: str | None = None,
+        state: JobState | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> list[ImportJob]:
+        """Your import jobs, newest first: of one ``database`` or ``state`` if given; the
+        next page with ``before=<the last job's id>``."""
+        call = Call(
+            "GET",
+            "/v1/imports",
+            parse_list(ImportJob),
+            params=_job_filter(database, state, limit, before),
+        )
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
     async def wait(
         self,
         job_id: str,
@@ -336,6 +366,25 @@ class Exports:
     ) -> ExportJob:
         """An export job; once DONE, ``download_url`` is a signed link to the file."""
         call = Call("GET", f"/v1/exports/{segment(job_id)}", parse_model(ExportJob))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def list(
+        self,
+        *,
+        database: str | None = None,
+        state: JobState | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> list[ExportJob]:
+        """Your export jobs, newest first (as :meth:`Imports.list`)."""
+        call = Call(
+            "GET",
+            "/v1/exports",
+            parse_list(ExportJob),
+            params=_job_filter(database, state, limit, before),
+        )
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
     async def wait(
@@ -418,3 +467,17 @@ class Exports:
                     f.write(chunk)
         os.replace(partial, target)
         return target
+
+
+def _job_filter(
+    database: str | None, state: str | None, limit: int, before: str | None
+) -> dict[str, str]:
+    params = {"limit": str(limit)}
+    if database is not None:
+        split_database(database)
+        params["database"] = database
+    if state is not None:
+        params["state"] = state
+    if before is not None:
+        params["before"] = before
+    return params

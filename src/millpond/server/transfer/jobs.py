@@ -4,6 +4,7 @@ models."""
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import DictRow
@@ -21,6 +22,16 @@ FROM transfer_jobs j
 JOIN databases d ON d.id = j.database_id
 JOIN users u ON u.id = d.owner_id
 """
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """Which jobs a listing returns."""
+
+    limit: int = 50
+    before: str | None = None
+    state: str | None = None
+    database: str | None = None
 
 
 def new_id(kind: str) -> str:

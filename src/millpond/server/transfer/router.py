@@ -7,13 +7,23 @@ options as fields, the file as the ``file`` part, streamed to disk) or a JSON bo
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
-from ...models.transfer import ExportCreate, ExportJob, ImportJob, ImportOptions, ImportPreview
+from ...models.transfer import (
+    ExportCreate,
+    ExportJob,
+    ImportJob,
+    ImportOptions,
+    ImportPreview,
+    JobState,
+)
 from ..deps import Caller, Svc
 from ..errors import ServiceError, invalid
+from . import jobs
 from .service import TransferService, validation_error
 
 router = APIRouter(prefix="/v1")
@@ -79,6 +89,39 @@ async def preview_import(request: Request, svc: Svc, who: Caller) -> ImportPrevi
     if _is_json(request):
         return await service.preview(who, options=await _options(request))
     raise _unsupported()
+
+
+def _page(
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many jobs")] = 50,
+    before: Annotated[
+        str | None, Query(max_length=64, description="Jobs older than this job id")
+    ] = None,
+    state: Annotated[JobState | None, Query(description="Only jobs in this state")] = None,
+    database: Annotated[
+        str | None, Query(max_length=200, description="Only jobs of this database (owner/name)")
+    ] = None,
+) -> jobs.JobPage:
+    for value in (before, database):
+        if value is not None and "\x00" in value:
+            raise invalid("validation_error", "query parameters must not contain NUL characters")
+    return jobs.JobPage(limit, before, state, database)
+
+
+Page = Annotated[jobs.JobPage, Depends(_page)]
+
+
+@router.get("/imports", response_model=list[ImportJob])
+async def list_imports(page: Page, request: Request, svc: Svc, who: Caller) -> list[ImportJob]:
+    """Your import jobs, newest first."""
+    found: list[ImportJob] = await _transfer(svc).list_jobs(who, "import", page, _base_url(request))
+    return found
+
+
+@router.get("/exports", response_model=list[ExportJob])
+async def list_exports(page: Page, request: Request, svc: Svc, who: Caller) -> list[ExportJob]:
+    """Your export jobs, newest first (with their download links while the file lives)."""
+    found: list[ExportJob] = await _transfer(svc).list_jobs(who, "export", page, _base_url(request))
+    return found
 
 
 @router.get("/imports/{job_id}", response_model=ImportJob)

@@ -301,6 +301,42 @@ class TransferService:
     async def get_import(self, principal: Principal, job_id: str, base_url: str = "") -> ImportJob:
         return jobs.import_job(await self._job_row(principal, job_id, "import"), base_url)
 
+    async def list_jobs(
+        self,
+        principal: Principal,
+        kind: str,
+        page: jobs.JobPage,
+        base_url: str = "",
+    ) -> list[Any]:
+        """The caller's jobs of ``kind``, newest first (``page.before``: older than that
+        job), optionally of one database or state. Jobs are kept
+        ``transfer_job_retention_days`` after they finish."""
+        where = ["j.kind = %(kind)s", "j.user_id = %(user)s"]
+        params: dict[str, Any] = {"kind": kind, "user": principal.user_id, "limit": page.limit}
+        if page.state is not None:
+            where.append("j.state = %(state)s")
+            params["state"] = page.state
+        if page.database is not None:
+            owner, _, name = page.database.partition("/")
+            where.append("lower(u.username) = lower(%(owner)s) AND lower(d.name) = lower(%(db)s)")
+            params.update(owner=owner, db=name)
+        if page.before is not None:
+            where.append(
+                "(j.created_at, j.id) < (SELECT created_at, id FROM transfer_jobs"
+                " WHERE id = %(before)s AND user_id = %(user)s)"
+            )
+            params["before"] = page.before
+        rows = await self.store.fetchall(
+            jobs.JOB_SELECT
+            + " WHERE "
+            + " AND ".join(where)
+            + " ORDER BY j.created_at DESC, j.id DESC LIMIT %(limit)s",
+            params,
+        )
+        if kind == "import":
+            return [jobs.import_job(row, base_url) for row in rows]
+        return [self._export_model(row, base_url) for row in rows]
+
     # -- previews ----------------------------------------------------------------------------
 
     async def preview(
@@ -435,7 +471,11 @@ class TransferService:
         return await self.get_export(principal, job_id, base_url)
 
     async def get_export(self, principal: Principal, job_id: str, base_url: str = "") -> ExportJob:
-        row = await self._job_row(principal, job_id, "export")
+        return self._export_model(await self._job_row(principal, job_id, "export"), base_url)
+
+    def _export_model(self, row: DictRow, base_url: str) -> ExportJob:
+        """The export with its signed download link while its file lives."""
+        job_id = row["id"]
         link = None
         expires_at = row["expires_at"]
         live = expires_at is not None and expires_at > datetime.now(UTC)

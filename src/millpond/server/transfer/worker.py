@@ -423,7 +423,14 @@ class TransferWorker:
     # -- files -------------------------------------------------------------------------------
 
     async def cleanup(self) -> None:
-        """Delete expired exports' files, and job folders no job owns any more."""
+        """Delete expired exports' files, job folders no job owns any more, and the rows
+        of jobs that finished more than ``transfer_job_retention_days`` ago."""
+        await self.svc.store.execute(
+            "DELETE FROM transfer_jobs WHERE state IN ('DONE', 'FAILED')"
+            " AND finished_at < now() - make_interval(secs => %s)"
+            " AND (kind = 'import' OR file_path IS NULL)",
+            (self.settings.transfer_job_retention_days * 86400,),
+        )
         mine = {"node": self.svc.node_id, "shared": self.settings.transfer_shared_storage}
         expired = await self.svc.store.fetchall(
             "UPDATE transfer_jobs SET file_path = NULL"
