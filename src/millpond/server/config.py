@@ -221,6 +221,28 @@ class Settings(BaseSettings):
             "change drops them at once through LISTEN/NOTIFY; this bounds a missed one)."
         ),
     )
+    flags_events_retention_days: float = Field(
+        90.0,
+        ge=0,
+        description=(
+            "Days identify/track events are kept (their idempotency keys are remembered "
+            "that long; counters are kept apart). 0: forever."
+        ),
+    )
+    flags_checks_retention_days: float = Field(
+        30.0, ge=0, description="Days recorded flag checks are kept. 0: forever."
+    )
+    flags_metrics_retention_days: float = Field(
+        62.0,
+        ge=0,
+        description=(
+            "Days usage counters of past days, weeks and months are kept after their period "
+            "ended (all-time counters are kept forever). 0: forever."
+        ),
+    )
+    flags_retention_interval_s: float = Field(
+        3600.0, gt=0, description="Seconds between purges of old flag events, checks and counters."
+    )
 
     @property
     def embedded(self) -> bool:

@@ -60,6 +60,7 @@ from .changes import (
     new_id,
 )
 from .checks import PERIODS, Checker, bucket
+from .retention import Retention
 from .schemas import (
     ID_PATTERN,
     AuditEntry,
@@ -180,11 +181,14 @@ class FlagService:
         self.cache = GenerationCache(self.invalidation, ttl=settings.flags_cache_ttl_s)
         self.access = Access(store, self.cache)
         self.checker = Checker(store, self.cache)
+        self.retention = Retention(store, settings)
 
     async def start(self) -> None:
         await self.invalidation.start()
+        self.retention.start()
 
     async def close(self) -> None:
+        await self.retention.stop()
         await self.invalidation.stop()
 
     # -- plumbing --------------------------------------------------------------------------
