@@ -23,6 +23,7 @@ from .._version import __version__
 from ..models import Health, PostgresHealth, UserCreated
 from .accounts import router as accounts_router
 from .accounts.service import bootstrap_admin
+from .compat import schematic as schematic_compat
 from .config import Settings
 from .databases import router as databases_router
 from .databases.service import DatabaseService
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None, announce: Announce = _default_a
     app.include_router(transfer_router.router)
     app.include_router(flags_router.router)
     app.include_router(flags_stream.router)
+    app.include_router(schematic_compat.router)
 
     @app.get("/v1/health", response_model=Health)
     async def health(request: Request) -> Health:
