@@ -11,6 +11,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -85,3 +86,36 @@ def api(base_url: str) -> Iterator[Callable[..., httpx.Response]]:
             return client.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
 
         yield call
+
+
+class FlagsEnv:
+    """A fresh user's flags environment: ``env(method, "/flags", 201, json=…)`` calls
+    ``/v1/flags/environments/{id}/flags`` with the owner's key, asserts the status and
+    returns the JSON body (None when empty)."""
+
+    def __init__(self, http: httpx.Client, key: str, env_id: str) -> None:
+        self.http, self.key, self.id = http, key, env_id
+
+    def __call__(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
+        r = self.http.request(
+            method,
+            f"/v1/flags/environments/{self.id}{path}",
+            headers={"Authorization": f"Bearer {self.key}"},
+            **kwargs,
+        )
+        assert r.status_code == status, r.text
+        return r.json() if r.content else None
+
+    def bound_key(self, scope: str = "write") -> str:
+        """A new key bound to this environment."""
+        return str(self("POST", "/keys", 201, json={"scope": scope})["secret"])
+
+
+@pytest.fixture
+def flags_env(base_url: str, make_user: Callable[..., tuple[str, str]]) -> Iterator[FlagsEnv]:
+    _, key = make_user(prefix="flagenv")
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        auth = {"Authorization": f"Bearer {key}"}
+        r = http.post("/v1/flags/environments", json={"name": "prod"}, headers=auth)
+        assert r.status_code == 201, r.text
+        yield FlagsEnv(http, key, r.json()["id"])

@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
+from conftest import FlagsEnv
 from millpond.client._base import ClientConfig
 from millpond.client._flags_live_async import AsyncLiveFlags
 from millpond.client._flags_live_sync import LiveFlags
@@ -31,38 +31,13 @@ def eventually(probe: Callable[[], Any], timeout: float = 10.0) -> Any:
         time.sleep(0.01)
 
 
-class Env:
-    def __init__(self, http: httpx.Client, key: str, env_id: str) -> None:
-        self.http = http
-        self.key = key
-        self.id = env_id
-
-    def __call__(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
-        r = self.http.request(
-            method,
-            f"/v1/flags/environments/{self.id}{path}",
-            headers={"Authorization": f"Bearer {self.key}"},
-            **kwargs,
-        )
-        assert r.status_code == status, r.text
-        return r.json() if r.content else None
+@pytest.fixture
+def env(flags_env: FlagsEnv) -> FlagsEnv:
+    return flags_env
 
 
 @pytest.fixture
-def env(base_url: str, make_user: Callable[..., tuple[str, str]]) -> Iterator[Env]:
-    _, key = make_user(prefix="live")
-    with httpx.Client(base_url=base_url, timeout=30) as http:
-        r = http.post(
-            "/v1/flags/environments",
-            json={"name": "live"},
-            headers={"Authorization": f"Bearer {key}"},
-        )
-        assert r.status_code == 201, r.text
-        yield Env(http, key, r.json()["id"])
-
-
-@pytest.fixture
-def live(env: Env, base_url: str) -> Iterator[LiveFlags]:
+def live(env: FlagsEnv, base_url: str) -> Iterator[LiveFlags]:
     bound = env("POST", "/keys", 201, json={"scope": "read"})["secret"]
     flags = LiveFlags(ClientConfig.resolve(bound, base_url, 10.0, 0, None))
     yield flags
@@ -79,7 +54,7 @@ def _value(live: LiveFlags, key: str, **who: Any) -> bool | None:
     return check.value if check is not None else None
 
 
-def test_rules_are_loaded_then_kept_current(env: Env, live: LiveFlags) -> None:
+def test_rules_are_loaded_then_kept_current(env: FlagsEnv, live: LiveFlags) -> None:
     env("POST", "/flags", 201, json={"key": "beta", "default_value": False})
     assert live.wait_ready()
     first = _one(live, "beta")
@@ -94,7 +69,7 @@ def test_rules_are_loaded_then_kept_current(env: Env, live: LiveFlags) -> None:
     assert everything is not None and [c.flag for c in everything] == ["new"]
 
 
-def test_a_company_is_watched_on_first_use(env: Env, live: LiveFlags) -> None:
+def test_a_company_is_watched_on_first_use(env: FlagsEnv, live: LiveFlags) -> None:
     rule = {
         "value": True,
         "conditions": [
@@ -130,7 +105,7 @@ def _usage(live: LiveFlags) -> float | None:
     return check.entitlement.usage if check is not None and check.entitlement else None
 
 
-def test_usage_limits_from_metrics_and_local_tracks(env: Env, live: LiveFlags) -> None:
+def test_usage_limits_from_metrics_and_local_tracks(env: FlagsEnv, live: LiveFlags) -> None:
     env(
         "POST",
         "/features",
@@ -170,7 +145,7 @@ def test_usage_limits_from_metrics_and_local_tracks(env: Env, live: LiveFlags) -
     )
 
 
-def test_a_forked_child_starts_its_own_stream(env: Env, live: LiveFlags) -> None:
+def test_a_forked_child_starts_its_own_stream(env: FlagsEnv, live: LiveFlags) -> None:
     env("POST", "/flags", 201, json={"key": "beta", "default_value": True})
     assert live.wait_ready()
     read, write = os.pipe()
@@ -196,7 +171,7 @@ def test_a_forked_child_starts_its_own_stream(env: Env, live: LiveFlags) -> None
 
 
 def test_a_revoked_key_stops_the_stream_and_checks_go_to_the_server(
-    env: Env, base_url: str
+    env: FlagsEnv, base_url: str
 ) -> None:
     made = env("POST", "/keys", 201, json={"scope": "read"})
     env("DELETE", f"/keys/{made['id']}", 204)
@@ -209,7 +184,7 @@ def test_a_revoked_key_stops_the_stream_and_checks_go_to_the_server(
         live.close()
 
 
-def test_async_twin_loads_watches_and_follows_changes(env: Env, base_url: str) -> None:
+def test_async_twin_loads_watches_and_follows_changes(env: FlagsEnv, base_url: str) -> None:
     bound = env("POST", "/keys", 201, json={"scope": "read"})["secret"]
     env("POST", "/flags", 201, json={"key": "beta"})
     env("POST", "/companies", 201, json={"keys": ACME, "traits": {"n": 1}})

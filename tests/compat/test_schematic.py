@@ -4,46 +4,24 @@ millpond's ``/compat/schematic``: checks, bulk checks, identify and track."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from schematic.client import Schematic, SchematicConfig
 
+from conftest import FlagsEnv
+
 ACME = {"id": "acme"}
 
 
-class Env:
-    def __init__(self, http: httpx.Client, key: str, env_id: str) -> None:
-        self.http, self.key, self.id = http, key, env_id
-
-    def __call__(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
-        r = self.http.request(
-            method,
-            f"/v1/flags/environments/{self.id}{path}",
-            headers={"Authorization": f"Bearer {self.key}"},
-            **kwargs,
-        )
-        assert r.status_code == status, r.text
-        return r.json() if r.content else None
+@pytest.fixture
+def env(flags_env: FlagsEnv) -> FlagsEnv:
+    return flags_env
 
 
 @pytest.fixture
-def env(base_url: str, make_user: Callable[..., tuple[str, str]]) -> Iterator[Env]:
-    _, key = make_user(prefix="schem")
-    with httpx.Client(base_url=base_url, timeout=30) as http:
-        r = http.post(
-            "/v1/flags/environments",
-            json={"name": "prod"},
-            headers={"Authorization": f"Bearer {key}"},
-        )
-        assert r.status_code == 201, r.text
-        yield Env(http, key, r.json()["id"])
-
-
-@pytest.fixture
-def schematic(env: Env, base_url: str) -> Iterator[Schematic]:
+def schematic(env: FlagsEnv, base_url: str) -> Iterator[Schematic]:
     bound = env("POST", "/keys", 201, json={"name": "schematic"})["secret"]
     config = SchematicConfig(base_url=f"{base_url}/compat/schematic", cache_providers=[])
     client = Schematic(bound, config)
@@ -51,7 +29,7 @@ def schematic(env: Env, base_url: str) -> Iterator[Schematic]:
     client.shutdown()
 
 
-def test_check_flag_and_bulk_check(env: Env, schematic: Schematic) -> None:
+def test_check_flag_and_bulk_check(env: FlagsEnv, schematic: Schematic) -> None:
     rule = {
         "value": True,
         "conditions": [
@@ -76,7 +54,7 @@ def test_check_flag_and_bulk_check(env: Env, schematic: Schematic) -> None:
     assert {f.flag: f.value for f in bulk.data.flags} == {"beta": True, "gold": True}
 
 
-def test_identify_and_track_reach_the_metrics(env: Env, schematic: Schematic) -> None:
+def test_identify_and_track_reach_the_metrics(env: FlagsEnv, schematic: Schematic) -> None:
     schematic.identify(
         keys={"email": "w@acme.net"},
         company={"keys": ACME, "name": "Acme", "traits": {"seats": 3}},
@@ -102,7 +80,7 @@ def test_identify_and_track_reach_the_metrics(env: Env, schematic: Schematic) ->
     assert counts["all_time"] == 2
 
 
-def test_errors(env: Env, base_url: str) -> None:
+def test_errors(env: FlagsEnv, base_url: str) -> None:
     url = f"{base_url}/compat/schematic/flags/beta/check"
     with httpx.Client(timeout=30) as http:
         r = http.post(url, json={})

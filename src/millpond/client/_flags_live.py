@@ -32,22 +32,21 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from ..engine.flags import (
+    PERIODS,
     CompanyContext,
     CompiledFlag,
     EvalContext,
     MetricKey,
     UserContext,
+    bucket_start,
     compile_ruleset,
     not_found,
-    period_start,
 )
 from ..models.flags import CompanyOverride, FlagCheck, FlagRuleset
 
 _log = logging.getLogger("millpond.flags")
 
 Kind = Literal["company", "user"]
-PERIODS = ("all_time", "current_day", "current_week", "current_month")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _KEYS_TABLE = {"company": "flag_company_keys", "user": "flag_user_keys"}
 _ROW_TABLE = {"company": "flag_companies", "user": "flag_users"}
@@ -128,7 +127,7 @@ class FlagMirror:
             ]
         entity = _literal(watch.entity_id)
         moment = now or self._clock()
-        since = min(_bucket("current_week", moment), _bucket("current_month", moment))
+        since = min(bucket_start("current_week", moment), bucket_start("current_month", moment))
         queries = [
             f"SELECT * FROM {_ROW_TABLE[watch.kind]}"
             f" WHERE environment_id = {env} AND id = {entity}",
@@ -315,7 +314,7 @@ class FlagMirror:
         return str(rows[0][_ID_COLUMN[kind]]) if rows else None
 
     def _metrics(self, entity: str, now: datetime) -> dict[MetricKey, float]:
-        current = {p: _bucket(p, now) for p in PERIODS}
+        current = {p: bucket_start(p, now) for p in PERIODS}
         figures: dict[MetricKey, float] = {}
         for row in self._table("flag_metrics").filter_by(entity_id=entity):
             period = str(row["period"])
@@ -344,6 +343,58 @@ class NoRows:
         return None
 
 
+class LiveBase:
+    """What the sync and async drivers share: the mirror, the ``LocalFlags`` methods,
+    and what happens when the stream stops for good. A driver sets ``_rt`` to its realtime
+    client and implements :meth:`start` and :meth:`_enqueue`."""
+
+    def __init__(self) -> None:
+        self._rt: Any = None
+        self._closed = False
+        self.failed: BaseException | None = None
+        """Why the stream stopped for good (checks then go to the server)."""
+        self.mirror = FlagMirror(self._table, self._enqueue)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def _enqueue(self, watch: Watch) -> None:
+        raise NotImplementedError
+
+    def evaluate(
+        self,
+        keys: Sequence[str] | None,
+        company: Mapping[str, str] | None,
+        user: Mapping[str, str] | None,
+    ) -> list[FlagCheck] | None:
+        self.start()
+        return self.mirror.evaluate(keys, company, user)
+
+    def note_track(
+        self,
+        event: str,
+        company: Mapping[str, str] | None,
+        user: Mapping[str, str] | None,
+        quantity: int,
+    ) -> None:
+        self.mirror.note_track(event, company, user, quantity)
+
+    @property
+    def ready(self) -> bool:
+        return self.mirror.ready
+
+    def _table(self, name: str) -> CacheRows:
+        rt = self._rt
+        return rt.table(name) if rt is not None else NoRows()
+
+    def _failed(self, error: BaseException) -> None:
+        if self._closed:
+            return
+        _log.warning("flags stream stopped; checks go to the server: %s", error)
+        self.failed = error
+        self.mirror.reset()
+
+
 def attach(rt: Any, mirror: FlagMirror, failed: Callable[[BaseException], None]) -> None:
     """Register the mirror's callbacks on a realtime client (sync or async: the same
     callback API), before it connects."""
@@ -358,11 +409,6 @@ def attach(rt: Any, mirror: FlagMirror, failed: Callable[[BaseException], None])
     metrics = rt.table("flag_metrics")
     metrics.on_insert(mirror.metric_changed)
     metrics.on_update(lambda old, new: mirror.metric_changed(new))
-
-
-def _bucket(period: str, moment: datetime) -> datetime:
-    start = period_start(period, moment)
-    return start if start is not None else EPOCH
 
 
 def _compile(row: Mapping[str, Any]) -> CompiledFlag | None:

@@ -14,11 +14,9 @@ import contextlib
 import logging
 import os
 import weakref
-from collections.abc import Mapping, Sequence
 
-from ..models.flags import FlagCheck
 from ._base import ClientConfig
-from ._flags_live import CacheRows, FlagMirror, NoRows, Watch, attach
+from ._flags_live import LiveBase, Watch, attach
 from ._flags_live_sync import stream_url
 from ._realtime_async import AsyncRealtime
 
@@ -27,40 +25,17 @@ _log = logging.getLogger("millpond.flags")
 _live: weakref.WeakSet[AsyncLiveFlags] = weakref.WeakSet()
 
 
-class AsyncLiveFlags:
+class AsyncLiveFlags(LiveBase):
     """Implements the async client's ``LocalFlags`` from the live stream."""
+
+    _rt: AsyncRealtime | None
 
     def __init__(self, config: ClientConfig) -> None:
         self._config = config
         self._queue: asyncio.Queue[Watch | None] | None = None
-        self._rt: AsyncRealtime | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
-        self.failed: BaseException | None = None
-        self.mirror = FlagMirror(self._table, self._enqueue)
+        super().__init__()
         _live.add(self)
-
-    def evaluate(
-        self,
-        keys: Sequence[str] | None,
-        company: Mapping[str, str] | None,
-        user: Mapping[str, str] | None,
-    ) -> list[FlagCheck] | None:
-        self.start()
-        return self.mirror.evaluate(keys, company, user)
-
-    def note_track(
-        self,
-        event: str,
-        company: Mapping[str, str] | None,
-        user: Mapping[str, str] | None,
-        quantity: int,
-    ) -> None:
-        self.mirror.note_track(event, company, user, quantity)
-
-    @property
-    def ready(self) -> bool:
-        return self.mirror.ready
 
     def start(self) -> None:
         """Start the stream on the running loop (once; again after a fork)."""
@@ -99,10 +74,6 @@ class AsyncLiveFlags:
         self._task = None
         self.mirror.reset()
 
-    def _table(self, name: str) -> CacheRows:
-        rt = self._rt
-        return rt.table(name) if rt is not None else NoRows()
-
     def _enqueue(self, watch: Watch) -> None:
         if self._queue is not None:
             self._queue.put_nowait(watch)
@@ -130,13 +101,6 @@ class AsyncLiveFlags:
                 _log.warning("cannot watch %s for local flag checks: %s", watch, exc)
                 if rt.closed:
                     return
-
-    def _failed(self, error: BaseException) -> None:
-        if self._closed:
-            return
-        _log.warning("flags stream stopped; checks go to the server: %s", error)
-        self.failed = error
-        self.mirror.reset()
 
 
 def _reset_after_fork() -> None:

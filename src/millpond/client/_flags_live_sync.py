@@ -17,12 +17,10 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
-from ..models.flags import FlagCheck
 from ._base import ClientConfig
-from ._flags_live import CacheRows, FlagMirror, NoRows, Watch, attach
+from ._flags_live import LiveBase, Watch, attach
 from ._realtime_sync import Realtime
 
 _log = logging.getLogger("millpond.flags")
@@ -39,46 +37,20 @@ def stream_url(config: ClientConfig) -> str:
     return url
 
 
-class LiveFlags:
+class LiveFlags(LiveBase):
     """Implements the client's ``LocalFlags`` from the live stream."""
+
+    _rt: Realtime | None
 
     def __init__(self, config: ClientConfig) -> None:
         self._config = config
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Watch | None] = queue.SimpleQueue()
-        self._rt: Realtime | None = None
         self._thread: threading.Thread | None = None
-        self._closed = False
-        self.failed: BaseException | None = None
-        """Why the stream stopped for good (then checks go to the server)."""
-        self.mirror = FlagMirror(self._table, self._enqueue)
+        super().__init__()
         _live.add(self)
 
-    # -- LocalFlags ---------------------------------------------------------------------------
-
-    def evaluate(
-        self,
-        keys: Sequence[str] | None,
-        company: Mapping[str, str] | None,
-        user: Mapping[str, str] | None,
-    ) -> list[FlagCheck] | None:
-        self.start()
-        return self.mirror.evaluate(keys, company, user)
-
-    def note_track(
-        self,
-        event: str,
-        company: Mapping[str, str] | None,
-        user: Mapping[str, str] | None,
-        quantity: int,
-    ) -> None:
-        self.mirror.note_track(event, company, user, quantity)
-
     # -- lifecycle ------------------------------------------------------------------------------
-
-    @property
-    def ready(self) -> bool:
-        return self.mirror.ready
 
     def start(self) -> None:
         """Start the stream in the background (once; again after a fork)."""
@@ -119,10 +91,6 @@ class LiveFlags:
 
     # -- the background thread ----------------------------------------------------------------
 
-    def _table(self, name: str) -> CacheRows:
-        rt = self._rt
-        return rt.table(name) if rt is not None else NoRows()
-
     def _enqueue(self, watch: Watch) -> None:
         self._queue.put(watch)
 
@@ -149,13 +117,6 @@ class LiveFlags:
                 _log.warning("cannot watch %s for local flag checks: %s", watch, exc)
                 if rt.closed:
                     return
-
-    def _failed(self, error: BaseException) -> None:
-        if self._closed:
-            return
-        _log.warning("flags stream stopped; checks go to the server: %s", error)
-        self.failed = error
-        self.mirror.reset()
 
 
 def _reset_after_fork() -> None:

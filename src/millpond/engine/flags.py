@@ -124,11 +124,13 @@ from ._flags._context import (
     UserContext,
 )
 from ._flags._rollout import BUCKETS, in_rollout, rollout_bucket, rollout_threshold
-from ._flags._time import period_reset_at, period_start
+from ._flags._time import EPOCH, PERIODS, bucket_start, period_reset_at, period_start
 from ._flags._values import as_number, as_text, compare, is_empty
 
 __all__ = [
     "BUCKETS",
+    "EPOCH",
+    "PERIODS",
     "RULE_TYPE_ORDER",
     "CompanyContext",
     "CompiledFlag",
@@ -140,6 +142,7 @@ __all__ = [
     "UserContext",
     "as_number",
     "as_text",
+    "bucket_start",
     "compare",
     "compile_flag",
     "compile_ruleset",

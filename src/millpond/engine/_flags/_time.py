@@ -26,6 +26,19 @@ def period_start(period: str, now: datetime) -> datetime | None:
     return None
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The bucket of ``all_time`` counters."""
+
+PERIODS = ("all_time", "current_day", "current_week", "current_month")
+
+
+def bucket_start(period: str, moment: datetime) -> datetime:
+    """The start of the counter bucket holding ``moment``: :func:`period_start`, or
+    :data:`EPOCH` for ``all_time`` (usage counters are kept per bucket)."""
+    start = period_start(period, moment)
+    return start if start is not None else EPOCH
+
+
 def period_reset_at(period: str, now: datetime) -> datetime | None:
     """When the period containing ``now`` ends and usage resets: the next UTC midnight, next
     Monday's or the next month's 1st UTC midnight; None for ``all_time`` (never) and unknown

@@ -21,14 +21,15 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from millpond.engine.flags import (
+    PERIODS,
     CompanyContext,
     CompiledFlag,
     EvalContext,
     MetricKey,
     UserContext,
+    bucket_start,
     compile_ruleset,
     not_found,
-    period_start,
 )
 from millpond.models.flags import CompanyOverride, FlagCheck, FlagRuleset
 
@@ -36,17 +37,6 @@ from ..store import Store
 from ..store.cache import GenerationCache
 
 _log = logging.getLogger("millpond.flags")
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-"""The bucket of ``all_time`` counters."""
-
-PERIODS = ("all_time", "current_day", "current_week", "current_month")
-
-
-def bucket(period: str, moment: datetime) -> datetime:
-    """Start of the period's bucket containing ``moment`` (``all_time``: the epoch)."""
-    start = period_start(period, moment)
-    return start if start is not None else EPOCH
 
 
 @dataclass(frozen=True)
@@ -163,7 +153,7 @@ class Checker:
             "events": list(events),
         }
         for period in PERIODS:
-            params[period] = bucket(period, now)
+            params[period] = bucket_start(period, now)
         row = await self.store.fetchone(_CONTEXT_SQL, params)
         assert row is not None
         metrics: dict[str, dict[MetricKey, float]] = {}

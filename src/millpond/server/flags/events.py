@@ -32,12 +32,12 @@ from psycopg.types.json import Jsonb
 
 from millpond.models.flags import EventRequest, EventsAccepted, IdentifyEvent, TrackEvent
 
+from ...engine.flags import PERIODS, bucket_start
 from ..errors import ServiceError
 from ..store import Store
 from . import entities
 from .access import environment_not_found
 from .changes import new_id
-from .checks import PERIODS, bucket
 
 _log = logging.getLogger("millpond.flags")
 _ATTEMPTS = 4
@@ -143,7 +143,7 @@ async def _ingest(
             if entity_id is None:
                 continue
             for period in PERIODS:
-                row = (entity_id, entity_type, event.event, period, bucket(period, at))
+                row = (entity_id, entity_type, event.event, period, bucket_start(period, at))
                 figures = counters.setdefault(row, [0, 0])
                 figures[0] += 1
                 figures[1] += event.quantity

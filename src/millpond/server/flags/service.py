@@ -43,6 +43,7 @@ from millpond.models.flags import (
     User,
 )
 
+from ...engine.flags import PERIODS, bucket_start
 from ..accounts.service import Principal, insert_key, require_write
 from ..config import Settings
 from ..errors import ServiceError, conflict, invalid, not_found
@@ -59,7 +60,7 @@ from .changes import (
     change,
     new_id,
 )
-from .checks import PERIODS, Checker, bucket
+from .checks import Checker
 from .retention import Retention
 from .schemas import (
     ID_PATTERN,
@@ -1276,7 +1277,7 @@ class FlagService:
                 " AND (period, bucket_start) IN (('all_time', %s::timestamptz),"
                 " ('current_day', %s::timestamptz), ('current_week', %s::timestamptz),"
                 " ('current_month', %s::timestamptz))",
-                (env.id, entity.id, *(bucket(p, now) for p in PERIODS)),
+                (env.id, entity.id, *(bucket_start(p, now) for p in PERIODS)),
             )
             rows = await cur.fetchall()
         order = {p: n for n, p in enumerate(PERIODS)}
