@@ -36,6 +36,7 @@ NAMES = {
     "AsyncServiceAccounts": "ServiceAccounts",
     "AsyncUsers": "Users",
     "AsyncRealtime": "Realtime",
+    "AsyncEventWorker": "EventWorker",
     "AsyncClient": "Client",
     "asyncio": "time",
     "aclose": "close",

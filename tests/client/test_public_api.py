@@ -113,12 +113,17 @@ def test_sync_and_async_have_one_surface() -> None:
             assert not inspect.iscoroutinefunction(getattr(sync_cls, name))
 
 
+NOT_HTTP = {"identify", "track", "flush"}
+"""Client methods that make no request of their own: events are buffered (``flush`` takes a
+``timeout`` of its own, for waiting)."""
+
+
 def test_every_api_method_takes_timeout_and_max_retries() -> None:
     classes = [Millpond, AsyncMillpond, *get_type_hints(Millpond).values()]
     classes += get_type_hints(AsyncMillpond).values()
     for cls in classes:
         for name, sig in _surface(cls).items():
-            if name in ("__init__", "close", "aclose"):
+            if name in ("__init__", "close", "aclose") or name in NOT_HTTP:
                 continue
             for param in ("timeout", "max_retries"):
                 assert sig.parameters[param].kind is inspect.Parameter.KEYWORD_ONLY, (cls, name)

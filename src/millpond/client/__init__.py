@@ -9,9 +9,12 @@ implementation.
   ``scripts/async_to_sync.py`` (a test checks they are up to date).
 - ``realtime``: the realtime client (``Realtime``, ``AsyncRealtime``) over a sans-I/O core
   (``_realtime_core``); the sync one wraps the async driver on a background thread.
+- ``_events``: the buffer of identify/track events (sans-I/O), sent by ``_event_workers``
+  (a thread for the sync client, a task for the async one); ``EventOptions`` sizes it.
 """
 
 from ._async.client import AsyncMillpond
+from ._events import EventOptions, EventStats
 from ._retry import RetryPolicy
 from ._sync.client import Millpond
 from .realtime import AsyncRealtime, Realtime, RealtimeError, SubscriptionError
@@ -19,6 +22,8 @@ from .realtime import AsyncRealtime, Realtime, RealtimeError, SubscriptionError
 __all__ = [
     "AsyncMillpond",
     "AsyncRealtime",
+    "EventOptions",
+    "EventStats",
     "Millpond",
     "Realtime",
     "RealtimeError",

@@ -12,8 +12,9 @@ Every API method takes keyword-only ``timeout=`` (seconds, or an ``httpx.Timeout
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import httpx
 
@@ -29,6 +30,7 @@ from ...models import (
     QueryResult,
     ServiceAccount,
 )
+from ...models.flags import EventsAccepted, IdentifyCompany, TraitValue
 from .._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -38,7 +40,18 @@ from .._base import (
     TimeoutTypes,
     body,
     parse_model,
+    segment,
     split_database,
+)
+from .._event_workers import EventWorker
+from .._events import (
+    Event,
+    EventOptions,
+    EventQueue,
+    EventStats,
+    identify_event,
+    track_event,
+    with_keys,
 )
 from .._retry import RetryPolicy
 from ..realtime import CallbackMode, Realtime
@@ -65,6 +78,7 @@ class Millpond:
     ``environment`` (default ``$MILLPOND_ENVIRONMENT``) names the flags environment that
     flag calls use when the key is not bound to one; ``offline=True`` makes no network
     calls at all (flag checks answer from defaults; no API key needed).
+    ``event_options`` (an ``EventOptions``) sizes the buffer of ``identify``/``track`` events.
     """
 
     databases: Databases
@@ -85,6 +99,7 @@ class Millpond:
         http_client: httpx.Client | None = None,
         environment: str | None = None,
         offline: bool = False,
+        event_options: EventOptions | None = None,
     ) -> None:
         config = ClientConfig.resolve(
             api_key,
@@ -103,6 +118,10 @@ class Millpond:
         self.imports = Imports(self._transport)
         self.exports = Exports(self._transport)
         self._environment_id: str | None = None
+        queue = EventQueue(
+            event_options or EventOptions(), config.retry_policy, offline=config.offline
+        )
+        self._events = EventWorker(queue, self._send_batch)
 
     @property
     def base_url(self) -> str:
@@ -112,7 +131,9 @@ class Millpond:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     def close(self) -> None:
-        """Release the connections (not those of an ``http_client`` passed in)."""
+        """Send the buffered events (at most ``event_options.close_timeout`` seconds), then
+        release the connections (not those of an ``http_client`` passed in)."""
+        self._events.close()
         self._transport.close()
 
     def __enter__(self) -> Self:
@@ -209,6 +230,81 @@ class Millpond:
         )
         rt.connect()
         return rt
+
+    # -- identify and track events ---------------------------------------------------------
+
+    def identify(
+        self,
+        keys: Mapping[str, str],
+        *,
+        company: IdentifyCompany | Mapping[str, Any] | None = None,
+        name: str | None = None,
+        traits: Mapping[str, TraitValue] | None = None,
+    ) -> None:
+        """Create or update the user with ``keys`` (and its ``company``: keys, name,
+        traits), in the flags environment. Returns at once: the event is buffered and sent
+        in a batch in the background (see ``flush``, ``event_stats``); bad arguments raise
+        ``ValueError`` here."""
+        self._events.push(identify_event(keys, company, name, traits))
+
+    def track(
+        self,
+        event: str,
+        *,
+        company: Mapping[str, str] | None = None,
+        user: Mapping[str, str] | None = None,
+        quantity: int = 1,
+        traits: Mapping[str, TraitValue] | None = None,
+    ) -> None:
+        """Record ``quantity`` units of usage of ``event`` for a company and/or user (given
+        by their keys): metrics count these events and sum their quantities. Returns at
+        once, like ``identify``; each event carries an idempotency key, so a batch sent
+        again never counts twice."""
+        tracked = track_event(event, company, user, quantity, traits)
+        self._events.push(tracked)
+        local = getattr(self, "_local", None)
+        if local is not None:
+            local.note_track(event, tracked.company, tracked.user, quantity)
+
+    def flush(self, *, timeout: float | None = 10.0) -> bool:
+        """Send the buffered events now and wait: True once all buffered before the call
+        were sent; False if ``timeout`` seconds passed first (``None``: no limit) or some
+        were dropped or refused meanwhile (see ``event_stats``)."""
+        return self._events.flush(timeout)
+
+    @property
+    def event_stats(self) -> EventStats:
+        """Counters of the ``identify``/``track`` events: queued, sent, duplicates,
+        dropped, failed, retries, pending."""
+        return self._events.stats()
+
+    def send_events(
+        self,
+        events: Sequence[Event],
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> EventsAccepted:
+        """Send ``IdentifyEvent``/``TrackEvent`` models now, in one batch (1 to 1,000), and
+        return the server's answer: events stored, and duplicates it already had. Events
+        without an ``idempotency_key`` get one first, so retries never count twice.
+        (``identify`` and ``track`` buffer instead; offline clients cannot send.)"""
+        if not 1 <= len(events) <= 1000:
+            raise ValueError(f"send 1 to 1000 events at once, not {len(events)}")
+        if self._transport.config.offline:
+            raise ConfigurationError("this client is offline (offline=True): it sends nothing")
+        env = self._environment()
+        call = Call(
+            "POST",
+            f"/v1/flags/environments/{segment(env)}/events",
+            parse_model(EventsAccepted),
+            json={"events": [body(e) for e in with_keys(events)]},
+            idempotent=True,
+        )
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def _send_batch(self, events: builtins.list[Event]) -> EventsAccepted:
+        return self.send_events(events)
 
     # -- the bit.io SDK's names --------------------------------------------------------------
 
