@@ -4,6 +4,8 @@ else (URLs, headers, parsing, error mapping, retry decisions) is in ``_base``.""
 from __future__ import annotations
 
 import asyncio
+import os
+import weakref
 
 import httpx
 
@@ -11,12 +13,21 @@ from .._base import Attempts, Call, ClientConfig, Retry, T, TimeoutTypes
 
 
 class AsyncTransport:
-    """Sends calls over an ``httpx.AsyncClient``, retrying as the client's policy says."""
+    """Sends calls over an ``httpx.AsyncClient``, retrying as the client's policy says.
+
+    After ``fork()`` the child gets a new HTTP client of its own: the parent's kept-alive
+    connections stay the parent's (two processes reading one socket would swap answers).
+    An ``http_client`` passed in is the caller's to manage across forks."""
 
     def __init__(self, config: ClientConfig, http_client: httpx.AsyncClient | None) -> None:
         self.config = config
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.AsyncClient()
+        _transports.add(self)
+
+    def _forked(self) -> None:
+        if self._owns_http:
+            self._http = httpx.AsyncClient()  # the parent's is left alone, never closed here
 
     async def request(
         self, call: Call[T], *, timeout: TimeoutTypes = None, max_retries: int | None = None
@@ -46,3 +57,14 @@ class AsyncTransport:
         """Close the HTTP client, unless it was passed in (then its owner closes it)."""
         if self._owns_http:
             await self._http.aclose()
+
+
+_transports: weakref.WeakSet[AsyncTransport] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for transport in list(_transports):
+        transport._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
