@@ -36,6 +36,8 @@ NAMES = {
     "AsyncServiceAccounts": "ServiceAccounts",
     "AsyncUsers": "Users",
     "AsyncRealtime": "Realtime",
+    "AsyncLiveFlags": "LiveFlags",
+    "_flags_live_async": "_flags_live_sync",
     "AsyncEventWorker": "EventWorker",
     "AsyncClient": "Client",
     "asyncio": "time",

@@ -51,6 +51,8 @@ from .._events import (
     track_event,
     with_keys,
 )
+from .._flags_live_async import AsyncLiveFlags
+from .._local import LocalFlags
 from .._retry import RetryPolicy
 from ..realtime import AsyncRealtime, CallbackMode
 from ._transport import AsyncTransport
@@ -77,6 +79,9 @@ class AsyncMillpond:
     flag calls use when the key is not bound to one; ``offline=True`` makes no network
     calls at all (flag checks answer from defaults; no API key needed).
     ``event_options`` (an ``EventOptions``) sizes the buffer of ``identify``/``track`` events.
+    ``local_evaluation=True`` checks flags in-process from the environment's live stream
+    (rules and the companies/users checked, kept current over a WebSocket): no round trip
+    per check once warm; the server answers whatever it cannot yet.
     """
 
     databases: AsyncDatabases
@@ -98,6 +103,7 @@ class AsyncMillpond:
         environment: str | None = None,
         offline: bool = False,
         event_options: EventOptions | None = None,
+        local_evaluation: bool = False,
     ) -> None:
         config = ClientConfig.resolve(
             api_key,
@@ -120,6 +126,10 @@ class AsyncMillpond:
             event_options or EventOptions(), config.retry_policy, offline=config.offline
         )
         self._events = AsyncEventWorker(queue, self._send_batch)
+        self._live = (
+            AsyncLiveFlags(config) if local_evaluation and not config.offline else None
+        )
+        self._local: LocalFlags | None = self._live
 
     @property
     def base_url(self) -> str:
@@ -132,6 +142,8 @@ class AsyncMillpond:
         """Send the buffered events (at most ``event_options.close_timeout`` seconds), then
         release the connections (not those of an ``http_client`` passed in)."""
         await self._events.aclose()
+        if self._live is not None:
+            await self._live.aclose()
         await self._transport.aclose()
 
     async def __aenter__(self) -> Self:

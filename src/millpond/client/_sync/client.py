@@ -53,6 +53,8 @@ from .._events import (
     track_event,
     with_keys,
 )
+from .._flags_live_sync import LiveFlags
+from .._local import LocalFlags
 from .._retry import RetryPolicy
 from ..realtime import CallbackMode, Realtime
 from ._transport import Transport
@@ -79,6 +81,9 @@ class Millpond:
     flag calls use when the key is not bound to one; ``offline=True`` makes no network
     calls at all (flag checks answer from defaults; no API key needed).
     ``event_options`` (an ``EventOptions``) sizes the buffer of ``identify``/``track`` events.
+    ``local_evaluation=True`` checks flags in-process from the environment's live stream
+    (rules and the companies/users checked, kept current over a WebSocket): no round trip
+    per check once warm; the server answers whatever it cannot yet.
     """
 
     databases: Databases
@@ -100,6 +105,7 @@ class Millpond:
         environment: str | None = None,
         offline: bool = False,
         event_options: EventOptions | None = None,
+        local_evaluation: bool = False,
     ) -> None:
         config = ClientConfig.resolve(
             api_key,
@@ -122,6 +128,8 @@ class Millpond:
             event_options or EventOptions(), config.retry_policy, offline=config.offline
         )
         self._events = EventWorker(queue, self._send_batch)
+        self._live = LiveFlags(config) if local_evaluation and not config.offline else None
+        self._local: LocalFlags | None = self._live
 
     @property
     def base_url(self) -> str:
@@ -134,6 +142,8 @@ class Millpond:
         """Send the buffered events (at most ``event_options.close_timeout`` seconds), then
         release the connections (not those of an ``http_client`` passed in)."""
         self._events.close()
+        if self._live is not None:
+            self._live.close()
         self._transport.close()
 
     def __enter__(self) -> Self:
