@@ -18,10 +18,13 @@ def test_public_names() -> None:
         "AsyncMillpond",
         "AsyncRealtime",
         "BadRequestError",
+        "CacheProvider",
         "ConfigurationError",
         "ConflictError",
         "ConnectError",
+        "EventOptions",
         "ForbiddenError",
+        "LocalCache",
         "Millpond",
         "MillpondError",
         "NotFoundError",
@@ -92,8 +95,10 @@ def test_sync_and_async_have_one_surface() -> None:
         sync_hints.keys()
         == async_hints.keys()
         == {
+            "companies",
             "databases",
             "exports",
+            "flags",
             "imports",
             "keys",
             "service_accounts",
@@ -109,11 +114,15 @@ def test_sync_and_async_have_one_surface() -> None:
                 continue
             assert _normalise(sig) == _normalise(sync[name]), (sync_cls, name)
             is_coroutine = inspect.iscoroutinefunction(getattr(async_cls, name))
-            assert is_coroutine == (name != "__init__"), (async_cls, name)
+            assert is_coroutine == (name not in NOT_COROUTINES), (async_cls, name)
             assert not inspect.iscoroutinefunction(getattr(sync_cls, name))
 
 
-NOT_HTTP = {"identify", "track", "flush"}
+NOT_COROUTINES = {"__init__", "flag_context"}
+"""Methods that are plain functions on the async client too: ``flag_context`` returns an
+async context manager (``async with amp.flag_context(...)``)."""
+
+NOT_HTTP = {"identify", "track", "flush", "flag_context"}
 """Client methods that make no request of their own: events are buffered (``flush`` takes a
 ``timeout`` of its own, for waiting)."""
 

@@ -11,10 +11,14 @@ implementation.
   (``_realtime_core``); the sync one wraps the async driver on a background thread.
 - ``_events``: the buffer of identify/track events (sans-I/O), sent by ``_event_workers``
   (a thread for the sync client, a task for the async one); ``EventOptions`` sizes it.
+- ``_flagcache``: caching of flag checks (``LocalCache``, any ``CacheProvider``);
+  ``_flags_live*``: local evaluation on the live flags stream (``local_evaluation=True``);
+  ``_local``: the ``LocalFlags`` seam they and ``millpond.flags.SqlAlchemyFlagStore`` share.
 """
 
 from ._async.client import AsyncMillpond
 from ._events import EventOptions, EventStats
+from ._flagcache import CacheProvider, LocalCache
 from ._retry import RetryPolicy
 from ._sync.client import Millpond
 from .realtime import AsyncRealtime, Realtime, RealtimeError, SubscriptionError
@@ -22,8 +26,10 @@ from .realtime import AsyncRealtime, Realtime, RealtimeError, SubscriptionError
 __all__ = [
     "AsyncMillpond",
     "AsyncRealtime",
+    "CacheProvider",
     "EventOptions",
     "EventStats",
+    "LocalCache",
     "Millpond",
     "Realtime",
     "RealtimeError",

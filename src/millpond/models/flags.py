@@ -598,3 +598,23 @@ class EventsAccepted(WireModel):
 
     accepted: int = Field(description="Events stored now")
     duplicates: int = Field(default=0, description="Events ignored: idempotency key seen before")
+
+
+class AuditEntry(WireModel):
+    """One change: who (key and user), what (entity, id, action), when, before and after."""
+
+    id: int = Field(description="Entry id (increasing)")
+    environment_id: str
+    version: int = Field(description="The environment version the change made")
+    at: datetime = Field(description="When (the transaction's start)")
+    key_id: str | None = Field(default=None, description="The API key used")
+    user_id: int | None = Field(default=None, description="Its user")
+    username: str = Field(description="Its user's name")
+    entity: str = Field(
+        description="environment, feature, flag, rule, plan, entitlement, override, company, "
+        "user or key"
+    )
+    entity_id: str
+    action: str = Field(description="create, update, delete, restore or replace")
+    before: Any = Field(default=None, description="The entity before (JSON); null when created")
+    after: Any = Field(default=None, description="The entity after (JSON); null when deleted")

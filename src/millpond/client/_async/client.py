@@ -10,6 +10,7 @@ Every API method takes keyword-only ``timeout=`` (seconds, or an ``httpx.Timeout
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -17,7 +18,7 @@ from typing import Any, Self
 import httpx
 
 from ...backoff import Backoff
-from ...errors import ConfigurationError
+from ...errors import ConfigurationError, MillpondError
 from ...models import (
     ApiKeyCreated,
     Database,
@@ -28,7 +29,7 @@ from ...models import (
     QueryResult,
     ServiceAccount,
 )
-from ...models.flags import EventsAccepted, IdentifyCompany, TraitValue
+from ...models.flags import EventsAccepted, FlagCheck, FlagChecks, IdentifyCompany, TraitValue
 from .._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -51,16 +52,40 @@ from .._events import (
     track_event,
     with_keys,
 )
+from .._flagcache import CacheProvider, LocalCache, cache_key, default_check
 from .._flags_live_async import AsyncLiveFlags
 from .._local import LocalFlags
 from .._retry import RetryPolicy
 from ..realtime import AsyncRealtime, CallbackMode
 from ._transport import AsyncTransport
+from .companies import AsyncCompanies
 from .databases import AsyncDatabases
+from .flag_context import AsyncFlagContext, entities
+from .flags import AsyncFlags
 from .keys import AsyncKeys
 from .service_accounts import AsyncServiceAccounts
 from .transfer import Exports, Imports
 from .users import AsyncUsers
+
+_log = logging.getLogger("millpond.flags")
+
+
+def _flag_key(key: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"a flag key is a non-empty string, not {key!r}")
+    return key
+
+
+def flag_entities(
+    company: Mapping[str, str] | None, user: Mapping[str, str] | None
+) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+    """Company and user keys as plain dicts of strings (None when not given)."""
+    found = []
+    for name, keys in (("company", company), ("user", user)):
+        if keys is not None and not isinstance(keys, Mapping):
+            raise TypeError(f"{name} is a mapping of its keys, e.g. {{'id': '42'}}, not {keys!r}")
+        found.append({str(k): str(v) for k, v in keys.items()} if keys else None)
+    return found[0], found[1]
 
 
 class AsyncMillpond:
@@ -85,6 +110,8 @@ class AsyncMillpond:
     """
 
     databases: AsyncDatabases
+    flags: AsyncFlags
+    companies: AsyncCompanies
     keys: AsyncKeys
     service_accounts: AsyncServiceAccounts
     users: AsyncUsers
@@ -104,6 +131,9 @@ class AsyncMillpond:
         offline: bool = False,
         event_options: EventOptions | None = None,
         local_evaluation: bool = False,
+        cache_providers: Sequence[CacheProvider] | None = None,
+        flag_defaults: Mapping[str, bool] | None = None,
+        flag_store: LocalFlags | None = None,
     ) -> None:
         config = ClientConfig.resolve(
             api_key,
@@ -126,10 +156,16 @@ class AsyncMillpond:
             event_options or EventOptions(), config.retry_policy, offline=config.offline
         )
         self._events = AsyncEventWorker(queue, self._send_batch)
-        self._live = (
-            AsyncLiveFlags(config) if local_evaluation and not config.offline else None
+        self._live = AsyncLiveFlags(config) if local_evaluation and not config.offline else None
+        if flag_store is not None and self._live is not None:
+            raise ValueError("give local_evaluation=True or flag_store=..., not both")
+        self._local: LocalFlags | None = flag_store if flag_store is not None else self._live
+        self._cache_providers: tuple[CacheProvider, ...] = (
+            (LocalCache(),) if cache_providers is None else tuple(cache_providers)
         )
-        self._local: LocalFlags | None = self._live
+        self._flag_defaults = dict(flag_defaults or {})
+        self.flags = AsyncFlags(self._transport, self._environment)
+        self.companies = AsyncCompanies(self._transport, self._environment)
 
     @property
     def base_url(self) -> str:
@@ -242,6 +278,158 @@ class AsyncMillpond:
         )
         await rt.connect()
         return rt
+
+    # -- feature flags ---------------------------------------------------------------------
+
+    async def check_flag(
+        self,
+        key: str,
+        *,
+        company: Mapping[str, str] | None = None,
+        user: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> bool:
+        """Whether flag ``key`` is on for the company and/or user (each given by any of
+        its keys). Never raises for network or server trouble: it then answers
+        ``flag_defaults[key]`` (False without one) and logs a warning."""
+        check = await self.check_flag_details(
+            key, company=company, user=user, timeout=timeout, max_retries=max_retries
+        )
+        return check.value
+
+    async def check_flag_details(
+        self,
+        key: str,
+        *,
+        company: Mapping[str, str] | None = None,
+        user: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> FlagCheck:
+        """The check with its reason, rule and entitlement usage. Answered, in order: by
+        defaults when offline; by the cache; by local evaluation (``local_evaluation`` or
+        ``flag_store``) when it can; by the server. Failures answer the default with
+        reason ``ERROR`` and the error's text."""
+        company, user = flag_entities(company, user)
+        if self._transport.config.offline:
+            return default_check(_flag_key(key), self._flag_defaults)
+        return (await self._checks([_flag_key(key)], company, user, timeout, max_retries))[0]
+
+    async def check_flags(
+        self,
+        keys: Sequence[str] | None = None,
+        *,
+        company: Mapping[str, str] | None = None,
+        user: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[FlagCheck]:
+        """Several flags (every live flag when ``keys`` is None) for one company/user, in
+        one request (or none, answered locally)."""
+        company, user = flag_entities(company, user)
+        wanted = None if keys is None else [_flag_key(k) for k in keys]
+        if self._transport.config.offline:
+            names = wanted if wanted is not None else sorted(self._flag_defaults)
+            return [default_check(k, self._flag_defaults) for k in names]
+        return await self._checks(wanted, company, user, timeout, max_retries)
+
+    def flag_context(
+        self,
+        *,
+        company: Mapping[str, str] | None = None,
+        user: Mapping[str, str] | None = None,
+        **entries: Any,
+    ) -> AsyncFlagContext:
+        """A request context: one snapshot of every flag for this company/user, taken at
+        its first question (``user_id="42"`` is ``user={"id": "42"}``; see
+        ``AsyncFlagContext``)."""
+        c, u = entities(company, user, entries)
+
+        async def check_all(
+            company: dict[str, str] | None, user: dict[str, str] | None
+        ) -> builtins.list[FlagCheck]:
+            return await self.check_flags(company=company, user=user)
+
+        async def check_one(
+            flag: str, company: dict[str, str] | None, user: dict[str, str] | None
+        ) -> FlagCheck:
+            return await self.check_flag_details(flag, company=company, user=user)
+
+        return AsyncFlagContext(check_all, check_one, c, u)
+
+    async def _checks(
+        self,
+        keys: builtins.list[str] | None,
+        company: dict[str, str] | None,
+        user: dict[str, str] | None,
+        timeout: TimeoutTypes,
+        max_retries: int | None,
+    ) -> builtins.list[FlagCheck]:
+        env = self._transport.config.environment or self._environment_id
+        cached = self._cached(env, keys, company, user)
+        if cached is not None:
+            return cached
+        if self._local is not None:
+            local = self._local.evaluate(keys, company, user)
+            if local is not None:
+                return local
+        try:
+            env = await self._environment()
+            found = await self._ask_server(env, keys, company, user, timeout, max_retries)
+        except MillpondError as exc:
+            _log.warning("flag check failed, answering defaults: %s", exc)
+            names = keys if keys is not None else sorted(self._flag_defaults)
+            return [default_check(k, self._flag_defaults, exc) for k in names]
+        for check in found:
+            for provider in self._cache_providers:
+                provider.set(cache_key(env, check.flag, company, user), check)
+        return found
+
+    def _cached(
+        self,
+        env: str | None,
+        keys: builtins.list[str] | None,
+        company: dict[str, str] | None,
+        user: dict[str, str] | None,
+    ) -> builtins.list[FlagCheck] | None:
+        if keys is None or env is None or not self._cache_providers:
+            return None
+        found = []
+        for key in keys:
+            hit = None
+            for provider in self._cache_providers:
+                hit = provider.get(cache_key(env, key, company, user))
+                if hit is not None:
+                    break
+            if hit is None:
+                return None
+            found.append(hit)
+        return found
+
+    async def _ask_server(
+        self,
+        env: str,
+        keys: builtins.list[str] | None,
+        company: dict[str, str] | None,
+        user: dict[str, str] | None,
+        timeout: TimeoutTypes,
+        max_retries: int | None,
+    ) -> builtins.list[FlagCheck]:
+        base = f"/v1/flags/environments/{segment(env)}"
+        body = {"company": company, "user": user}
+        if keys is not None and len(keys) == 1:
+            path = f"{base}/flags/{segment(keys[0])}/check"
+            one = Call("POST", path, parse_model(FlagCheck), json=body, idempotent=True)
+            return [await self._transport.request(one, timeout=timeout, max_retries=max_retries)]
+        bulk = Call("POST", f"{base}/check", parse_model(FlagChecks), json=body, idempotent=True)
+        checks = await self._transport.request(bulk, timeout=timeout, max_retries=max_retries)
+        if keys is None:
+            return checks.flags
+        by_key = {check.flag: check for check in checks.flags}
+        return [
+            by_key.get(k) or FlagCheck(flag=k, value=False, reason="FLAG_NOT_FOUND") for k in keys
+        ]
 
     # -- identify and track events ---------------------------------------------------------
 

@@ -12,6 +12,7 @@ Every API method takes keyword-only ``timeout=`` (seconds, or an ``httpx.Timeout
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -19,7 +20,7 @@ from typing import Any, Self
 import httpx
 
 from ...backoff import Backoff
-from ...errors import ConfigurationError
+from ...errors import ConfigurationError, MillpondError
 from ...models import (
     ApiKeyCreated,
     Database,
@@ -30,7 +31,7 @@ from ...models import (
     QueryResult,
     ServiceAccount,
 )
-from ...models.flags import EventsAccepted, IdentifyCompany, TraitValue
+from ...models.flags import EventsAccepted, FlagCheck, FlagChecks, IdentifyCompany, TraitValue
 from .._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -53,16 +54,40 @@ from .._events import (
     track_event,
     with_keys,
 )
+from .._flagcache import CacheProvider, LocalCache, cache_key, default_check
 from .._flags_live_sync import LiveFlags
 from .._local import LocalFlags
 from .._retry import RetryPolicy
 from ..realtime import CallbackMode, Realtime
 from ._transport import Transport
+from .companies import Companies
 from .databases import Databases
+from .flag_context import FlagContext, entities
+from .flags import Flags
 from .keys import Keys
 from .service_accounts import ServiceAccounts
 from .transfer import Exports, Imports
 from .users import Users
+
+_log = logging.getLogger("millpond.flags")
+
+
+def _flag_key(key: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"a flag key is a non-empty string, not {key!r}")
+    return key
+
+
+def flag_entities(
+    company: Mapping[str, str] | None, user: Mapping[str, str] | None
+) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+    """Company and user keys as plain dicts of strings (None when not given)."""
+    found = []
+    for name, keys in (("company", company), ("user", user)):
+        if keys is not None and not isinstance(keys, Mapping):
+            raise TypeError(f"{name} is a mapping of its keys, e.g. {{'id': '42'}}, not {keys!r}")
+        found.append({str(k): str(v) for k, v in keys.items()} if keys else None)
+    return found[0], found[1]
 
 
 class Millpond:
@@ -87,6 +112,8 @@ class Millpond:
     """
 
     databases: Databases
+    flags: Flags
+    companies: Companies
     keys: Keys
     service_accounts: ServiceAccounts
     users: Users
@@ -106,6 +133,9 @@ class Millpond:
         offline: bool = False,
         event_options: EventOptions | None = None,
         local_evaluation: bool = False,
+        cache_providers: Sequence[CacheProvider] | None = None,
+        flag_defaults: Mapping[str, bool] | None = None,
+        flag_store: LocalFlags | None = None,
     ) -> None:
         config = ClientConfig.resolve(
             api_key,
@@ -129,7 +159,15 @@ class Millpond:
         )
         self._events = EventWorker(queue, self._send_batch)
         self._live = LiveFlags(config) if local_evaluation and not config.offline else None
-        self._local: LocalFlags | None = self._live
+        if flag_store is not None and self._live is not None:
+            raise ValueError("give local_evaluation=True or flag_store=..., not both")
+        self._local: LocalFlags | None = flag_store if flag_store is not None else self._live
+        self._cache_providers: tuple[CacheProvider, ...] = (
+            (LocalCache(),) if cache_providers is None else tuple(cache_providers)
+        )
+        self._flag_defaults = dict(flag_defaults or {})
+        self.flags = Flags(self._transport, self._environment)
+        self.companies = Companies(self._transport, self._environment)
 
     @property
     def base_url(self) -> str:
@@ -240,6 +278,158 @@ class Millpond:
         )
         rt.connect()
         return rt
+
+    # -- feature flags ---------------------------------------------------------------------
+
+    def check_flag(
+        self,
+        key: str,
+        *,
+        company: Mapping[str, str] | None = None,
+        user: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> bool:
+        """Whether flag ``key`` is on for the company and/or user (each given by any of
+        its keys). Never raises for network or server trouble: it then answers
+        ``flag_defaults[key]`` (False without one) and logs a warning."""
+        check = self.check_flag_details(
+            key, company=company, user=user, timeout=timeout, max_retries=max_retries
+        )
+        return check.value
+
+    def check_flag_details(
+        self,
+        key: str,
+        *,
+        company: Mapping[str, str] | None = None,
+        user: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> FlagCheck:
+        """The check with its reason, rule and entitlement usage. Answered, in order: by
+        defaults when offline; by the cache; by local evaluation (``local_evaluation`` or
+        ``flag_store``) when it can; by the server. Failures answer the default with
+        reason ``ERROR`` and the error's text."""
+        company, user = flag_entities(company, user)
+        if self._transport.config.offline:
+            return default_check(_flag_key(key), self._flag_defaults)
+        return (self._checks([_flag_key(key)], company, user, timeout, max_retries))[0]
+
+    def check_flags(
+        self,
+        keys: Sequence[str] | None = None,
+        *,
+        company: Mapping[str, str] | None = None,
+        user: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[FlagCheck]:
+        """Several flags (every live flag when ``keys`` is None) for one company/user, in
+        one request (or none, answered locally)."""
+        company, user = flag_entities(company, user)
+        wanted = None if keys is None else [_flag_key(k) for k in keys]
+        if self._transport.config.offline:
+            names = wanted if wanted is not None else sorted(self._flag_defaults)
+            return [default_check(k, self._flag_defaults) for k in names]
+        return self._checks(wanted, company, user, timeout, max_retries)
+
+    def flag_context(
+        self,
+        *,
+        company: Mapping[str, str] | None = None,
+        user: Mapping[str, str] | None = None,
+        **entries: Any,
+    ) -> FlagContext:
+        """A request context: one snapshot of every flag for this company/user, taken at
+        its first question (``user_id="42"`` is ``user={"id": "42"}``; see
+        ``FlagContext``)."""
+        c, u = entities(company, user, entries)
+
+        def check_all(
+            company: dict[str, str] | None, user: dict[str, str] | None
+        ) -> builtins.list[FlagCheck]:
+            return self.check_flags(company=company, user=user)
+
+        def check_one(
+            flag: str, company: dict[str, str] | None, user: dict[str, str] | None
+        ) -> FlagCheck:
+            return self.check_flag_details(flag, company=company, user=user)
+
+        return FlagContext(check_all, check_one, c, u)
+
+    def _checks(
+        self,
+        keys: builtins.list[str] | None,
+        company: dict[str, str] | None,
+        user: dict[str, str] | None,
+        timeout: TimeoutTypes,
+        max_retries: int | None,
+    ) -> builtins.list[FlagCheck]:
+        env = self._transport.config.environment or self._environment_id
+        cached = self._cached(env, keys, company, user)
+        if cached is not None:
+            return cached
+        if self._local is not None:
+            local = self._local.evaluate(keys, company, user)
+            if local is not None:
+                return local
+        try:
+            env = self._environment()
+            found = self._ask_server(env, keys, company, user, timeout, max_retries)
+        except MillpondError as exc:
+            _log.warning("flag check failed, answering defaults: %s", exc)
+            names = keys if keys is not None else sorted(self._flag_defaults)
+            return [default_check(k, self._flag_defaults, exc) for k in names]
+        for check in found:
+            for provider in self._cache_providers:
+                provider.set(cache_key(env, check.flag, company, user), check)
+        return found
+
+    def _cached(
+        self,
+        env: str | None,
+        keys: builtins.list[str] | None,
+        company: dict[str, str] | None,
+        user: dict[str, str] | None,
+    ) -> builtins.list[FlagCheck] | None:
+        if keys is None or env is None or not self._cache_providers:
+            return None
+        found = []
+        for key in keys:
+            hit = None
+            for provider in self._cache_providers:
+                hit = provider.get(cache_key(env, key, company, user))
+                if hit is not None:
+                    break
+            if hit is None:
+                return None
+            found.append(hit)
+        return found
+
+    def _ask_server(
+        self,
+        env: str,
+        keys: builtins.list[str] | None,
+        company: dict[str, str] | None,
+        user: dict[str, str] | None,
+        timeout: TimeoutTypes,
+        max_retries: int | None,
+    ) -> builtins.list[FlagCheck]:
+        base = f"/v1/flags/environments/{segment(env)}"
+        body = {"company": company, "user": user}
+        if keys is not None and len(keys) == 1:
+            path = f"{base}/flags/{segment(keys[0])}/check"
+            one = Call("POST", path, parse_model(FlagCheck), json=body, idempotent=True)
+            return [self._transport.request(one, timeout=timeout, max_retries=max_retries)]
+        bulk = Call("POST", f"{base}/check", parse_model(FlagChecks), json=body, idempotent=True)
+        checks = self._transport.request(bulk, timeout=timeout, max_retries=max_retries)
+        if keys is None:
+            return checks.flags
+        by_key = {check.flag: check for check in checks.flags}
+        return [
+            by_key.get(k) or FlagCheck(flag=k, value=False, reason="FLAG_NOT_FOUND") for k in keys
+        ]
 
     # -- identify and track events ---------------------------------------------------------
 
