@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from . import db, keys, query, service_accounts, status, track, transfer, up, users
+from . import db, flags, keys, query, service_accounts, status, track, transfer, up, users
 from ._context import DEFAULT_TIMEOUT, DEFAULT_URL, KEY_ENV, URL_ENV, ClientGroup, State
 from ._output import OutputFormat
 
@@ -116,6 +116,8 @@ app.add_typer(keys.app, name="key")
 app.add_typer(service_accounts.app, name="service-account")
 app.add_typer(users.app, name="user")
 app.command("track")(track.track)
+app.add_typer(flags.app, name="flags")
+app.add_typer(flags.companies_app, name="companies")
 
 
 def main() -> None:

@@ -88,9 +88,10 @@ class State:
         self.key, self.key_source = key, str(path)
         return key
 
-    def client(self, *, need_key: bool = True) -> Millpond:
+    def client(self, *, need_key: bool = True, environment: str | None = None) -> Millpond:
         """An SDK client for the root options. The key is ``--key``, else ``$MILLPOND_API_KEY``,
-        else the admin key file of a local ``millpond up``; none: ``ConfigurationError``."""
+        else the admin key file of a local ``millpond up``; none: ``ConfigurationError``.
+        ``environment``: the flags environment of flag commands."""
         if need_key:
             key = self._resolve_key()
         else:
@@ -98,7 +99,9 @@ class State:
                 key = self._resolve_key()
             except NoKeyError:
                 key = ANONYMOUS_KEY
-        return Millpond(api_key=key, base_url=self.url, timeout=self.timeout)
+        return Millpond(
+            api_key=key, base_url=self.url, timeout=self.timeout, environment=environment
+        )
 
 
 def state(ctx: typer.Context) -> State:

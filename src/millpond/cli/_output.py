@@ -29,6 +29,9 @@ from ..models import (
     User,
     UserCreated,
 )
+from ..models.flags import Company as FlagCompany
+from ..models.flags import Flag, FlagCheck
+from ..models.flags import User as FlagUser
 from ..models.transfer import ExportJob, ImportJob
 
 
@@ -138,6 +141,43 @@ class View:
 
 
 VIEWS: dict[type[BaseModel], View] = {
+    Flag: View(
+        "flag",
+        (
+            Column("KEY", lambda f: f.key),
+            Column("NAME", lambda f: cell(f.name)),
+            Column("DEFAULT", lambda f: "on" if f.default_value else "off"),
+            Column("FEATURE", lambda f: cell(f.feature_id)),
+            Column("DELETED", lambda f: when(f.deleted_at)),
+            Column("UPDATED", lambda f: when(f.updated_at)),
+        ),
+    ),
+    FlagCheck: View(
+        "flag",
+        (
+            Column("FLAG", lambda c: c.flag),
+            Column("VALUE", lambda c: "on" if c.value else "off"),
+            Column("REASON", lambda c: c.reason),
+            Column("RULE", lambda c: cell(c.rule_id)),
+        ),
+    ),
+    FlagCompany: View(
+        "company",
+        (
+            Column("ID", lambda c: c.id),
+            Column("KEYS", lambda c: ", ".join(f"{k}={v}" for k, v in c.keys.items())),
+            Column("NAME", lambda c: cell(c.name)),
+            Column("PLAN", lambda c: cell(c.plan_id)),
+        ),
+    ),
+    FlagUser: View(
+        "user",
+        (
+            Column("ID", lambda u: u.id),
+            Column("KEYS", lambda u: ", ".join(f"{k}={v}" for k, v in u.keys.items())),
+            Column("NAME", lambda u: cell(u.name)),
+        ),
+    ),
     ImportJob: View(
         "import job",
         (
