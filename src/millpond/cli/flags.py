@@ -150,8 +150,12 @@ def update(
     ctx: typer.Context,
     key: FlagKey,
     environment: Environment = None,
-    name: Annotated[str | None, typer.Option("--name", metavar="NAME")] = None,
-    description: Annotated[str | None, typer.Option("--description", metavar="TEXT")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="Display name.")
+    ] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", metavar="TEXT", help="Free text.")
+    ] = None,
     default: Annotated[
         bool | None, typer.Option("--on/--off", help="Set the default value.", show_default=False)
     ] = None,
@@ -269,11 +273,16 @@ def companies_upsert(
     ctx: typer.Context,
     keys: Annotated[list[str], typer.Argument(metavar="NAME=VALUE...", help="Its keys.")],
     environment: Environment = None,
-    name: Annotated[str | None, typer.Option("--name", metavar="NAME")] = None,
-    traits: Annotated[
-        str | None, typer.Option("--traits", metavar="JSON", help='e.g. {"seats": 10}')
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="Display name.")
     ] = None,
-    plan: Annotated[str | None, typer.Option("--plan", metavar="PLAN_ID")] = None,
+    traits: Annotated[
+        str | None,
+        typer.Option("--traits", metavar="JSON", help='Traits to set, e.g. {"seats": 10}.'),
+    ] = None,
+    plan: Annotated[
+        str | None, typer.Option("--plan", metavar="PLAN_ID", help="Put it on this plan.")
+    ] = None,
 ) -> None:
     """Create or update a company (traits are merged)."""
     found = keys_option(keys, "NAME=VALUE") or {}
