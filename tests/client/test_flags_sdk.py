@@ -13,7 +13,7 @@ from typing import Any, get_type_hints
 import pytest
 
 from conftest import FlagsEnv
-from millpond import AsyncMillpond, LocalCache, Millpond, NotFoundError
+from millpond import AsyncMillpond, ForbiddenError, LocalCache, Millpond, NotFoundError
 from millpond.models.flags import FlagCheck, TrackEvent
 
 from .conftest import FakeServer, Reply
@@ -194,6 +194,20 @@ def test_companies_resource(env: FlagsEnv, mp: Millpond) -> None:
     mp.companies.delete_company(acme.id)
     with pytest.raises(NotFoundError):
         mp.companies.get_company(ACME)
+
+
+def test_environments_and_bound_keys(base_url: str, make_user: Any) -> None:
+    called("environments", "create_environment", "create_key")
+    _, key = make_user(prefix="envs")
+    with Millpond(api_key=key, base_url=base_url) as mp:
+        made = mp.flags.create_environment("production", environment_type="production")
+        assert [e.id for e in mp.flags.environments()] == [made.id]
+        bound = mp.flags.create_key(environment="production", name="app", scope="read")
+        assert bound.environment_id == made.id and bound.scope == "read"
+    with Millpond(api_key=bound.secret, base_url=base_url) as app:
+        assert app.check_flag_details("x").reason == "FLAG_NOT_FOUND"  # found its environment
+        with pytest.raises(ForbiddenError):
+            app.flags.create_key()  # a bound key makes no keys
 
 
 def test_async_twin(env: FlagsEnv, base_url: str) -> None:

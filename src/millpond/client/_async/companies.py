@@ -18,7 +18,7 @@ from typing import Any, Literal
 from ...models.flags import Company, MetricValue, TraitValue, User
 from .._base import Call, TimeoutTypes, parse_list, parse_model, parse_none, segment
 from ._transport import AsyncTransport
-from .flags import Environment
+from .flags import EnvironmentSource
 
 Kind = Literal["companies", "users"]
 
@@ -28,7 +28,7 @@ def _fields(**values: Any) -> dict[str, Any]:
 
 
 class AsyncCompanies:
-    def __init__(self, transport: AsyncTransport, environment: Environment) -> None:
+    def __init__(self, transport: AsyncTransport, environment: EnvironmentSource) -> None:
         self._transport = transport
         self._environment = environment
 

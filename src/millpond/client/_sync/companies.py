@@ -20,7 +20,7 @@ from typing import Any, Literal
 from ...models.flags import Company, MetricValue, TraitValue, User
 from .._base import Call, TimeoutTypes, parse_list, parse_model, parse_none, segment
 from ._transport import Transport
-from .flags import Environment
+from .flags import EnvironmentSource
 
 Kind = Literal["companies", "users"]
 
@@ -30,7 +30,7 @@ def _fields(**values: Any) -> dict[str, Any]:
 
 
 class Companies:
-    def __init__(self, transport: Transport, environment: Environment) -> None:
+    def __init__(self, transport: Transport, environment: EnvironmentSource) -> None:
         self._transport = transport
         self._environment = environment
 

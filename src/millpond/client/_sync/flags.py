@@ -17,12 +17,13 @@ import builtins
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from ...models.flags import AuditEntry, Flag, FlagRuleset, Rule
+from ...models import ApiKeyCreated, KeyScope
+from ...models.flags import AuditEntry, Environment, EnvironmentType, Flag, FlagRuleset, Rule
 from .._base import Call, TimeoutTypes, parse_list, parse_model, parse_none, segment
 from ._transport import Transport
 
 
-class Environment(Protocol):
+class EnvironmentSource(Protocol):
     """Resolves the client's flags environment (its id or name)."""
 
     def __call__(self) -> str: ...
@@ -32,7 +33,7 @@ RuleInput = Mapping[str, Any]
 
 
 class Flags:
-    def __init__(self, transport: Transport, environment: Environment) -> None:
+    def __init__(self, transport: Transport, environment: EnvironmentSource) -> None:
         self._transport = transport
         self._environment = environment
 
@@ -41,6 +42,49 @@ class Flags:
 
     def _flag(self, key: str, rest: str = "") -> str:
         return self._path(f"/flags/{segment(key)}{rest}")
+
+    # -- environments ----------------------------------------------------------------------
+
+    def environments(
+        self, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> builtins.list[Environment]:
+        """Your account's environments (an account key, not a bound one)."""
+        call = Call("GET", "/v1/flags/environments", parse_list(Environment))
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def create_environment(
+        self,
+        name: str,
+        *,
+        environment_type: EnvironmentType | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Environment:
+        """A new environment of your account (e.g. "production")."""
+        body: dict[str, Any] = {"name": name}
+        if environment_type is not None:
+            body["environment_type"] = environment_type
+        call = Call("POST", "/v1/flags/environments", parse_model(Environment), json=body)
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def create_key(
+        self,
+        *,
+        environment: str | None = None,
+        name: str | None = None,
+        scope: KeyScope = "write",
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> ApiKeyCreated:
+        """A key bound to ``environment`` (default: the client's): it reaches that
+        environment's flags only — the key to give an application."""
+        env = environment if environment is not None else self._environment()
+        path = f"/v1/flags/environments/{segment(env)}/keys"
+        body = {"name": name, "scope": scope}
+        call = Call("POST", path, parse_model(ApiKeyCreated), json=body)
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    # -- flags ---------------------------------------------------------------------------
 
     def list(
         self,
