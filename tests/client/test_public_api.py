@@ -118,11 +118,26 @@ def test_sync_and_async_have_one_surface() -> None:
             assert not inspect.iscoroutinefunction(getattr(sync_cls, name))
 
 
-NOT_COROUTINES = {"__init__", "flag_context"}
-"""Methods that are plain functions on the async client too: ``flag_context`` returns an
-async context manager (``async with amp.flag_context(...)``)."""
+NOT_COROUTINES = {
+    "__init__",
+    "flag_context",
+    "pooled_connection",
+    "pooled_cursor",
+    "connection_string",
+}
+"""Methods that are plain functions on the async client too: they return an async context
+manager (``async with amp.flag_context(...)``), or a string."""
 
-NOT_HTTP = {"identify", "track", "flush", "flag_context"}
+NOT_HTTP = {
+    "identify",
+    "track",
+    "flush",
+    "flag_context",
+    "get_connection",
+    "pooled_connection",
+    "pooled_cursor",
+    "connection_string",
+}
 """Client methods that make no request of their own: events are buffered (``flush`` takes a
 ``timeout`` of its own, for waiting)."""
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import json
 import os
 import shutil
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
-from urllib.parse import urlsplit
 
 import typer
 
+from ..client._connections import conninfo, gateway_params
 from ..models import Collaborator, Database
 from ._context import confirm, database_name, group, path_segment, state
 from ._output import show_action, show_list, show_one
@@ -255,37 +254,14 @@ def connect(
     with st.client() as mp:
         mp.databases.get(db)  # a clear error now rather than a refused login later
         key = mp._transport.config.api_key
-    where = host or urlsplit(st.url).hostname or "127.0.0.1"
-    mode = sslmode or ("prefer" if _is_loopback(where) else "require")
-    parts = {"host": where, "port": str(port), "dbname": db, "user": "millpond", "sslmode": mode}
+        parts = gateway_params(mp._transport.config, db, port, host=host, sslmode=sslmode)
     if psql:
         _run_psql(conninfo(**parts), key)
     shown = conninfo(**parts, **({"password": key} if with_password else {}))
     if st.format == "table":
         typer.echo(shown)
     else:
-        typer.echo(json.dumps({**parts, "port": port, "dsn": shown}, indent=2))
-
-
-def conninfo(**params: str) -> str:
-    """A libpq keyword/value connection string (values quoted as libpq reads them); the
-    CLI has no psycopg to borrow this from."""
-
-    def quoted(value: str) -> str:
-        if value and not any(c in value for c in " '\\\t\n"):
-            return value
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-    return " ".join(f"{k}={quoted(v)}" for k, v in params.items())
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        typer.echo(json.dumps({**parts, "port": int(parts["port"]), "dsn": shown}, indent=2))
 
 
 def _run_psql(dsn: str, key: str) -> NoReturn:

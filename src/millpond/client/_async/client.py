@@ -12,8 +12,9 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
@@ -59,6 +60,7 @@ from .._retry import RetryPolicy
 from ..realtime import AsyncRealtime, CallbackMode
 from ._transport import AsyncTransport
 from .companies import AsyncCompanies
+from .connections import AsyncConnections
 from .databases import AsyncDatabases
 from .flag_context import AsyncFlagContext, entities
 from .flags import AsyncFlags
@@ -66,6 +68,9 @@ from .keys import AsyncKeys
 from .service_accounts import AsyncServiceAccounts
 from .transfer import Exports, Imports
 from .users import AsyncUsers
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection, AsyncCursor
 
 _log = logging.getLogger("millpond.flags")
 
@@ -134,6 +139,9 @@ class AsyncMillpond:
         cache_providers: Sequence[CacheProvider] | None = None,
         flag_defaults: Mapping[str, bool] | None = None,
         flag_store: LocalFlags | None = None,
+        gateway_port: int | None = None,
+        pool_min_size: int = 0,
+        pool_max_size: int = 10,
     ) -> None:
         config = ClientConfig.resolve(
             api_key,
@@ -165,6 +173,7 @@ class AsyncMillpond:
         )
         self._flag_defaults = dict(flag_defaults or {})
         self.flags = AsyncFlags(self._transport, self._environment)
+        self._connections = AsyncConnections(config, gateway_port, pool_min_size, pool_max_size)
         self.companies = AsyncCompanies(self._transport, self._environment)
 
     @property
@@ -180,6 +189,7 @@ class AsyncMillpond:
         await self._events.aclose()
         if self._live is not None:
             await self._live.aclose()
+        await self._connections.aclose()
         await self._transport.aclose()
 
     async def __aenter__(self) -> Self:
@@ -278,6 +288,30 @@ class AsyncMillpond:
         )
         await rt.connect()
         return rt
+
+    # -- direct connections (psycopg) --------------------------------------------------------
+
+    def connection_string(self, db: str, *, with_password: bool = True) -> str:
+        """A libpq connection string for ``"owner/name"`` through the Postgres gateway, your
+        API key as its password (``with_password=False`` leaves it out): for psql, any
+        driver or ORM. It holds a secret: do not log it."""
+        return self._connections.conninfo(db, with_password=with_password)
+
+    async def get_connection(self, db: str, **kwargs: Any) -> AsyncConnection[Any]:
+        """A new psycopg connection to ``"owner/name"`` (yours to close; ``kwargs`` go to
+        ``psycopg.AsyncConnection.connect``). Needs ``millpond[postgres]``."""
+        return await self._connections.connect(db, **kwargs)
+
+    def pooled_connection(self, db: str) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
+        """``async with amp.pooled_connection(db) as conn``: a connection from this client's
+        pool for ``db`` (``pool_min_size``..``pool_max_size``), committed on success and
+        rolled back on an exception, then returned to the pool."""
+        return self._connections.connection(db)
+
+    def pooled_cursor(self, db: str) -> AbstractAsyncContextManager[AsyncCursor[Any]]:
+        """``async with amp.pooled_cursor(db) as cur``: a cursor on a pooled connection;
+        the transaction commits on success and rolls back on an exception."""
+        return self._connections.cursor(db)
 
     # -- feature flags ---------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
@@ -61,6 +62,7 @@ from .._retry import RetryPolicy
 from ..realtime import CallbackMode, Realtime
 from ._transport import Transport
 from .companies import Companies
+from .connections import Connections
 from .databases import Databases
 from .flag_context import FlagContext, entities
 from .flags import Flags
@@ -68,6 +70,9 @@ from .keys import Keys
 from .service_accounts import ServiceAccounts
 from .transfer import Exports, Imports
 from .users import Users
+
+if TYPE_CHECKING:
+    from psycopg import Connection, Cursor
 
 _log = logging.getLogger("millpond.flags")
 
@@ -136,6 +141,9 @@ class Millpond:
         cache_providers: Sequence[CacheProvider] | None = None,
         flag_defaults: Mapping[str, bool] | None = None,
         flag_store: LocalFlags | None = None,
+        gateway_port: int | None = None,
+        pool_min_size: int = 0,
+        pool_max_size: int = 10,
     ) -> None:
         config = ClientConfig.resolve(
             api_key,
@@ -167,6 +175,7 @@ class Millpond:
         )
         self._flag_defaults = dict(flag_defaults or {})
         self.flags = Flags(self._transport, self._environment)
+        self._connections = Connections(config, gateway_port, pool_min_size, pool_max_size)
         self.companies = Companies(self._transport, self._environment)
 
     @property
@@ -182,6 +191,7 @@ class Millpond:
         self._events.close()
         if self._live is not None:
             self._live.close()
+        self._connections.close()
         self._transport.close()
 
     def __enter__(self) -> Self:
@@ -278,6 +288,30 @@ class Millpond:
         )
         rt.connect()
         return rt
+
+    # -- direct connections (psycopg) --------------------------------------------------------
+
+    def connection_string(self, db: str, *, with_password: bool = True) -> str:
+        """A libpq connection string for ``"owner/name"`` through the Postgres gateway, your
+        API key as its password (``with_password=False`` leaves it out): for psql, any
+        driver or ORM. It holds a secret: do not log it."""
+        return self._connections.conninfo(db, with_password=with_password)
+
+    def get_connection(self, db: str, **kwargs: Any) -> Connection[Any]:
+        """A new psycopg connection to ``"owner/name"`` (yours to close; ``kwargs`` go to
+        ``psycopg.Connection.connect``). Needs ``millpond[postgres]``."""
+        return self._connections.connect(db, **kwargs)
+
+    def pooled_connection(self, db: str) -> AbstractContextManager[Connection[Any]]:
+        """``with amp.pooled_connection(db) as conn``: a connection from this client's
+        pool for ``db`` (``pool_min_size``..``pool_max_size``), committed on success and
+        rolled back on an exception, then returned to the pool."""
+        return self._connections.connection(db)
+
+    def pooled_cursor(self, db: str) -> AbstractContextManager[Cursor[Any]]:
+        """``with amp.pooled_cursor(db) as cur``: a cursor on a pooled connection;
+        the transaction commits on success and rolls back on an exception."""
+        return self._connections.cursor(db)
 
     # -- feature flags ---------------------------------------------------------------------
 
