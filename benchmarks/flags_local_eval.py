@@ -14,12 +14,18 @@ actor built beforehand (as the SDK does per request). flypper (the anchor):
 30% ``enabled_for_percentage_of_actors`` on ``email``, and ``enabled_for_actors`` on the
 ``tier`` entry for the trait rule), one entries dict per actor built beforehand. flypper has
 to be installed (``pip install flypper==0.1.7``); without it the anchor is skipped.
+GrowthBook (``growthbook``): a ``GrowthBook(attributes=…, features=…)`` per actor built
+beforehand, ``is_on(key)`` on features with a forced rule under an ``email $in`` condition,
+a 30% ``coverage`` on ``email`` and a ``tier`` condition. Unleash (``UnleashClient``),
+bootstrapped offline (no server, metrics and registration off): ``is_enabled(key,
+context)`` with ``userWithId``, a 30% ``flexibleRollout`` on ``userId`` and a ``tier IN``
+constraint. ``pip install -e ".[bench]"`` installs all three.
 
 Both run the same loop over the same (flag, actor) sequence, in interleaved rounds; each
 round times a batch of checks with ``time.perf_counter_ns`` and records ns per check. Prints
 per-implementation medians (and per flag kind), agreement on the actor-list and trait
-flags, the share each rollout enables, then ``ratio vs flypper: X`` (ours / flypper, lower
-is faster) as the last line.
+flags, the share each rollout enables, then ``ratio vs <anchor>: X`` per anchor (ours /
+theirs, lower is faster) and, as the last line, the ratio vs the fastest anchor.
 
     python benchmarks/flags_local_eval.py [--rounds 300] [--batch 3000]
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +47,15 @@ try:
     from flypper.entities.flag import Flag as FlypperFlag
 except ImportError:  # the anchor is optional
     FlypperFlag = None
+try:
+    from growthbook import GrowthBook
+except ImportError:
+    GrowthBook = None
+try:
+    from UnleashClient import UnleashClient
+    from UnleashClient.cache import FileCache
+except ImportError:
+    UnleashClient = None
 
 N_ACTORS = 1000
 TIERS = ["free", "pro", "enterprise"]
@@ -102,6 +118,71 @@ def flypper_flags() -> dict[str, Any]:
     }
 
 
+def growthbook_features() -> dict[str, Any]:
+    """The same flags as GrowthBook feature definitions (evaluated in-process)."""
+    force = {"force": True}
+    return {
+        "beta-testers": {
+            "defaultValue": False,
+            "rules": [{"condition": {"email": {"$in": list(BETA)}}, **force}],
+        },
+        "new-checkout": {
+            "defaultValue": False,
+            "rules": [{"coverage": 0.3, "hashAttribute": "email", **force}],
+        },
+        "enterprise-export": {
+            "defaultValue": False,
+            "rules": [{"condition": {"tier": "enterprise"}, **force}],
+        },
+    }
+
+
+def unleash_client(directory: str) -> Any:
+    """An Unleash client bootstrapped offline with the same flags (no server, no metrics)."""
+    assert UnleashClient is not None
+    features = [
+        {
+            "name": KEYS["actors"],
+            "strategies": [{"name": "userWithId", "parameters": {"userIds": ",".join(BETA)}}],
+        },
+        {
+            "name": KEYS["rollout"],
+            "strategies": [
+                {
+                    "name": "flexibleRollout",
+                    "parameters": {"rollout": "30", "stickiness": "userId", "groupId": "rollout"},
+                }
+            ],
+        },
+        {
+            "name": KEYS["trait"],
+            "strategies": [
+                {
+                    "name": "default",
+                    "parameters": {},
+                    "constraints": [
+                        {"contextName": "tier", "operator": "IN", "values": ["enterprise"]}
+                    ],
+                }
+            ],
+        },
+    ]
+    cache = FileCache("bench", directory=directory)
+    cache.bootstrap_from_dict(
+        {"version": 1, "features": [{**f, "enabled": True} for f in features]}
+    )
+    client = UnleashClient(
+        url="http://127.0.0.1:9",
+        app_name="bench",
+        disable_metrics=True,
+        disable_registration=True,
+        cache=cache,
+        refresh_interval=3600,
+    )
+    client.initialize_client(fetch_toggles=False)
+    return client
+
+
 def actors() -> list[tuple[EvalContext, dict[str, str]]]:
     rng = random.Random(7)
     out = []
@@ -118,6 +199,20 @@ def run_ours(work: list[tuple[Any, EvalContext]]) -> int:
     t0 = time.perf_counter_ns()
     for compiled, ctx in work:
         compiled.evaluate(ctx)
+    return time.perf_counter_ns() - t0
+
+
+def run_growthbook(work: list[tuple[str, Any]]) -> int:
+    t0 = time.perf_counter_ns()
+    for key, gb in work:
+        gb.is_on(key)
+    return time.perf_counter_ns() - t0
+
+
+def run_unleash(client: Any, work: list[tuple[str, dict[str, Any]]]) -> int:
+    t0 = time.perf_counter_ns()
+    for key, context in work:
+        client.is_enabled(key, context)
     return time.perf_counter_ns() - t0
 
 
@@ -189,6 +284,37 @@ def main() -> None:
         }
         kind_timings.update({f"flypper {kind}": [] for kind in kinds})
 
+    if GrowthBook is not None:
+        features = growthbook_features()
+        books = [GrowthBook(attributes=e, features=features) for _, e in population]
+        gb_work = [(KEYS[kind], books[i]) for kind, i in sequence]
+        timings["growthbook"] = []
+        runs["growthbook"] = lambda: run_growthbook(gb_work)
+        gb_share = sum(b.is_on(KEYS["rollout"]) for b in books) / N_ACTORS
+        same = all(
+            ours[kind].evaluate(ctx).value == books[n].is_on(KEYS[kind])
+            for kind in ("actors", "trait")
+            for n, (ctx, _) in enumerate(population)
+        )
+        print(f"actors+trait flags: millpond and GrowthBook agree on every actor: {same}")
+        shares["growthbook"] = gb_share
+    unleash = None
+    if UnleashClient is not None:
+        unleash = unleash_client(tempfile.mkdtemp(prefix="unleash-bench-"))
+        contexts = [
+            {"userId": e["email"], "properties": {"tier": e["tier"]}} for _, e in population
+        ]
+        un_work = [(KEYS[kind], contexts[i]) for kind, i in sequence]
+        timings["unleash"] = []
+        runs["unleash"] = lambda: run_unleash(unleash, un_work)
+        same = all(
+            ours[kind].evaluate(ctx).value == unleash.is_enabled(KEYS[kind], contexts[n])
+            for kind in ("actors", "trait")
+            for n, (ctx, _) in enumerate(population)
+        )
+        print(f"actors+trait flags: millpond and Unleash agree on every actor: {same}")
+        shares["unleash"] = sum(unleash.is_enabled(KEYS["rollout"], c) for c in contexts) / N_ACTORS
+
     for fn in runs.values():  # warm up
         for _ in range(5):
             fn()
@@ -223,12 +349,18 @@ def main() -> None:
     print(f"{'context per request':>26}: {context_ns:7.0f} ns (millpond, not in the above)")
     for name, share in shares.items():
         print(f"{name:>10} 30% rollout enables {share:.1%} of {N_ACTORS} actors")
+    if unleash is not None:
+        unleash.destroy()
     ours_median = statistics.median(timings["millpond"])
     print(f"p50 goal < 2000 ns per check: {'met' if ours_median < 2000 else 'NOT met'}")
-    if anchor is None:
-        print("ratio vs flypper: n/a (flypper not installed)")
+    anchors = {n: statistics.median(v) for n, v in timings.items() if n != "millpond"}
+    for name, median in anchors.items():
+        print(f"ratio vs {name}: {ours_median / median:.3f}")
+    if not anchors:
+        print("ratio vs anchors: n/a (none installed: pip install -e '.[bench]')")
     else:
-        print(f"ratio vs flypper: {ours_median / statistics.median(timings['flypper']):.2f}")
+        fastest = min(anchors, key=lambda n: anchors[n])
+        print(f"ratio vs {fastest} (the fastest anchor): {ours_median / anchors[fastest]:.2f}")
 
 
 if __name__ == "__main__":
