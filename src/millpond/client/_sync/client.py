@@ -342,12 +342,10 @@ class Millpond:
         max_retries: int | None = None,
     ) -> FlagCheck:
         """The check with its reason, rule and entitlement usage. Answered, in order: by
-        defaults when offline; by the cache; by local evaluation (``local_evaluation`` or
-        ``flag_store``) when it can; by the server. Failures answer the default with
+        the cache; by local evaluation (``local_evaluation`` or ``flag_store``) when it
+        can; by defaults when offline; by the server. Failures answer the default with
         reason ``ERROR`` and the error's text."""
         company, user = flag_entities(company, user)
-        if self._transport.config.offline:
-            return default_check(_flag_key(key), self._flag_defaults)
         return (self._checks([_flag_key(key)], company, user, timeout, max_retries))[0]
 
     def check_flags(
@@ -363,9 +361,6 @@ class Millpond:
         one request (or none, answered locally)."""
         company, user = flag_entities(company, user)
         wanted = None if keys is None else [_flag_key(k) for k in keys]
-        if self._transport.config.offline:
-            names = wanted if wanted is not None else sorted(self._flag_defaults)
-            return [default_check(k, self._flag_defaults) for k in names]
         return self._checks(wanted, company, user, timeout, max_retries)
 
     def flag_context(
@@ -408,6 +403,9 @@ class Millpond:
             local = self._local.evaluate(keys, company, user)
             if local is not None:
                 return local
+        if self._transport.config.offline:
+            names = keys if keys is not None else sorted(self._flag_defaults)
+            return [default_check(k, self._flag_defaults) for k in names]
         try:
             env = self._environment()
             found = self._ask_server(env, keys, company, user, timeout, max_retries)
