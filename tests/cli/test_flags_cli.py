@@ -60,6 +60,9 @@ def test_flag_lifecycle(env: tuple[str, Cli]) -> None:
     assert cli.json("flags", "list", *e, "--deleted")[0]["deleted_at"]
     assert cli.json("flags", "get", "gold", *e)["deleted_at"]
     assert cli.json("flags", "restore", "gold", *e)["deleted_at"] is None
+    cli.ok("flags", "delete", "gold", *e, "--yes")
+    assert cli.json("flags", "purge", "gold", *e, "--yes") == {"purged": "gold"}
+    assert cli.json("flags", "list", *e, "--deleted") == []
 
 
 def test_companies(env: tuple[str, Cli]) -> None:

@@ -171,8 +171,12 @@ def test_flags_resource(env: FlagsEnv, mp: Millpond) -> None:
     assert mp.flags.get("new", include_deleted=True).deleted_at is not None
     assert "new" in [f.key for f in mp.flags.list(include_deleted=True)]
     assert mp.flags.restore("new").deleted_at is None
+    called("purge")
+    mp.flags.delete("new")
+    mp.flags.purge("new")
+    assert "new" not in [f.key for f in mp.flags.list(include_deleted=True)]
     audit = mp.flags.audit(entity="flag")
-    assert audit[0].action == "restore" and audit[0].entity == "flag"
+    assert [a.action for a in audit[:3]] == ["purge", "delete", "restore"]
 
 
 def test_companies_resource(env: FlagsEnv, mp: Millpond) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from ._helpers import assert_error
-from .conftest import Env
+from .conftest import Account, Env
 
 # -- features ----------------------------------------------------------------------------
 
@@ -243,6 +243,20 @@ def test_soft_delete_and_restore(env: Env) -> None:
     assert_error(env("POST", "/flags/zz/restore"), 404, "flag_not_found")
     actions = [e["action"] for e in env.ok("GET", "/audit", params={"entity_id": flag["id"]})]
     assert actions == ["restore", "delete", "create"]
+
+
+def test_purge_hard_deletes_a_deleted_flag(env: Env, owner: Account) -> None:
+    flag = env.ok("POST", "/flags", 201, json={"key": "k", "rules": [{"value": True}]})
+    assert_error(env("POST", "/flags/k/purge"), 409, "flag_not_deleted")  # live: refused
+    assert_error(env("POST", "/flags/nope/purge"), 404, "flag_not_found")
+    assert_error(env("POST", "/flags/k/purge", key=owner.read_key), 403, "read_only_key")
+    env.ok("DELETE", "/flags/k", 204)
+    env.ok("POST", "/flags/k/purge", 204)
+    assert_error(env("GET", "/flags/k", params={"include_deleted": True}), 404, "flag_not_found")
+    assert_error(env("POST", "/flags/k/restore"), 404, "flag_not_found")
+    env.ok("POST", "/flags", 201, json={"key": "k"})  # the key is free again
+    entry = env.ok("GET", "/audit", params={"entity_id": flag["id"]})[0]
+    assert entry["action"] == "purge" and entry["after"] is None
 
 
 # -- rules -------------------------------------------------------------------------------

@@ -284,6 +284,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "update_flag": ("PATCH", "/flags/{flag}", _WRITE, 200, _flag),
     "delete_flag": ("DELETE", "/flags/{flag}", _WRITE, 204, _flag),
     "restore_flag": ("POST", "/flags/{flag}/restore", _WRITE, 200, _deleted_flag),
+    "purge_flag": ("POST", "/flags/{flag}/purge", _WRITE, 204, _deleted_flag),
     "get_ruleset": ("GET", "/flags/{flag}/ruleset", _READ, 200, _world),
     "list_rulesets": ("GET", "/rulesets", _READ, 200, _none),
     "list_rules": ("GET", "/flags/{flag}/rules", _READ, 200, _world),

@@ -198,6 +198,21 @@ def delete(
 
 
 @app.command()
+def purge(
+    ctx: typer.Context,
+    key: FlagKey,
+    environment: Environment = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm.")] = False,
+) -> None:
+    """Hard delete a deleted flag, for good (the audit log keeps its record)."""
+    confirm(f"Purge flag {key} for good?", yes, f"purge flag {key}")
+    st = state(ctx)
+    with st.client(environment=environment) as mp:
+        mp.flags.purge(key)
+    show_action(st.format, {"purged": key}, f"purged flag {key}")
+
+
+@app.command()
 def restore(ctx: typer.Context, key: FlagKey, environment: Environment = None) -> None:
     """Restore a deleted flag."""
     st = state(ctx)

@@ -185,6 +185,13 @@ class AsyncFlags:
         call = Call("POST", await self._flag(key, "/restore"), parse_model(Flag), idempotent=True)
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
+    async def purge(
+        self, key: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> None:
+        """Hard delete a flag already deleted (409 ``flag_not_deleted`` otherwise)."""
+        call = Call("POST", await self._flag(key, "/purge"), parse_none)
+        await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
     async def rules(
         self, key: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> builtins.list[Rule]:

@@ -187,6 +187,13 @@ class Flags:
         call = Call("POST", self._flag(key, "/restore"), parse_model(Flag), idempotent=True)
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
+    def purge(
+        self, key: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> None:
+        """Hard delete a flag already deleted (409 ``flag_not_deleted`` otherwise)."""
+        call = Call("POST", self._flag(key, "/purge"), parse_none)
+        self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
     def rules(
         self, key: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> builtins.list[Rule]:

@@ -206,6 +206,13 @@ async def restore_flag(env: str, key: str, flags: Flags, who: Caller) -> Flag:
     return await flags.restore_flag(who, env, key)
 
 
+@router.post(E + "/flags/{key}/purge", status_code=204)
+async def purge_flag(env: str, key: str, flags: Flags, who: Caller) -> Response:
+    """Hard delete a soft-deleted flag."""
+    await flags.purge_flag(who, env, key)
+    return Response(status_code=204)
+
+
 @router.get(E + "/flags/{key}/ruleset", response_model=FlagRuleset)
 async def get_ruleset(env: str, key: str, flags: Flags, who: Caller) -> FlagRuleset:
     return await flags.get_ruleset(who, env, key)

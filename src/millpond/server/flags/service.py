@@ -624,6 +624,15 @@ class FlagService:
             await ch.audit("flag", _fid(before), "restore", before, after)
         return after
 
+    async def purge_flag(self, who: Principal, ref: str, key: str) -> None:
+        """Hard delete a flag already soft-deleted: it, its rules and its ruleset go for
+        good (the audit log keeps the record)."""
+        env = await self._write(who, ref)
+        async with self._change(env, who) as ch:
+            before = await self._flag(ch.conn, env, key, deleted=True, lock=True)
+            await ch.conn.execute("DELETE FROM flags WHERE id = %s", (_fid(before),))
+            await ch.audit("flag", _fid(before), "purge", before, None)
+
     async def get_ruleset(self, who: Principal, ref: str, key: str) -> FlagRuleset:
         env = await self._read(who, ref)
         if not _valid_id(key):
