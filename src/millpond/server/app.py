@@ -25,6 +25,7 @@ from .accounts import router as accounts_router
 from .accounts.service import bootstrap_admin
 from .compat import schematic as schematic_compat
 from .config import Settings
+from .console import router as console_router
 from .databases import router as databases_router
 from .databases.service import DatabaseService
 from .deps import Services
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None, announce: Announce = _default_a
     app.include_router(flags_router.router)
     app.include_router(flags_stream.router)
     app.include_router(schematic_compat.router)
+    app.include_router(console_router.router)
 
     @app.get("/v1/health", response_model=Health)
     async def health(request: Request) -> Health:

@@ -1,0 +1,159 @@
+"""The flags console in headless Chromium (Debian's, driven by Playwright) against the
+session's server: login, create, toggle, rules (actor list, rollout, trait), soft delete,
+restore, hard delete, the audit log, logout; revoked keys, read-only keys, other users'
+environments and CSRF, checked through the API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from conftest import FlagsEnv
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    opened = context.new_page()
+    opened.set_default_timeout(15_000)
+    yield opened
+    context.close()
+
+
+def _login(page: Page, base_url: str, key: str) -> None:
+    page.goto(f"{base_url}/console/login")
+    page.fill("input[name=api_key]", key)
+    with page.expect_navigation():
+        page.click("button:has-text('Log in')")
+
+
+def _check(env: FlagsEnv, key: str, **who: Any) -> dict[str, Any]:
+    result: dict[str, Any] = env("POST", f"/flags/{key}/check", json=who)
+    return result
+
+
+def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> None:
+    env = flags_env
+    page.on("dialog", lambda dialog: dialog.accept())
+    _login(page, base_url, env.key)
+    assert page.url.endswith("/console/flags")
+    assert "No active flags" in page.content()
+    page.fill("input[name=key]", "new-editor")
+    page.fill("input[name=name]", "New editor")
+    page.click("button[name=create]")
+    assert "/console/flags/new-editor" in page.url
+    assert env("GET", "/flags/new-editor")["name"] == "New editor"
+
+    # rules: an actor list, a 30% rollout and a trait rule
+    page.fill("textarea[name=actors_ids]", "u1, u2")
+    page.fill("input[name=rollout_percentage]", "30")
+    page.fill("input[name=trait_key]", "tier")
+    page.fill("input[name=trait_value]", "gold")
+    page.click("button[name=save]")
+    assert "Saved." in page.content()
+    people = [{"event_type": "identify", "keys": {"id": f"x{i}"}} for i in range(200)]
+    env(
+        "POST",
+        "/events",
+        json={"events": [*people, {"event_type": "identify", "keys": {"id": "u1"}}]},
+    )
+    assert _check(env, "new-editor", user={"id": "u1"})["reason"] == "RULE_MATCH"
+    env("POST", "/companies", 201, json={"keys": {"id": "acme"}, "traits": {"tier": "gold"}})
+    assert _check(env, "new-editor", company={"id": "acme"})["value"] is True
+    rolled = sum(_check(env, "new-editor", user={"id": f"x{i}"})["value"] for i in range(200))
+    assert 30 < rolled < 90  # about 30% of 200
+    assert page.input_value("input[name=rollout_percentage]") == "30"
+
+    # toggle from the list
+    page.click("text=← all flags")
+    page.click("tr[data-flag=new-editor] button[name=toggle]")
+    assert env("GET", "/flags/new-editor")["default_value"] is True
+    assert page.inner_text("tr[data-flag=new-editor] td:nth-child(3)") == "on"
+
+    # soft delete, restore, delete for good
+    page.click("tr[data-flag=new-editor] button[name=delete]")
+    assert env("GET", "/flags") == []
+    page.click(".tabs a:has-text('Deleted')")
+    page.click("tr[data-flag=new-editor] button[name=restore]")
+    assert env("GET", "/flags/new-editor")["deleted_at"] is None
+    page.goto(f"{base_url}/console/flags?env={env.id}")
+    page.click("tr[data-flag=new-editor] button[name=delete]")
+    page.click(".tabs a:has-text('Deleted')")
+    page.click("tr[data-flag=new-editor] button[name=purge]")
+    assert env("GET", "/flags", params={"include_deleted": True}) == []
+
+    # who changed what
+    page.click("header a:has-text('Audit log')")
+    entries = page.locator("tr.audit-entry")
+    assert entries.count() >= 6
+    assert "purge flag" in entries.first.inner_text()
+    assert env.key not in page.content()
+
+    page.click("button:has-text('Log out')")
+    page.goto(f"{base_url}/console/flags")
+    assert page.url.endswith("/console/login")
+
+
+def test_bad_and_revoked_keys(page: Page, base_url: str, flags_env: FlagsEnv) -> None:
+    _login(page, base_url, "mp_" + "x" * 40)
+    assert "Unknown, revoked or expired API key." in page.content()
+    made = flags_env("POST", "/keys", 201, json={"scope": "write"})
+    _login(page, base_url, made["secret"])
+    assert page.url.endswith("/console/flags")
+    flags_env("DELETE", f"/keys/{made['id']}", 204)
+    page.goto(f"{base_url}/console/flags")
+    assert "/console/login" in page.url and "session ended" in page.content()
+
+
+def test_read_only_keys_see_no_buttons(page: Page, base_url: str, flags_env: FlagsEnv) -> None:
+    flags_env("POST", "/flags", 201, json={"key": "beta"})
+    _login(page, base_url, flags_env.bound_key(scope="read"))
+    assert page.locator("tr[data-flag=beta]").count() == 1
+    assert page.locator("button[name=toggle]").count() == 0
+    assert page.locator("button[name=create]").count() == 0
+
+
+def test_csrf_and_other_users(base_url: str, flags_env: FlagsEnv, make_user: Any) -> None:
+    flags_env("POST", "/flags", 201, json={"key": "beta"})
+    cookies = {"millpond_console": flags_env.key}
+    url = f"{base_url}/console/flags/beta/toggle?env={flags_env.id}"
+    with httpx.Client(cookies=cookies) as http:
+        r = http.post(url, data={})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_failed"
+        r = http.post(url, data={"csrf": "0" * 32})
+        assert r.status_code == 403
+    assert flags_env("GET", "/flags/beta")["default_value"] is False  # nothing changed
+    _, stranger = make_user(prefix="stranger")
+    with httpx.Client(cookies={"millpond_console": stranger}) as http:
+        page = http.get(f"{base_url}/console/flags?env={flags_env.id}")
+        assert page.status_code == 404 and "beta" not in page.text
+    with httpx.Client() as http:
+        r = http.get(f"{base_url}/console/flags", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/console/login"
+        login = http.post(f"{base_url}/console/login", data={"api_key": flags_env.key})
+        assert login.status_code == 303
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
