@@ -8,6 +8,7 @@ which creates a fresh user through the API and returns its key.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -119,3 +120,23 @@ def flags_env(base_url: str, make_user: Callable[..., tuple[str, str]]) -> Itera
         r = http.post("/v1/flags/environments", json={"name": "prod"}, headers=auth)
         assert r.status_code == 201, r.text
         yield FlagsEnv(http, key, r.json()["id"])
+
+
+def in_forked_child(body: Callable[[], bool]) -> bool:
+    """Run ``body`` in a ``fork()``ed child; whether it returned True (an exception is
+    False). The child exits at once without running the parent's cleanup."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read)
+            code = 0 if body() else 2
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(code)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    return answer == bytes([0])

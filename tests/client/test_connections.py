@@ -6,7 +6,6 @@ the error when psycopg is missing."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
+from conftest import in_forked_child
 from millpond import AsyncMillpond, ConfigurationError, Millpond
 from millpond.server.postgres.embedded import EmbeddedPostgres
 from millpond.server.testing import ServerThread
@@ -122,23 +122,14 @@ def test_a_forked_child_builds_its_own_pool(owned: tuple[Millpond, str]) -> None
     mp, db = owned
     with mp.pooled_connection(db) as conn:
         parent_pid = conn.info.backend_pid
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            with mp.pooled_cursor(db) as cur:
-                cur.execute("INSERT INTO t VALUES (7) RETURNING pg_backend_pid()")
-                row = cur.fetchone()
-            code = 0 if row is not None and row[0] != parent_pid else 2
-        finally:
-            os.write(write, bytes([code]))
-            os._exit(code)
-    os.close(write)
-    answer = os.read(read, 1)
-    os.close(read)
-    os.waitpid(pid, 0)
-    assert answer == bytes([0])
+
+    def child() -> bool:
+        with mp.pooled_cursor(db) as cur:
+            cur.execute("INSERT INTO t VALUES (7) RETURNING pg_backend_pid()")
+            row = cur.fetchone()
+        return row is not None and row[0] != parent_pid
+
+    assert in_forked_child(child)
     with mp.pooled_connection(db) as conn:  # the parent's pool still works
         assert conn.info.backend_pid == parent_pid
     assert _count(mp, db) == 1

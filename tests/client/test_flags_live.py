@@ -5,14 +5,13 @@ and local ``track`` counts bite, and a forked child starts its own stream."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from conftest import FlagsEnv
+from conftest import FlagsEnv, in_forked_child
 from millpond.client._base import ClientConfig
 from millpond.client._flags_live_async import AsyncLiveFlags
 from millpond.client._flags_live_sync import LiveFlags
@@ -148,23 +147,12 @@ def test_usage_limits_from_metrics_and_local_tracks(env: FlagsEnv, live: LiveFla
 def test_a_forked_child_starts_its_own_stream(env: FlagsEnv, live: LiveFlags) -> None:
     env("POST", "/flags", 201, json={"key": "beta", "default_value": True})
     assert live.wait_ready()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its copy of the stream is gone; it connects anew
-        os.close(read)
-        code = 1
-        try:
-            ready_at_fork = live.ready
-            ok = live.wait_ready(10) and _value(live, "beta") is True
-            code = 0 if ok and not ready_at_fork else 2
-        finally:
-            os.write(write, bytes([code]))
-            os._exit(code)
-    os.close(write)
-    answer = os.read(read, 1)
-    os.close(read)
-    os.waitpid(pid, 0)
-    assert answer == bytes([0])
+
+    def child() -> bool:  # its copy of the stream is gone; it connects anew
+        ready_at_fork = live.ready
+        return live.wait_ready(10) and _value(live, "beta") is True and not ready_at_fork
+
+    assert in_forked_child(child)
     assert _value(live, "beta") is True  # the parent's stream is untouched
     env("PATCH", "/flags/beta", json={"default_value": False})
     assert eventually(lambda: _value(live, "beta") is False)

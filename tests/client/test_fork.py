@@ -3,9 +3,9 @@ and child never read each other's answers from a shared kept-alive socket."""
 
 from __future__ import annotations
 
-import os
 import threading
 
+from conftest import in_forked_child
 from millpond import Millpond
 
 
@@ -14,28 +14,18 @@ def test_parent_and_child_keep_their_own_connections(base_url: str, admin_key: s
     try:
         parent_http = mp._transport._http
         assert mp.me().user.username == "admin"  # a kept-alive connection now exists
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                fresh = mp._transport._http is not parent_http
-                names = {mp.me().user.username for _ in range(50)}
-                code = 0 if fresh and names == {"admin"} else 2
-            finally:
-                os.write(write, bytes([code]))
-                os._exit(code)
-        os.close(write)
         answers: list[str] = []
         worker = threading.Thread(
             target=lambda: answers.extend(str(mp.health().status) for _ in range(50))
         )
+
+        def child() -> bool:
+            fresh = mp._transport._http is not parent_http
+            return fresh and {mp.me().user.username for _ in range(50)} == {"admin"}
+
         worker.start()
-        child = os.read(read, 1)
+        assert in_forked_child(child)
         worker.join()
-        os.close(read)
-        os.waitpid(pid, 0)
-        assert child == bytes([0])
         assert answers == ["ok"] * 50
         assert mp._transport._http is parent_http
     finally:

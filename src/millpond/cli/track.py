@@ -10,61 +10,19 @@ from ..client import Millpond
 from ..models.flags import TrackEvent
 from ._context import state
 from ._output import OutputFormat, show_one
-
-ENVIRONMENT_ENV = "MILLPOND_ENVIRONMENT"
-
-
-def _keys(values: list[str] | None, option: str) -> dict[str, str] | None:
-    """``["id=acme", "email=a@b.c"]`` → ``{"id": "acme", "email": "a@b.c"}``."""
-    if not values:
-        return None
-    keys: dict[str, str] = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            raise typer.BadParameter(
-                f"keys are given as NAME=VALUE (e.g. id=acme), not {item!r}", param_hint=option
-            )
-        keys[name] = value
-    return keys
+from .flags import CompanyKeys, Environment, UserKeys, keys_option
 
 
 def track(
     ctx: typer.Context,
     event: Annotated[str, typer.Argument(help="The track event's name.", show_default=False)],
-    company: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--company",
-            metavar="NAME=VALUE",
-            help="A key of the company (repeat for several keys), e.g. --company id=acme.",
-            show_default=False,
-        ),
-    ] = None,
-    user: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--user",
-            metavar="NAME=VALUE",
-            help="A key of the user (repeat for several keys), e.g. --user email=a@acme.net.",
-            show_default=False,
-        ),
-    ] = None,
+    company: CompanyKeys = None,
+    user: UserKeys = None,
     quantity: Annotated[
         int,
         typer.Option("--quantity", "-n", min=0, help="Units of usage (sum metrics add them)."),
     ] = 1,
-    environment: Annotated[
-        str | None,
-        typer.Option(
-            "-e",
-            "--environment",
-            envvar=ENVIRONMENT_ENV,
-            metavar="ENV",
-            help="The flags environment (id or name). Default: the one the key is bound to.",
-            show_default=False,
-        ),
-    ] = None,
+    environment: Environment = None,
     idempotency_key: Annotated[
         str | None,
         typer.Option(
@@ -93,8 +51,8 @@ def track(
     try:
         tracked = TrackEvent(
             event=event,
-            company=_keys(company, "'--company'"),
-            user=_keys(user, "'--user'"),
+            company=keys_option(company, "'--company'"),
+            user=keys_option(user, "'--user'"),
             quantity=quantity,
             idempotency_key=idempotency_key,
         )
