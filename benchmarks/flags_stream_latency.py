@@ -30,8 +30,7 @@ from _harness import running_server, summary
 from flypper.client import Client as FlypperClient
 from flypper.storage.in_memory import InMemoryStorage
 
-from millpond.client._base import ClientConfig
-from millpond.client._flags_live_sync import LiveFlags
+from millpond import Millpond
 
 
 def millpond_latencies(samples: int) -> list[float]:
@@ -40,7 +39,9 @@ def millpond_latencies(samples: int) -> list[float]:
         base = f"/v1/flags/environments/{env}"
         http.post(f"{base}/flags", json={"key": "beta"}).raise_for_status()
         key = http.post(f"{base}/keys", json={"scope": "read"}).json()["secret"]
-        live = LiveFlags(ClientConfig.resolve(key, server.url, 10.0, 0, None))
+        mp = Millpond(api_key=key, base_url=server.url, local_evaluation=True, cache_providers=[])
+        live = mp._live
+        assert live is not None
         try:
             if not live.wait_ready(30):
                 raise SystemExit(f"the flags stream did not start: {live.failed}")
@@ -52,7 +53,7 @@ def millpond_latencies(samples: int) -> list[float]:
                 r = http.patch(f"{base}/flags/beta", json={"default_value": value})
                 r.raise_for_status()
                 while True:
-                    found = live.evaluate(["beta"], None, None)
+                    found = live.evaluate(["beta"], None, None)  # what check_flag asks first
                     if found is not None and found[0].value is value:
                         break
                     if time.perf_counter() - start > 10:
@@ -62,7 +63,7 @@ def millpond_latencies(samples: int) -> list[float]:
                 time.sleep(random.uniform(0, 0.02))
             return latencies
         finally:
-            live.close()
+            mp.close()
 
 
 def flypper_latencies(samples: int, ttl: float = 5.0) -> list[float]:
