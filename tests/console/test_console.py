@@ -157,3 +157,13 @@ def test_csrf_and_other_users(base_url: str, flags_env: FlagsEnv, make_user: Any
         assert login.status_code == 303
         cookie = login.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+
+
+def test_unknown_flags_and_environments_are_clear_errors(
+    base_url: str, flags_env: FlagsEnv
+) -> None:
+    with httpx.Client(cookies={"millpond_console": flags_env.key}) as http:
+        missing = http.get(f"{base_url}/console/flags/nope?env={flags_env.id}")
+        assert missing.status_code == 404 and "flag_not_found" in missing.text
+        other = http.get(f"{base_url}/console/flags/nope?env=env_0000000000000000")
+        assert other.status_code == 404 and "environment_not_found" in other.text

@@ -252,11 +252,7 @@ async def flag_page(request: Request, key: str, env: str, saved: int = 0) -> Res
         rules = [] if flag.deleted_at else await session.flags.list_rules(session.who, env, key)
     except ServiceError as exc:
         return session.render(
-            "login.html" if exc.status == 401 else "audit.html",
-            exc.status,
-            title="Flag",
-            entries=[],
-            flash=exc.message,
+            "audit.html", exc.status, title="Flag", entries=[], flash=f"{exc.message} ({exc.code})"
         )
     form = _rules_form(rules)
     others = sum(1 for r in rules if r.id not in CONSOLE_RULES)
