@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -23,6 +24,13 @@ from .replication import PUBLICATION
 from .snapshot import Snapshot
 
 _log = logging.getLogger("millpond.realtime")
+
+_SNAPSHOT_SQL = """
+SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text,
+       EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+               WHERE pg_xact_status(x) = 'committed')
+"""
+_SNAPSHOT_ATTEMPTS = 100
 
 CONTROL_HUB = "control"
 """The control database's hub, by the name user databases' hubs are keyed by (theirs are
@@ -92,29 +100,46 @@ class PoolSnapshotReader:
     ) -> tuple[Snapshot, list[list[dict[str, Any]]]]:
         pool = await self.pool()
         async with pool.connection() as conn:
-            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                # the text forms the WAL decoder sees (its session's), whatever the pool's
-                await conn.execute(
-                    "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO';"
-                    " SET LOCAL IntervalStyle = 'iso_8601'"
-                )
-                cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
-                await cur.execute(
-                    "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text"
-                )
-                snap_text, lsn_text = (await cur.fetchone()) or ("", "0/0")
-                results = []
-                for info, where in queries:
-                    stmt = sql.SQL("SELECT * FROM {}").format(qualified(info.schema, info.name))
-                    if where is not None:  # the engine's canonical SQL: it parsed and bound it
-                        stmt = sql.SQL("{} WHERE {}").format(stmt, sql.SQL(where))
-                    rows = conn.cursor(row_factory=psycopg.rows.dict_row)
-                    register_json_loaders(rows.adapters)
-                    await rows.execute(stmt)
-                    results.append(await rows.fetchall())
-            finally:
-                await conn.execute("COMMIT")
+            for attempt in itertools.count():
+                found = await self._read_once(conn, queries)
+                if found is not None or attempt >= _SNAPSHOT_ATTEMPTS:
+                    break
+                await asyncio.sleep(0.001 * (attempt + 1))
+        if found is None:
+            raise RuntimeError("no consistent snapshot: transactions kept committing unseen")
+        return found
+
+    async def _read_once(
+        self, conn: Any, queries: list[tuple[TableInfo, str | None]]
+    ) -> tuple[Snapshot, list[list[dict[str, Any]]]] | None:
+        """One try, in one REPEATABLE READ transaction; None when the snapshot missed a
+        transaction that had already committed: between writing its commit record (so the
+        WAL stream may already have delivered it, before this subscription listened) and
+        leaving the running set, a transaction is committed yet invisible — its rows would
+        be in neither the initial rows nor the stream."""
+        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            # the text forms the WAL decoder sees (its session's), whatever the pool's
+            await conn.execute(
+                "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO';"
+                " SET LOCAL IntervalStyle = 'iso_8601'"
+            )
+            cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
+            await cur.execute(_SNAPSHOT_SQL)
+            snap_text, lsn_text, torn = (await cur.fetchone()) or ("", "0/0", False)
+            if torn:
+                return None
+            results = []
+            for info, where in queries:
+                stmt = sql.SQL("SELECT * FROM {}").format(qualified(info.schema, info.name))
+                if where is not None:  # the engine's canonical SQL: it parsed and bound it
+                    stmt = sql.SQL("{} WHERE {}").format(stmt, sql.SQL(where))
+                rows = conn.cursor(row_factory=psycopg.rows.dict_row)
+                register_json_loaders(rows.adapters)
+                await rows.execute(stmt)
+                results.append(await rows.fetchall())
+        finally:
+            await conn.execute("COMMIT")
         return Snapshot.parse(snap_text, parse_lsn(lsn_text)), results
 
 
