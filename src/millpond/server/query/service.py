@@ -42,6 +42,9 @@ from .stream import StatementResult, run_bounded
 
 _log = logging.getLogger("millpond.query")
 _SIZE_SQL = "SELECT pg_database_size(current_database())"
+_SIZE_AFTER_SQL = (
+    "SELECT pg_database_size(current_database()), pg_current_xact_id_if_assigned() IS NOT NULL"
+)
 _OVERRUN_GRACE_S = 5.0
 
 
@@ -185,8 +188,11 @@ class QueryService:
         async with conn.transaction():
             size_before = await _scalar(conn, _SIZE_SQL)
             result = await self._execute(conn, request.sql)
-            size_after = await _scalar(conn, _SIZE_SQL)
-            if size_after > limit and size_after > size_before:
+            cur = await conn.execute(_SIZE_AFTER_SQL)
+            size_after, wrote = (await cur.fetchone()) or (0, False)
+            # a transaction that wrote nothing cannot have grown the database: growth then
+            # comes from autovacuum (free space and visibility maps) running meanwhile
+            if wrote and size_after > limit and size_after > size_before:
                 raise ServiceError(
                     403,
                     "storage_limit_exceeded",
