@@ -93,6 +93,28 @@ def test_environment_from_a_bound_key_or_the_variable(env: tuple[str, Cli]) -> N
     # an account key without an environment: the check cannot be made, exit 1
     failed = cli("flags", "check", "beta")
     assert failed.exit_code == 1 and "environment" in failed.stderr
+    every = cli("flags", "check")  # every flag: an error too, never an empty list
+    assert every.exit_code == 1 and "environment" in every.stderr and every.stdout == ""
+
+
+def test_a_flag_gates_a_feature(env: tuple[str, Cli]) -> None:
+    env_id, cli = env
+    e = ["-e", env_id]
+    r = httpx.post(
+        f"{cli.url}/v1/flags/environments/{env_id}/features",
+        json={"id": "api"},
+        headers={"Authorization": f"Bearer {cli.key}"},
+    )
+    assert r.status_code == 201, r.text
+    cli.ok("flags", "create", "api-access", *e)
+    assert cli.json("flags", "update", "api-access", *e, "--feature", "api")["feature_id"] == "api"
+    assert cli.json("flags", "update", "api-access", *e, "--name", "A")["feature_id"] == "api"
+    cleared = cli.json("flags", "update", "api-access", *e, "--no-feature")
+    assert cleared["feature_id"] is None and cleared["name"] == "A"
+    both = cli("flags", "update", "api-access", *e, "--feature", "api", "--no-feature")
+    assert both.exit_code == 2 and "not both" in both.stderr
+    unknown = cli("flags", "update", "api-access", *e, "--feature", "nope")
+    assert unknown.exit_code == 1 and "feature_not_found" in unknown.stderr
 
 
 def test_usage_errors(env: tuple[str, Cli]) -> None:

@@ -8,15 +8,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, get_type_hints
 
 import pytest
 
 from conftest import FlagsEnv
-from millpond import AsyncMillpond, ForbiddenError, LocalCache, Millpond, NotFoundError
+from millpond import (
+    AsyncMillpond,
+    ForbiddenError,
+    LocalCache,
+    Millpond,
+    NotFoundError,
+    UnprocessableEntityError,
+)
 from millpond.models.flags import FlagCheck, TrackEvent
 
-from .conftest import FakeServer, Reply
+from .conftest import FakeServer, Reply, Run
 
 ACME = {"id": "acme"}
 GOLD_RULE = {
@@ -130,6 +138,21 @@ def test_failures_answer_the_defaults(fake: FakeServer) -> None:
         assert mp.check_flag_details("f").reason == "ERROR"  # a timeout, not an exception
 
 
+def test_both_clients_answer_defaults_and_log(
+    run: Run, fake: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.reply(Reply(503, {"error": {"code": "unavailable", "message": "down"}}))
+    options: dict[str, Any] = {"environment": "e", "max_retries": 0, "flag_defaults": {"f": True}}
+    check = run(lambda mp: mp.check_flag_details("f"), **options)
+    assert (check.value, check.reason) == (True, "ERROR") and len(fake.requests) == 1
+    assert "flag check failed" in caplog.text and "down" in caplog.text
+    refused = {**options, "base_url": "http://127.0.0.1:1"}  # nothing listens there
+    assert run(lambda mp: mp.check_flag("f"), **refused) is True
+    assert run(lambda mp: mp.check_flag("g"), **refused) is False
+    assert run(lambda mp: mp.check_flag("f"), offline=True, flag_defaults={"f": True}) is True
+    assert len(fake.requests) == 1
+
+
 def test_offline_makes_no_request(fake: FakeServer) -> None:
     with Millpond(base_url=fake.url, offline=True, flag_defaults={"f": True}) as mp:
         assert mp.check_flag("f") is True and mp.check_flag("g") is False
@@ -179,6 +202,93 @@ def test_flags_resource(env: FlagsEnv, mp: Millpond) -> None:
     assert [a.action for a in audit[:3]] == ["purge", "delete", "restore"]
 
 
+def test_rules_one_by_one(mp: Millpond) -> None:
+    called("add_rule", "get_rule", "replace_rule", "delete_rule")
+    rule = mp.flags.add_rule("beta", {**GOLD_RULE, "id": "gold-off", "value": False})
+    assert rule.id == "gold-off" and rule.flag_key == "beta"
+    assert mp.check_flag_details("beta", company=ACME).rule_id == "gold-off"
+    assert mp.check_flag("beta", company=ACME) is False
+    assert mp.flags.get_rule("beta", "gold-off").value is False
+    assert mp.flags.replace_rule("beta", "gold-off", {**GOLD_RULE, "name": "n"}).name == "n"
+    assert mp.check_flag("beta", company=ACME) is True
+    assert [r.id for r in mp.flags.rules("beta")] == ["gold-off"]
+    mp.flags.delete_rule("beta", "gold-off")
+    assert mp.flags.rules("beta") == []
+    with pytest.raises(NotFoundError):
+        mp.flags.get_rule("beta", "gold-off")
+    with pytest.raises(UnprocessableEntityError):
+        mp.flags.add_rule("beta", {"value": "maybe"})
+
+
+def test_plans_entitlements_overrides(env: FlagsEnv, mp: Millpond) -> None:
+    called("features", "get_feature", "create_feature", "update_feature", "delete_feature")
+    called("plans", "get_plan", "create_plan", "update_plan", "delete_plan")
+    called("entitlements", "get_entitlement", "create_entitlement", "update_entitlement")
+    called("delete_entitlement", "overrides", "get_override", "create_override")
+    called("update_override", "delete_override")
+    assert mp.flags.create_feature("api", name="API").feature_type == "boolean"
+    assert mp.flags.update_feature("api", description="calls").description == "calls"
+    assert mp.flags.get_feature("api").name == "API"
+    assert [f.id for f in mp.flags.features()] == ["api"]
+    mp.flags.create("api-access", feature_id="api")
+    assert mp.flags.create_plan("pro", name="Pro").name == "Pro"
+    assert mp.flags.update_plan("pro", description="d").description == "d"
+    assert mp.flags.get_plan("pro").name == "Pro"
+    assert [p.id for p in mp.flags.plans()] == ["pro"]
+    acme = mp.companies.upsert_company(keys=ACME, plan_id="pro")
+
+    def check() -> tuple[bool, str, str | None]:
+        found = mp.check_flag_details("api-access", company=ACME)
+        return found.value, found.reason, found.rule_id
+
+    grant = mp.flags.create_entitlement(plan_id="pro", feature_id="api", value_type="boolean")
+    assert check() == (True, "PLAN_ENTITLEMENT", grant.id)
+    assert mp.flags.get_entitlement(grant.id).plan_id == "pro"
+    assert [e.id for e in mp.flags.entitlements(plan_id="pro")] == [grant.id]
+    assert mp.flags.entitlements(feature_id="other") == []
+    assert mp.flags.update_entitlement(grant.id, value_bool=False).value_bool is False
+    assert check() == (False, "PLAN_ENTITLEMENT", grant.id)
+
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    own = mp.flags.create_override(
+        company=ACME, feature_id="api", value_type="boolean", expires_at=until
+    )
+    assert own.company_id == acme.id and own.expires_at == until
+    assert check() == (True, "COMPANY_OVERRIDE", own.id)
+    assert mp.flags.get_override(own.id).feature_id == "api"
+    assert [o.id for o in mp.flags.overrides(company_id=acme.id)] == [own.id]
+    assert mp.flags.update_override(own.id, value_bool=False).value_bool is False
+    assert check() == (False, "COMPANY_OVERRIDE", own.id)
+    with pytest.raises(UnprocessableEntityError):  # a company by id or by keys, not both
+        mp.flags.create_override(
+            company_id=acme.id, company=ACME, feature_id="api", value_type="boolean"
+        )
+
+    mp.flags.delete_override(own.id)
+    mp.flags.delete_entitlement(grant.id)
+    assert check() == (False, "DEFAULT", None)
+    mp.flags.delete_plan("pro")
+    assert mp.flags.update("api-access", clear_feature=True).feature_id is None
+    mp.flags.delete_feature("api")
+    for gone in (lambda: mp.flags.get_feature("api"), lambda: mp.flags.get_plan("pro")):
+        with pytest.raises(NotFoundError):
+            gone()
+
+
+def test_checks_log(env: FlagsEnv, mp: Millpond) -> None:
+    called("checks")
+    env("POST", "/flags/beta/check", json={"company": ACME})  # not recorded
+    env("POST", "/flags/beta/check?record=true", json={"company": ACME})
+    env("POST", "/check?record=true", json={"user": {"id": "u"}})
+    beta = mp.flags.checks(flag="beta")
+    assert [(c.value, c.company, c.user) for c in beta] == [
+        (True, None, {"id": "u"}),  # newest first
+        (True, ACME, None),
+    ]
+    assert [c.flag for c in mp.flags.checks(limit=1)] in (["beta"], ["gold"])
+    assert mp.flags.checks(flag="beta", before=beta[-1].id) == []
+
+
 def test_companies_resource(env: FlagsEnv, mp: Millpond) -> None:
     called("upsert_company", "upsert_user", "get_company", "get_user", "list_companies")
     called("list_users", "delete_company", "delete_user", "company_metrics")
@@ -191,8 +301,11 @@ def test_companies_resource(env: FlagsEnv, mp: Millpond) -> None:
     assert mp.companies.get_company({"id": "acme"}).id == acme.id
     assert [c.id for c in mp.companies.list_companies(q="acm")] == [acme.id]
     assert [u.id for u in mp.companies.list_users(company_id=acme.id)] == [user.id]
-    mp.send_events([TrackEvent(event="ran", company=ACME)])
+    mp.send_events([TrackEvent(event="ran", company=ACME, user={"email": "w@acme.net"})])
     metrics = mp.companies.company_metrics(acme.id)
+    assert {(m.period, m.aggregation): m.value for m in metrics}[("all_time", "count")] == 1
+    called("user_metrics")
+    metrics = mp.companies.user_metrics(user.id)
     assert {(m.period, m.aggregation): m.value for m in metrics}[("all_time", "count")] == 1
     mp.companies.delete_user(user.id)
     mp.companies.delete_company(acme.id)
@@ -271,3 +384,26 @@ def test_every_resource_method_is_exercised() -> None:
         if not name.startswith("_")
     }
     assert public == CALLED
+
+
+def test_the_guides_metered_example(mp: Millpond) -> None:
+    """docs/flags.md, "Entitlements": a monthly limit on the plan, unlimited for acme."""
+    mp.flags.create_feature("api", feature_type="event", event_name="api-call")
+    mp.flags.create("api-access", feature_id="api")
+    mp.flags.create_plan("pro", name="Pro")
+    mp.flags.create_entitlement(
+        plan_id="pro",
+        feature_id="api",
+        value_type="numeric",
+        value_numeric=1,
+        metric_period="current_month",
+    )
+    mp.companies.upsert_company(keys={"id": "initech"}, plan_id="pro")
+    mp.send_events([TrackEvent(event="api-call", company={"id": "initech"})])
+    used = mp.check_flag_details("api-access", company={"id": "initech"})
+    assert (used.value, used.reason) == (False, "USAGE_EXCEEDED")
+    assert used.entitlement and (used.entitlement.allocation, used.entitlement.usage) == (1, 1)
+    mp.companies.upsert_company(keys=ACME, plan_id="pro")
+    mp.flags.create_override(company=ACME, feature_id="api", value_type="unlimited")
+    check = mp.check_flag_details("api-access", company=ACME)
+    assert (check.value, check.reason) == (True, "COMPANY_OVERRIDE")

@@ -9,11 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
+from ..client import Millpond
 from ..models.flags import Company, Flag, FlagCheck, User
 from ._context import confirm, group, state
 from ._output import show_action, show_list, show_one
 
 ENVIRONMENT_ENV = "MILLPOND_ENVIRONMENT"
+PAGE = 1000
+"""Flags listed per request (the server's most)."""
 
 app = group(
     "Feature flags: list, create, update, toggle, delete, restore and check them. Rules "
@@ -159,18 +162,33 @@ def update(
     default: Annotated[
         bool | None, typer.Option("--on/--off", help="Set the default value.", show_default=False)
     ] = None,
+    feature: Annotated[
+        str | None, typer.Option("--feature", metavar="FEATURE_ID", help="Gate this feature.")
+    ] = None,
+    no_feature: Annotated[bool, typer.Option("--no-feature", help="Gate no feature.")] = False,
     rules: Annotated[
         str | None,
         typer.Option("--rules", metavar="JSON", help="Replace all its rules (a JSON array)."),
     ] = None,
 ) -> None:
-    """Change a flag's name, description, default value or rules."""
+    """Change a flag's name, description, default value, feature or rules."""
+    if feature is not None and no_feature:
+        raise typer.BadParameter(
+            "give --feature or --no-feature, not both", param_hint="'--feature'"
+        )
     parsed = _rules(rules) if rules is not None else None
     st = state(ctx)
     with st.client(environment=environment) as mp:
         if parsed is not None:
             mp.flags.set_rules(key, parsed)
-        changed = mp.flags.update(key, name=name, description=description, default_value=default)
+        changed = mp.flags.update(
+            key,
+            name=name,
+            description=description,
+            default_value=default,
+            feature_id=feature,
+            clear_feature=no_feature,
+        )
         show_one(st.format, changed)
 
 
@@ -236,12 +254,26 @@ def check(
     st = state(ctx)
     with st.client(environment=environment) as mp:
         if key is None:
-            show_list(st.format, mp.check_flags(company=c, user=u), FlagCheck)
-            return
-        result = mp.check_flag_details(key, company=c, user=u)
-    if result.reason == "ERROR":
-        raise typer.Exit(_error(result))
-    show_one(st.format, result)
+            # the flags listed first: a failure is an error here, never an empty answer
+            results = mp.check_flags(_every_flag(mp), company=c, user=u)
+        else:
+            results = [mp.check_flag_details(key, company=c, user=u)]
+    for result in results:
+        if result.reason == "ERROR":
+            raise typer.Exit(_error(result))
+    if key is None:
+        show_list(st.format, results, FlagCheck)
+    else:
+        show_one(st.format, results[0])
+
+
+def _every_flag(mp: Millpond) -> list[str]:
+    keys: list[str] = []
+    while True:
+        page = [f.key for f in mp.flags.list(limit=PAGE, after=keys[-1] if keys else None)]
+        keys += page
+        if len(page) < PAGE:
+            return keys
 
 
 def _error(result: FlagCheck) -> int:

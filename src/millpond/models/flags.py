@@ -618,3 +618,21 @@ class AuditEntry(WireModel):
     action: str = Field(description="create, update, delete, restore or replace")
     before: Any = Field(default=None, description="The entity before (JSON); null when created")
     after: Any = Field(default=None, description="The entity after (JSON); null when deleted")
+
+
+class CheckRecord(WireModel):
+    """A recorded flag check."""
+
+    id: int
+    flag: str
+    flag_id: str | None = None
+    value: bool
+    reason: str
+    rule_id: str | None = None
+    rule_type: str | None = None
+    company_id: str | None = None
+    user_id: str | None = None
+    company: dict[str, str] | None = Field(default=None, description="The company keys sent")
+    user: dict[str, str] | None = Field(default=None, description="The user keys sent")
+    key_id: str | None = None
+    checked_at: datetime

@@ -5,20 +5,44 @@
     await mp.flags.toggle("new-editor")            # flips its default value
     await mp.flags.delete("new-editor")            # soft: restore() brings it back
 
-Rules are JSON objects as the API takes them (see docs/api.md, "Feature flags"). Every
-change is audited (``mp.flags.audit()``) and bumps the environment's version.
+Rules are JSON objects as the API takes them (see docs/api.md, "Feature flags"); one rule at
+a time with ``add_rule``/``get_rule``/``replace_rule``/``delete_rule``. Entitlements: a flag
+gates a feature (``create_feature``), a plan (``create_plan``) entitles its companies to
+features (``create_entitlement``), a company override (``create_override``) replaces its
+plan's grant; each has ``get_*``, ``update_*``, ``delete_*`` and a list (``features()``...).
+Every change is audited (``mp.flags.audit()``) and bumps the environment's version;
+recorded checks are in ``mp.flags.checks()``.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from ...models import ApiKeyCreated, KeyScope
-from ...models.flags import AuditEntry, Environment, EnvironmentType, Flag, FlagRuleset, Rule
+from ...models.flags import (
+    AuditEntry,
+    CheckRecord,
+    CompanyOverride,
+    Entitlement,
+    EntitlementValueType,
+    Environment,
+    EnvironmentType,
+    Feature,
+    FeatureType,
+    Flag,
+    FlagRuleset,
+    MetricAggregation,
+    MetricPeriod,
+    Plan,
+    Rule,
+)
 from .._base import Call, TimeoutTypes, parse_list, parse_model, parse_none, segment
 from ._transport import AsyncTransport
+
+T = TypeVar("T")
 
 
 class EnvironmentSource(Protocol):
@@ -28,6 +52,19 @@ class EnvironmentSource(Protocol):
 
 
 RuleInput = Mapping[str, Any]
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The fields given (not None), datetimes as ISO 8601."""
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in values.items()
+        if value is not None
+    }
+
+
+def _page(limit: int, after: str | None = None, **filters: str | None) -> dict[str, str]:
+    return {"limit": str(limit), **_given(after=after, **filters)}
 
 
 class AsyncFlags:
@@ -40,6 +77,24 @@ class AsyncFlags:
 
     async def _flag(self, key: str, rest: str = "") -> str:
         return await self._path(f"/flags/{segment(key)}{rest}")
+
+    async def _send(
+        self,
+        method: str,
+        rest: str,
+        parse: Callable[[bytes], T],
+        timeout: TimeoutTypes,
+        max_retries: int | None,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> T:
+        """One call to ``<environment path><rest>``; a PATCH (it sets fields) may be sent
+        twice."""
+        again = True if method == "PATCH" else None
+        path = await self._path(rest)
+        call = Call(method, path, parse, json=json, params=params, idempotent=again)
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
     # -- environments ----------------------------------------------------------------------
 
@@ -147,13 +202,13 @@ class AsyncFlags:
         description: str | None = None,
         default_value: bool | None = None,
         feature_id: str | None = None,
+        clear_feature: bool = False,
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> Flag:
-        """Change the fields given (the others stay)."""
-        fields = {"name": name, "description": description, "default_value": default_value}
-        body = {k: v for k, v in fields.items() if v is not None}
-        if feature_id is not None:
+        """Change the fields given (the others stay); ``clear_feature``: gate no feature."""
+        body = _given(name=name, description=description, default_value=default_value)
+        if feature_id is not None or clear_feature:
             body["feature_id"] = feature_id
         call = Call("PATCH", await self._flag(key), parse_model(Flag), json=body, idempotent=True)
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
@@ -212,6 +267,53 @@ class AsyncFlags:
         call = Call("PUT", path, parse_list(Rule), json=body, idempotent=True)
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
+    async def add_rule(
+        self,
+        key: str,
+        rule: RuleInput,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Rule:
+        """Add one rule to the flag (its ``id`` is made when not given)."""
+        path = f"/flags/{segment(key)}/rules"
+        return await self._send("POST", path, parse_model(Rule), timeout, max_retries, json=rule)
+
+    async def get_rule(
+        self,
+        key: str,
+        rule_id: str,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Rule:
+        path = f"/flags/{segment(key)}/rules/{segment(rule_id)}"
+        return await self._send("GET", path, parse_model(Rule), timeout, max_retries)
+
+    async def replace_rule(
+        self,
+        key: str,
+        rule_id: str,
+        rule: RuleInput,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Rule:
+        """Replace one rule of the flag (it keeps its id and place)."""
+        path = f"/flags/{segment(key)}/rules/{segment(rule_id)}"
+        return await self._send("PUT", path, parse_model(Rule), timeout, max_retries, json=rule)
+
+    async def delete_rule(
+        self,
+        key: str,
+        rule_id: str,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> None:
+        path = f"/flags/{segment(key)}/rules/{segment(rule_id)}"
+        await self._send("DELETE", path, parse_none, timeout, max_retries)
+
     async def ruleset(
         self, key: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> FlagRuleset:
@@ -236,3 +338,331 @@ class AsyncFlags:
                 params[name] = str(value)
         call = Call("GET", await self._path("/audit"), parse_list(AuditEntry), params=params)
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def checks(
+        self,
+        *,
+        flag: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[CheckRecord]:
+        """Recorded checks, newest first (checks are recorded with the server's
+        ``MILLPOND_FLAGS_RECORD_CHECKS`` or ``?record=true``); ``flag``: one flag's."""
+        params = _page(limit, flag=flag, before=None if before is None else str(before))
+        return await self._send(
+            "GET", "/checks", parse_list(CheckRecord), timeout, max_retries, params=params
+        )
+
+    # -- features ------------------------------------------------------------------------
+
+    async def features(
+        self,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[Feature]:
+        """Features by id; next page with ``after=<last id>``."""
+        params = _page(limit, after)
+        return await self._send(
+            "GET", "/features", parse_list(Feature), timeout, max_retries, params=params
+        )
+
+    async def get_feature(
+        self, feature_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> Feature:
+        path = f"/features/{segment(feature_id)}"
+        return await self._send("GET", path, parse_model(Feature), timeout, max_retries)
+
+    async def create_feature(
+        self,
+        feature_id: str | None = None,
+        *,
+        name: str = "",
+        description: str = "",
+        feature_type: FeatureType = "boolean",
+        event_name: str | None = None,
+        metric_aggregation: MetricAggregation = "count",
+        trait_key: str | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Feature:
+        """A feature plans and overrides grant: on/off (``boolean``), metered by a track
+        event (``event``, with ``event_name``) or by a company trait (``trait``, with
+        ``trait_key``). Without ``feature_id`` the server makes one."""
+        fields = _given(id=feature_id, event_name=event_name, trait_key=trait_key)
+        body = {
+            **fields,
+            "name": name,
+            "description": description,
+            "feature_type": feature_type,
+            "metric_aggregation": metric_aggregation,
+        }
+        return await self._send(
+            "POST", "/features", parse_model(Feature), timeout, max_retries, json=body
+        )
+
+    async def update_feature(
+        self,
+        feature_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        feature_type: FeatureType | None = None,
+        event_name: str | None = None,
+        metric_aggregation: MetricAggregation | None = None,
+        trait_key: str | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Feature:
+        """Change the fields given (the others stay)."""
+        body = _given(
+            name=name,
+            description=description,
+            feature_type=feature_type,
+            event_name=event_name,
+            metric_aggregation=metric_aggregation,
+            trait_key=trait_key,
+        )
+        path = f"/features/{segment(feature_id)}"
+        return await self._send(
+            "PATCH", path, parse_model(Feature), timeout, max_retries, json=body
+        )
+
+    async def delete_feature(
+        self, feature_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> None:
+        path = f"/features/{segment(feature_id)}"
+        await self._send("DELETE", path, parse_none, timeout, max_retries)
+
+    # -- plans ---------------------------------------------------------------------------
+
+    async def plans(
+        self,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[Plan]:
+        """Plans by id; next page with ``after=<last id>``."""
+        params = _page(limit, after)
+        return await self._send(
+            "GET", "/plans", parse_list(Plan), timeout, max_retries, params=params
+        )
+
+    async def get_plan(
+        self, plan_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> Plan:
+        path = f"/plans/{segment(plan_id)}"
+        return await self._send("GET", path, parse_model(Plan), timeout, max_retries)
+
+    async def create_plan(
+        self,
+        plan_id: str | None = None,
+        *,
+        name: str = "",
+        description: str = "",
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Plan:
+        """A plan companies are put on (``upsert_company(plan_id=...)``); its entitlements
+        grant features. Without ``plan_id`` the server makes one."""
+        body = {**_given(id=plan_id), "name": name, "description": description}
+        return await self._send(
+            "POST", "/plans", parse_model(Plan), timeout, max_retries, json=body
+        )
+
+    async def update_plan(
+        self,
+        plan_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Plan:
+        body = _given(name=name, description=description)
+        path = f"/plans/{segment(plan_id)}"
+        return await self._send("PATCH", path, parse_model(Plan), timeout, max_retries, json=body)
+
+    async def delete_plan(
+        self, plan_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> None:
+        path = f"/plans/{segment(plan_id)}"
+        await self._send("DELETE", path, parse_none, timeout, max_retries)
+
+    # -- entitlements (a plan's grants) and overrides (a company's own) -------------------
+
+    async def entitlements(
+        self,
+        *,
+        plan_id: str | None = None,
+        feature_id: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[Entitlement]:
+        """Entitlements by id, of one plan and/or one feature if given."""
+        params = _page(limit, after, plan_id=plan_id, feature_id=feature_id)
+        return await self._send(
+            "GET", "/entitlements", parse_list(Entitlement), timeout, max_retries, params=params
+        )
+
+    async def get_entitlement(
+        self, entitlement_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> Entitlement:
+        path = f"/entitlements/{segment(entitlement_id)}"
+        return await self._send("GET", path, parse_model(Entitlement), timeout, max_retries)
+
+    async def create_entitlement(
+        self,
+        *,
+        plan_id: str,
+        feature_id: str,
+        value_type: EntitlementValueType,
+        value_bool: bool | None = None,
+        value_numeric: int | None = None,
+        value_trait_key: str | None = None,
+        metric_period: MetricPeriod = "all_time",
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Entitlement:
+        """Entitle ``plan_id`` to ``feature_id``: ``boolean`` (``value_bool``, default
+        granted), ``numeric`` (a limit, ``value_numeric``, per ``metric_period``),
+        ``unlimited``, or ``trait`` (the limit in the company trait ``value_trait_key``)."""
+        body = _given(
+            plan_id=plan_id,
+            feature_id=feature_id,
+            value_type=value_type,
+            value_bool=value_bool,
+            value_numeric=value_numeric,
+            value_trait_key=value_trait_key,
+            metric_period=metric_period,
+        )
+        return await self._send(
+            "POST", "/entitlements", parse_model(Entitlement), timeout, max_retries, json=body
+        )
+
+    async def update_entitlement(
+        self,
+        entitlement_id: str,
+        *,
+        value_type: EntitlementValueType | None = None,
+        value_bool: bool | None = None,
+        value_numeric: int | None = None,
+        value_trait_key: str | None = None,
+        metric_period: MetricPeriod | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Entitlement:
+        """Change the grant's fields given (its plan and feature stay)."""
+        body = _given(
+            value_type=value_type,
+            value_bool=value_bool,
+            value_numeric=value_numeric,
+            value_trait_key=value_trait_key,
+            metric_period=metric_period,
+        )
+        path = f"/entitlements/{segment(entitlement_id)}"
+        return await self._send(
+            "PATCH", path, parse_model(Entitlement), timeout, max_retries, json=body
+        )
+
+    async def delete_entitlement(
+        self, entitlement_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> None:
+        path = f"/entitlements/{segment(entitlement_id)}"
+        await self._send("DELETE", path, parse_none, timeout, max_retries)
+
+    async def overrides(
+        self,
+        *,
+        company_id: str | None = None,
+        feature_id: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[CompanyOverride]:
+        """Company overrides by id, of one company and/or one feature if given."""
+        params = _page(limit, after, company_id=company_id, feature_id=feature_id)
+        return await self._send(
+            "GET", "/overrides", parse_list(CompanyOverride), timeout, max_retries, params=params
+        )
+
+    async def get_override(
+        self, override_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> CompanyOverride:
+        path = f"/overrides/{segment(override_id)}"
+        return await self._send("GET", path, parse_model(CompanyOverride), timeout, max_retries)
+
+    async def create_override(
+        self,
+        *,
+        feature_id: str,
+        value_type: EntitlementValueType,
+        company_id: str | None = None,
+        company: Mapping[str, str] | None = None,
+        value_bool: bool | None = None,
+        value_numeric: int | None = None,
+        value_trait_key: str | None = None,
+        metric_period: MetricPeriod = "all_time",
+        expires_at: datetime | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> CompanyOverride:
+        """Grant one company (by ``company_id`` or by its keys, ``company={...}``) a feature
+        of its own, replacing its plan's entitlement to it until ``expires_at`` (a timezone
+        aware datetime; None: never). The grant's fields are as for entitlements."""
+        body = _given(
+            feature_id=feature_id,
+            value_type=value_type,
+            company_id=company_id,
+            company=None if company is None else dict(company),
+            value_bool=value_bool,
+            value_numeric=value_numeric,
+            value_trait_key=value_trait_key,
+            metric_period=metric_period,
+            expires_at=expires_at,
+        )
+        return await self._send(
+            "POST", "/overrides", parse_model(CompanyOverride), timeout, max_retries, json=body
+        )
+
+    async def update_override(
+        self,
+        override_id: str,
+        *,
+        value_type: EntitlementValueType | None = None,
+        value_bool: bool | None = None,
+        value_numeric: int | None = None,
+        value_trait_key: str | None = None,
+        metric_period: MetricPeriod | None = None,
+        expires_at: datetime | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> CompanyOverride:
+        """Change the override's fields given (its company and feature stay)."""
+        body = _given(
+            value_type=value_type,
+            value_bool=value_bool,
+            value_numeric=value_numeric,
+            value_trait_key=value_trait_key,
+            metric_period=metric_period,
+            expires_at=expires_at,
+        )
+        path = f"/overrides/{segment(override_id)}"
+        return await self._send(
+            "PATCH", path, parse_model(CompanyOverride), timeout, max_retries, json=body
+        )
+
+    async def delete_override(
+        self, override_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> None:
+        path = f"/overrides/{segment(override_id)}"
+        await self._send("DELETE", path, parse_none, timeout, max_retries)

@@ -153,6 +153,14 @@ class Companies:
         call = Call("GET", path, parse_list(MetricValue))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
+    def user_metrics(
+        self, user_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> builtins.list[MetricValue]:
+        """The user's usage counters, as of now."""
+        path = self._path("users", f"/{segment(user_id)}/metrics")
+        call = Call("GET", path, parse_list(MetricValue))
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
 
 def _page(limit: int, after: str | None, **filters: str | None) -> dict[str, str]:
     params = {"limit": str(limit)}

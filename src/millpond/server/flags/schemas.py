@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 from millpond.models.common import RequestModel, WireModel
 from millpond.models.flags import (
     AuditEntry,
+    CheckRecord,
     Condition,
     ConditionGroup,
     EntitlementValueType,
@@ -360,24 +361,6 @@ class EntityLookup(RequestModel):
 
 # ---------------------------------------------------------------------------------------------
 # Logs
-
-
-class CheckRecord(WireModel):
-    """A recorded flag check."""
-
-    id: int
-    flag: str
-    flag_id: str | None = None
-    value: bool
-    reason: str
-    rule_id: str | None = None
-    rule_type: str | None = None
-    company_id: str | None = None
-    user_id: str | None = None
-    company: dict[str, str] | None = Field(default=None, description="The company keys sent")
-    user: dict[str, str] | None = Field(default=None, description="The user keys sent")
-    key_id: str | None = None
-    checked_at: datetime
 
 
 class EventRecord(WireModel):
