@@ -116,13 +116,14 @@ class FlagMirror:
         return f"SELECT * FROM flag_rulesets WHERE environment_id = {_literal(self.environment_id)}"
 
     def queries(self, watch: Watch, now: datetime | None = None) -> list[str]:
-        """The subscription queries of a watch."""
+        """The subscription queries of a watch: the selective column first, since the
+        client cache indexes a query's first equality (every row shares environment_id)."""
         env = _literal(self.environment_id or "")
         if watch.entity_id is None:
             table = _KEYS_TABLE[watch.kind]
             return [
-                f"SELECT * FROM {table} WHERE environment_id = {env}"
-                f" AND name = {_literal(name)} AND value = {_literal(value)}"
+                f"SELECT * FROM {table} WHERE value = {_literal(value)}"
+                f" AND name = {_literal(name)} AND environment_id = {env}"
                 for name, value in watch.keys
             ]
         entity = _literal(watch.entity_id)
@@ -130,14 +131,14 @@ class FlagMirror:
         since = min(bucket_start("current_week", moment), bucket_start("current_month", moment))
         queries = [
             f"SELECT * FROM {_ROW_TABLE[watch.kind]}"
-            f" WHERE environment_id = {env} AND id = {entity}",
-            f"SELECT * FROM flag_metrics WHERE environment_id = {env} AND entity_id = {entity}"
+            f" WHERE id = {entity} AND environment_id = {env}",
+            f"SELECT * FROM flag_metrics WHERE entity_id = {entity} AND environment_id = {env}"
             f" AND (period = 'all_time' OR bucket_start >= '{since.isoformat()}')",
         ]
         if watch.kind == "company":
             queries.append(
-                f"SELECT * FROM flag_company_overrides WHERE environment_id = {env}"
-                f" AND company_id = {entity}"
+                f"SELECT * FROM flag_company_overrides WHERE company_id = {entity}"
+                f" AND environment_id = {env}"
             )
         return queries
 
