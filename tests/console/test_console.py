@@ -10,20 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
 from conftest import FlagsEnv
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from console._helpers import CHROMIUM_ARGS, console_client, login
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +47,15 @@ def _check(env: FlagsEnv, key: str, **who: Any) -> dict[str, Any]:
 
 def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> None:
     env = flags_env
-    page.on("dialog", lambda dialog: dialog.accept())
+    asked: list[str] = []
+    blocked: list[str] = []
+
+    def answer(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", answer)
+    page.on("console", lambda m: blocked.append(m.text) if "Content Security" in m.text else None)
     _login(page, base_url, env.key)
     assert page.url.endswith("/console/flags")
     assert "No active flags" in page.content()
@@ -112,9 +110,29 @@ def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> N
     assert "purge flag" in entries.first.inner_text()
     assert env.key not in page.content()
 
+    # the page's script and style work under its CSP (none of them is inline)
+    assert asked == ["Delete new-editor?", "Delete new-editor?", "Delete new-editor for good?"]
+    assert blocked == []
+    background = page.eval_on_selector("header", "e => getComputedStyle(e).backgroundColor")
+    assert background == "rgb(29, 36, 48)"
+
     page.click("button:has-text('Log out')")
     page.goto(f"{base_url}/console/flags")
     assert page.url.endswith("/console/login")
+
+
+def test_picking_an_environment(page: Page, base_url: str, flags_env: FlagsEnv) -> None:
+    made = flags_env.http.post(
+        "/v1/flags/environments",
+        json={"name": "staging"},
+        headers={"Authorization": f"Bearer {flags_env.key}"},
+    )
+    assert made.status_code == 201, made.text
+    staging = made.json()["id"]
+    _login(page, base_url, flags_env.key)
+    with page.expect_navigation():  # the select submits its form (console.js)
+        page.select_option("select[name=env]", staging)
+    assert f"env={staging}" in page.url
 
 
 def test_bad_and_revoked_keys(page: Page, base_url: str, flags_env: FlagsEnv) -> None:
@@ -138,32 +156,36 @@ def test_read_only_keys_see_no_buttons(page: Page, base_url: str, flags_env: Fla
 
 def test_csrf_and_other_users(base_url: str, flags_env: FlagsEnv, make_user: Any) -> None:
     flags_env("POST", "/flags", 201, json={"key": "beta"})
-    cookies = {"millpond_console": flags_env.key}
-    url = f"{base_url}/console/flags/beta/toggle?env={flags_env.id}"
-    with httpx.Client(cookies=cookies) as http:
+    url = f"/console/flags/beta/toggle?env={flags_env.id}"
+    with console_client(base_url, flags_env.key) as http:
         r = http.post(url, data={})
         assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_failed"
         r = http.post(url, data={"csrf": "0" * 32})
         assert r.status_code == 403
+        r = http.post(url, data={"csrf": "\u00e9" * 32})  # not even ASCII: still a 403
+        assert r.status_code == 403
     assert flags_env("GET", "/flags/beta")["default_value"] is False  # nothing changed
     _, stranger = make_user(prefix="stranger")
-    with httpx.Client(cookies={"millpond_console": stranger}) as http:
-        page = http.get(f"{base_url}/console/flags?env={flags_env.id}")
+    with console_client(base_url, stranger) as http:
+        page = http.get(f"/console/flags?env={flags_env.id}")
         assert page.status_code == 404 and "beta" not in page.text
-    with httpx.Client() as http:
-        r = http.get(f"{base_url}/console/flags", follow_redirects=False)
+    with httpx.Client(base_url=base_url) as http:
+        r = http.get("/console/flags", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/console/login"
-        login = http.post(f"{base_url}/console/login", data={"api_key": flags_env.key})
-        assert login.status_code == 303
-        cookie = login.headers["set-cookie"].lower()
+        answer = login(http, flags_env.key)
+        assert answer.status_code == 303
+        cookie = next(
+            c for c in answer.headers.get_list("set-cookie") if c.startswith("millpond_console=")
+        ).lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/console" in cookie
+        assert "max-age=" in cookie
 
 
 def test_unknown_flags_and_environments_are_clear_errors(
     base_url: str, flags_env: FlagsEnv
 ) -> None:
-    with httpx.Client(cookies={"millpond_console": flags_env.key}) as http:
-        missing = http.get(f"{base_url}/console/flags/nope?env={flags_env.id}")
+    with console_client(base_url, flags_env.key) as http:
+        missing = http.get(f"/console/flags/nope?env={flags_env.id}")
         assert missing.status_code == 404 and "flag_not_found" in missing.text
-        other = http.get(f"{base_url}/console/flags/nope?env=env_0000000000000000")
+        other = http.get("/console/flags/nope?env=env_0000000000000000")
         assert other.status_code == 404 and "environment_not_found" in other.text

@@ -176,7 +176,7 @@ def test_readers_read_but_cannot_write(call: Call, s: Setup, who: str) -> None:
     for sql in (
         "SET TRANSACTION READ WRITE; INSERT INTO items VALUES (99, 'x')",
         "SET TRANSACTION READ WRITE; CREATE TABLE mine (a int)",
-        "SET default_transaction_read_only = off; COMMIT; INSERT INTO items VALUES (99, 'x')",
+        "SET default_transaction_read_only = off; SELECT lo_create(0)",
         f"SET ROLE {s.pg}_rw",
         f"SET ROLE {s.pg}_owner",
     ):
@@ -406,7 +406,9 @@ def test_session_state_does_not_leak(call: Call, s: Setup) -> None:
 
 def test_an_open_transaction_is_not_left_behind(call: Call, s: Setup) -> None:
     ok(q(call, s.owner, s.name, "CREATE TABLE open_tx (a int)"))
-    ok(q(call, s.owner, s.name, "BEGIN; INSERT INTO open_tx VALUES (1)"))
+    r = q(call, s.owner, s.name, "BEGIN; INSERT INTO open_tx VALUES (1)")
+    assert assert_error(r, 400, "transaction_control")["details"]["statement"] == "BEGIN"
+    ok(q(call, s.owner, s.name, "SAVEPOINT a; INSERT INTO open_tx VALUES (1); ROLLBACK TO a"))
     assert ok(q(call, s.owner, s.name, "SELECT count(*) FROM open_tx"))["data"] == [[0]]
     # and the row lock it took is gone with it
     assert ok(q(call, s.writer, s.name, "INSERT INTO open_tx VALUES (2)"))["row_count"] == 1
@@ -542,14 +544,11 @@ def test_a_changed_role_password_heals(
         "PUT",
         f"/v1/databases/{db['full_name']}/collaborators/{reader_name}",
         owner,
-        json={"role": "read"},
+        json={"role": "write"},
     )
-    sql = (
-        "SET default_transaction_read_only = off; COMMIT;"
-        " ALTER ROLE current_user PASSWORD 'chosen-by-a-reader'"
-    )
+    sql = "ALTER ROLE current_user PASSWORD 'chosen-by-a-reader'"
     assert q(call, reader, db["full_name"], sql).status_code == 200
-    ro_role = pg_name(db) + "_ro"
+    ro_role = pg_name(db) + "_rw"
     with superuser() as conn:  # force the pool to log in again
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",

@@ -65,6 +65,8 @@ CLOSE_CODES = {
     4010: "server_shutdown",
     4011: "stream_failed",
     4012: "realtime_unavailable",
+    4013: "access_changed",
+    4029: "limit_exceeded",
 }
 """The server's close codes (protocol doc)."""
 
@@ -80,11 +82,20 @@ class RealtimeError(MillpondError):
     ``unauthorized`` or 4004 ``database_not_found``, or reconnects exhausted), it was
     closed, or the server reported a problem with the connection."""
 
-    def __init__(self, message: str, *, code: str = "error", close_code: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "error",
+        close_code: int | None = None,
+        close_reason: str | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.close_code = close_code
+        self.close_reason = close_reason
+        """The server's reason with its close code (``key_revoked``, ``access_revoked``…)."""
 
 
 class SubscriptionError(RealtimeError):
@@ -437,6 +448,7 @@ class Session:
                 f"the server closed the realtime connection: {code} {reason or name}",
                 code=name,
                 close_code=code,
+                close_reason=reason or None,
             )
             self._fail(error, out)
         return out

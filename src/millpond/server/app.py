@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,6 +23,7 @@ from .._version import __version__
 from ..models import Health, PostgresHealth, UserCreated
 from .accounts import router as accounts_router
 from .accounts.service import bootstrap_admin
+from .budget import CAPACITY_SQL, ConnectionBudget, capacity_of
 from .compat import schematic as schematic_compat
 from .config import Settings
 from .console import router as console_router
@@ -34,7 +35,12 @@ from .flags import router as flags_router
 from .flags import stream as flags_stream
 from .flags.service import FlagService
 from .gateway import Gateway
+from .headers import SecurityHeaders
+from .limits import BodyLimits
+from .openapi import install as document_openapi
+from .postgres.availability import connection_lost, unavailable
 from .postgres.cluster import Cluster
+from .postgres.supervisor import Fatal, Supervisor, describe, exit_process
 from .query import router as query_router
 from .query.service import QueryService
 from .realtime import router as realtime_router
@@ -80,15 +86,32 @@ def _write_admin_key(settings: Settings, created: UserCreated) -> Path:
     return path
 
 
-async def start_services(settings: Settings, announce: Announce) -> Services:
+async def _connection_budget(store: Store, settings: Settings) -> ConnectionBudget:
+    """The tenant connection budget, sized from the running Postgres' max_connections."""
+    row = await store.fetchone(CAPACITY_SQL)
+    assert row is not None
+    capacity = capacity_of(dict(row), settings.reserved_connections)
+    budget = ConnectionBudget(settings.account_max_connections, capacity)
+    _log.info(
+        "tenant connections: %d on this replica, at most %d per account",
+        capacity,
+        budget.per_account,
+    )
+    return budget
+
+
+async def start_services(
+    settings: Settings, announce: Announce, on_fatal: Fatal = exit_process
+) -> Services:
     cluster = Cluster(settings)
     await asyncio.to_thread(cluster.start)
     await asyncio.to_thread(migrate, cluster.control_conninfo)
-    store = Store(cluster.control_conninfo)
+    store = Store(cluster.control_conninfo, availability=cluster.availability)
     await store.open()
     secret = await _server_secret(store, settings)
-    databases = DatabaseService(store, cluster, secret)
-    query = QueryService(store, cluster, secret, settings)
+    budget = await _connection_budget(store, settings)
+    databases = DatabaseService(store, cluster, secret, settings=settings)
+    query = QueryService(store, cluster, secret, settings, budget)
     realtime = RealtimeService(cluster, query, settings.realtime_idle_seconds)
     databases.drop_hooks.append(realtime.drop)
     databases.drop_hooks.append(query.drop_pools)
@@ -98,12 +121,15 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
     created = await bootstrap_admin(store)
     if created is not None:
         announce(created, _write_admin_key(settings, created))
-    gateway = Gateway(settings, store, cluster, secret)
+    gateway = Gateway(settings, store, cluster, secret, budget=budget)
     await gateway.start()
     transfer = TransferService(store, cluster, secret, settings)
     await transfer.start()
     flags = FlagService(store, settings, cluster.control_conninfo)
     await flags.start()
+    supervisor = Supervisor(cluster, settings, on_fatal)
+    supervisor.on_recovered.append(lambda: _drop_dead_connections(store, query))
+    await supervisor.start()
     return Services(
         settings=settings,
         cluster=cluster,
@@ -114,10 +140,23 @@ async def start_services(settings: Settings, announce: Announce) -> Services:
         gateway=gateway,
         transfer=transfer,
         flags=flags,
+        budget=budget,
+        supervisor=supervisor,
     )
 
 
+async def _drop_dead_connections(store: Store, query: QueryService) -> None:
+    """After Postgres came back: the pools' idle connections died with it. The control
+    pool drops them (``Store`` checks idle connections); the query pools, whose pending
+    reconnects may still be backing off, are replaced (the next query makes a new one)."""
+    await store.pool.check()
+    for pg_name in {pg_name for pg_name, _ in list(query._pools)}:
+        await query.drop_pools(pg_name)
+
+
 async def stop_services(svc: Services) -> None:
+    if svc.supervisor is not None:
+        await svc.supervisor.stop()  # first: the cluster's stop is no death to repair
     if svc.gateway is not None:
         await svc.gateway.stop()
     if svc.transfer is not None:
@@ -130,12 +169,18 @@ async def stop_services(svc: Services) -> None:
     await asyncio.to_thread(svc.cluster.stop)
 
 
-def create_app(settings: Settings | None = None, announce: Announce = _default_announce) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    announce: Announce = _default_announce,
+    on_fatal: Fatal = exit_process,
+) -> FastAPI:
+    """``on_fatal(reason)`` runs when the embedded Postgres died and could not be
+    restarted; by default it ends the process with a non-zero status."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = await start_services(settings, announce)
+        app.state.services = await start_services(settings, announce, on_fatal)
         try:
             yield
         finally:
@@ -149,7 +194,11 @@ def create_app(settings: Settings | None = None, announce: Announce = _default_a
         redoc_url=None,
     )
     _install_error_handlers(app)
+    app.add_middleware(
+        BodyLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth
+    )
     app.add_middleware(CatchAll)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, even CatchAll's
     app.include_router(accounts_router.router)
     app.include_router(databases_router.router)
     app.include_router(query_router.router)
@@ -164,13 +213,22 @@ def create_app(settings: Settings | None = None, announce: Announce = _default_a
     async def health(request: Request) -> Health:
         return await _health(request.app.state.services)
 
+    document_openapi(app)
     return app
 
 
+_HEALTH_TIMEOUT_S = 2.0
+
+
 async def _health(svc: Services) -> Health:
+    """Fast even when Postgres is not: the supervisor's reason while it is down, else a
+    query bounded by ``_HEALTH_TIMEOUT_S``."""
     started = time.perf_counter()
+    availability = svc.cluster.availability
     try:
-        row = await svc.store.fetchone("SELECT current_setting('server_version') AS v")
+        availability.check()
+        async with asyncio.timeout(_HEALTH_TIMEOUT_S):
+            row = await svc.store.fetchone("SELECT current_setting('server_version') AS v")
         pg = PostgresHealth(
             ok=True,
             mode=svc.cluster.mode,
@@ -178,8 +236,18 @@ async def _health(svc: Services) -> Health:
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
         )
     except Exception as exc:
-        pg = PostgresHealth(ok=False, mode=svc.cluster.mode, error=type(exc).__name__)
+        if connection_lost(exc):
+            availability.suspect()
+        pg = PostgresHealth(ok=False, mode=svc.cluster.mode, error=_why(exc, availability.reason))
     return Health(status="ok" if pg.ok else "degraded", version=__version__, postgres=pg)
+
+
+def _why(exc: Exception, reason: str | None) -> str:
+    if reason:
+        return reason
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {_HEALTH_TIMEOUT_S:g} s"
+    return describe(exc) if connection_lost(exc) else type(exc).__name__
 
 
 class CatchAll:
@@ -213,8 +281,12 @@ class CatchAll:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(exc.envelope(), status_code=exc.status)
+    async def service_error(conn: Request | WebSocket, exc: ServiceError) -> JSONResponse | None:
+        if isinstance(conn, WebSocket):  # say, Postgres went down while it connected
+            await conn.close(1013 if exc.status == 503 else 1011, exc.code)
+            return None
+        headers = getattr(exc, "headers", None)  # say, Retry-After of postgres_unavailable
+        return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -235,7 +307,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(err.envelope(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if connection_lost(exc):  # Postgres went away under a request
+            svc: Services | None = getattr(request.app.state, "services", None)
+            availability = svc.cluster.availability if svc is not None else None
+            if availability is not None:
+                availability.suspect()
+            _log.warning("a request lost its Postgres connection: %s", describe(exc))
+            down = unavailable(exc, availability)
+            return JSONResponse(down.envelope(), status_code=503, headers=down.headers)
         _log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
         err = ServiceError(500, "internal_error", "internal server error; see the server log")
         return JSONResponse(err.envelope(), status_code=500)

@@ -47,7 +47,27 @@ class Settings(BaseSettings):
     query_max_bytes: int = Field(
         16 * 1024 * 1024,
         gt=0,
-        description="Approximate maximum bytes of row data an HTTP query returns.",
+        description=(
+            "Approximate maximum bytes of row data an HTTP query returns (every value counts"
+            " its size as Postgres sends it: text, json/jsonb, arrays, bytea…); rows past it"
+            " are dropped and set `truncated`."
+        ),
+    )
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Largest HTTP request body, in bytes (413 request_too_large); import uploads"
+            " have their own limit, `transfer_max_file_bytes`."
+        ),
+    )
+    max_json_depth: int = Field(
+        128,
+        gt=0,
+        description=(
+            "Deepest nesting of JSON arrays/objects accepted in a request body or a WebSocket"
+            " message, and returned in a query result's json/jsonb values (400 json_too_deep)."
+        ),
     )
     pool_max_size: int = Field(
         10, gt=0, description="Maximum pooled Postgres connections per database role."
@@ -57,6 +77,80 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "How long a query waits for a free database connection before 503 postgres_unavailable."
+        ),
+    )
+
+    # -- per-account budgets (server/budget.py) -------------------------------------------
+    account_max_connections: int = Field(
+        20,
+        gt=0,
+        description=(
+            "Postgres connections one account (a user with its service accounts) may hold at "
+            "once on each replica: its gateway sessions plus its HTTP queries in progress, "
+            "over all databases and keys (at most half of the tenant capacity). More: 429 or "
+            "FATAL 53300 `connection_budget_exceeded`."
+        ),
+    )
+    reserved_connections: int = Field(
+        40,
+        ge=0,
+        description=(
+            "Postgres connections (of `max_connections`) tenants never get: kept for the "
+            "server's own pools, jobs and privileged sessions. Tenant connections on a replica "
+            "(pooled and gateway) stay within the rest; idle pooled ones are closed to make room."
+        ),
+    )
+    pool_max_idle_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "A query pool that left connections unused this many seconds closes one of them "
+            "(idle pooled connections are also closed at once when a tenant needs the room)."
+        ),
+    )
+    account_max_databases: int = Field(
+        100, ge=0, description="Databases one account may own (403 `limit_exceeded`)."
+    )
+    account_max_api_keys: int = Field(
+        200,
+        ge=0,
+        description=(
+            "Active API keys one account may have, its service accounts' and flags "
+            "environments' keys included (403 `limit_exceeded`)."
+        ),
+    )
+    account_max_realtime_connections: int = Field(
+        50,
+        ge=0,
+        description=(
+            "Open realtime WebSockets one account may have on each replica (more are closed "
+            "with 4029 `limit_exceeded`)."
+        ),
+    )
+    account_max_running_jobs: int = Field(
+        10,
+        ge=0,
+        description=(
+            "Import and export jobs one account may have queued or running (403 `limit_exceeded`)."
+        ),
+    )
+    account_limits_exempt_admins: bool = Field(
+        True, description="Server admins are exempt from the per-account budgets and limits."
+    )
+    postgres_check_interval_s: float = Field(
+        0.5,
+        gt=0,
+        description=(
+            "How often the server checks that Postgres is alive (and the embedded postmaster"
+            " runs); while it is not, requests answer 503 postgres_unavailable at once."
+        ),
+    )
+    postgres_restart_attempts: int = Field(
+        5,
+        ge=1,
+        description=(
+            "Tries to restart a dead embedded Postgres (with backoff) before the server"
+            " exits with status 3 for a process supervisor to restart it."
         ),
     )
     realtime_send_buffer_bytes: int = Field(
@@ -242,6 +336,16 @@ class Settings(BaseSettings):
     )
     flags_retention_interval_s: float = Field(
         3600.0, gt=0, description="Seconds between purges of old flag events, checks and counters."
+    )
+
+    # -- web console (server/console) -------------------------------------------------------
+    console_session_ttl_s: float = Field(
+        43200.0,
+        gt=0,
+        description=(
+            "Seconds a web console session lasts after login (absolute, not sliding; it ends "
+            "sooner on logout, when its API key is revoked or expires, or its user is deleted)."
+        ),
     )
 
     @property

@@ -8,12 +8,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from .accounts.service import Principal, authenticate, require_unbound
+from .budget import ConnectionBudget, Tally
 from .config import Settings
 from .databases.service import DatabaseService
 from .errors import ServiceError
 from .flags.service import FlagService
 from .gateway import Gateway
 from .postgres.cluster import Cluster
+from .postgres.supervisor import Supervisor
 from .query.service import QueryService
 from .realtime.service import RealtimeService
 from .store import Store
@@ -31,6 +33,10 @@ class Services:
     gateway: Gateway | None = None
     transfer: TransferService | None = None
     flags: FlagService | None = None
+    supervisor: Supervisor | None = None
+    budget: ConnectionBudget = field(default_factory=ConnectionBudget)
+    realtime_sockets: Tally = field(default_factory=Tally)
+    """Open realtime WebSockets per account (``account_max_realtime_connections``)."""
     extra: dict[str, object] = field(default_factory=dict)
 
 

@@ -38,11 +38,22 @@ class ServerThread:
 def start_server(settings: Settings, timeout: float = 90) -> ServerThread:
     """Start a real server (uvicorn) in a thread and wait until it serves."""
     announced: list[UserCreated] = []
-    app = create_app(settings, announce=lambda created, _path: announced.append(created))
+    servers: list[uvicorn.Server] = []
+
+    def stop_instead_of_exiting(_reason: str) -> None:
+        # a lost Postgres ends this server, not the process that runs it (a test session)
+        servers[0].should_exit = True
+
+    app = create_app(
+        settings,
+        announce=lambda created, _path: announced.append(created),
+        on_fatal=stop_instead_of_exiting,
+    )
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
+    servers.append(server)
     thread = threading.Thread(target=server.run, name="millpond-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

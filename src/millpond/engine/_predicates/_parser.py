@@ -35,6 +35,9 @@ COMPARISON_OPS: frozenset[str] = frozenset(MIRRORED)
 _ARITHMETIC = frozenset("+-*/%^")
 _JOIN_WORDS = ("join", "inner", "left", "right", "full", "cross", "natural")
 _SUBQUERY_WORDS = ("select", "with", "values", "table")
+MAX_DEPTH = 64
+"""Deepest nesting of a predicate (parentheses, NOT, signs, IS tests, IN lists): deeper
+is refused, before any recursion (here, in binding or in matching) could overflow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,15 @@ class _Parser:
         self.scope: list[_Source] = []
         self.where_side: int | None = None
         """In a join, the index in ``scope`` of the table WHERE may use."""
+        self.depth = 0
+
+    def deeper(self, levels: int = 1) -> None:
+        self.depth += levels
+        if self.depth > MAX_DEPTH:
+            raise self.refuse(f"the predicate nests more than {MAX_DEPTH} levels deep")
+
+    def shallower(self, levels: int = 1) -> None:
+        self.depth -= levels
 
     # -- token helpers ------------------------------------------------------------------
 
@@ -369,12 +381,19 @@ class _Parser:
         return items[0] if len(items) == 1 else make_and(items)
 
     def not_expr(self) -> Expr:
-        if self.accept_word("not"):
-            return Not(self.not_expr())
-        return self.is_expr()
+        nots = 0
+        while self.accept_word("not"):
+            nots += 1
+            self.deeper()
+        expr = self.is_expr()
+        for _ in range(nots):
+            expr = Not(expr)
+        self.shallower(nots)
+        return expr
 
     def is_expr(self) -> Expr:
         expr = self.comparison()
+        tests = 0
         while True:
             if self.accept_word("isnull"):
                 expr = IsNull(expr)
@@ -383,7 +402,10 @@ class _Parser:
             elif self.peek().is_word("is"):
                 expr = self.is_test(expr)
             else:
+                self.shallower(tests)
                 return expr
+            tests += 1
+            self.deeper()
 
     def is_test(self, expr: Expr) -> Expr:
         self.expect_word("is")
@@ -469,10 +491,12 @@ class _Parser:
         self.expect_op("(")
         if self.peek().is_word(*_SUBQUERY_WORDS):
             raise self.refuse("subqueries are not supported")
+        self.deeper()
         items = [self.expr()]
         while self.accept_op(","):
             items.append(self.expr())
         self.expect_op(")")
+        self.shallower()
         return make_in(expr, items, negated)
 
     # -- operands -----------------------------------------------------------------------
@@ -481,10 +505,16 @@ class _Parser:
         tok = self.peek()
         if tok.is_op("-", "+"):
             self.advance()
-            return self.signed(tok, self.operand())
+            self.deeper()
+            signed = self.signed(tok, self.operand())
+            self.shallower()
+            return signed
         if tok.is_word("not"):
             self.advance()
-            return Not(self.not_expr())
+            self.deeper()
+            negated = Not(self.not_expr())
+            self.shallower()
+            return negated
         expr = self.primary()
         self.check_postfix()
         return expr
@@ -538,10 +568,12 @@ class _Parser:
         self.expect_op("(")
         if self.peek().is_word(*_SUBQUERY_WORDS):
             raise self.refuse("subqueries are not supported")
+        self.deeper()
         expr = self.expr()
         if self.peek().is_op(","):
             raise self.refuse("row constructors ((a, b)) are not supported")
         self.expect_op(")")
+        self.shallower()
         return expr
 
     def word_primary(self, tok: Token) -> Expr:

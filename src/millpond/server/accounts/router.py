@@ -56,7 +56,7 @@ async def delete_user(
 
 @router.post("/keys", response_model=ApiKeyCreated, status_code=201)
 async def create_key(body: ApiKeyCreate, svc: Svc, who: Caller) -> ApiKeyCreated:
-    return await service.create_key(svc.store, who, body)
+    return await service.create_key(svc.store, who, body, service.key_limit(svc.settings, who))
 
 
 @router.get("/keys", response_model=list[ApiKey])
@@ -102,7 +102,9 @@ async def delete_service_account(sa_id: int, svc: Svc, who: Caller) -> Response:
 async def create_service_account_key(
     sa_id: int, body: ApiKeyCreate, svc: Svc, who: Caller
 ) -> ApiKeyCreated:
-    return await service.create_service_account_key(svc.store, who, sa_id, body)
+    return await service.create_service_account_key(
+        svc.store, who, sa_id, body, service.key_limit(svc.settings, who)
+    )
 
 
 @router.get("/service-accounts/{sa_id}/keys", response_model=list[ApiKey])

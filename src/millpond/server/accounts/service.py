@@ -30,6 +30,8 @@ from ...models import (
     UserCreate,
     UserCreated,
 )
+from ..budget import check_count
+from ..config import Settings
 from ..errors import ServiceError, conflict, forbidden, invalid, not_found
 from ..store import Store
 
@@ -51,6 +53,8 @@ class Principal:
     service_account_id: int | None = None
     environment_id: str | None = None
     """Set for a key bound to one flags environment: it may only call /v1/flags."""
+    expires_at: datetime | None = None
+    """When the key expires (live sockets are closed then)."""
 
     @property
     def can_write(self) -> bool:
@@ -140,11 +144,16 @@ async def authenticate(store: Store, secret: str) -> Principal | None:
         scope=row["scope"],
         service_account_id=row["service_account_id"],
         environment_id=row["environment_id"],
+        expires_at=row["expires_at"],
     )
 
 
 # -- keys ------------------------------------------------------------------------------
 
+_ACTIVE_KEYS_SQL = (
+    "SELECT count(*) FROM api_keys WHERE user_id = %s AND revoked_at IS NULL"
+    " AND (expires_at IS NULL OR expires_at > now())"
+)
 _KEY_COLUMNS = (
     "id, name, prefix, scope, created_at, expires_at, last_used_at, service_account_id,"
     " environment_id"
@@ -157,9 +166,15 @@ async def insert_key(
     body: ApiKeyCreate,
     service_account_id: int | None = None,
     environment_id: str | None = None,
+    max_keys: int | None = None,
 ) -> ApiKeyCreated:
     """Create a key on ``conn`` (inside the caller's transaction); the secret is in the
-    result and nowhere else."""
+    result and nowhere else. ``max_keys``: refuse (``limit_exceeded``) when the user
+    already has that many active keys, its service accounts' and environments' included."""
+    if max_keys is not None:
+        await check_count(
+            conn, "account_max_api_keys", "active API keys", max_keys, _ACTIVE_KEYS_SQL, user_id
+        )
     secret = new_secret()
     expires_at = (
         datetime.now(UTC) + timedelta(seconds=body.expires_in_seconds)
@@ -187,10 +202,21 @@ async def insert_key(
     return ApiKeyCreated(**row, secret=secret)
 
 
-async def create_key(store: Store, principal: Principal, body: ApiKeyCreate) -> ApiKeyCreated:
+def key_limit(settings: Settings, principal: Principal) -> int | None:
+    """The ``max_keys`` of keys ``principal`` makes (None: admins, when exempt)."""
+    if principal.is_admin and settings.account_limits_exempt_admins:
+        return None
+    return settings.account_max_api_keys
+
+
+async def create_key(
+    store: Store, principal: Principal, body: ApiKeyCreate, max_keys: int | None = None
+) -> ApiKeyCreated:
     require_write(principal)
     async with store.transaction() as conn:
-        return await insert_key(conn, principal.user_id, body, principal.service_account_id)
+        return await insert_key(
+            conn, principal.user_id, body, principal.service_account_id, max_keys=max_keys
+        )
 
 
 def _owner_filter(principal: Principal) -> tuple[str, tuple[Any, ...]]:
@@ -410,13 +436,17 @@ async def delete_service_account(store: Store, principal: Principal, sa_id: int)
 
 
 async def create_service_account_key(
-    store: Store, principal: Principal, sa_id: int, body: ApiKeyCreate
+    store: Store,
+    principal: Principal,
+    sa_id: int,
+    body: ApiKeyCreate,
+    max_keys: int | None = None,
 ) -> ApiKeyCreated:
     require_user_key(principal)
     require_write(principal)
     await _get_service_account(store, principal.user_id, sa_id)
     async with store.transaction() as conn:
-        return await insert_key(conn, principal.user_id, body, sa_id)
+        return await insert_key(conn, principal.user_id, body, sa_id, max_keys=max_keys)
 
 
 async def list_service_account_keys(store: Store, principal: Principal, sa_id: int) -> list[ApiKey]:

@@ -1,21 +1,28 @@
 """``/console``: the flags web console (flypper's UI), server-rendered, calling the flags
 service as the API does (DESIGN principle 2).
 
-Login is with an API key: the key itself is kept in an ``HttpOnly``, ``SameSite=Strict``
-cookie (``Secure`` over https) scoped to ``/console`` and checked on every request, so a
-revoked or expired key ends its session at once, and a key bound to an environment sees
-that environment only. Every form carries a CSRF token derived from the key (an attacker
-without the cookie cannot compute it); a POST without it is refused and changes nothing.
-Read-only keys see the pages without the buttons, and the service refuses their POSTs.
+Login is with an API key, but the key is never kept: the cookie holds a random
+server-side session id (``sessions.py``; ``HttpOnly``, ``SameSite=Strict``, ``Secure`` over
+https, ``Path=/console``, ``Max-Age`` its lifetime). Every request re-checks the session
+and its key, so logout, "sign out everywhere", the session's expiry, or the key being
+revoked or expiring ends it at once; a key bound to an environment sees that environment
+only. Every POST is refused when the browser says it comes from another site
+(``Sec-Fetch-Site`` / ``Origin``); the login form carries a pre-session token (double
+submit cookie) and every other form a token bound to the session, so a forged POST
+changes nothing. Notices are texts the server wrote, kept in the session: nothing from
+the query string is ever shown as one. Read-only keys see the pages without the buttons,
+and the service refuses their POSTs. The pages have no inline script or style (the CSP
+set by ``server/headers.py`` allows none).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
+import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -27,19 +34,43 @@ from ..errors import ServiceError
 from ..flags.access import Env
 from ..flags.schemas import FlagCreate, FlagUpdate, RuleInput
 from ..flags.service import FlagService, Page
+from .sessions import (
+    ConsoleSession,
+    end_every_session,
+    end_session,
+    hash_session,
+    load_session,
+    open_session,
+    set_flash,
+    take_flash,
+)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 COOKIE = "millpond_console"
+LOGIN_COOKIE = "millpond_login"
+LOGIN_TOKEN_TTL_S = 3600
+_LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
 )
+_STATIC_DIR = Path(__file__).parent / "static"
+_STATIC_TYPES = {
+    "console.css": "text/css; charset=utf-8",
+    "console.js": "text/javascript; charset=utf-8",
+}
 CONSOLE_RULES = ("console-actors", "console-rollout", "console-trait")
+LOGIN_NOTICES = {
+    "expired": "Your session ended: log in again.",
+    "signed_out": "You are logged out.",
+    "signed_out_everywhere": "You are logged out everywhere.",
+}
+"""The only notices the login page shows, by the id in ``?notice=``."""
 
 
-def csrf_token(secret: str) -> str:
-    return hashlib.sha256(b"millpond-console-csrf:" + secret.encode()).hexdigest()[:32]
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -47,17 +78,44 @@ def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTM
     return HTMLResponse(html, status_code=status)
 
 
-def _login(flash: str | None = None) -> RedirectResponse:
-    return RedirectResponse("/console/login" + ("?expired=1" if flash else ""), status_code=303)
+def _login(notice: str | None = None) -> RedirectResponse:
+    query = "?" + urlencode({"notice": notice}) if notice else ""
+    return RedirectResponse("/console/login" + query, status_code=303)
 
 
-class Session:
+def _set_cookie(request: Request, response: Response, name: str, value: str, **kw: Any) -> None:
+    response.set_cookie(
+        name,
+        value,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        **kw,
+    )
+
+
+def refuse_cross_site(request: Request) -> None:
+    """403 for a POST the browser says another site made (CSRF, login CSRF)."""
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    ours = f"{request.url.scheme}://{request.url.netloc}".lower()
+    if (site is not None and site not in ("same-origin", "none")) or (
+        origin is not None and origin.lower() != ours
+    ):
+        raise ServiceError(
+            403, "cross_site_request", "the console accepts forms from its own pages only"
+        )
+
+
+class Console:
     """The logged-in caller of one request."""
 
-    def __init__(self, request: Request, svc: Services, who: Principal, secret: str) -> None:
+    def __init__(self, request: Request, svc: Services, session: ConsoleSession) -> None:
         self.request = request
-        self.who = who
-        self.csrf = csrf_token(secret)
+        self.svc = svc
+        self.session = session
+        self.who: Principal = session.who
+        self.csrf = session.csrf
         flags = svc.flags
         if flags is None:  # pragma: no cover - started by the lifespan
             raise ServiceError(503, "unavailable", "flags are not running")
@@ -70,6 +128,13 @@ class Session:
         wanted = ref or envs[0].id
         return envs, await self.flags.access.resolve(self.who, wanted)  # 404 if not theirs
 
+    async def notify(self, text: str) -> None:
+        """Show ``text`` (the server's own words) on the session's next page."""
+        await set_flash(self.svc.store, self.session.id_hash, text)
+
+    async def notice(self) -> str | None:
+        return await take_flash(self.svc.store, self.session)
+
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         env = context.get("env")
         return _page(
@@ -79,23 +144,27 @@ class Session:
             who=self.who,
             csrf=self.csrf,
             can_write=self.who.scope == "write",
-            env_query=f"?env={env.id}" if env is not None else "",
+            env_query="?" + urlencode({"env": env.id}) if env is not None else "",
             **context,
         )
 
 
-async def _session(request: Request) -> Session | None:
-    secret = request.cookies.get(COOKIE, "")
+async def _session(request: Request) -> Console | None:
     svc = services(request)
-    who = await authenticate(svc.store, secret) if secret else None
-    return Session(request, svc, who, secret) if who is not None else None
+    found = await load_session(svc.store, request.cookies.get(COOKIE, ""))
+    return Console(request, svc, found) if found is not None else None
 
 
-async def _form_session(request: Request) -> tuple[Session | None, dict[str, str]]:
-    """The session of a form POST whose CSRF token matches, and its fields."""
+async def _form(request: Request) -> dict[str, str]:
+    return {k: str(v) for k, v in (await request.form()).items()}
+
+
+async def _form_session(request: Request) -> tuple[Console | None, dict[str, str]]:
+    """The session of a same-site form POST whose CSRF token matches, and its fields."""
+    refuse_cross_site(request)
     session = await _session(request)
-    form = {k: str(v) for k, v in (await request.form()).items()}
-    if session is not None and not hmac.compare_digest(form.get("csrf", ""), session.csrf):
+    form = await _form(request)
+    if session is not None and not _same(form.get("csrf", ""), session.csrf):
         raise ServiceError(403, "csrf_failed", "the form's token is missing or wrong: reload")
     return session, form
 
@@ -108,35 +177,72 @@ async def home() -> Response:
     return RedirectResponse("/console/flags", status_code=303)
 
 
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    kind = _STATIC_TYPES.get(name)
+    if kind is None:
+        raise ServiceError(404, "not_found", f"no console file {name!r}")
+    body = (_STATIC_DIR / name).read_bytes()
+    return Response(body, media_type=kind, headers={"cache-control": "public, max-age=3600"})
+
+
+def _login_page(request: Request, status: int = 200, flash: str | None = None) -> Response:
+    """The login form, with its pre-session CSRF token (also in a cookie: double submit)."""
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    if not _LOGIN_TOKEN.fullmatch(token):
+        token = secrets.token_urlsafe(32)
+    response = _page(request, "login.html", status, title="Log in", flash=flash, login_csrf=token)
+    _set_cookie(
+        request,
+        response,
+        LOGIN_COOKIE,
+        token,
+        path="/console/login",
+        max_age=LOGIN_TOKEN_TTL_S,
+    )
+    return response
+
+
 @router.get("/login", response_class=HTMLResponse)
-async def login_page(request: Request, expired: int = 0) -> Response:
-    flash = "Your session ended: log in again." if expired else None
-    return _page(request, "login.html", title="Log in", flash=flash)
+async def login_page(request: Request, notice: str = "") -> Response:
+    return _login_page(request, flash=LOGIN_NOTICES.get(notice))
 
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request) -> Response:
-    secret = str((await request.form()).get("api_key", "")).strip()
-    who = await authenticate(services(request).store, secret) if secret else None
+    refuse_cross_site(request)
+    form = await _form(request)
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not _LOGIN_TOKEN.fullmatch(expected) or not _same(form.get("csrf", ""), expected):
+        raise ServiceError(
+            403, "csrf_failed", "the login form's token is missing or wrong: reload the page"
+        )
+    svc = services(request)
+    secret = form.get("api_key", "").strip()
+    who = await authenticate(svc.store, secret) if secret else None
     if who is None:
-        flash = "Unknown, revoked or expired API key."
-        return _page(request, "login.html", 401, title="Log in", flash=flash)
+        return _login_page(request, 401, "Unknown, revoked or expired API key.")
+    previous = request.cookies.get(COOKIE)
+    if previous:  # a new login never keeps an old (perhaps planted) session id
+        await end_session(svc.store, hash_session(previous))
+    ttl = svc.settings.console_session_ttl_s
+    session_id = await open_session(svc.store, who, ttl)
     response = RedirectResponse("/console/flags", status_code=303)
-    response.set_cookie(
-        COOKIE,
-        secret,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path="/console",
-    )
+    _set_cookie(request, response, COOKIE, session_id, path="/console", max_age=max(1, int(ttl)))
+    response.delete_cookie(LOGIN_COOKIE, path="/console/login")
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    await _form_session(request)
-    response = RedirectResponse("/console/login", status_code=303)
+    session, form = await _form_session(request)
+    notice = "signed_out"
+    if session is not None and form.get("everywhere"):
+        await end_every_session(session.svc.store, session.who)
+        notice = "signed_out_everywhere"
+    elif session is not None:
+        await end_session(session.svc.store, session.session.id_hash)
+    response = _login(notice)
     response.delete_cookie(COOKIE, path="/console")
     return response
 
@@ -144,13 +250,25 @@ async def logout(request: Request) -> Response:
 # -- flags -----------------------------------------------------------------------------------
 
 
+def _to_login(request: Request) -> RedirectResponse:
+    return _login("expired" if request.cookies.get(COOKIE) else None)
+
+
+def _flags_url(env: str, tab: str = "active") -> str:
+    return "/console/flags?" + urlencode({"env": env, "tab": tab})
+
+
+def _flag_url(env: str, key: str) -> str:
+    return f"/console/flags/{quote(key, safe='')}?" + urlencode({"env": env})
+
+
 @router.get("/flags", response_class=HTMLResponse)
 async def flags_page(
-    request: Request, env: str | None = None, tab: str = "active", q: str = "", flash: str = ""
+    request: Request, env: str | None = None, tab: str = "active", q: str = ""
 ) -> Response:
     session = await _session(request)
     if session is None:
-        return _login("expired" if request.cookies.get(COOKIE) else None)
+        return _to_login(request)
     tab = "deleted" if tab == "deleted" else "active"
     try:
         envs, current = await session.env(env)
@@ -175,20 +293,24 @@ async def flags_page(
         flags=flags,
         tab=tab,
         q=q,
-        flash=flash or None,
+        flash=await session.notice(),
         flash_kind="ok",
     )
 
 
-def _back(env: str, tab: str = "active", flash: str = "") -> RedirectResponse:
-    query = f"?env={env}&tab={tab}" + (f"&flash={flash}" if flash else "")
-    return RedirectResponse("/console/flags" + query, status_code=303)
+_DONE = {
+    "toggle": ("Toggled {key}.", "active"),
+    "delete": ("Deleted {key}.", "active"),
+    "restore": ("Restored {key}.", "deleted"),
+    "purge": ("Deleted {key} for good.", "deleted"),
+}
+"""What each list action tells the user afterwards, and the tab it returns to."""
 
 
 async def _act(request: Request, env: str, action: str, key: str) -> Response:
     session, form = await _form_session(request)
     if session is None:
-        return _login("expired")
+        return _to_login(request)
     flags, who = session.flags, session.who
     try:
         if action == "new":
@@ -198,7 +320,8 @@ async def _act(request: Request, env: str, action: str, key: str) -> Response:
                 default_value=form.get("default_value") == "on",
             )
             made = await flags.create_flag(who, env, body)
-            return RedirectResponse(f"/console/flags/{made.key}?env={env}", status_code=303)
+            await session.notify(f"Created {made.key}.")
+            return RedirectResponse(_flag_url(env, made.key), status_code=303)
         if action == "toggle":
             flag = await flags.get_flag(who, env, key)
             await flags.update_flag(who, env, key, FlagUpdate(default_value=not flag.default_value))
@@ -206,13 +329,12 @@ async def _act(request: Request, env: str, action: str, key: str) -> Response:
             await flags.delete_flag(who, env, key)
         elif action == "restore":
             await flags.restore_flag(who, env, key)
-            return _back(env, "deleted", f"restored {key}")
         elif action == "purge":
             await flags.purge_flag(who, env, key)
-            return _back(env, "deleted", f"deleted {key} for good")
         elif action == "save":
             await _save(flags, who, env, key, form)
-            return RedirectResponse(f"/console/flags/{key}?env={env}&saved=1", status_code=303)
+            await session.notify("Saved.")
+            return RedirectResponse(_flag_url(env, key), status_code=303)
     except ServiceError as exc:
         envs, current = await session.env(env)
         return session.render(
@@ -226,7 +348,9 @@ async def _act(request: Request, env: str, action: str, key: str) -> Response:
             q="",
             flash=f"{exc.message} ({exc.code})",
         )
-    return _back(env, "active", f"{action}d {key}".replace("toggled", "toggled"))
+    text, tab = _DONE[action]
+    await session.notify(text.format(key=key))
+    return RedirectResponse(_flags_url(env, tab), status_code=303)
 
 
 @router.post("/flags/new")
@@ -242,10 +366,10 @@ async def flag_action(request: Request, key: str, action: str, env: str) -> Resp
 
 
 @router.get("/flags/{key}", response_class=HTMLResponse)
-async def flag_page(request: Request, key: str, env: str, saved: int = 0) -> Response:
+async def flag_page(request: Request, key: str, env: str) -> Response:
     session = await _session(request)
     if session is None:
-        return _login("expired")
+        return _to_login(request)
     try:
         _, current = await session.env(env)
         flag = await session.flags.get_flag(session.who, env, key, include_deleted=True)
@@ -256,7 +380,6 @@ async def flag_page(request: Request, key: str, env: str, saved: int = 0) -> Res
         )
     form = _rules_form(rules)
     others = sum(1 for r in rules if r.id not in CONSOLE_RULES)
-    flash = "Saved." if saved else None
     return session.render(
         "flag.html",
         title=key,
@@ -264,7 +387,7 @@ async def flag_page(request: Request, key: str, env: str, saved: int = 0) -> Res
         flag=flag,
         form=form,
         other_rules=others,
-        flash=flash,
+        flash=await session.notice(),
         flash_kind="ok",
     )
 
@@ -275,14 +398,21 @@ async def audit_page(
 ) -> Response:
     session = await _session(request)
     if session is None:
-        return _login("expired")
+        return _to_login(request)
     _, current = await session.env(env)
     entries = []
     if current is not None:
         entries = await session.flags.list_audit(
             session.who, current.id, 200, None, None, entity_id
         )
-    return session.render("audit.html", title="Audit log", env=current, entries=entries)
+    return session.render(
+        "audit.html",
+        title="Audit log",
+        env=current,
+        entries=entries,
+        flash=await session.notice(),
+        flash_kind="ok",
+    )
 
 
 # -- the rule editor ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from ...models import (
@@ -32,6 +33,8 @@ from ...models import (
     DatabaseUpdate,
 )
 from ..accounts.service import Principal, find_user, is_username, require_write
+from ..budget import check_count
+from ..config import Settings
 from ..errors import ServiceError, conflict, forbidden, invalid, not_found
 from ..postgres import provision
 from ..postgres.cluster import Cluster
@@ -180,21 +183,27 @@ def _to_model(row: DictRow, role: AccessRole | None) -> Database:
 
 
 class DatabaseService:
-    def __init__(self, store: Store, cluster: Cluster, secret: bytes) -> None:
+    def __init__(
+        self, store: Store, cluster: Cluster, secret: bytes, settings: Settings | None = None
+    ) -> None:
         self.store = store
         self.cluster = cluster
         self.secret = secret
+        self.settings = settings or Settings()
         self.drop_hooks: list[DropHook] = []
 
     async def create(self, principal: Principal, body: DatabaseCreate) -> Database:
         require_write(principal)
         check_name(body.name)
-        row = await self.store.fetchone(
-            "INSERT INTO databases (owner_id, name, pg_name, is_private, storage_limit_bytes)"
-            " VALUES (%s, %s, 'mp_pending_' || gen_random_uuid(), %s, %s)"
-            " ON CONFLICT DO NOTHING RETURNING id",
-            (principal.user_id, body.name, body.is_private, body.storage_limit_bytes),
-        )
+        async with self.store.transaction() as conn:
+            await self._check_limit(conn, principal)
+            cur = await conn.execute(
+                "INSERT INTO databases (owner_id, name, pg_name, is_private, storage_limit_bytes)"
+                " VALUES (%s, %s, 'mp_pending_' || gen_random_uuid(), %s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING id",
+                (principal.user_id, body.name, body.is_private, body.storage_limit_bytes),
+            )
+            row = await cur.fetchone()
         if row is None:
             raise conflict("database_exists", f"you already have a database named {body.name!r}")
         db_id = row["id"]
@@ -210,6 +219,20 @@ class DatabaseService:
             raise
         await self.store.execute("UPDATE databases SET state = 'ready' WHERE id = %s", (db_id,))
         return await _describe(self.store, db_id, "owner")
+
+    async def _check_limit(self, conn: AsyncConnection[DictRow], principal: Principal) -> None:
+        """``account_max_databases``: every database the user owns (whichever of its keys,
+        its service accounts' included, made it) counts, half-made and half-dropped too."""
+        if principal.is_admin and self.settings.account_limits_exempt_admins:
+            return
+        await check_count(
+            conn,
+            "account_max_databases",
+            "databases",
+            self.settings.account_max_databases,
+            "SELECT count(*) FROM databases WHERE owner_id = %s",
+            principal.user_id,
+        )
 
     async def list(self, principal: Principal) -> builtins.list[Database]:
         rows = await self.store.fetchall(
@@ -295,7 +318,29 @@ class DatabaseService:
         for row in rows:
             await self.drop(row["pg_name"])
             await self.store.execute("DELETE FROM databases WHERE id = %s", (row["id"],))
+        await self.harden()
         return len(rows)
+
+    async def harden(self) -> None:
+        """Apply the current :func:`provision.harden_database` to databases made by an
+        older version (once per version, recorded in ``server_state``)."""
+        done = await self.store.fetchone(
+            "SELECT value FROM server_state WHERE key = 'hardening_version'"
+        )
+        if done is not None and int(done["value"]) >= provision.HARDENING_VERSION:
+            return
+        for row in await self.store.fetchall(
+            "SELECT pg_name FROM databases WHERE state = 'ready'"
+        ):
+            await asyncio.to_thread(provision.harden_database, self.cluster, row["pg_name"])
+            for which in provision.ROLE_SUFFIXES:
+                role = provision.DatabaseRoles(row["pg_name"]).role(which)
+                await asyncio.to_thread(provision.reset_role_settings, self.cluster, role)
+        await self.store.execute(
+            "INSERT INTO server_state (key, value) VALUES ('hardening_version', %s)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(provision.HARDENING_VERSION),),
+        )
 
     # -- collaborators ------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from millpond.models.flags import (
 )
 
 from ...engine.flags import PERIODS, bucket_start
-from ..accounts.service import Principal, insert_key, require_write
+from ..accounts.service import Principal, insert_key, key_limit, require_write
 from ..config import Settings
 from ..errors import ServiceError, conflict, invalid, not_found
 from ..store import Store
@@ -343,7 +343,8 @@ class FlagService:
         require_unbound(who, await self.access.binding(who))
         account = who.service_account_id if who.user_id == env.owner_id else None
         async with self._change(env, who) as ch:
-            created = await insert_key(ch.conn, env.owner_id, body, account, env.id)
+            limit = key_limit(self.settings, who)
+            created = await insert_key(ch.conn, env.owner_id, body, account, env.id, limit)
             await ch.audit("key", created.id, "create", None, ApiKey(**created.model_dump()))
         return created
 

@@ -13,6 +13,11 @@ every stream.
 
 The environment is the one the API key is bound to, or ``?environment=<id or name>`` for
 an account key (read access is enough).
+
+Authorization holds for the connection's whole life (``recheck.py``): a key revoked or
+expired closes the stream with 4001, an environment deleted or no longer reachable (its
+owner's admin rights gone, say) with 4004 ``environment_not_found`` — within about a
+second, on every replica.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from ..deps import Services
 from ..errors import ServiceError
 from ..realtime.hub import Client, SubscribeError
 from ..realtime.outbox import Outbox
-from ..realtime.router import SUBPROTOCOL, Session, bearer_token
+from ..realtime.router import SUBPROTOCOL, LiveSocket, Session, bearer_token, live_sockets
+from ..recheck import Verdict, key_verdict
+from ..store import Store
+from .access import Access
 
 router = APIRouter()
 
@@ -73,13 +81,16 @@ async def flags_stream(ws: WebSocket) -> None:
     svc: Services = ws.app.state.services
     offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-    principal = await authenticate(svc.store, bearer_token(ws))
-    if principal is None:
-        await ws.close(4001, "unauthorized")
-        return
     flags = svc.flags
     if flags is None:  # pragma: no cover - started by the lifespan
         await ws.close(1013, "unavailable")
+        return
+    sockets = live_sockets(svc, "flags", [svc.store.invalidation, flags.invalidation])
+    since = sockets.mark()
+    token = bearer_token(ws)
+    principal = await authenticate(svc.store, token)
+    if principal is None:
+        await ws.close(4001, "unauthorized")
         return
     ref = ws.query_params.get("environment") or await flags.access.binding(principal)
     if not ref:
@@ -97,10 +108,30 @@ async def flags_stream(ws: WebSocket) -> None:
         identity=principal,
         guard=environment_guard(env.id),
     )
+    env_id = env.id
+    live = LiveSocket(client.outbox, lambda: stream_verdict(svc.store, flags.access, token, env_id))
+    sockets.add(live, (token, env_id), principal.expires_at, since)
     hub.connect(client)
     session = Session(ws, hub, client, svc.settings.realtime_heartbeat_ms / 1000)
     try:
         await session.run(hello={"environment_id": env.id, "environment": env.name})
     finally:
+        sockets.discard(live)
         hub.disconnect(client)
         svc.realtime.release(hub)
+
+
+async def stream_verdict(store: Store, access: Access, api_key: str, env_id: str) -> Verdict | None:
+    """None while ``api_key`` still reaches the environment ``env_id``; else why not."""
+    checked = await key_verdict(store, api_key)
+    if isinstance(checked, Verdict):
+        return checked
+    try:
+        await access.resolve(checked, env_id)
+    except ServiceError as exc:
+        if exc.status >= 500:
+            raise
+        if exc.status == 403:
+            return Verdict("environment_forbidden", exc.message)
+        return Verdict("environment_not_found", exc.message)
+    return None

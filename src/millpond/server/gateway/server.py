@@ -21,7 +21,8 @@ Cancel requests carrying a gateway-issued key are sent on to Postgres with the r
 Revocation: whenever the control database announces a change to keys, users,
 collaborators or databases (``store.invalidation``), every live connection's key and
 access are checked again and the ones no longer allowed are closed with a FATAL error —
-within about a second; every 30 s they are checked anyway (expiry).
+within about a second; at its key's expiry; and every 30 s anyway (``recheck.py``, the
+live sessions re-checker realtime and the flags stream use too).
 
 Why the client→gateway login is not SCRAM: a SCRAM server must hold the password's
 StoredKey/ServerKey (PBKDF2 of the password with a salt it sends the client before the
@@ -40,17 +41,21 @@ import logging
 import secrets
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from ..accounts.service import KEY_PREFIX, Principal, authenticate, hash_key
+from ..accounts.service import Principal, authenticate
+from ..budget import BudgetExceeded, ConnectionBudget
 from ..config import Settings
 from ..databases.service import Access, resolve
 from ..errors import ServiceError
-from ..postgres import provision
+from ..postgres import privileged, provision
+from ..postgres.availability import PostgresUnavailable
 from ..postgres.cluster import Cluster
+from ..recheck import Rechecker, Verdict, database_verdict, why_invalid
 from ..store import Store
 from . import protocol as pq
 from . import tls, upstream
@@ -61,12 +66,9 @@ _log = logging.getLogger("millpond.gateway")
 
 _STARTUP_TIMEOUT_S = 30.0
 _WATCH_INTERVAL_S = 0.5
-_RECHECK_EVERY_S = 30.0
-_RECHECK_OFFLINE_S = 2.0  # while the change listener is down, caches are off: poll
-_RECHECK_CONCURRENCY = 8
 _STOP_GRACE_S = 1.0
-_ROLE_RANK = {"ro": 1, "rw": 2, "owner": 3}
 # startup parameters that are the gateway's business, not Postgres'
+_BUDGET_HINT = "close some of this account's sessions, or ask an admin to raise the budget"
 _OWN_PARAMS = ("user", "database", "replication")
 
 
@@ -107,8 +109,17 @@ def is_loopback(peer: Any) -> bool:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: Store, cluster: Cluster, secret: bytes) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        cluster: Cluster,
+        secret: bytes,
+        budget: ConnectionBudget | None = None,
+    ) -> None:
         self.settings = settings
+        self.budget = budget or ConnectionBudget()
+        self._charged: dict[Relay, Callable[[], None]] = {}
         self.store = store
         self.cluster = cluster
         self.secret = secret
@@ -129,6 +140,9 @@ class Gateway:
         self._by_database: dict[int, set[Relay]] = {}
         self._by_key: dict[str, set[Relay]] = {}
         self._by_cancel_key: dict[tuple[int, int], Relay] = {}
+        self._rechecker: Rechecker[Relay] = Rechecker(
+            "gateway", [store.invalidation], self._verdict, self._end
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -152,7 +166,7 @@ class Gateway:
             )
         except (ImportError, OSError, ssl.SSLError, ValueError) as exc:
             _log.error("gateway: no TLS (%s); only plain connections can be accepted", exc)
-        self._address = upstream.Address.from_conninfo(self.cluster.admin_conninfo())
+        self._address = upstream.Address.from_conninfo(self.cluster.server_conninfo())
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
@@ -181,6 +195,7 @@ class Gateway:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        await self._rechecker.stop()
         for relay in list(self._relays):
             relay.terminate("57P01", "terminating connection: the millpond server is shutting down")
         deadline = time.monotonic() + _STOP_GRACE_S
@@ -220,7 +235,7 @@ class Gateway:
             _refuse(client, pq.error_response("57014", "canceling authentication due to timeout"))
         except (ConnectionError, ssl.SSLError, OSError):
             client.close()
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except (psycopg.OperationalError, PoolTimeout, PostgresUnavailable) as exc:
             _log.warning("gateway: control database unavailable (%s)", type(exc).__name__)
             _refuse(
                 client,
@@ -269,6 +284,11 @@ class Gateway:
         if startup.minor != 0 or startup.unsupported_options:
             client.write(pq.negotiate_protocol_version(0, startup.unsupported_options))
         self._check_transport(encrypted, loopback)
+        if not self.cluster.availability.up:  # refuse before the client sends its key
+            raise Refusal(
+                "57P03",
+                f"Postgres is unavailable ({self.cluster.availability.reason}); retry shortly",
+            )
         params = startup.params
         user = params.get("user")
         if not user:
@@ -285,11 +305,12 @@ class Gateway:
         if kind != b"p":
             raise pq.ProtocolViolation(f"expected password response, got message type {kind!r}")
         api_key = pq.parse_password(payload)
+        since = self._rechecker.mark()
         principal = await authenticate(self.store, api_key)
         if principal is None:
             raise Refusal(
                 "28P01",
-                await self._why_invalid(api_key),
+                (await why_invalid(self.store, api_key)).message,
                 hint="the password is a millpond API key (mp_…)",
             )
         if principal.environment_id is not None:
@@ -307,8 +328,11 @@ class Gateway:
         )
         relay = Relay(owner, client, self._new_cancel_key(), self._forget)
         self._admit(relay)
+        group = (api_key, database, access.sql_role)
+        self._rechecker.add(relay, group, principal.expires_at, since)
         started = False
         try:
+            await self._charge(relay, principal)
             login = await self._login(access, params)
             try:
                 if relay.closing is not None:  # revoked while we were logging in
@@ -346,23 +370,6 @@ class Gateway:
             hint="connect with sslmode=require",
         )
 
-    async def _why_invalid(self, api_key: str) -> str:
-        if not api_key.startswith(KEY_PREFIX):
-            return "password authentication failed: the password must be a millpond API key"
-        row = await self.store.fetchone(
-            "SELECT revoked_at IS NOT NULL AS revoked,"
-            " expires_at IS NOT NULL AND expires_at <= now() AS expired"
-            " FROM api_keys WHERE secret_hash = %s",
-            (hash_key(api_key),),
-        )
-        if row is None:
-            return "password authentication failed: unknown API key"
-        if row["revoked"]:
-            return "API key revoked"
-        if row["expired"]:
-            return "API key expired"
-        return "API key not valid"
-
     async def _access(self, principal: Principal, database: str) -> Access:
         try:
             return await resolve(self.store, principal, database)
@@ -392,8 +399,38 @@ class Gateway:
         self._by_key.setdefault(owner.key_id, with_key).add(relay)
         self._relays.add(relay)
 
+    async def _charge(self, relay: Relay, principal: Principal) -> None:
+        """Count the session against its account's connection budget and the server's
+        tenant connections (``server/budget.py``); given back by :meth:`_forget`."""
+        account = principal.user_id
+        exempt = principal.is_admin and self.settings.account_limits_exempt_admins
+        try:
+            self.budget.hold(account, principal.username, exempt)
+        except BudgetExceeded as exc:
+            raise Refusal("53300", exc.text, hint=_BUDGET_HINT) from None
+        try:
+            await self.budget.open_connection()
+        except BudgetExceeded as exc:
+            self.budget.unhold(account)
+            raise Refusal("53300", exc.text) from None
+        closed = self.budget.closer()
+
+        def release() -> None:
+            self.budget.unhold(account)
+            closed()
+
+        self._charged[relay] = release
+
     def _forget(self, relay: Relay) -> None:
+        release = self._charged.pop(relay, None)
+        if release is not None:
+            release()
+        if relay.backend_key is not None and not relay.idle:
+            # closed while Postgres was busy for it (force-closed after a cancel, or the
+            # client went away): the backend would run on until it next writes
+            self._spawn(self._terminate(relay))
         self._relays.discard(relay)
+        self._rechecker.discard(relay)
         owner = relay.owner
         on_database = self._by_database.get(owner.database_id)
         if on_database is not None:
@@ -417,6 +454,10 @@ class Gateway:
             for k, v in client_params.items()
             if k not in _OWN_PARAMS and not k.startswith("_pq_.")
         }
+        if access.sql_role == "ro":  # a convenience: the privileges are the wall
+            options = params.get("options", "")
+            params["options"] = f"{options} -c default_transaction_read_only=on".strip()
+        await self._clean_role_settings(role)
         try:
             try:
                 return await upstream.login(self._address, role, password, access.pg_name, params)
@@ -429,6 +470,26 @@ class Gateway:
                 return await upstream.login(self._address, role, password, access.pg_name, params)
         except upstream.UpstreamError as exc:
             raise Refusal.forwarded(exc) from None
+
+    async def _terminate(self, relay: Relay) -> None:
+        assert relay.backend_key is not None
+        owner = relay.owner
+        role = provision.DatabaseRoles(provision.pg_name_for(owner.database_id)).role(
+            owner.sql_role  # type: ignore[arg-type]
+        )
+        try:
+            await privileged.terminate_backend(self.cluster, relay.backend_key[0], role)
+        except psycopg.Error as exc:  # Postgres is going away too: nothing left to end
+            _log.info("could not terminate backend %s: %s", relay.backend_key[0], exc)
+
+    async def _clean_role_settings(self, role: str) -> None:
+        """Before a session of a shared role starts: remove role-level settings one of its
+        users gave it (``ALTER ROLE CURRENT_USER SET …``), which would apply to this
+        session too."""
+        row = await self.store.fetchone(provision.ROLE_SETTINGS_SQL, (role,))
+        if row is not None and next(iter(row.values())):
+            _log.warning("removing role-level settings of role %s", role)
+            await asyncio.to_thread(provision.reset_role_settings, self.cluster, role)
 
     def _new_cancel_key(self) -> tuple[int, int]:
         while True:
@@ -456,21 +517,9 @@ class Gateway:
     # -- revocation and idle connections ------------------------------------------------------
 
     async def _watch(self) -> None:
-        invalidation = self.store.invalidation
-        seen = invalidation.generation
-        last = time.monotonic()
         while True:
             await asyncio.sleep(_WATCH_INTERVAL_S)
-            now = time.monotonic()
-            self._close_idle(now)
-            every = _RECHECK_EVERY_S if invalidation.live else _RECHECK_OFFLINE_S
-            if invalidation.generation == seen and now - last < every:
-                continue
-            seen, last = invalidation.generation, now
-            try:
-                await self.recheck()
-            except Exception as exc:
-                _log.warning("gateway: could not recheck connections (%s)", type(exc).__name__)
+            self._close_idle(time.monotonic())
 
     def _close_idle(self, now: float) -> None:
         timeout = self.idle_timeout_s
@@ -487,36 +536,16 @@ class Gateway:
     async def recheck(self) -> None:
         """Check every live connection's key and access again; close the ones whose key
         is no longer valid or whose access is gone or weaker than their role."""
-        groups: dict[tuple[str, str], list[Relay]] = {}
-        for relay in self._relays:
-            if relay.closing is None and not relay.closed:
-                groups.setdefault((relay.owner.api_key, relay.owner.database), []).append(relay)
-        limit = asyncio.Semaphore(_RECHECK_CONCURRENCY)
+        await self._rechecker.recheck()
 
-        async def check(relays: list[Relay]) -> None:
-            async with limit:
-                verdict = await self._verdict(relays[0].owner)
-            if verdict is not None:
-                for relay in relays:
-                    relay.terminate(*verdict)
+    async def _verdict(self, relay: Relay) -> Verdict | None:
+        owner = relay.owner
+        return await database_verdict(
+            self.store, owner.api_key, owner.database, owner.database_id, owner.sql_role
+        )
 
-        await asyncio.gather(*(check(relays) for relays in groups.values()))
-
-    async def _verdict(self, owner: Owner) -> tuple[str, str] | None:
-        principal = await authenticate(self.store, owner.api_key)
-        if principal is None:
-            return "28000", await self._why_invalid(owner.api_key)
-        try:
-            access = await resolve(self.store, principal, owner.database)
-        except ServiceError as exc:
-            if exc.status >= 500:
-                raise
-            return "28000", f'you can no longer read database "{owner.database}"'
-        if _ROLE_RANK[access.sql_role] < _ROLE_RANK[owner.sql_role]:
-            return "28000", (
-                f'your access to database "{owner.database}" changed to {access.role}; reconnect'
-            )
-        return None
+    def _end(self, relay: Relay, verdict: Verdict) -> None:
+        relay.terminate("28000", verdict.message)
 
 
 class _Closing(Exception):

@@ -1,7 +1,9 @@
 """The Postgres cluster millpond runs on: embedded (pgserver wheel) or external (a URL).
 
-Everything else asks this object for connection strings; it is the one place that
-knows where Postgres is.
+Everything else asks this object (or, for sessions with the superuser's rights,
+:mod:`.privileged`) for connection strings; it is the one place that knows where Postgres
+is. Its raw superuser connection string is for :mod:`.privileged` alone, which pins the
+settings of every privileged session.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..config import Settings
+from . import privileged
+from .availability import Availability
 from .embedded import EmbeddedPostgres
 
 _log = logging.getLogger("millpond.postgres")
@@ -26,6 +29,8 @@ class Cluster:
             EmbeddedPostgres(settings.data_dir) if settings.database_url is None else None
         )
         self._base: str | None = None
+        self.availability = Availability()
+        """Up or down, as the supervisor (``supervisor.py``) last saw it."""
 
     @property
     def mode(self) -> Literal["embedded", "external"]:
@@ -48,12 +53,17 @@ class Cluster:
 
     def admin_conninfo(self, dbname: str | None = None) -> str:
         """Superuser (or the configured admin role) connection string for ``dbname``;
-        ``None`` means the maintenance database of the URL (``postgres`` when embedded)."""
+        ``None`` means the maintenance database of the URL (``postgres`` when embedded).
+        Raw, without pinned settings: only :mod:`.privileged` may use it."""
         if self._base is None:
             raise RuntimeError("cluster not started")
         if dbname is None:
             return self._base
         return make_conninfo(self._base, dbname=dbname)
+
+    def server_conninfo(self) -> str:
+        """Where Postgres listens (host, port, TLS parameters), with no credentials."""
+        return make_conninfo(self.admin_conninfo(), user=None, password=None, dbname=None)
 
     def role_conninfo(self, dbname: str, role: str, password: str, **options: str) -> str:
         """Connection string for a least-privilege login role."""
@@ -63,12 +73,15 @@ class Cluster:
 
     @property
     def control_conninfo(self) -> str:
-        return self.admin_conninfo(self.settings.control_database)
+        """The control database, as the superuser, with the pinned settings."""
+        return privileged.control_conninfo(self)
 
     def _ensure_control_database(self) -> None:
         name = self.settings.control_database
-        with psycopg.connect(self.admin_conninfo(), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        with privileged.connect(self) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (name,)
+            )
             if exists.fetchone() is None:
                 _log.info("creating control database %s", name)
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -82,8 +82,15 @@ class EmbeddedPostgres:
         if self.is_running():
             _log.info("embedded Postgres already running in %s", self.pgdata)
             return
-        self._prepare_socket_dir()
-        self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file))
+        self._launch()
+
+    def restart(self) -> None:
+        """Start the cluster again after its postmaster died. Never ``initdb``: a cluster
+        whose files are gone is an error, not something to replace with an empty one."""
+        if not (self.pgdata / "PG_VERSION").exists():
+            raise RuntimeError(f"the embedded Postgres cluster in {self.pgdata} is gone")
+        if not self.is_running():
+            self._launch()
 
     def stop(self) -> None:
         """Stop the cluster, waiting for a clean shutdown."""
@@ -97,11 +104,15 @@ class EmbeddedPostgres:
         try:
             pid = int(pidfile.read_text().splitlines()[0])
             os.kill(pid, 0)
-        except (ValueError, IndexError, ProcessLookupError):
+        except (ValueError, IndexError, ProcessLookupError, FileNotFoundError):
             return False
         except PermissionError:
             return True
-        return True
+        return not _is_zombie(pid)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket_dir / f".s.PGSQL.{PORT}"
 
     def url(self, database: str = "postgres") -> str:
         """A libpq URL for the superuser on ``database``."""
@@ -138,6 +149,10 @@ class EmbeddedPostgres:
             )
         finally:
             pwfile.unlink(missing_ok=True)
+
+    def _launch(self) -> None:
+        self._prepare_socket_dir()
+        self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file))
 
     def _write_conf(self) -> None:
         conf = self.pgdata / "millpond.conf"
@@ -196,6 +211,15 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed postmaster whose parent does not reap it still answers ``kill(pid, 0)``."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _ensure_system_user(name: str) -> None:

@@ -3,7 +3,8 @@
 Each user database ``mp_db_<id>`` gets three login roles:
 
 * ``mp_db_<id>_ro`` — ``CONNECT``, ``USAGE`` on schemas, ``SELECT`` on tables and
-  sequences (through default privileges), ``default_transaction_read_only``;
+  sequences (through default privileges), and nothing else: read-only is privileges, not
+  a session default (the server's sessions for it also start read-only, a convenience);
 * ``mp_db_<id>_rw`` — member of ``ro``; ``INSERT``/``UPDATE``/``DELETE``/``TRUNCATE``,
   sequence use, ``CREATE`` in ``public``, ``TEMP``;
 * ``mp_db_<id>_owner`` — member of ``rw``; owns the database and the ``public`` schema.
@@ -11,6 +12,15 @@ Each user database ``mp_db_<id>`` gets three login roles:
 ``CONNECT`` is revoked from ``PUBLIC``, so no other role of the cluster can connect.
 Role passwords are derived from the server secret (see :func:`role_password`), so none
 is stored anywhere.
+
+What Postgres grants every role by default and a shared role must not have is revoked in
+each database (:func:`harden_database`): creating large objects (the ``ro`` role could
+otherwise write them), signalling other sessions of the same role
+(``pg_terminate_backend``/``pg_cancel_backend``: readers share one role). And the roles
+carry no role-level settings of their own: any role may ``ALTER ROLE CURRENT_USER SET …``
+(Postgres cannot forbid it), which would change every later session of that role for
+everyone sharing it; the server finds such settings whenever it opens a session and
+removes them (:func:`reset_role_settings`). Database-level settings stay the owner's.
 """
 
 from __future__ import annotations
@@ -21,9 +31,9 @@ import hmac
 from dataclasses import dataclass
 from typing import Literal
 
-import psycopg
 from psycopg import sql
 
+from . import privileged
 from .cluster import Cluster
 
 SqlRole = Literal["owner", "rw", "ro"]
@@ -52,15 +62,54 @@ def _ident(name: str) -> sql.Identifier:
     return sql.Identifier(name)
 
 
+HARDENING_VERSION = 1
+"""Bumped when :func:`harden_database` changes: databases hardened at an older version
+are hardened again at start."""
+
+_LARGE_OBJECT_CREATORS = (
+    "pg_catalog.lo_creat(integer)",
+    "pg_catalog.lo_create(oid)",
+    "pg_catalog.lo_from_bytea(oid, bytea)",
+    "pg_catalog.lo_import(text)",
+    "pg_catalog.lo_import(text, oid)",
+)
+_SIGNALS = (
+    "pg_catalog.pg_terminate_backend(integer, bigint)",
+    "pg_catalog.pg_cancel_backend(integer)",
+)
+
+TAMPERED_SETTINGS_SQL = """
+SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_settings
+        WHERE source OPERATOR(pg_catalog.=) ANY (ARRAY['user', 'database user']))
+       OPERATOR(pg_catalog.+)
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_db_role_setting s
+        JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.setrole
+        WHERE r.rolname OPERATOR(pg_catalog.=) SESSION_USER)
+       OPERATOR(pg_catalog.+)
+       CASE WHEN CURRENT_USER OPERATOR(pg_catalog.=) SESSION_USER THEN 0 ELSE 1 END
+"""
+"""Run in a role's own new session: whether it started with role-level settings
+(``ALTER ROLE … SET``, which millpond's roles never have; ``role`` itself is not listed in
+``pg_settings``, hence the other two checks), non-zero when it did."""
+
+ROLE_SETTINGS_SQL = (
+    "SELECT pg_catalog.count(*) FROM pg_catalog.pg_db_role_setting s"
+    " JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.setrole"
+    " WHERE r.rolname OPERATOR(pg_catalog.=) %s"
+)
+"""Run on the control database: how many role-level settings a role has."""
+
+
 def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
     """Create the database and its roles. Safe to re-run after a crash part-way."""
     roles = DatabaseRoles(pg_name)
     owner, rw, ro = (roles.role(r) for r in ROLE_SUFFIXES)
-    with psycopg.connect(cluster.admin_conninfo(), autocommit=True) as conn:
+    with privileged.connect(cluster) as conn:
         existing = {
             r[0]
             for r in conn.execute(
-                "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", ([owner, rw, ro],)
+                "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)",
+                ([owner, rw, ro],),
             )
         }
         for role in (ro, rw, owner):
@@ -77,10 +126,7 @@ def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
             )
         conn.execute(sql.SQL("GRANT {} TO {}").format(_ident(ro), _ident(rw)))
         conn.execute(sql.SQL("GRANT {} TO {}").format(_ident(rw), _ident(owner)))
-        conn.execute(
-            sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(_ident(ro))
-        )
-        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (pg_name,))
+        found = conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (pg_name,))
         if found.fetchone() is None:
             conn.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8'").format(
@@ -93,7 +139,9 @@ def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
             "GRANT TEMPORARY ON DATABASE {db} TO {rw}",
         ):
             conn.execute(sql.SQL(stmt).format(db=_ident(pg_name), ro=_ident(ro), rw=_ident(rw)))
-    with psycopg.connect(cluster.admin_conninfo(pg_name), autocommit=True) as conn:
+    for role in (ro, rw, owner):
+        reset_role_settings(cluster, role)
+    with privileged.connect(cluster, pg_name) as conn:
         for stmt in (
             "ALTER SCHEMA public OWNER TO {owner}",
             "REVOKE ALL ON SCHEMA public FROM PUBLIC",
@@ -111,6 +159,45 @@ def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
                 "ALTER DEFAULT PRIVILEGES FOR ROLE {c} GRANT USAGE, UPDATE ON SEQUENCES TO {rw}",
             ):
                 conn.execute(sql.SQL(stmt).format(c=_ident(creator), ro=_ident(ro), rw=_ident(rw)))
+    harden_database(cluster, pg_name)
+
+
+def harden_database(cluster: Cluster, pg_name: str) -> None:
+    """Take from ``PUBLIC`` in the database what a shared role must not have, and give
+    it back to the roles that may: large objects to writers, signalling sessions to the
+    owner. Idempotent."""
+    roles = DatabaseRoles(pg_name)
+    grants = (
+        (_LARGE_OBJECT_CREATORS[:3], roles.role("rw")),
+        (_SIGNALS, roles.role("owner")),
+    )
+    with privileged.connect(cluster, pg_name) as conn:
+        for function in (*_LARGE_OBJECT_CREATORS, *_SIGNALS):
+            conn.execute(sql.SQL(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC"))
+        for functions, role in grants:
+            for function in functions:
+                conn.execute(
+                    sql.SQL(f"GRANT EXECUTE ON FUNCTION {function} TO {{}}").format(_ident(role))
+                )
+
+
+def reset_role_settings(cluster: Cluster, role: str) -> None:
+    """Remove every role-level setting of ``role`` (``ALTER ROLE … SET``, in any
+    database): one caller sharing the role must not change the sessions of the others."""
+    with privileged.connect(cluster) as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(_ident(role)))
+        rows = conn.execute(
+            "SELECT d.datname FROM pg_catalog.pg_db_role_setting s"
+            " JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase"
+            " JOIN pg_catalog.pg_roles r ON r.oid = s.setrole WHERE r.rolname = %s",
+            (role,),
+        ).fetchall()
+        for (datname,) in rows:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(
+                    _ident(role), _ident(datname)
+                )
+            )
 
 
 def reset_password(cluster: Cluster, secret: bytes, role: str) -> None:
@@ -121,7 +208,7 @@ def reset_password(cluster: Cluster, secret: bytes, role: str) -> None:
     On the embedded cluster no one else can reach Postgres, so a changed password
     grants nothing; on an external one, limit these roles to millpond's host in
     pg_hba.conf (see docs/databases.md)."""
-    with psycopg.connect(cluster.admin_conninfo(), autocommit=True) as conn:
+    with privileged.connect(cluster) as conn:
         conn.execute(
             sql.SQL("ALTER ROLE {} PASSWORD {}").format(
                 _ident(role), sql.Literal(role_password(secret, role))
@@ -132,16 +219,16 @@ def reset_password(cluster: Cluster, secret: bytes, role: str) -> None:
 def drop_database(cluster: Cluster, pg_name: str) -> None:
     """Drop the database (closing its connections) and its roles. Idempotent."""
     roles = DatabaseRoles(pg_name)
-    with psycopg.connect(cluster.admin_conninfo(), autocommit=True) as conn:
+    with privileged.connect(cluster) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(_ident(pg_name)))
         for which in ROLE_SUFFIXES:
             role = roles.role(which)
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,))
             if exists.fetchone() is not None:
                 conn.execute(sql.SQL("DROP ROLE {}").format(_ident(role)))
 
 
 def database_size(cluster: Cluster, pg_name: str) -> int | None:
-    with psycopg.connect(cluster.admin_conninfo(), autocommit=True) as conn:
-        row = conn.execute("SELECT pg_database_size(%s)", (pg_name,)).fetchone()
+    with privileged.connect(cluster) as conn:
+        row = conn.execute("SELECT pg_catalog.pg_database_size(%s)", (pg_name,)).fetchone()
     return int(row[0]) if row and row[0] is not None else None

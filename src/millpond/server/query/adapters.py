@@ -5,17 +5,26 @@ JSON-ready (no second pass): int2/int4/int8 as exact integers, numeric as string
 digit lost), floats as numbers (NaN/±Infinity as strings), dates and times as ISO-8601,
 intervals as ISO-8601 durations (``IntervalStyle=iso_8601``), bytea as base64, json and
 jsonb as JSON, arrays as arrays, anything else as Postgres' text form.
+
+json and jsonb values of a query result are never parsed: :func:`raw_json_adapters`
+loads them as :class:`RawJson` (Postgres' own JSON text, checked for nesting depth at C
+speed) and :func:`dumps` splices that text into the response. Memory stays that of the
+text (a parsed ``[[],[],…]`` takes ~20 times its text), and no depth makes a recursion.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import math
 from typing import Any
 
 from psycopg import adapters as global_adapters
 from psycopg import pq
 from psycopg.adapt import AdaptersMap, Loader, Transformer
+
+from ..limits import too_deep
 
 _TEXT_TYPES = [
     "numeric",
@@ -98,6 +107,69 @@ class _Bytea(Loader):
         return base64.b64encode(raw).decode()  # escape format is never asked for
 
 
+class RawJson:
+    """A json/jsonb value as Postgres' JSON text, to be written into a response as is."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class JsonTooDeep(ValueError):
+    """A json/jsonb value nests deeper than the limit."""
+
+
+@functools.cache
+def _raw_json_loader(max_depth: int) -> type[Loader]:
+    class _RawJsonLoader(Loader):
+        def load(self, data: Any) -> RawJson:
+            raw = bytes(data)
+            if too_deep(raw, max_depth):
+                raise JsonTooDeep(max_depth)
+            return RawJson(raw.decode())
+
+    return _RawJsonLoader
+
+
+def raw_json_adapters(base: AdaptersMap, max_depth: int) -> AdaptersMap:
+    """``base`` with json and jsonb (and their arrays) loaded as :class:`RawJson`; a
+    value nested more than ``max_depth`` deep raises :class:`JsonTooDeep`."""
+    amap = AdaptersMap(base)
+    amap.register_loader("json", _raw_json_loader(max_depth))
+    amap.register_loader("jsonb", _raw_json_loader(max_depth))
+    return amap
+
+
+_MARK = "\x00"  # no value of a result is this string: Postgres text holds no NUL
+_MARK_JSON = json.dumps(_MARK)
+
+
+def dumps(body: Any) -> bytes:
+    """``body`` as compact JSON (as Starlette's JSONResponse writes it), with the text of
+    every :class:`RawJson` in it spliced in place."""
+    raws: list[str] = []
+
+    def mark(value: Any) -> str:
+        if not isinstance(value, RawJson):
+            raise TypeError(f"{type(value).__name__} is not JSON serializable")
+        raws.append(value.text)
+        return _MARK
+
+    text = json.dumps(
+        body, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=mark
+    )
+    if not raws:
+        return text.encode()
+    parts = text.split(_MARK_JSON)
+    if len(parts) != len(raws) + 1:  # pragma: no cover - a NUL would have to be in a value
+        raise ValueError("cannot splice the JSON values of this result")
+    spliced = [parts[0]]
+    for raw, part in zip(raws, parts[1:], strict=True):
+        spliced += (raw, part)
+    return "".join(spliced).encode()
+
+
 def register_json_loaders(amap: AdaptersMap) -> None:
     """Make the connection owning ``amap`` load values JSON-ready."""
     for name in _TEXT_TYPES:
@@ -121,11 +193,17 @@ def type_name(oid: int, cache: dict[int, str]) -> str | None:
     return None
 
 
+# runs in the caller's session, after the caller's SQL (which may have set its own
+# search_path, even to put its objects before pg_catalog): every name and operator is
+# schema-qualified, as the names it returns are cached for every caller of the database
 TYPE_NAMES_SQL = """
-SELECT t.oid::int8, CASE WHEN t.typcategory = 'A' AND e.oid IS NOT NULL
-                   THEN e.typname || '[]' ELSE t.typname END AS name
-FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem
-WHERE t.oid = ANY(%s)
+SELECT t.oid::pg_catalog.int8,
+       CASE WHEN t.typcategory OPERATOR(pg_catalog.=) 'A' AND e.oid IS NOT NULL
+            THEN pg_catalog.textcat(e.typname::pg_catalog.text, '[]')
+            ELSE t.typname::pg_catalog.text END AS name
+FROM pg_catalog.pg_type t
+LEFT JOIN pg_catalog.pg_type e ON e.oid OPERATOR(pg_catalog.=) t.typelem
+WHERE t.oid OPERATOR(pg_catalog.=) ANY(%s)
 """
 
 

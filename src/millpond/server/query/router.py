@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from ...models import QueryRequest, QueryResult
 from ..deps import Caller, Svc
+from .adapters import dumps
 
 router = APIRouter(prefix="/v1")
 
 
 @router.post("/query", response_model=QueryResult)
-async def query(body: QueryRequest, svc: Svc, who: Caller) -> JSONResponse:
+async def query(body: QueryRequest, svc: Svc, who: Caller) -> Response:
     result = await svc.query.run(who, body)
-    return JSONResponse(result)
+    return Response(dumps(result), media_type="application/json")

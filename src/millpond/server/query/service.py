@@ -5,10 +5,22 @@ role — a read-only caller is connected as the ``ro`` role, so writes fail insi
 Postgres, not by parsing SQL. After every call the session is reset (``DISCARD ALL``) so
 nothing a query ``SET`` leaks into the next caller's.
 
-Limits: ``statement_timeout`` (a server setting, also enforced from the outside by
-cancelling the backend should a query turn it off), rows and bytes returned
+One transaction, all or nothing: the server begins it (``BEGIN``, ``READ ONLY`` for
+readers) in the same query string as the caller's SQL, and ends it itself — ``COMMIT``
+for writers once the storage limit is checked, always ``ROLLBACK`` for read-only callers
+(whatever they ran, nothing of it persists). Statements that would end the transaction
+early (``COMMIT``, ``END``, ``ROLLBACK``, ``PREPARE TRANSACTION``…) are refused before
+anything runs (``transaction_control``, see :mod:`.statements`); a ``COMMIT`` inside a
+procedure or ``DO`` block fails in Postgres, since the transaction is an explicit one.
+
+Limits: ``statement_timeout`` (a server setting); a query that outlives it by
+``_OVERRUN_GRACE_S`` (it turned the timeout off, or caught ``query_canceled``) has its
+backend terminated, so no work outlives its call. Rows and bytes returned
 (``truncated``), and the database's storage limit: when a limit is set, a transaction
 that grew the database past it is rolled back with ``storage_limit_exceeded``.
+
+Every statement the server itself runs in a tenant's session names its catalogs with
+their schema (``pg_catalog.…``): the session's ``search_path`` is the tenant's.
 """
 
 from __future__ import annotations
@@ -21,14 +33,16 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection, errors
 from psycopg.pq import TransactionStatus
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from ...models import QueryRequest
 from ..accounts.service import Principal
+from ..budget import BudgetExceeded, ConnectionBudget
 from ..config import Settings
 from ..databases.service import Access, resolve
 from ..errors import ServiceError
-from ..postgres import provision
+from ..postgres import privileged, provision
+from ..postgres.availability import connection_lost, unavailable
 from ..postgres.cluster import Cluster
 from ..store import Store
 from .adapters import (
@@ -38,22 +52,36 @@ from .adapters import (
     register_json_loaders,
     type_name,
 )
+from .budgeted import budgeted_class, reclaim_idle
+from .statements import transaction_control
 from .stream import StatementResult, run_bounded
 
 _log = logging.getLogger("millpond.query")
-_SIZE_SQL = "SELECT pg_database_size(current_database())"
+_SIZE_SQL = "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())"
 _SIZE_AFTER_SQL = (
-    "SELECT pg_database_size(current_database()), pg_current_xact_id_if_assigned() IS NOT NULL"
+    "SELECT pg_catalog.pg_database_size(pg_catalog.current_database()),"
+    " pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL"
 )
-_OVERRUN_GRACE_S = 5.0
+_OVERRUN_GRACE_S = 1.0
+_LAST_RESORT_S = 5.0
+_TAMPER_RETRIES = 3
 
 
 class QueryService:
-    def __init__(self, store: Store, cluster: Cluster, secret: bytes, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cluster: Cluster,
+        secret: bytes,
+        settings: Settings,
+        budget: ConnectionBudget | None = None,
+    ) -> None:
         self.store = store
         self.cluster = cluster
         self.secret = secret
         self.settings = settings
+        self.budget = budget or ConnectionBudget()
+        self.budget.reclaimers.append(self._reclaim_idle)
         self._pools: dict[tuple[str, str], AsyncConnectionPool[AsyncConnection[Any]]] = {}
         self._types: dict[str, dict[int, str]] = {}
         self._lock = asyncio.Lock()
@@ -80,6 +108,8 @@ class QueryService:
             f"-c statement_timeout={self.settings.statement_timeout_ms} -c DateStyle=ISO"
             " -c IntervalStyle=iso_8601 -c TimeZone=UTC"
         )
+        if sql_role == "ro":
+            options += " -c default_transaction_read_only=on"
         conninfo = self.cluster.role_conninfo(
             pg_name,
             role,
@@ -98,9 +128,10 @@ class QueryService:
 
         return AsyncConnectionPool(
             conninfo,
-            connection_class=self._healing_connection(role),
+            connection_class=budgeted_class(self._healing_connection(role), self.budget),
             min_size=0,
             max_size=self.settings.pool_max_size,
+            max_idle=self.settings.pool_max_idle_s,
             # no prepared statements: DISCARD ALL would make psycopg's cache lie
             kwargs={"autocommit": True, "prepare_threshold": None},
             configure=configure,
@@ -110,13 +141,29 @@ class QueryService:
         )
 
     def _healing_connection(self, role: str) -> type[AsyncConnection[Any]]:
-        """A connection class that, when the role's password was changed (any role may
-        change its own), restores the derived password and logs in again."""
+        """A connection class that repairs what one caller sharing the role may have done
+        to it for the others: a changed password (any role may change its own) is
+        restored, and role-level settings (``ALTER ROLE CURRENT_USER SET …``, which would
+        apply to every later session of the role) are removed before the session is
+        used."""
         cluster, secret = self.cluster, self.secret
 
         class _Healing(AsyncConnection[Any]):
             @classmethod
             async def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+                for _ in range(_TAMPER_RETRIES):
+                    conn = await cls._login(conninfo, **kwargs)
+                    cur = await conn.execute(provision.TAMPERED_SETTINGS_SQL)
+                    row = await cur.fetchone()
+                    if not row or not row[0]:
+                        return conn
+                    await conn.close()
+                    _log.warning("removing role-level settings of role %s", role)
+                    await asyncio.to_thread(provision.reset_role_settings, cluster, role)
+                raise psycopg.OperationalError(f"role {role} keeps getting role settings")
+
+            @classmethod
+            async def _login(cls, conninfo: str, **kwargs: Any) -> Any:
                 try:
                     return await super().connect(conninfo, **kwargs)
                 except psycopg.OperationalError as exc:
@@ -145,79 +192,172 @@ class QueryService:
     async def run(self, principal: Principal, request: QueryRequest) -> dict[str, Any]:
         """Run the query; return the JSON body of a ``QueryResult`` (built as plain data:
         this is the hot path, and the shape is pinned by the API tests)."""
+        availability = self.cluster.availability
+        availability.check()  # Postgres is known to be down: 503 at once
         access = await resolve(self.store, principal, request.database)
         pool = await self.pool_for(access.pg_name, access.sql_role)
         started = time.perf_counter()
+        account = principal.user_id
+        await self._hold(principal)
         try:
-            conn = await pool.getconn(timeout=self.settings.pool_timeout_s)
-        except PoolTimeout as exc:
-            raise ServiceError(
-                503, "postgres_unavailable", "no database connection became free in time; retry"
-            ) from exc
+            # fails fast, too, should Postgres go down while this waits for a connection
+            conn = await availability.guard(self._getconn(pool, started))
+        except PoolClosed as exc:  # its pools were replaced after Postgres came back
+            self.budget.unhold(account)
+            raise unavailable(exc, availability) from exc
+        except BaseException:
+            self.budget.unhold(account)
+            raise
         try:
             result = await self._run_in(conn, access, request)
         except psycopg.OperationalError as exc:
-            if exc.sqlstate is None:
-                raise ServiceError(
-                    503, "postgres_unavailable", "the database could not be reached; retry"
-                ) from exc
+            if connection_lost(exc):
+                availability.suspect()
+                raise unavailable(exc, availability) from exc
             raise _sql_error(exc) from exc
         except psycopg.Error as exc:
             raise _sql_error(exc) from exc
         finally:
-            self._release(pool, conn)
+            self._release(pool, conn, account)
         result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return result
 
-    def _release(self, pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any]) -> None:
+    def _release(
+        self, pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any], account: int
+    ) -> None:
         """Give the connection back in the background: its reset (``DISCARD ALL``) need
-        not delay the response."""
-        task = asyncio.create_task(pool.putconn(conn))
+        not delay the response. The account holds it until it is back in the pool."""
+        task = asyncio.create_task(_give_back(pool, conn))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
+        task.add_done_callback(lambda _: self.budget.unhold(account))
+
+    # -- the connection budget (server/budget.py) ---------------------------------------------
+
+    async def _hold(self, principal: Principal) -> None:
+        """Count the query against its caller's connection budget, waiting a while for
+        one of the account's own queries to end."""
+        exempt = principal.is_admin and self.settings.account_limits_exempt_admins
+        try:
+            await self.budget.wait_hold(
+                principal.user_id, self.settings.pool_timeout_s, principal.username, exempt
+            )
+        except BudgetExceeded as exc:
+            raise exc.service_error() from None
+
+    async def _getconn(
+        self, pool: AsyncConnectionPool[Any], started: float
+    ) -> AsyncConnection[Any]:
+        """A connection of ``pool``; when it has none idle and the server's tenant
+        connections are all busy, refuse at once rather than wait for nothing."""
+        stats = pool.get_stats()
+        idle, size = stats.get("pool_available", 0), stats.get("pool_size", 0)
+        if not idle and not size and not await self.budget.make_room():
+            raise self.budget.server_full().service_error()
+        timeout = max(0.1, self.settings.pool_timeout_s - (time.perf_counter() - started))
+        try:
+            conn: AsyncConnection[Any] = await pool.getconn(timeout=timeout)
+        except PoolTimeout as exc:
+            if self.budget.server_busy:
+                raise self.budget.server_full().service_error() from exc
+            raise ServiceError(
+                503, "postgres_unavailable", "no database connection became free in time; retry"
+            ) from exc
+        return conn
+
+    async def _reclaim_idle(self, limit: int) -> int:
+        return await reclaim_idle(list(self._pools.values()), limit)
 
     async def _run_in(
         self, conn: AsyncConnection[Any], access: Access, request: QueryRequest
     ) -> dict[str, Any]:
-        if not access.storage_limit_bytes:
-            # autocommit + one simple-protocol query string = one implicit transaction
-            # for all its statements, with no BEGIN/COMMIT round trips
-            result = await self._execute(conn, request.sql)
-            return await self._shape(conn, access.pg_name, result, request)
-        limit = access.storage_limit_bytes
-        async with conn.transaction():
+        refused = transaction_control(request.sql)
+        if refused is not None:
+            raise _transaction_control(refused)
+        read_only = access.sql_role == "ro"
+        limit = None if read_only else access.storage_limit_bytes
+        begin = "BEGIN READ ONLY;" if read_only else "BEGIN;"
+        size_before = 0
+        if limit:
+            await conn.execute(begin)
             size_before = await _scalar(conn, _SIZE_SQL)
-            result = await self._execute(conn, request.sql)
-            cur = await conn.execute(_SIZE_AFTER_SQL)
-            size_after, wrote = (await cur.fetchone()) or (0, False)
-            # a transaction that wrote nothing cannot have grown the database: growth then
-            # comes from autovacuum (free space and visibility maps) running meanwhile
-            if wrote and size_after > limit and size_after > size_before:
-                raise ServiceError(
-                    403,
-                    "storage_limit_exceeded",
-                    f"{access.full_name} would grow to {size_after} bytes, over its limit of"
-                    f" {limit}; the transaction was rolled back. Free space or raise the limit.",
-                    {"size_bytes": size_after, "storage_limit_bytes": limit},
-                )
-        return await self._shape(conn, access.pg_name, result, request)
+            begin = ""
+        # on any error the pool's reset rolls the transaction back
+        result = await self._execute(conn, begin + request.sql, offset=len(begin))
+        if conn.info.transaction_status != TransactionStatus.INTRANS:
+            # the lexer missed a statement that ended the transaction: whatever ran
+            # after it is outside the promise; never hand the session on
+            await conn.close()
+            raise _transaction_control(None)
+        if limit:
+            await self._check_storage(conn, access, limit, size_before)
+        shaped = await self._shape(conn, access.pg_name, result, request)
+        # readers' transactions never commit: nothing they ran can persist
+        await conn.execute("ROLLBACK" if read_only else "COMMIT")
+        return shaped
 
-    async def _execute(self, conn: AsyncConnection[Any], sql_text: str) -> StatementResult:
-        """Run the SQL within the row/byte limits; if it outlives the statement timeout
-        (say it turned the timeout off), cancel it and drop the connection."""
-        deadline = self.settings.statement_timeout_ms / 1000 + _OVERRUN_GRACE_S
-        try:
-            async with asyncio.timeout(deadline):
-                return await run_bounded(
-                    conn, sql_text, self.settings.query_max_rows, self.settings.query_max_bytes
-                )
-        except TimeoutError:
-            await conn.close()  # psycopg already sent the cancel request
+    async def _check_storage(
+        self, conn: AsyncConnection[Any], access: Access, limit: int, size_before: int
+    ) -> None:
+        cur = await conn.execute(_SIZE_AFTER_SQL)
+        size_after, wrote = (await cur.fetchone()) or (0, False)
+        # a transaction that wrote nothing cannot have grown the database: growth then
+        # comes from autovacuum (free space and visibility maps) running meanwhile
+        if wrote and size_after > limit and size_after > size_before:
             raise ServiceError(
-                400,
-                "statement_timeout",
-                f"the query ran longer than {self.settings.statement_timeout_ms} ms",
-            ) from None
+                403,
+                "storage_limit_exceeded",
+                f"{access.full_name} would grow to {size_after} bytes, over its limit of"
+                f" {limit}; the transaction was rolled back. Free space or raise the limit.",
+                {"size_bytes": size_after, "storage_limit_bytes": limit},
+            )
+
+    async def _execute(
+        self, conn: AsyncConnection[Any], sql_text: str, offset: int = 0
+    ) -> StatementResult:
+        """Run the SQL within the row/byte limits; if it outlives the statement timeout
+        (it turned the timeout off, or caught the cancel), terminate its backend: the
+        call has ended, and so must its work. ``offset``: characters the server put
+        before the caller's SQL (error positions are the caller's)."""
+        deadline = self.settings.statement_timeout_ms / 1000 + _OVERRUN_GRACE_S
+        ended = asyncio.Event()
+        overrun = asyncio.create_task(self._end_overrun(conn, deadline, ended))
+        try:
+            # the last resort, should Postgres not even answer the termination
+            async with asyncio.timeout(deadline + _LAST_RESORT_S):
+                return await run_bounded(
+                    conn,
+                    sql_text,
+                    self.settings.query_max_rows,
+                    self.settings.query_max_bytes,
+                    self.settings.max_json_depth,
+                )
+        except (psycopg.Error, TimeoutError) as exc:
+            if ended.is_set():
+                await conn.close()
+                raise ServiceError(
+                    400,
+                    "statement_timeout",
+                    f"the query ran longer than {self.settings.statement_timeout_ms} ms"
+                    " and was ended",
+                ) from None
+            if isinstance(exc, psycopg.Error) and offset:
+                _shift_position(exc, offset)
+            raise
+        finally:
+            overrun.cancel()
+
+    async def _end_overrun(
+        self, conn: AsyncConnection[Any], after: float, ended: asyncio.Event
+    ) -> None:
+        """At ``after`` seconds, terminate the session's backend: its statement ignored
+        the timeout (it disabled it, or caught the cancel). Terminating, not cancelling,
+        because no exception handler catches it; psycopg then sees the connection end."""
+        pid, role = conn.info.backend_pid, conn.info.user
+        await asyncio.sleep(after)
+        _log.warning("terminating backend %s: its query outlived the statement timeout", pid)
+        ended.set()
+        await privileged.terminate_backend(self.cluster, pid, role)
 
     async def _shape(
         self,
@@ -262,6 +402,37 @@ class QueryService:
         return [cache.get(oid, "unknown") for oid in oids]
 
 
+async def _give_back(pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any]) -> None:
+    """Roll back what a failed call left open (the pool would too, with a warning in the
+    log for what is the normal end of a failed query), then return the connection."""
+    if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+        try:
+            await conn.rollback()
+        except psycopg.Error:
+            await conn.close()
+    await pool.putconn(conn)
+
+
+def _transaction_control(statement: str | None) -> ServiceError:
+    what = f"{statement!r} would end" if statement else "the SQL ended"
+    return ServiceError(
+        400,
+        "transaction_control",
+        f"{what} the transaction the query runs in: an HTTP query is one transaction,"
+        " which the server commits when every statement succeeded. Leave out COMMIT,"
+        " ROLLBACK, BEGIN, END and PREPARE TRANSACTION (savepoints are fine), or connect"
+        " directly (millpond db connect) to control transactions yourself.",
+        {"statement": statement},
+    )
+
+
+def _shift_position(exc: psycopg.Error, offset: int) -> None:
+    """Make an error's statement position count from the caller's SQL."""
+    position = exc.diag.statement_position
+    if position:
+        exc.millpond_position = max(1, int(position) - offset)  # type: ignore[attr-defined]
+
+
 def _check_unique(names: list[str]) -> None:
     seen: set[str] = set()
     for name in names:
@@ -287,7 +458,7 @@ def _sql_error(exc: psycopg.Error) -> ServiceError:
     diag = exc.diag
     if isinstance(exc, errors.QueryCanceled) and "statement timeout" in str(exc):
         return ServiceError(400, "statement_timeout", diag.message_primary or str(exc))
-    position = diag.statement_position
+    position = getattr(exc, "millpond_position", None) or diag.statement_position
     return ServiceError(
         400,
         "sql_error",

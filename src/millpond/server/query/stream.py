@@ -2,10 +2,18 @@
 
 The SQL of ``POST /v1/query`` may hold several statements, so it goes over the simple
 query protocol (one implicit transaction). psycopg's cursors would buffer every row of
-every statement; here libpq's chunked-rows mode hands results over a few hundred rows
-at a time, rows are loaded (with the connection's JSON loaders) only up to the row and
-byte limits, and the rest of a big result is counted and dropped. Memory stays bounded
-by the limits whatever the query returns.
+every statement; here libpq's chunked-rows mode hands results over a few rows at a
+time, and a row is kept only while the rows kept so far fit the row and byte limits.
+A row's size is measured before it is loaded: the byte length of every value as
+Postgres sent it (text, json/jsonb, arrays, bytea, composites alike) plus its column
+names, so nothing past the limit is ever turned into Python objects. The first row
+that does not fit ends what is kept (``truncated``), even a first row alone larger than
+the limit (then no row is kept); the rest of a big result is counted and dropped.
+Memory stays bounded by the limits plus a few rows, whatever the query returns.
+
+json/jsonb values are kept as their text (:class:`~.adapters.RawJson`); one nested
+deeper than ``max_json_depth`` in a kept row of the last statement answers
+``json_too_deep`` (select a part of it, or its ``::text``).
 
 ``COPY … FROM STDIN`` has no data to read over HTTP: it is refused with
 ``copy_not_supported`` and the whole query string rolls back. ``COPY … TO STDOUT`` runs,
@@ -25,9 +33,14 @@ from psycopg.adapt import Transformer
 from psycopg.waiting import Wait
 
 from ..errors import ServiceError
+from ..limits import too_deep_error
+from .adapters import JsonTooDeep, raw_json_adapters
 
 ExecStatus = pq.ExecStatus
-_CHUNK_ROWS = 256
+_CHUNK_ROWS = 8
+"""Rows libpq gathers before handing them over: few, as rows may be large (a chunk is
+in memory whole); more would barely be faster."""
+_VALUE_OVERHEAD = 4  # quotes and a comma around a value in the JSON written
 
 
 @dataclass
@@ -41,16 +54,20 @@ class StatementResult:
     truncated: bool = False
     command: str | None = None
     returns_rows: bool = False
+    error: ServiceError | None = None
+    """Raised if this is the last statement's result."""
 
 
 class _Collector:
-    def __init__(self, max_rows: int, max_bytes: int, encoding: str) -> None:
+    def __init__(self, max_rows: int, max_bytes: int, max_depth: int, encoding: str) -> None:
         self.max_rows = max_rows
         self.max_bytes = max_bytes
+        self.max_depth = max_depth
         self.encoding = encoding
         self.current = StatementResult()
         self._open = False  # inside a row-returning statement
         self._bytes = 0
+        self._row_overhead = 0
 
     def rows(self, tx: Any, res: pq.abc.PGresult) -> None:
         if not self._open:
@@ -60,16 +77,29 @@ class _Collector:
             cur.command = res.command_status.decode(self.encoding)
         ntuples = res.ntuples
         cur.row_count += ntuples
-        if cur.truncated or not ntuples:
+        if cur.truncated or cur.error or not ntuples:
+            return
+        keep = self._fitting(res, ntuples)
+        if keep < ntuples:
+            cur.truncated = True
+        if not keep:
             return
         tx.set_pgresult(res, set_loaders=True)
-        for row in tx.load_rows(0, ntuples, tuple):
-            size = sum(len(v) if isinstance(v, str) else 8 for v in row) + 2
-            if len(cur.rows) >= self.max_rows or self._bytes + size > self.max_bytes:
-                cur.truncated = True
-                return
+        try:
+            cur.rows.extend(tx.load_rows(0, keep, tuple))
+        except JsonTooDeep:
+            cur.error = too_deep_error(self.max_depth, "a json/jsonb value of the result")
+
+    def _fitting(self, res: pq.abc.PGresult, ntuples: int) -> int:
+        """How many of the chunk's rows still fit the limits (counting them in)."""
+        room = min(ntuples, self.max_rows - len(self.current.rows))
+        columns = range(res.nfields)
+        for row in range(max(room, 0)):
+            size = self._row_overhead + sum(_length(res.get_value(row, c)) for c in columns)
+            if self._bytes + size > self.max_bytes:
+                return row
             self._bytes += size
-            cur.rows.append(row)
+        return max(room, 0)
 
     def end_rows(self, res: pq.abc.PGresult) -> None:
         if not self._open:
@@ -94,16 +124,37 @@ class _Collector:
         )
         self._open = True
         self._bytes = 0
+        names = self.current.names  # objects repeat them in every row
+        self._row_overhead = 2 + sum(len(n) + _VALUE_OVERHEAD for n in names)
+
+
+def _length(value: bytes | None) -> int:
+    return 0 if value is None else len(value)
+
+
+class _Context:
+    """What psycopg's Transformer adapts with: the connection, and its loaders but for
+    json/jsonb (raw here, parsed for the connection's other users, e.g. realtime)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], max_depth: int) -> None:
+        self.connection = conn
+        self.adapters = raw_json_adapters(conn.adapters, max_depth)
 
 
 async def run_bounded(
-    conn: psycopg.AsyncConnection[Any], sql_text: str, max_rows: int, max_bytes: int
+    conn: psycopg.AsyncConnection[Any],
+    sql_text: str,
+    max_rows: int,
+    max_bytes: int,
+    max_depth: int = 128,
 ) -> StatementResult:
     """Run ``sql_text`` (one or more statements) and return its last statement's result,
     keeping at most ``max_rows`` rows / about ``max_bytes`` bytes of it. Raises the
-    first statement error as a psycopg error (the rest of the string is not run)."""
+    first statement error as a psycopg error (the rest of the string is not run), and
+    ``json_too_deep`` (after the whole string ran) for a kept value nested deeper than
+    ``max_depth``."""
     encoding = conn.info.encoding
-    collector = _Collector(max_rows, max_bytes, encoding)
+    collector = _Collector(max_rows, max_bytes, max_depth, encoding)
     error: pq.abc.PGresult | None = None
     copy_in = False
     pgconn = conn.pgconn
@@ -111,8 +162,8 @@ async def run_bounded(
         pgconn.send_query(sql_text.encode(encoding))
         pgconn.set_chunked_rows_mode(_CHUNK_ROWS)
         await conn.wait(generators.send(pgconn))
-        tx = Transformer(conn)
-        while (res := await conn.wait(generators.fetch(pgconn))) is not None:
+        tx = Transformer(_Context(conn, max_depth))
+        while (res := await _next_result(conn)) is not None:
             status = res.status
             if status == ExecStatus.TUPLES_CHUNK:
                 collector.rows(tx, res)
@@ -137,7 +188,18 @@ async def run_bounded(
         )
     if error is not None:
         raise errors.error_from_result(error, encoding=encoding)
+    if collector.current.error is not None:
+        raise collector.current.error
     return collector.current
+
+
+async def _next_result(conn: psycopg.AsyncConnection[Any]) -> pq.abc.PGresult | None:
+    """The next result; without a trip through the event loop when libpq has it already
+    (small chunks make that the common case)."""
+    pgconn = conn.pgconn
+    if pgconn.is_busy():
+        return await conn.wait(generators.fetch(pgconn))
+    return pgconn.get_result()
 
 
 def _drain_copy_out(pgconn: pq.abc.PGconn) -> PQGen[None]:

@@ -5,11 +5,19 @@ Exactly once, in order
 ----------------------
 A subscribe registers its queries at once (so the hub starts collecting their changes
 for the connection, without sending them), then reads the initial rows in one
-``REPEATABLE READ`` snapshot and notes that snapshot. The initial rows go out, then the
-collected transactions in commit order: those the snapshot already saw count only for
-the connection's older queries, the others for all of them. Until the stream has passed
-the snapshot's WAL position, later transactions are checked against it the same way, in
-case the stream was behind. Every change after the snapshot reaches the client once, none before it.
+``REPEATABLE READ`` snapshot S, with the WAL insert position taken after it (every
+transaction S sees committed at or before that position). It then waits until the
+stream has dispatched everything up to that position (a barrier transaction written
+after it makes the stream pass it even when nothing else commits), so every transaction
+S sees is either already sent or collected. S is used only if (1) no transaction the
+hub streamed *before* the registration is invisible to it (committed in the WAL but not
+yet visible: it would be in neither the rows nor the stream), and (2) the collected
+transactions S sees are a prefix of the collected ones in commit order (otherwise the
+snapshot saw a later commit and not an earlier one); else it is read again. Then: the
+collected transactions S sees, for the connection's older queries only; the initial
+rows; the other collected transactions and everything later, for all the queries.
+That is commit order, and each change reaches the client exactly once
+(``docs/realtime-protocol.md`` has the whole argument).
 
 Fan-out cost
 ------------
@@ -18,29 +26,52 @@ so a change costs what the subscriptions it can match cost. Queries are shared b
 connections (one matcher per distinct query text), and a transaction's message is
 encoded once per distinct set of queries, then queued to every connection holding that
 set.
+
+Row-level security
+------------------
+Each connection acts as its SQL role: its initial rows are read as that role, and the
+images of a transaction's changes to tables under row-level security are judged for
+each role before the fan-out (``visibility.RowFilter``); a connection gets only the
+images its role may see. Tables without it take the path above unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import secrets
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from psycopg import sql
 
+from ... import faults
 from ...engine import predicates
 from .outbox import Outbox
 from .pgoutput import Change, Relation, Transaction, format_lsn
-from .replication import PUBLICATION, ReplicationStream, ensure_publication
-from .snapshot import Snapshot
+from .replication import PUBLICATION, Barrier, ReplicationStream, ensure_publication
+from .snapshot import Snapshot, newer_xid
 from .values import ValueDecoder
+from .visibility import (
+    CODE_FAILED,
+    REASON_FAILED,
+    Closing,
+    RowFilter,
+    RowSecurityError,
+    Visibility,
+)
 
 _log = logging.getLogger("millpond.realtime")
+
+_SNAPSHOT_ATTEMPTS = 200
+_REACH_TIMEOUT_S = 30.0
+_RECENT_XIDS = 16384
+"""How many streamed transactions' xids the hub remembers (to recognize one a snapshot
+does not see although it was already streamed)."""
 
 
 class SubscribeError(Exception):
@@ -63,10 +94,13 @@ class Client:
     queries: dict[str, str] = field(default_factory=dict)  # query_id -> query key
     keys: frozenset[str] = frozenset()
     syncing: list[Transaction] | None = None
-    filters: dict[str, Snapshot] = field(default_factory=dict)
     guard: Callable[[predicates.BoundQuery], None] | None = None
     """Checks each query before it is subscribed (raising :class:`SubscribeError` to
     refuse it): the flags stream confines a connection to its environment's rows."""
+    role: str | None = None
+    """The SQL role its own ``SELECT`` runs as (row-level security is judged for it)."""
+    reader: SnapshotReader | None = None
+    """Reads its initial rows (as ``role``); None: the hub's reader."""
 
     def send(self, message: dict[str, Any]) -> None:
         self.outbox.put(json.dumps(message, separators=(",", ":")))
@@ -120,6 +154,7 @@ class Hub:
         *,
         publication: str = PUBLICATION,
         publication_tables: Sequence[str] | None = None,
+        row_filter: RowFilter | None = None,
     ) -> None:
         self.pg_name = pg_name
         self.publication = publication
@@ -136,7 +171,13 @@ class Hub:
         self._stream: ReplicationStream | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Lock()
-        self._filtered_clients: set[str] = set()
+        self._barrier = Barrier(admin_conninfo)
+        self._dispatched = 0
+        self._newest_xid: int | None = None
+        self._recent: OrderedDict[int, int] = OrderedDict()
+        """xid -> the dispatch number of the streamed transaction"""
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.row_filter = row_filter
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -161,6 +202,7 @@ class Hub:
                 pass
         if self._stream is not None:
             await self._stream.close()
+        await self._barrier.close()
 
     @property
     def idle(self) -> bool:
@@ -170,12 +212,18 @@ class Hub:
         assert self._stream is not None
         try:
             async for tx in self._stream.transactions():
+                if self.row_filter is not None:
+                    await self._check_rows(tx, self.row_filter)
+                await faults.hit("hub.before_dispatch", self, tx)
                 self.dispatch(tx)
         except asyncio.CancelledError:
             raise
         except Exception:
             _log.exception("realtime stream for %s failed", self.pg_name)
         finally:
+            for _, waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_exception(RuntimeError("the change stream ended"))
             if self.on_stream_end is not None:
                 self.on_stream_end(self)
 
@@ -186,7 +234,6 @@ class Hub:
 
     def disconnect(self, client: Client) -> None:
         self.clients.pop(client.id, None)
-        self._filtered_clients.discard(client.id)
         self._release(client, list(client.queries.values()))
         client.outbox.close()
 
@@ -201,16 +248,124 @@ class Hub:
         await self.ensure_started()
         new = [(q, info) for q, info in prepared if q.key() not in client.keys]
         new_keys = {q.key() for q, _ in new}
+        await self._refresh_rules(client, {info.qualified: info for _, info in new})
         client.syncing = []
+        mark = (self._dispatched, self._newest_xid)
         self._register(client, new)
+        reader = client.reader or self.reader
         try:
-            snapshot, rows = await self.reader.read([(info, q.where_sql()) for q, info in new])
+            queries = [(info, q.where_sql()) for q, info in new]
+            snapshot, rows = await self._read_consistent(client, reader, queries, mark)
         except BaseException:
             self._release(client, list(new_keys))
-            self._flush_sync(client, client.keys, None, [])
+            self._flush_sync(client, client.keys, None)
             raise
         applied = self._applied_message(request_id, client, prepared, new, rows)
-        self._flush_sync(client, client.keys | new_keys, snapshot, list(new_keys), applied)
+        self._flush_sync(client, client.keys | new_keys, snapshot, applied)
+
+    async def _read_consistent(
+        self,
+        client: Client,
+        reader: SnapshotReader,
+        queries: list[tuple[TableInfo, str | None]],
+        mark: tuple[int, int | None],
+    ) -> tuple[Snapshot, list[list[dict[str, Any]]]]:
+        """The initial rows in a snapshot every transaction is positioned against: read,
+        wait for the stream to reach the snapshot's WAL position, check, else again."""
+        for attempt in itertools.count():
+            await faults.hit("hub.before_snapshot", self, client)
+            snapshot, rows = await reader.read(queries)
+            await faults.hit("hub.after_snapshot", self, client, snapshot)
+            await self._reach(snapshot.lsn)
+            reason = self._unusable(snapshot, mark, client.syncing or [])
+            if reason is None:
+                return snapshot, rows
+            if attempt + 1 >= _SNAPSHOT_ATTEMPTS:
+                raise RuntimeError(f"no consistent snapshot after {attempt + 1} tries: {reason}")
+            _log.debug("subscribe snapshot of %s read again: %s", self.pg_name, reason)
+            await faults.hit("hub.snapshot_retry", self, client, snapshot, reason)
+            await asyncio.sleep(0.001 * min(attempt + 1, 20))
+        raise AssertionError("unreachable")
+
+    def _unusable(
+        self, snapshot: Snapshot, mark: tuple[int, int | None], held: list[Transaction]
+    ) -> str | None:
+        """Why the transactions cannot be positioned against ``snapshot`` (None: they can).
+        ``mark``: the dispatch count and the newest xid dispatched when the subscription
+        started collecting. A transaction streamed before that is committed; if the
+        snapshot does not see it, it is listed as running (``xip``) or, when no later xid
+        had completed, at or above ``xmax``: both are checked."""
+        if snapshot.committed_unseen:
+            return "a transaction it lists as running had already committed"
+        count, newest = mark
+        unseen = [x for x in snapshot.xip if self._recent.get(x, count + 1) <= count]
+        if newest is not None and not snapshot.sees(newest):
+            unseen.append(newest)
+        if unseen:
+            return f"transaction {unseen[0]} was streamed before the subscribe but is not visible"
+        first: Transaction | None = None
+        for tx in held:
+            if not snapshot.sees(tx.xid):
+                first = first or tx
+            elif first is not None:
+                return f"the snapshot sees {tx.xid} but not {first.xid}, which committed first"
+        return None
+
+    async def _reach(self, lsn: int) -> None:
+        """Wait until the stream has dispatched every transaction that committed at or
+        before ``lsn``."""
+        if self.stream_lsn >= lsn:
+            return
+        entry = (lsn, asyncio.get_running_loop().create_future())
+        self._waiters.append(entry)
+        try:
+            await self._barrier.emit()  # a commit after lsn: the stream will pass it
+            await asyncio.wait_for(asyncio.shield(entry[1]), _REACH_TIMEOUT_S)
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    async def _refresh_rules(self, client: Client, tables: dict[str, TableInfo]) -> None:
+        """Row-level security as the initial rows will be read under (see visibility)."""
+        if self.row_filter is None or client.role is None:
+            return
+        for info in tables.values():
+            try:
+                closing = await self.row_filter.refresh(info.schema, info.name, client.role)
+            except RowSecurityError as exc:
+                raise SubscribeError(REASON_FAILED, str(exc)) from None
+            self._close(closing)
+
+    async def _check_rows(self, tx: Transaction, row_filter: RowFilter) -> None:
+        """Judge ``tx``'s row images for each role (before it is fanned out)."""
+        try:
+            verdict, closing = await row_filter.check(tx, self.index.has_table, self._roles)
+        except Exception:  # fail closed: nobody gets rows no check passed
+            _log.exception("row-level security check failed on %s", self.pg_name)
+            verdict, closing = Visibility(), []
+            verdict.checked.update(id(c) for c in tx.changes if c.kind != "truncate")
+            roles = self._roles()
+            closing = [
+                Closing(f"{c.relation.schema}.{c.relation.name}", r, CODE_FAILED, REASON_FAILED)
+                for c in tx.changes
+                for r in roles
+            ]
+        tx.row_security = verdict
+        self._close(closing)
+
+    def _roles(self) -> set[str]:
+        return {c.role for c in self.clients.values() if c.role is not None}
+
+    def _close(self, closing: list[Closing]) -> None:
+        """Disconnect the subscribers of each (role, table) named."""
+        for item in closing:
+            for client in list(self.clients.values()):
+                if client.role == item.role and any(
+                    self.queries[k].table == item.table
+                    for k in client.queries.values()
+                    if k in self.queries
+                ):
+                    client.outbox.close(item.code, item.reason)
 
     def unsubscribe(self, client: Client, request_id: str | None, query_ids: list[str]) -> None:
         unknown = [qid for qid in query_ids if qid not in client.queries]
@@ -309,33 +464,40 @@ class Hub:
         client: Client,
         keys: frozenset[str],
         snapshot: Snapshot | None,
-        new_keys: list[str],
         applied: dict[str, Any] | None = None,
     ) -> None:
-        """Go live: send the initial rows, then the transactions collected meanwhile,
-        in commit order. The snapshot filter hides the new queries from the transactions
-        it already saw (their effects are in the initial rows), so each change reaches
-        the client once and the connection's transactions stay in commit order (Postgres
-        may make transactions visible in another order than they commit, so the ones the
-        snapshot saw are not simply the first ones)."""
+        """Go live: the collected transactions the snapshot saw, for the older queries
+        (their effect on the new ones is in the initial rows); the initial rows; the
+        other collected transactions, for all of ``keys``. The ones the snapshot saw are
+        the first ones (``_unusable``), so this is commit order."""
         held = client.syncing or []
         client.syncing = None
+        cut = 0
         if snapshot is not None:
-            for key in new_keys:
-                client.filters[key] = snapshot
-            self._filtered_clients.add(client.id)
+            while cut < len(held) and snapshot.sees(held[cut].xid):
+                self._deliver_one(client, held[cut], client.keys)
+                cut += 1
         if applied is not None:
             client.send(applied)
         client.keys = keys
-        for tx in held:
-            self._deliver_one(client, tx, self._keys_for(client, tx))
+        for tx in held[cut:]:
+            self._deliver_one(client, tx, keys)
 
     # -- dispatch -------------------------------------------------------------------------
 
     def dispatch(self, tx: Transaction) -> None:
         """Fan one committed transaction out to the connections it concerns."""
         self.stream_lsn = max(self.stream_lsn, tx.end_lsn)
-        self._expire_filters()
+        self._dispatched += 1
+        self._recent[tx.xid] = self._dispatched
+        if self._newest_xid is None or newer_xid(tx.xid, self._newest_xid):
+            self._newest_xid = tx.xid
+        if len(self._recent) > _RECENT_XIDS:
+            self._recent.popitem(last=False)
+        if self._waiters:
+            for lsn, waiter in self._waiters:
+                if lsn <= self.stream_lsn and not waiter.done():
+                    waiter.set_result(None)
         matched = self._match(tx)
         if not matched:
             return
@@ -343,38 +505,21 @@ class Hub:
         for m in matched:
             for key in m.old_keys | m.new_keys:
                 touched.update(self.queries[key].clients)
-        groups: dict[frozenset[str], list[Client]] = defaultdict(list)
+        by_role = tx.row_security is not None
+        groups: dict[tuple[frozenset[str], str | None], list[Client]] = defaultdict(list)
         for client_id in touched:
             client = self.clients.get(client_id)
             if client is None:
                 continue
             if client.syncing is not None:
                 client.syncing.append(tx)
-            elif client.id in self._filtered_clients:
-                self._deliver_one(client, tx, self._keys_for(client, tx), matched)
             else:
-                groups[client.keys].append(client)
-        for keys, clients in groups.items():
-            message = self._encode(tx, matched, keys)
+                groups[(client.keys, client.role if by_role else None)].append(client)
+        for (keys, role), clients in groups.items():
+            message = self._encode(tx, matched, keys, role)
             if message is not None:
                 for client in clients:
                     client.outbox.put(message)
-
-    def _keys_for(self, client: Client, tx: Transaction) -> frozenset[str]:
-        hidden = {k for k, snap in client.filters.items() if snap.sees(tx.xid)}
-        return client.keys - hidden if hidden else client.keys
-
-    def _expire_filters(self) -> None:
-        for client_id in list(self._filtered_clients):
-            client = self.clients.get(client_id)
-            if client is None:
-                self._filtered_clients.discard(client_id)
-                continue
-            for key, snap in list(client.filters.items()):
-                if self.stream_lsn >= snap.lsn:
-                    del client.filters[key]
-            if not client.filters:
-                self._filtered_clients.discard(client_id)
 
     def _deliver_one(
         self,
@@ -383,7 +528,8 @@ class Hub:
         keys: frozenset[str],
         matched: list[_Matched] | None = None,
     ) -> None:
-        message = self._encode(tx, matched if matched is not None else self._match(tx), keys)
+        found = matched if matched is not None else self._match(tx)
+        message = self._encode(tx, found, keys, client.role)
         if message is not None:
             client.outbox.put(message)
 
@@ -414,11 +560,22 @@ class Hub:
     def _python(self, relation: Relation, row: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if row is None else self.decoder.decode(relation, row, as_json=False)
 
-    def _encode(self, tx: Transaction, matched: list[_Matched], keys: frozenset[str]) -> str | None:
+    def _encode(
+        self,
+        tx: Transaction,
+        matched: list[_Matched],
+        keys: frozenset[str],
+        role: str | None = None,
+    ) -> str | None:
+        """The message for connections with queries ``keys`` (and SQL role ``role``)."""
         tables: dict[str, dict[str, Any]] = {}
+        verdict = tx.row_security if isinstance(tx.row_security, Visibility) else None
         for m in matched:
             change = m.change
             before, after = bool(m.old_keys & keys), bool(m.new_keys & keys)
+            if verdict is not None and (before or after):
+                seen_old, seen_new = verdict.allows(role, change)
+                before, after = before and seen_old, after and seen_new
             if not (before or after):
                 continue
             info = self.tables.get(f"{change.relation.schema}.{change.relation.name}")

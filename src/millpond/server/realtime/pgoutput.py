@@ -100,6 +100,8 @@ class Transaction:
     end_lsn: int
     commit_time: datetime
     changes: list[Change] = field(default_factory=list)
+    row_security: object = field(default=None, compare=False, repr=False)
+    """The realtime hub's row-level security verdict on the changes (its business)."""
 
 
 class _Reader:

@@ -22,9 +22,9 @@ from typing import Any
 import psycopg
 from psycopg import generators, pq, sql
 from psycopg.abc import PQGen
-from psycopg.conninfo import make_conninfo
 from psycopg.waiting import Wait
 
+from ..postgres import privileged
 from . import pgoutput
 
 _log = logging.getLogger("millpond.realtime")
@@ -87,8 +87,10 @@ async def ensure_publication(
     admin_conninfo: str, name: str = PUBLICATION, tables: Sequence[str] | None = None
 ) -> None:
     """Create the publication in the database if missing — FOR ALL TABLES, or for the
-    ``public`` tables named — and check wal_level."""
-    async with await psycopg.AsyncConnection.connect(admin_conninfo, autocommit=True) as conn:
+    ``public`` tables named — and check wal_level. ``admin_conninfo`` is a pinned
+    privileged session's (:mod:`..postgres.privileged`): the database is a tenant's, so
+    every name below is schema-qualified."""
+    async with await privileged.connect_async(admin_conninfo) as conn:
         level = await (await conn.execute("SHOW wal_level")).fetchone()
         if level is None or level[0] != "logical":
             raise WalLevelError(
@@ -97,7 +99,9 @@ async def ensure_publication(
                 "(ALTER SYSTEM SET wal_level = logical) and restart Postgres"
             )
         exists = await (
-            await conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,))
+            await conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s", (name,)
+            )
         ).fetchone()
         if exists is None:
             which: sql.Composable = sql.SQL("ALL TABLES")
@@ -111,15 +115,47 @@ async def ensure_publication(
                 )
 
 
+class Barrier:
+    """Commits a transaction holding only a logical decoding message (which pgoutput
+    streams with ``messages 'true'``) on demand: once the stream has delivered it, it has
+    delivered every transaction that committed before it, even if nothing else commits.
+    One privileged session, opened on first use."""
+
+    def __init__(self, admin_conninfo: str) -> None:
+        self.admin_conninfo = admin_conninfo
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def emit(self) -> None:
+        async with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = await privileged.connect_async(self.admin_conninfo)
+                    # flushed at commit without waiting for any standby
+                    await self._conn.execute("SET synchronous_commit = local")
+                await self._conn.execute(
+                    "SELECT pg_catalog.pg_logical_emit_message(true, 'millpond.barrier', '')"
+                )
+            except psycopg.Error:
+                await self._close()
+                raise
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._close()
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+
+
 class ReplicationStream:
     def __init__(self, admin_conninfo: str, slot_name: str, publication: str = PUBLICATION) -> None:
-        # values are rendered by the walsender's session: fix their text forms
-        self.conninfo = make_conninfo(
-            admin_conninfo,
-            replication="database",
-            options="-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=iso_8601",
-            application_name="millpond-realtime",
-        )
+        # values are rendered by the walsender's session: their text forms are among
+        # the settings the privileged module pins (TimeZone, DateStyle, bytea_output…)
+        self.conninfo = privileged.replication_conninfo(admin_conninfo)
         self.slot_name = slot_name
         self.publication = publication
         self.start_lsn = 0
@@ -130,7 +166,7 @@ class ReplicationStream:
     async def open(self) -> int:
         """Connect and create the temporary slot; return its consistent-point LSN.
         Every transaction committed after that point will be streamed."""
-        self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        self._conn = await privileged.connect_async(self.conninfo)
         pgconn = self._conn.pgconn
         query = sql.SQL(
             "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'nothing')"
@@ -140,7 +176,8 @@ class ReplicationStream:
         assert row is not None
         self.start_lsn = pgoutput.parse_lsn(row[1])
         start = sql.SQL(
-            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})"
+            "START_REPLICATION SLOT {} LOGICAL {}"
+            " (proto_version '1', publication_names {}, messages 'true')"
         ).format(
             sql.Identifier(self.slot_name),
             sql.SQL(pgoutput.format_lsn(self.start_lsn)),

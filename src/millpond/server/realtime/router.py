@@ -1,7 +1,13 @@
 """``/v1/realtime/{owner}/{db}``: the WebSocket (protocol in docs/realtime-protocol.md).
 
 Each connection runs three tasks: a reader (client messages → hub), a writer (the
-connection's outbox → socket, closing it when the outbox says so), and a heartbeat."""
+connection's outbox → socket, closing it when the outbox says so), and a heartbeat.
+
+Authorization holds for the connection's whole life: every open socket is registered
+with a live sessions re-checker (``recheck.py``) and closed when its key is revoked or
+expires (4001), its access to the database is removed (4003 ``access_revoked``), the
+database is deleted (4004) or its role is lowered (4013 ``access_changed``: reconnect with
+the new rights) — within about a second, on every replica."""
 
 from __future__ import annotations
 
@@ -11,15 +17,20 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ..._version import __version__
-from ..accounts.service import authenticate
+from ..accounts.service import Principal, authenticate
 from ..databases.service import resolve
 from ..deps import Services
 from ..errors import ServiceError
+from ..limits import too_deep, too_deep_error
+from ..recheck import CLOSE_CODES, Rechecker, Verdict, database_verdict
+from ..store.notifications import Invalidation
 from .hub import Client, Hub, SubscribeError
 from .outbox import Outbox
 from .replication import WalLevelError
@@ -41,12 +52,42 @@ def bearer_token(ws: WebSocket) -> str:
     return ws.query_params.get("access_token", "")
 
 
+@dataclass(eq=False)
+class LiveSocket:
+    """An open socket as the re-checker sees it: how to check it again, what to close."""
+
+    outbox: Outbox
+    check: Callable[[], Awaitable[Verdict | None]]
+
+
+async def _check(socket: LiveSocket) -> Verdict | None:
+    return await socket.check()
+
+
+def _end(socket: LiveSocket, verdict: Verdict) -> None:
+    socket.outbox.close(CLOSE_CODES[verdict.reason], verdict.reason)
+
+
+def live_sockets(
+    svc: Services, name: str, invalidations: Sequence[Invalidation]
+) -> Rechecker[LiveSocket]:
+    """The app's re-checker of sockets of kind ``name`` (made on first use)."""
+    found = svc.extra.get(f"recheck-{name}")
+    if not isinstance(found, Rechecker):
+        found = Rechecker(name, invalidations, _check, _end)
+        svc.extra[f"recheck-{name}"] = found
+    return found
+
+
 @router.websocket("/v1/realtime/{owner}/{name}")
 async def realtime(ws: WebSocket, owner: str, name: str) -> None:
     svc: Services = ws.app.state.services
     offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-    principal = await authenticate(svc.store, bearer_token(ws))
+    sockets = live_sockets(svc, "realtime", [svc.store.invalidation])
+    since = sockets.mark()
+    token = bearer_token(ws)
+    principal = await authenticate(svc.store, token)
     if principal is None:
         await ws.close(4001, "unauthorized")
         return
@@ -58,19 +99,43 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
     except ServiceError as exc:
         await ws.close(4004, exc.code)
         return
+    if not take_socket(svc, principal):
+        await ws.close(4029, "limit_exceeded")
+        return
     hub = await svc.realtime.hub(access.pg_name)
     client = Client(
         f"c_{secrets.token_hex(8)}",
         Outbox(svc.settings.realtime_send_buffer_bytes),
         identity=principal,
+        role=access.sql_role,
+        reader=svc.realtime.reader(access.pg_name, access.sql_role),
     )
+    full_name, db_id, sql_role = f"{owner}/{name}", access.id, access.sql_role
+    live = LiveSocket(
+        client.outbox,
+        lambda: database_verdict(svc.store, token, full_name, db_id, sql_role),
+    )
+    sockets.add(live, (token, full_name, db_id, sql_role), principal.expires_at, since)
     hub.connect(client)
     session = Session(ws, hub, client, svc.settings.realtime_heartbeat_ms / 1000)
     try:
         await session.run()
     finally:
+        svc.realtime_sockets.give(principal.user_id)
+        sockets.discard(live)
         hub.disconnect(client)
         svc.realtime.release(hub)
+
+
+def take_socket(svc: Services, principal: Principal) -> bool:
+    """Count one more open realtime socket of the caller's account (a user with its
+    service accounts), unless it has ``account_max_realtime_connections`` already."""
+    settings = svc.settings
+    if principal.is_admin and settings.account_limits_exempt_admins:
+        limit = 1 << 62
+    else:
+        limit = settings.account_max_realtime_connections
+    return svc.realtime_sockets.try_take(principal.user_id, limit)
 
 
 class Session:
@@ -141,6 +206,10 @@ class Session:
 
     async def _handle(self, text: str) -> None:
         request_id: Any = None
+        max_depth = self.ws.app.state.services.settings.max_json_depth
+        if too_deep(text.encode(), max_depth):  # json.loads would recurse until it fails
+            self._error(None, "json_too_deep", too_deep_error(max_depth, "the message").message)
+            return
         try:
             message = json.loads(text)
             if not isinstance(message, dict):

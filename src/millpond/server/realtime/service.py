@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from ..postgres import privileged, provision
 from ..postgres.cluster import Cluster
 from ..query.adapters import register_json_loaders
 from ..query.service import QueryService
@@ -22,15 +22,19 @@ from .hub import Hub, TableInfo, qualified
 from .pgoutput import parse_lsn
 from .replication import PUBLICATION
 from .snapshot import Snapshot
+from .visibility import RowFilter
 
 _log = logging.getLogger("millpond.realtime")
 
+# the statements below run in sessions of a tenant's role, whose search_path is the
+# tenant's (it may put its own objects before pg_catalog): every name and operator is
+# schema-qualified
 _SNAPSHOT_SQL = """
-SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text,
-       EXISTS (SELECT 1 FROM pg_snapshot_xip(pg_current_snapshot()) AS x
-               WHERE pg_xact_status(x) = 'committed')
+SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text,
+       pg_catalog.pg_current_wal_insert_lsn()::pg_catalog.text,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_snapshot_xip(pg_catalog.pg_current_snapshot()) AS x
+               WHERE pg_catalog.pg_xact_status(x) OPERATOR(pg_catalog.=) 'committed')
 """
-_SNAPSHOT_ATTEMPTS = 100
 
 CONTROL_HUB = "control"
 """The control database's hub, by the name user databases' hubs are keyed by (theirs are
@@ -39,15 +43,24 @@ CONTROL_PUBLICATION = "millpond_flags"
 
 _TABLE_SQL = """
 SELECT a.attname,
-       CASE WHEN t.typcategory = 'A' AND e.oid IS NOT NULL THEN e.typname || '[]'
-            ELSE t.typname END AS type_name,
-       coalesce(a.attnum = ANY(i.indkey), false) AS is_key
-FROM pg_attribute a
-JOIN pg_type t ON t.oid = a.atttypid
-LEFT JOIN pg_type e ON e.oid = t.typelem
-LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+       CASE WHEN t.typcategory OPERATOR(pg_catalog.=) 'A' AND e.oid IS NOT NULL
+            THEN pg_catalog.textcat(e.typname::pg_catalog.text, '[]')
+            ELSE t.typname::pg_catalog.text END AS type_name,
+       coalesce(a.attnum OPERATOR(pg_catalog.=) ANY(i.indkey), false) AS is_key
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+LEFT JOIN pg_catalog.pg_type e ON e.oid OPERATOR(pg_catalog.=) t.typelem
+LEFT JOIN pg_catalog.pg_index i
+       ON i.indrelid OPERATOR(pg_catalog.=) a.attrelid AND i.indisprimary
+WHERE a.attrelid OPERATOR(pg_catalog.=) %s AND a.attnum OPERATOR(pg_catalog.>) 0
+  AND NOT a.attisdropped
 ORDER BY a.attnum
+"""
+_RELATION_SQL = """
+SELECT c.oid, c.relreplident FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+WHERE n.nspname OPERATOR(pg_catalog.=) %s AND c.relname OPERATOR(pg_catalog.=) %s
+  AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p']::pg_catalog."char"[])
 """
 
 
@@ -57,23 +70,20 @@ PoolSource = Callable[[], Awaitable[AsyncConnectionPool[Any]]]
 class PoolSnapshotReader:
     """Reads table structure and initial rows on the connections of a pool (a user
     database's read-only role; the control database's store), and makes sure subscribed
-    tables log whole old rows (``REPLICA IDENTITY FULL``)."""
+    tables log whole old rows (``REPLICA IDENTITY FULL``) — on ``owner_pool``, the
+    database owner's own role (it owns every table its users made), not a privileged
+    session."""
 
-    def __init__(self, pool: PoolSource, admin_conninfo: str) -> None:
+    def __init__(self, pool: PoolSource, owner_pool: PoolSource) -> None:
         self.pool = pool
-        self.admin_conninfo = admin_conninfo
+        self.owner_pool = owner_pool
         self._full: set[int] = set()
 
     async def table_info(self, schema: str, name: str) -> TableInfo | None:
         pool = await self.pool()
         async with pool.connection() as conn:
             cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
-            await cur.execute(
-                "SELECT c.oid, c.relreplident FROM pg_class c JOIN pg_namespace n"
-                " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
-                " AND c.relkind IN ('r', 'p')",
-                (schema, name),
-            )
+            await cur.execute(_RELATION_SQL, (schema, name))
             found = await cur.fetchone()
             if found is None:
                 return None
@@ -88,9 +98,8 @@ class PoolSnapshotReader:
         return TableInfo(schema, name, columns, key)
 
     async def _replica_identity_full(self, schema: str, name: str) -> None:
-        async with await psycopg.AsyncConnection.connect(
-            self.admin_conninfo, autocommit=True
-        ) as conn:
+        pool = await self.owner_pool()
+        async with pool.connection() as conn:
             await conn.execute(
                 sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(qualified(schema, name))
             )
@@ -98,37 +107,33 @@ class PoolSnapshotReader:
     async def read(
         self, queries: list[tuple[TableInfo, str | None]]
     ) -> tuple[Snapshot, list[list[dict[str, Any]]]]:
+        """One try (the hub reads again when the snapshot cannot be used)."""
         pool = await self.pool()
         async with pool.connection() as conn:
-            for attempt in itertools.count():
-                found = await self._read_once(conn, queries)
-                if found is not None or attempt >= _SNAPSHOT_ATTEMPTS:
-                    break
-                await asyncio.sleep(0.001 * (attempt + 1))
-        if found is None:
-            raise RuntimeError("no consistent snapshot: transactions kept committing unseen")
-        return found
+            return await self._read_once(conn, queries)
 
     async def _read_once(
         self, conn: Any, queries: list[tuple[TableInfo, str | None]]
-    ) -> tuple[Snapshot, list[list[dict[str, Any]]]] | None:
-        """One try, in one REPEATABLE READ transaction; None when the snapshot missed a
-        transaction that had already committed: between writing its commit record (so the
-        WAL stream may already have delivered it, before this subscription listened) and
-        leaving the running set, a transaction is committed yet invisible — its rows would
-        be in neither the initial rows nor the stream."""
+    ) -> tuple[Snapshot, list[list[dict[str, Any]]]]:
+        """In one REPEATABLE READ transaction. When the snapshot missed a transaction
+        that had already committed (between writing its commit record — so the WAL stream
+        may already have delivered it, before this subscription listened — and leaving the
+        running set, a transaction is committed yet invisible), no rows are read and the
+        snapshot says so (``committed_unseen``): the hub reads again."""
         await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
-            # the text forms the WAL decoder sees (its session's), whatever the pool's
+            # the text forms the WAL decoder sees (its session's, pinned), whatever the
+            # pool's or the database's; and names resolved as the engine's SQL means them
             await conn.execute(
                 "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO';"
-                " SET LOCAL IntervalStyle = 'iso_8601'"
+                " SET LOCAL IntervalStyle = 'iso_8601'; SET LOCAL extra_float_digits = 1;"
+                " SET LOCAL bytea_output = 'hex'; SET LOCAL search_path = pg_catalog, pg_temp"
             )
             cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
             await cur.execute(_SNAPSHOT_SQL)
             snap_text, lsn_text, torn = (await cur.fetchone()) or ("", "0/0", False)
             if torn:
-                return None
+                return Snapshot.parse(snap_text, parse_lsn(lsn_text), committed_unseen=True), []
             results = []
             for info, where in queries:
                 stmt = sql.SQL("SELECT * FROM {}").format(qualified(info.schema, info.name))
@@ -158,7 +163,30 @@ class RealtimeService:
         async def pool() -> AsyncConnectionPool[Any]:
             return await self.query.pool_for(pg_name, "ro")
 
-        return await self._hub(pg_name, lambda: self._new_hub(pg_name, pool))
+        async def owner_pool() -> AsyncConnectionPool[Any]:
+            return await self.query.pool_for(pg_name, "owner")
+
+        hub = await self._hub(pg_name, lambda: self._new_hub(pg_name, pool, owner_pool))
+        if hub.row_filter is None:  # changes to tables under row-level security: judged
+            hub.row_filter = RowFilter(lambda role: self._role_pool(pg_name, role))
+        return hub
+
+    def reader(self, pg_name: str, role: provision.SqlRole) -> PoolSnapshotReader:
+        """Reads a subscriber's initial rows as its own role (so row-level security
+        applies to them as to its ``SELECT``)."""
+
+        async def pool() -> AsyncConnectionPool[Any]:
+            return await self.query.pool_for(pg_name, role)
+
+        async def owner_pool() -> AsyncConnectionPool[Any]:
+            return await self.query.pool_for(pg_name, "owner")
+
+        return PoolSnapshotReader(pool, owner_pool)
+
+    async def _role_pool(self, pg_name: str, role: str) -> AsyncConnectionPool[Any]:
+        if role not in ("owner", "rw", "ro"):
+            raise ValueError(f"not a database role: {role!r}")
+        return await self.query.pool_for(pg_name, cast(provision.SqlRole, role))
 
     async def control_hub(self, pool: AsyncConnectionPool[Any], tables: Sequence[str]) -> Hub:
         """The hub of the control database, streaming only ``tables`` (the flags stream):
@@ -173,6 +201,7 @@ class RealtimeService:
             lambda: self._new_hub(
                 CONTROL_HUB,
                 source,
+                source,  # the control database's tables are the server's own
                 conninfo=self.cluster.control_conninfo,
                 publication=CONTROL_PUBLICATION,
                 tables=tables,
@@ -183,13 +212,14 @@ class RealtimeService:
         self,
         name: str,
         pool: PoolSource,
+        owner_pool: PoolSource,
         *,
         conninfo: str | None = None,
         publication: str = PUBLICATION,
         tables: Sequence[str] | None = None,
     ) -> Hub:
-        admin = conninfo or self.cluster.admin_conninfo(name)
-        reader = PoolSnapshotReader(pool, admin)
+        admin = conninfo or privileged.conninfo(self.cluster, name)
+        reader = PoolSnapshotReader(pool, owner_pool)
         return Hub(
             name,
             admin,

@@ -20,23 +20,32 @@ def _precedes(a: int, b: int) -> bool:
     return ((a - b) & _MASK) > 0x7FFFFFFF
 
 
+def newer_xid(a: int, b: int) -> bool:
+    """``a`` was assigned after ``b``."""
+    return _precedes(b & _MASK, a & _MASK)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     xmin: int
     xmax: int
     xip: frozenset[int]
     lsn: int
-    """WAL insert position when the snapshot was taken: every transaction visible to
-    the snapshot committed at or before it."""
+    """WAL insert position read after the snapshot was taken: every transaction visible
+    to the snapshot committed at or before it."""
+    committed_unseen: bool = False
+    """A transaction the snapshot lists as running had already committed (Postgres
+    said so when the snapshot was taken): the snapshot cannot be used."""
 
     @classmethod
-    def parse(cls, text: str, lsn: int) -> Snapshot:
+    def parse(cls, text: str, lsn: int, committed_unseen: bool = False) -> Snapshot:
         xmin, xmax, xip = text.split(":")
         return cls(
             int(xmin) & _MASK,
             int(xmax) & _MASK,
             frozenset(int(x) & _MASK for x in xip.split(",") if x),
             lsn,
+            committed_unseen,
         )
 
     def sees(self, xid: int) -> bool:

@@ -41,6 +41,7 @@ from ...models.transfer import (
     PreviewTable,
 )
 from ..accounts.service import Principal
+from ..budget import check_count
 from ..config import Settings
 from ..databases.service import Access, resolve
 from ..errors import ServiceError, invalid, not_found
@@ -193,6 +194,8 @@ class TransferService:
         """An import of an uploaded file (``body``, multipart) or of ``options.file_url``."""
         job_id = jobs.new_id("import")
         folder = self.job_dir(job_id)
+        async with self.store.transaction() as conn:  # refuse before receiving the file
+            await self._check_job_limit(conn, principal)
         try:
             file_path: Path | None = None
             file_name: str | None = None
@@ -269,23 +272,40 @@ class TransferService:
         bytes_total: int | None = None,
         node_id: str | None = None,
     ) -> None:
-        await self.store.execute(
-            "INSERT INTO transfer_jobs (id, kind, user_id, key_scope, service_account_id,"
-            " database_id, params, node_id, file_path, file_name, bytes_total)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                job_id,
-                kind,
-                principal.user_id,
-                principal.scope,
-                principal.service_account_id,
-                access.id,
-                Jsonb(params),
-                node_id,
-                str(file_path) if file_path else None,
-                file_name,
-                bytes_total,
-            ),
+        async with self.store.transaction() as conn:
+            await self._check_job_limit(conn, principal)
+            await conn.execute(
+                "INSERT INTO transfer_jobs (id, kind, user_id, key_scope, service_account_id,"
+                " database_id, params, node_id, file_path, file_name, bytes_total)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    job_id,
+                    kind,
+                    principal.user_id,
+                    principal.scope,
+                    principal.service_account_id,
+                    access.id,
+                    Jsonb(params),
+                    node_id,
+                    str(file_path) if file_path else None,
+                    file_name,
+                    bytes_total,
+                ),
+            )
+
+    async def _check_job_limit(self, conn: Any, principal: Principal) -> None:
+        """``account_max_running_jobs``: the user's queued and running jobs, whichever of
+        its keys (its service accounts' included) made them."""
+        if principal.is_admin and self.settings.account_limits_exempt_admins:
+            return
+        await check_count(
+            conn,
+            "account_max_running_jobs",
+            "queued or running import/export jobs",
+            self.settings.account_max_running_jobs,
+            "SELECT count(*) FROM transfer_jobs WHERE user_id = %s"
+            " AND state IN ('RECEIVED', 'PROCESSING')",
+            principal.user_id,
         )
 
     async def _job_row(self, principal: Principal, job_id: str, kind: str) -> DictRow:

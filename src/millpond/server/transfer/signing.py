@@ -26,8 +26,10 @@ def sign(secret: bytes, job_id: str, expires: int) -> str:
 def verify(
     secret: bytes, job_id: str, expires: int, signature: str, now: float | None = None
 ) -> str:
-    """``"ok"``, ``"expired"`` or ``"invalid"``."""
-    if not hmac.compare_digest(sign(secret, job_id, expires), signature):
+    """``"ok"``, ``"expired"`` or ``"invalid"`` (for any ``signature``: one that is not
+    ASCII, which ``compare_digest`` cannot take, is invalid like any other)."""
+    expected = sign(secret, job_id, expires).encode()
+    if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
         return "invalid"
     if (time.time() if now is None else now) >= expires:
         return "expired"

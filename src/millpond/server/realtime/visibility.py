@@ -1,0 +1,325 @@
+"""Row-level security for streamed changes: a subscriber receives a row image (old or
+new) only if its own ``SELECT`` would return that row under the table's policies.
+
+The initial rows are read on the subscriber's own role, so Postgres applies the
+policies itself. Changes come from the WAL, where no policy applies; for a table with
+row-level security enabled (``pg_class.relrowsecurity``), each role subscribed to it
+gets a :class:`Rule`, asked of Postgres as that role:
+
+- ``row_security_active(table)`` false (the role owns the table and it is not
+  ``FORCE``\\ d, or the role has ``BYPASSRLS``): every row is visible;
+- otherwise the policies for ``SELECT`` (or ``ALL``) that apply to the role (``PUBLIC``
+  or a role it has the privileges of): the permissive ones OR'd, the restrictive ones
+  AND'd, none permissive: no row — Postgres' own combination.
+
+A transaction's images of such a table are then judged in one query per (transaction,
+table, role), as that role: the policies' expressions over the images (the table's row
+type, aliased by the table's name as in the policies' text). An image the query does
+not accept — or any error — is not sent.
+
+Rules are cached per (table, role) and recomputed when the stream announces the table
+anew (pgoutput re-sends a relation after DDL on it: ``CREATE/ALTER/DROP POLICY``,
+``ENABLE/FORCE ROW LEVEL SECURITY``, a new owner) and at each subscribe; when a rule
+changed, the subscribers it concerns hold rows read under the old one, so the hub
+closes them (``row_security_changed``) and they resubscribe. Tables without row-level
+security cost one dictionary lookup per change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from .pgoutput import UNCHANGED, Change, Relation, Transaction
+
+_log = logging.getLogger("millpond.realtime")
+
+PoolFor = Callable[[str], Awaitable[AsyncConnectionPool[Any]]]
+"""The connection pool of a subscriber's SQL role (``owner``, ``rw``, ``ro``)."""
+
+# the catalog is read with only pg_catalog on the path (the tenant's path may put its
+# own operators first); so the policies' text is deparsed with every other name
+# schema-qualified, and means the same when evaluated with pg_catalog first
+_CATALOG_PATH = "SET LOCAL search_path = pg_catalog"
+_TABLE_SQL = """
+SELECT c.oid, c.relrowsecurity, row_security_active(c.oid),
+       NOT EXISTS (SELECT FROM pg_attribute a
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                     AND NOT has_column_privilege(c.oid, a.attnum, 'SELECT'))
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+"""
+_POLICIES_SQL = """
+SELECT p.polpermissive, pg_get_expr(p.polqual, p.polrelid)
+FROM pg_policy p
+WHERE p.polrelid = %s AND p.polcmd IN ('r', '*') AND p.polqual IS NOT NULL
+  AND (0::oid = ANY (p.polroles)
+       OR EXISTS (SELECT FROM unnest(p.polroles) AS r(oid)
+                  WHERE pg_has_role(CURRENT_USER, r.oid, 'USAGE')))
+ORDER BY p.polname
+"""
+CODE_CHANGED, REASON_CHANGED = 4014, "visibility_changed"
+CODE_FAILED, REASON_FAILED = 4015, "visibility_failed"
+
+
+class RowSecurityError(Exception):
+    """Visibility could not be decided: the rows are not sent."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one role sees one table's rows."""
+
+    schema: str
+    name: str
+    enabled: bool
+    """The table has row-level security enabled (``relrowsecurity``)."""
+    active: bool = False
+    """It applies to the role (``row_security_active``): only rows the policies accept."""
+    readable: bool = True
+    """The role may ``SELECT`` every column (else its ``SELECT *`` fails: no row)."""
+    permissive: tuple[str, ...] = ()
+    restrictive: tuple[str, ...] = ()
+
+    @property
+    def signature(self) -> tuple[bool, bool, tuple[str, ...], tuple[str, ...]]:
+        return (self.active, self.readable, self.permissive, self.restrictive)
+
+    @property
+    def sees_all(self) -> bool:
+        return self.readable and not self.active
+
+    @property
+    def sees_none(self) -> bool:
+        return not self.readable or (self.active and not self.permissive)
+
+    def query(self) -> sql.Composed:
+        """Of a JSON array of row images, the (1-based) positions of the visible ones."""
+        either = sql.SQL(" OR ").join(sql.SQL("({})").format(sql.SQL(q)) for q in self.permissive)
+        condition = sql.SQL(" AND ").join(
+            [sql.SQL("({})").format(either)]
+            + [sql.SQL("({})").format(sql.SQL(q)) for q in self.restrictive]
+        )
+        table = sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+        return sql.SQL(
+            "SELECT mp_rows.n FROM pg_catalog.jsonb_array_elements(%s::pg_catalog.jsonb)"
+            " WITH ORDINALITY AS mp_rows(image, n)"
+            " WHERE coalesce((SELECT {condition} FROM"
+            " pg_catalog.jsonb_populate_record(NULL::{table}, mp_rows.image) AS {alias}),"
+            " false)"
+        ).format(condition=condition, table=table, alias=sql.Identifier(self.name))
+
+
+@dataclass
+class Visibility:
+    """What the check decided for one transaction: per role, whether each image of the
+    changes to tables under row-level security may be sent."""
+
+    checked: set[int] = field(default_factory=set)
+    """``id()`` of the changes that were subject to a check."""
+    seen: dict[str, dict[int, tuple[bool, bool]]] = field(default_factory=dict)
+
+    def allows(self, role: str | None, change: Change) -> tuple[bool, bool]:
+        """(old image visible, new image visible) for ``role``; a change never checked
+        for this role (it connected meanwhile, or the check failed) shows nothing."""
+        if id(change) not in self.checked:
+            return True, True
+        if role is None:
+            return False, False
+        return self.seen.get(role, {}).get(id(change), (False, False))
+
+
+@dataclass(frozen=True)
+class Closing:
+    """Subscribers of ``role`` to ``table`` to disconnect: ``code``, ``reason``."""
+
+    table: str
+    role: str
+    code: int
+    reason: str
+
+
+@dataclass
+class _Known:
+    relation: Relation | None
+    """The stream's announcement the answer is for (None: read at a subscribe)."""
+    enabled: bool
+
+
+class RowFilter:
+    """One database's row-level security checks (see the module docstring)."""
+
+    def __init__(self, pool_for: PoolFor) -> None:
+        self.pool_for = pool_for
+        self._enabled: dict[str, _Known] = {}
+        self._rules: dict[tuple[str, str], Rule] = {}
+
+    async def refresh(self, schema: str, name: str, role: str) -> list[Closing]:
+        """At subscribe, before the initial rows are read: the table's rule for
+        ``role`` anew; the subscribers holding rows read under another one must go."""
+        table = f"{schema}.{name}"
+        try:
+            rule = await self._read_rule(schema, name, role)
+        except (psycopg.Error, RowSecurityError) as exc:
+            raise RowSecurityError(f"row-level security of {table} unreadable: {exc}") from exc
+        self._enabled[table] = _Known(None, rule.enabled)
+        return self._store(table, role, rule)
+
+    async def check(
+        self, tx: Transaction, subscribed: Callable[[str], bool], roles: Callable[[], set[str]]
+    ) -> tuple[Visibility | None, list[Closing]]:
+        """Judge ``tx``'s images of tables under row-level security; None when it has
+        none (the fast path)."""
+        by_table: dict[str, list[Change]] = {}
+        closing: list[Closing] = []
+        present: set[str] | None = None
+        for change in tx.changes:
+            rel = change.relation
+            table = f"{rel.schema}.{rel.name}"
+            if change.kind == "truncate" or not subscribed(table):
+                continue
+            known = self._enabled.get(table)
+            if known is None or known.relation is not rel:
+                present = roles() if present is None else present
+                closing += await self._announced(table, rel, present)
+                known = self._enabled[table]
+            if known.enabled:
+                by_table.setdefault(table, []).append(change)
+        if not by_table:
+            return None, closing
+        present = roles() if present is None else present
+        visibility = Visibility()
+        for table, changes in by_table.items():
+            closing += await self._judge(visibility, table, changes, present)
+        return visibility, closing
+
+    # -- rules ------------------------------------------------------------------------------
+
+    async def _announced(self, table: str, rel: Relation, roles: set[str]) -> list[Closing]:
+        """The stream announced ``rel`` anew (its first change, or one after DDL or a
+        GRANT/REVOKE on it): every role's rule anew."""
+        closing: list[Closing] = []
+        enabled = True  # until a role could read the table's state: fail closed
+        known: Relation | None = rel
+        for role in sorted(roles):
+            try:
+                rule = await self._read_rule(rel.schema, rel.name, role)
+            except (psycopg.Error, RowSecurityError) as exc:
+                _log.warning("row-level security of %s for %s unreadable: %s", table, role, exc)
+                self._rules.pop((table, role), None)
+                closing.append(_failed(table, role))
+                known = None  # ask again next time
+                continue
+            enabled = rule.enabled
+            closing += self._store(table, role, rule)
+        self._enabled[table] = _Known(known if roles else None, enabled)
+        return closing
+
+    def _store(self, table: str, role: str, rule: Rule) -> list[Closing]:
+        """Keep ``rule``; if it differs from the one the role's subscribers got their
+        rows under, they must resubscribe."""
+        before = self._rules.get((table, role))
+        self._rules[(table, role)] = rule
+        if before is not None and before.signature != rule.signature:
+            return [_changed(table, role)]
+        return []
+
+    async def _read_rule(self, schema: str, name: str, role: str) -> Rule:
+        pool = await self.pool_for(role)
+        async with pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
+            await cur.execute(_CATALOG_PATH)
+            await cur.execute(_TABLE_SQL, (schema, name))
+            found = await cur.fetchone()
+            if found is None:
+                raise RowSecurityError(f'table "{schema}.{name}" not found')
+            oid, enabled, active, readable = found
+            if not active:
+                return Rule(schema, name, enabled, False, readable)
+            await cur.execute(_POLICIES_SQL, (oid,))
+            policies = await cur.fetchall()
+        return Rule(
+            schema,
+            name,
+            enabled,
+            True,
+            readable,
+            tuple(q for permissive, q in policies if permissive),
+            tuple(q for permissive, q in policies if not permissive),
+        )
+
+    # -- judging images ---------------------------------------------------------------------
+
+    async def _judge(
+        self, visibility: Visibility, table: str, changes: list[Change], roles: set[str]
+    ) -> list[Closing]:
+        visibility.checked.update(id(c) for c in changes)
+        closing = []
+        for role in sorted(roles):
+            rule = self._rules.get((table, role))
+            try:
+                if rule is None:  # the role subscribed since the table was announced
+                    rel = changes[0].relation
+                    rule = await self._read_rule(rel.schema, rel.name, role)
+                    closing += self._store(table, role, rule)
+                seen = visibility.seen.setdefault(role, {})
+                seen.update(await self._visible(role, rule, changes))
+            except (psycopg.Error, RowSecurityError) as exc:
+                _log.warning("row-level security check on %s for %s failed: %s", table, role, exc)
+                closing.append(_failed(table, role))
+        return closing
+
+    async def _visible(
+        self, role: str, rule: Rule, changes: list[Change]
+    ) -> dict[int, tuple[bool, bool]]:
+        if rule.sees_all or rule.sees_none:
+            return {id(c): (rule.sees_all, rule.sees_all) for c in changes}
+        images: list[dict[str, Any]] = []
+        for change in changes:
+            for image in (change.old, change.new):
+                if image is not None:
+                    images.append({k: v for k, v in image.items() if v is not UNCHANGED})
+        accepted = await self._accepted(role, rule, images)
+        result: dict[int, tuple[bool, bool]] = {}
+        position = 0
+        for change in changes:
+            flags = []
+            for image in (change.old, change.new):
+                if image is None:
+                    flags.append(False)
+                else:
+                    position += 1
+                    flags.append(position in accepted)
+            result[id(change)] = (flags[0], flags[1])
+        return result
+
+    async def _accepted(self, role: str, rule: Rule, images: list[dict[str, Any]]) -> set[int]:
+        pool = await self.pool_for(role)
+        async with pool.connection() as conn, conn.transaction():
+            # the replicated text forms, parsed as the WAL decoder wrote them
+            await conn.execute(
+                "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO';"
+                " SET LOCAL IntervalStyle = 'iso_8601'"
+            )
+            await conn.execute(
+                "SELECT pg_catalog.set_config('search_path', 'pg_catalog, '"
+                " || pg_catalog.current_setting('search_path'), true)"
+            )
+            cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
+            await cur.execute(rule.query(), (json.dumps(images),))
+            return {int(row[0]) for row in await cur.fetchall()}
+
+
+def _failed(table: str, role: str) -> Closing:
+    return Closing(table, role, CODE_FAILED, REASON_FAILED)
+
+
+def _changed(table: str, role: str) -> Closing:
+    return Closing(table, role, CODE_CHANGED, REASON_CHANGED)

@@ -1,0 +1,261 @@
+"""Each interleaving that once left a client cache different from Postgres, forced on
+purpose through the fault-injection seams (``millpond.faults``) and Postgres itself,
+instead of hoped for in the consistency test.
+
+1. A transaction T that the subscribe's snapshot sees, but that reaches the hub after
+   the subscription registered (the stream was behind): its changes must reach the
+   connection's older queries *before* the initial rows (which already hold T's
+   effect). Released after them, a row T moved from an older query into the new one
+   arrived as a delete and removed the row the initial rows had just brought ("the
+   cache misses a row" of the consistency test).
+2. A transaction already streamed (so delivered to the connection before its subscribe,
+   or to nobody) but not yet visible when the snapshot is taken: committed in the WAL
+   but still in Postgres' running set. Its rows would be in neither the initial rows nor
+   the stream: the snapshot must be read again. Postgres is made to hold a committed
+   transaction in that state with synchronous replication to a standby that never
+   comes (the commit record is flushed and streamed, the transaction waits before it
+   becomes visible).
+3. A subscribe on a connection whose stream is held lets no transaction through to it
+   before its initial rows are known to be positioned (the barrier: with nothing else
+   committing, the subscribe still completes once the stream passes the snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from millpond import faults
+from millpond.client.realtime import Event, Realtime
+from millpond.server.realtime.pgoutput import Transaction
+from millpond.server.testing import ServerThread
+
+from .conftest import Database, eventually, make_database
+
+
+class StreamGate:
+    """Holds a hub's stream at the first transaction that changes a row, until opened
+    (``hub.before_dispatch``): the WAL stream running behind, on purpose."""
+
+    def __init__(self, pg_name: str) -> None:
+        self.pg_name = pg_name
+        self.held = threading.Event()
+        self.opened = threading.Event()
+        self.held_tx: Transaction | None = None
+
+    async def __call__(self, hub: Any, tx: Transaction) -> None:
+        if hub.pg_name != self.pg_name or self.opened.is_set() or not tx.changes:
+            return
+        self.held_tx = tx
+        self.held.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.opened.wait, 30)
+
+
+class Seen:
+    """Records the snapshots the hub takes for one database (``hub.after_snapshot``)
+    and its re-reads (``hub.snapshot_retry``)."""
+
+    def __init__(self, pg_name: str) -> None:
+        self.pg_name = pg_name
+        self.snapshots: list[Any] = []
+        self.retries: list[str] = []
+        self.taken = threading.Event()
+        self.retried = threading.Event()
+
+    def snapshot(self, hub: Any, client: Any, snapshot: Any) -> None:
+        if hub.pg_name == self.pg_name:
+            self.snapshots.append(snapshot)
+            self.taken.set()
+
+    def retry(self, hub: Any, client: Any, snapshot: Any, reason: str) -> None:
+        if hub.pg_name == self.pg_name:
+            self.retries.append(reason)
+            self.retried.set()
+
+
+@pytest.fixture
+def db(server: ServerThread, make_user: Callable[..., tuple[str, str]]) -> Database:
+    username, key = make_user(prefix="rtrace")
+    return make_database(
+        server.url,
+        server.admin_key,
+        username,
+        key,
+        server.settings.data_dir,
+        "CREATE TABLE msgs (id int8 PRIMARY KEY, room int4, body text);"
+        "CREATE TABLE pad (n int)",
+    )
+
+
+@pytest.fixture
+def seen(db: Database) -> Iterator[Seen]:
+    record = Seen(db.pg_name)
+    with (
+        faults.installed("hub.after_snapshot", record.snapshot),
+        faults.installed("hub.snapshot_retry", record.retry),
+    ):
+        yield record
+
+
+def _row(rt: Realtime, key: int) -> dict[str, Any] | None:
+    found = rt.table("msgs").find(key)
+    return None if found is None else found.to_dict()
+
+
+def _subscribe_in_thread(rt: Realtime, sql: str) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["ids"] = rt.subscribe(sql, timeout=30)
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+MOVES = [
+    pytest.param(
+        "SELECT * FROM msgs WHERE room = 1",
+        "SELECT * FROM msgs WHERE room = 2",
+        "UPDATE msgs SET room = 2 WHERE id = 1",
+        id="equality-to-equality",
+    ),
+    pytest.param(
+        "SELECT * FROM msgs WHERE room IN (1, 3)",
+        "SELECT * FROM msgs",
+        "UPDATE msgs SET room = 5 WHERE id = 1",
+        id="extra-query-to-all-rows",
+    ),
+    pytest.param(
+        "SELECT * FROM msgs WHERE room = 1",
+        "SELECT * FROM msgs WHERE room > 1",
+        "DELETE FROM msgs WHERE id = 1; INSERT INTO msgs VALUES (1, 7, 'again')",
+        id="delete-and-insert-into-range",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "move"), MOVES)
+def test_a_row_moved_into_the_new_query_by_a_transaction_the_snapshot_saw(
+    db: Database, seen: Seen, old: str, new: str, move: str
+) -> None:
+    with db.client() as mp, mp.realtime(db.name, callbacks="thread") as rt:
+        events: list[Event] = []
+        rt.on_transaction(events.append)
+        rt.subscribe(old)
+        db.sql("INSERT INTO msgs VALUES (1, 1, 'moving')")
+        eventually(lambda: _row(rt, 1) is not None)
+        gate = StreamGate(db.pg_name)
+        with faults.installed("hub.before_dispatch", gate):
+            db.sql(move)  # T: committed, visible, but held before the hub fans it out
+            assert gate.held.wait(10)
+            db.sql("INSERT INTO pad VALUES (1)")  # more WAL: the snapshot's position is past T
+            thread, result = _subscribe_in_thread(rt, new)
+            assert seen.taken.wait(10)  # the snapshot (it sees T) is read
+            gate.opened.set()  # now the stream goes on: T reaches the hub
+            thread.join(30)
+        assert "error" not in result, result
+        moved = db.sql("SELECT * FROM msgs WHERE id = 1")[0]
+        db.sql("INSERT INTO msgs VALUES (100, 2, 'marker')")
+        eventually(lambda: _row(rt, 100) is not None)
+        assert _row(rt, 1) == moved
+        xids = [e.xid for e in events]
+        assert len(xids) == len(set(xids)), "a transaction delivered twice"
+        lsns = [e.lsn_int for e in events]
+        assert lsns == sorted(lsns), "out of commit order"
+
+
+def test_the_subscribe_waits_for_the_stream_to_pass_its_snapshot(
+    db: Database, seen: Seen
+) -> None:
+    """The stream held at T (which the snapshot sees): the subscribe is not answered
+    before T reached the hub, and T then arrives before the initial rows, for the older
+    query only."""
+    with db.client() as mp, mp.realtime(db.name, callbacks="thread") as rt:
+        order: list[str] = []
+        rt.on_transaction(lambda e: order.append(f"tx {e.xid}"))
+        rt.on_subscription_applied(lambda e: order.append("applied"))
+        rt.subscribe("SELECT * FROM msgs WHERE room = 1")
+        db.sql("INSERT INTO msgs VALUES (1, 1, 'a')")
+        eventually(lambda: _row(rt, 1) is not None)
+        order.clear()
+        gate = StreamGate(db.pg_name)
+        with faults.installed("hub.before_dispatch", gate):
+            db.sql("UPDATE msgs SET body = 'b' WHERE id = 1")
+            assert gate.held.wait(10)
+            thread, result = _subscribe_in_thread(rt, "SELECT * FROM msgs WHERE room = 2")
+            assert seen.taken.wait(10)
+            thread.join(0.5)  # a bounded look: it must still be waiting for the stream
+            assert thread.is_alive() and order == []
+            gate.opened.set()
+            thread.join(30)
+        assert "error" not in result, result
+        assert gate.held_tx is not None
+        assert order == [f"tx {gate.held_tx.xid}", "applied"]
+        assert _row(rt, 1) == {"id": 1, "room": 1, "body": "b"}
+
+
+@pytest.fixture
+def synchronous_standby(db: Database) -> Iterator[None]:
+    """Commits of sessions that ask for ``synchronous_commit = on`` wait for a standby
+    that never connects; every other session commits locally as before."""
+
+    def configure(names: str | None) -> None:
+        with psycopg.connect(db.pg_url, autocommit=True) as conn:
+            if names is None:
+                conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+                conn.execute("ALTER SYSTEM RESET synchronous_commit")
+            else:
+                conn.execute("ALTER SYSTEM SET synchronous_commit = 'local'")
+                conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")
+            conn.execute("SELECT pg_reload_conf()")
+
+    configure("millpond_no_such_standby")
+    try:
+        yield
+    finally:
+        configure(None)
+
+
+def test_a_streamed_transaction_not_yet_visible_makes_the_snapshot_read_again(
+    db: Database, seen: Seen, synchronous_standby: None
+) -> None:
+    streamed = threading.Event()
+    writer: dict[str, Any] = {}
+
+    def observe(hub: Any, tx: Transaction) -> None:
+        if hub.pg_name == db.pg_name and tx.changes:
+            writer["xid"] = tx.xid
+            streamed.set()
+
+    def write() -> None:
+        with psycopg.connect(db.pg_url, autocommit=True) as conn:
+            writer["pid"] = conn.info.backend_pid
+            conn.execute("SET synchronous_commit = on")
+            # committed and streamed at once; visible only once the wait is cancelled
+            conn.execute("INSERT INTO msgs VALUES (7, 1, 'in between')")
+
+    with db.client() as mp, mp.realtime(db.name, callbacks="thread") as rt:
+        rt.subscribe("SELECT * FROM msgs WHERE room = 99")  # the hub streams from now on
+        with faults.installed("hub.before_dispatch", observe):
+            thread = threading.Thread(target=write)
+            thread.start()
+            assert streamed.wait(20)
+            assert db.sql("SELECT count(*) AS n FROM msgs")[0]["n"] == 0  # not visible
+            sub, result = _subscribe_in_thread(rt, "SELECT * FROM msgs WHERE room = 1")
+            assert seen.retried.wait(20), seen.snapshots  # the snapshot missed it: read again
+            with psycopg.connect(db.pg_url, autocommit=True) as conn:
+                conn.execute("SELECT pg_cancel_backend(%s)", (writer["pid"],))
+            thread.join(20)
+            sub.join(30)
+        assert "error" not in result, result
+        assert any(str(writer["xid"]) in reason for reason in seen.retries), seen.retries
+        assert _row(rt, 7) == {"id": 7, "room": 1, "body": "in between"}

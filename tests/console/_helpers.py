@@ -1,0 +1,47 @@
+"""Console test helpers: logging in over plain HTTP (httpx) as a browser does, and the
+flags Debian's chromium runs with."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+COOKIE = "millpond_console"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+_CSRF = re.compile(r'name="csrf" value="([^"]*)"')
+
+
+def form_token(html: str) -> str:
+    """The CSRF token of the first form on a console page."""
+    found = _CSRF.search(html)
+    assert found is not None, html
+    return found.group(1)
+
+
+def login(http: httpx.Client, key: str) -> httpx.Response:
+    """GET the login form, POST it with ``key``: the login's answer (303 when it worked)."""
+    form = http.get("/console/login")
+    assert form.status_code == 200, form.text
+    return http.post("/console/login", data={"api_key": key, "csrf": form_token(form.text)})
+
+
+@contextmanager
+def console_client(base_url: str, key: str) -> Iterator[httpx.Client]:
+    """A client logged in to the console with ``key``."""
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        answer = login(http, key)
+        assert answer.status_code == 303, answer.text
+        assert http.cookies.get(COOKIE, path="/console")
+        yield http

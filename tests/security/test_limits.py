@@ -1,0 +1,620 @@
+"""Bounded memory for any input and output, and a 4xx (never a 500) for hostile input.
+
+A tenant tries to make the server hold what it cannot: results whose values are huge
+(json/jsonb, arrays, text, bytea, composites, long column names), request bodies of any
+size (declared or streamed), JSON nested thousands deep (in a body, a WebSocket message,
+a query result, a subscription predicate), and odd path/query parameters on every route
+(non-ASCII, NUL, huge). Each gets a bounded answer with a stable code, and the server
+keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from psycopg.adapt import Loader
+from websockets.sync.client import ClientConnection, connect
+
+from millpond.server.testing import ServerThread
+
+from ._tenant import Tenant, make_tenant
+
+MiB = 1024 * 1024
+DEEP = 5000
+
+
+@pytest.fixture(scope="module")
+def tenant(server: ServerThread, make_user: Callable[..., tuple[str, str]]) -> Tenant:
+    return make_tenant(server, make_user, prefix="lim")
+
+
+@pytest.fixture(scope="module")
+def bystander(server: ServerThread, make_user: Callable[..., tuple[str, str]]) -> Tenant:
+    other = make_tenant(server, make_user, prefix="limby")
+    other.ok(
+        "CREATE TABLE notes (id int PRIMARY KEY, body jsonb); INSERT INTO notes VALUES (1, '[1]')"
+    )
+    return other
+
+
+def error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, (r.status_code, r.text[:500])
+    body = r.json()["error"]
+    assert body["code"] == code, body
+    return dict(body)
+
+
+def still_serving(bystander: Tenant) -> None:
+    assert bystander.ok("SELECT body FROM notes WHERE id = 1") == [[[1]]]
+
+
+# -- results: every value counts its real size ----------------------------------------------
+
+
+class PeakRss:
+    """The peak resident memory of this process (the server runs in a thread of it)
+    while the block runs, sampled every few milliseconds."""
+
+    def __init__(self) -> None:
+        self.base = self.peak = _rss()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.002):
+            self.peak = max(self.peak, _rss())
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_big_json_results_stay_within_the_byte_cap(tenant: Tenant) -> None:
+    """150 values of 1 MiB json, 150 MiB that the old cap counted as 8 bytes a value (and
+    parsed into Python lists several times that size): at most the 16 MiB cap and a few
+    rows are ever held."""
+    sql = (
+        "SET LOCAL statement_timeout = 0;"  # the test server's 2 s is for small queries
+        " SELECT n, j FROM (SELECT ('[' || repeat('1,', 512 * 1024) || '1]')::json AS j) s,"
+        " generate_series(1, 150) n"
+    )
+    tenant.ok("SELECT 1")  # warm: the pool's connection exists
+    body = {"database": tenant.database, "sql": sql}
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    with (
+        PeakRss() as rss,
+        httpx.stream(
+            "POST", tenant.server.url + "/v1/query", json=body, headers=headers, timeout=60
+        ) as r,
+    ):
+        head = b""
+        size = 0
+        for chunk in r.iter_bytes():
+            head = head or chunk[:200]
+            size += len(chunk)
+    assert r.status_code == 200, head
+    assert 14 * MiB < size < 17 * MiB
+    assert rss.growth < 100 * MiB, rss.growth / MiB
+    meta = tenant.query(sql.replace("SELECT n, j", "SELECT n, j::text IS NULL, j", 1))
+    result = meta.json()
+    assert result["truncated"] is True and result["row_count"] == 150
+    assert 10 < len(result["data"]) < 16 and len(result["data"][0][2]) == 512 * 1024 + 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("jsonb", "to_jsonb(repeat('x', 3 * 1024 * 1024))"),
+        ("json array", "(SELECT json_agg(g) FROM generate_series(1, 450000) g)"),
+        ("int array", "(SELECT array_agg(g) FROM generate_series(1, 450000) g)"),
+        ("jsonb array", "ARRAY[to_jsonb(repeat('y', 3 * 1024 * 1024))]"),
+        ("text", "repeat('z', 3 * 1024 * 1024)"),
+        ("bytea", "convert_to(repeat('b', 2 * 1024 * 1024), 'UTF8')"),
+        ("composite", "ROW(1, repeat('c', 3 * 1024 * 1024))"),
+    ],
+)
+def test_every_kind_of_value_counts_its_size(tenant: Tenant, kind: str, value: str) -> None:
+    """Ten ~3 MiB values of each kind: about five fit the 16 MiB cap, never all ten."""
+    r = tenant.query(
+        "SET LOCAL statement_timeout = 0;"  # the test server's 2 s is for small queries
+        f" SELECT n, v FROM (SELECT {value} AS v) s, generate_series(1, 10) n"
+    )
+    assert r.status_code == 200, r.text[:300]
+    body = r.json()
+    assert body["truncated"] is True and body["row_count"] == 10, kind
+    assert 1 <= len(body["data"]) < 10, kind
+    assert len(r.content) < 17 * MiB, kind
+
+
+def test_a_single_value_over_the_cap_is_truncated_away(tenant: Tenant) -> None:
+    r = tenant.query("SELECT to_jsonb(repeat('x', 17 * 1024 * 1024))")
+    assert r.status_code == 200, r.text[:300]
+    body = r.json()
+    assert body["data"] == [] and body["truncated"] is True and body["row_count"] == 1
+
+
+def test_long_column_names_count_in_objects_format(tenant: Tenant) -> None:
+    """Objects repeat every column name in every row: 1000 rows of 200 long-named
+    columns would be ~14 MiB of names alone; the cap counts them."""
+    columns = ", ".join(f"1 AS c{i:03d}{'n' * 55}" for i in range(200))
+    sql = f"SELECT {columns} FROM generate_series(1, 1000)"
+    r = tenant.http(
+        "POST",
+        "/v1/query",
+        json={"database": tenant.database, "sql": sql, "data_format": "objects"},
+    )
+    assert r.status_code == 200, r.text[:300]
+    assert len(r.content) < 17 * MiB
+    small = tenant.http(
+        "POST",
+        "/v1/query",
+        json={"database": tenant.database, "sql": "SELECT 1 AS a", "data_format": "objects"},
+    )
+    assert small.json()["data"] == [{"a": 1}]
+
+
+def test_json_values_come_back_as_postgres_wrote_them(tenant: Tenant) -> None:
+    sql = (
+        """SELECT '{"b": [1, 2.50, null, "x\\"]}"], "a": {"c": true}}'::jsonb AS jb,"""
+        """ '{"keep":  "spacing", "n": 1e3}'::json AS j, ARRAY['[1]'::jsonb, '{}'] AS arr,"""
+        """ 'plain "text" [['::text AS t, NULL::jsonb AS nothing"""
+    )
+    data = tenant.ok(sql)
+    assert data == [
+        [
+            {"a": {"c": True}, "b": [1, 2.50, None, 'x"]}']},
+            {"keep": "spacing", "n": 1000.0},
+            [[1], {}],
+            'plain "text" [[',
+            None,
+        ]
+    ]
+
+
+# -- deep nesting out: results ----------------------------------------------------------------
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_deeply_nested_jsonb_result_is_a_4xx(tenant: Tenant, bystander: Tenant) -> None:
+    for sql in (
+        f"SELECT '{nested(DEEP)}'::jsonb",
+        f"SELECT (repeat('[', {DEEP}) || repeat(']', {DEEP}))::json",
+        f"SELECT ARRAY['{nested(DEEP)}'::jsonb]",
+        f"SELECT jsonb_build_object('k', '{nested(DEEP)}'::jsonb)",
+        "SELECT " + "jsonb_build_array(" * 200 + "1" + ")" * 200,
+    ):
+        r = tenant.query(sql)
+        assert error(r, 400, "json_too_deep")["details"]["max_depth"] == 128, sql[:60]
+    # not JSON at all: Postgres refuses it, a plain SQL error
+    error(tenant.query(f"SELECT repeat('[', {DEEP})::jsonb"), 400, "sql_error")
+    still_serving(bystander)
+
+
+def test_nesting_up_to_the_limit_and_brackets_in_strings_are_fine(tenant: Tenant) -> None:
+    assert tenant.ok(f"SELECT '{nested(128)}'::jsonb")[0][0] is not None
+    inside = '["' + "[" * DEEP + '"]'
+    assert tenant.ok(f"SELECT '{inside}'::jsonb") == [[["[" * DEEP]]]
+    assert tenant.ok(f"SELECT '{nested(DEEP)}'::jsonb::text")[0][0] == nested(DEEP)
+
+
+def test_a_deep_value_the_result_does_not_return_is_no_error(tenant: Tenant) -> None:
+    deep = f"'{nested(DEEP)}'::jsonb"
+    assert tenant.ok(f"SELECT {deep}; SELECT 2") == [[2]]  # not the last statement
+    r = tenant.http(
+        "POST",
+        "/v1/query",
+        json={
+            "database": tenant.database,
+            "sql": f"SELECT 1 UNION ALL SELECT jsonb_array_length({deep})",
+        },
+    )
+    assert r.status_code == 200
+
+
+def test_a_deep_result_rolls_its_transaction_back(tenant: Tenant) -> None:
+    tenant.ok("CREATE TABLE IF NOT EXISTS deep_writes (id int)")
+    r = tenant.query(f"INSERT INTO deep_writes VALUES (1); SELECT '{nested(DEEP)}'::jsonb")
+    error(r, 400, "json_too_deep")
+    assert tenant.ok("SELECT count(*) FROM deep_writes") == [[0]]
+
+
+def test_deep_jsonb_through_the_gateway_is_relayed(tenant: Tenant) -> None:
+    """The gateway relays Postgres' bytes and never parses a value."""
+    with tenant.gateway() as conn:
+        conn.adapters.register_loader("jsonb", _TextLoader)
+        row = conn.execute(f"SELECT '{nested(DEEP)}'::jsonb").fetchone()
+        assert row is not None and row[0] == nested(DEEP)
+
+
+class _TextLoader(Loader):
+    def load(self, data: Any) -> str:
+        return bytes(data).decode()
+
+
+# -- request bodies ---------------------------------------------------------------------------
+
+
+def test_declared_oversized_body_is_refused_before_it_is_read(
+    tenant: Tenant, bystander: Tenant
+) -> None:
+    for path in ("/v1/query", "/v1/users", "/v1/keys", "/v1/nowhere", "/console/login"):
+        with socket.create_connection(_address(tenant)) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant.key}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {500 * MiB}\r\n\r\n".encode()
+            )
+            status, body = _read_response(sock)  # no byte of the body was sent
+        assert status == 413, (path, status)
+        assert json.loads(body)["error"]["code"] == "request_too_large"
+        assert json.loads(body)["error"]["details"]["limit"] == 16 * MiB
+    still_serving(bystander)
+
+
+def test_streamed_body_is_cut_at_the_limit(tenant: Tenant, bystander: Tenant) -> None:
+    """A chunked body with no Content-Length: refused once past the limit, and the
+    server never holds more than that (500 MiB offered)."""
+    chunk = b"x" * MiB
+    with PeakRss() as rss, socket.create_connection(_address(tenant)) as sock:
+        sock.sendall(
+            f"POST /v1/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant.key}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        sent = 0
+        while sent < 500 and not select.select([sock], [], [], 0)[0]:
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1
+        status, body = _read_response(sock)
+    assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"
+    assert sent < 100, sent  # it answered without waiting for the whole body
+    assert rss.growth < 100 * MiB, rss.growth / MiB
+    still_serving(bystander)
+
+
+def test_bodies_under_the_limit_still_work(tenant: Tenant) -> None:
+    sql = "SELECT 1 /* " + "p" * (8 * MiB) + " */"
+    assert tenant.ok(sql) == [[1]]
+    chunked = httpx.post(  # no Content-Length: chunked
+        tenant.server.url + "/v1/query",
+        content=iter([json.dumps({"database": tenant.database, "sql": "SELECT 3"}).encode()]),
+        headers={"Authorization": f"Bearer {tenant.key}", "Content-Type": "application/json"},
+    )
+    assert chunked.status_code == 200 and chunked.json()["data"] == [[3]]
+
+
+def test_import_uploads_keep_their_own_bigger_limit(tenant: Tenant) -> None:
+    """A multipart upload streams to disk under transfer_max_file_bytes (2 GiB here),
+    not the 16 MiB body limit."""
+    rows = b"".join(b"%d,name %d\n" % (i, i) for i in range(1_300_000))
+    assert len(rows) > 17 * MiB
+    r = tenant.http(
+        "POST",
+        "/v1/imports/preview",
+        files={"file": ("big.csv", b"id,name\n" + rows, "text/csv")},
+        data={"database": tenant.database, "table_name": "big"},
+    )
+    assert r.status_code == 200, r.text[:300]
+
+
+def _address(tenant: Tenant) -> tuple[str, int]:
+    url = httpx.URL(tenant.server.url)
+    assert url.port is not None
+    return url.host, url.port
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    sock.settimeout(30)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        part = sock.recv(65536)
+        assert part, data
+        data += part
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(
+        int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length")
+    )
+    while len(body) < length:
+        part = sock.recv(65536)
+        assert part
+        body += part
+    return int(lines[0].split()[1]), body[:length]
+
+
+# -- deep nesting in: request bodies ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda d: '{"database": "a/b", "sql": "SELECT 1", "x": ' + nested(d) + "}",
+        lambda d: '{"a":' * d + "1" + "}" * d,
+        lambda d: '[{"a": ' * d + "1" + "}]" * d,
+    ],
+)
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/v1/query", "application/json"),
+        ("/v1/users", "application/json"),
+        ("/v1/query", None),
+        ("/v1/keys", "application/merge-patch+json"),
+        ("/v1/flags/environments/production/events", "application/json"),
+        ("/compat/schematic/event-batch", "application/json"),
+    ],
+)
+def test_deeply_nested_json_body_is_a_4xx(
+    tenant: Tenant, shape: Callable[[int], str], path: str, content_type: str | None
+) -> None:
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    r = httpx.post(tenant.server.url + path, content=shape(DEEP).encode(), headers=headers)
+    assert error(r, 400, "json_too_deep")["details"]["max_depth"] == 128
+    r = httpx.post(tenant.server.url + path, content=shape(60).encode(), headers=headers)
+    assert r.status_code < 500 and r.status_code not in (400, 413), r.text[:300]
+
+
+def test_brackets_inside_json_strings_do_not_count(tenant: Tenant) -> None:
+    sql = "SELECT '" + "[" * DEEP + "' AS s, '" + "{" * DEEP + "\\\"]' AS t"
+    data = tenant.ok(sql)
+    assert data == [["[" * DEEP, "{" * DEEP + '\\"]']]
+
+
+# -- deep nesting in: WebSocket messages and subscription predicates --------------------------
+
+
+@pytest.fixture(scope="module")
+def live_table(tenant: Tenant) -> str:
+    tenant.ok("CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, n int, flag bool)")
+    tenant.ok("INSERT INTO items VALUES (1, 1, true) ON CONFLICT DO NOTHING")
+    return "items"
+
+
+@pytest.fixture
+def realtime(tenant: Tenant, live_table: str) -> Iterator[ClientConnection]:
+    url = tenant.server.url.replace("http://", "ws://") + f"/v1/realtime/{tenant.database}"
+    with connect(url, additional_headers={"Authorization": f"Bearer {tenant.key}"}) as ws:
+        assert _next(ws)["type"] == "hello"
+        yield ws
+
+
+def _next(ws: ClientConnection, timeout: float = 15) -> dict[str, Any]:
+    while True:
+        message = json.loads(ws.recv(timeout=timeout))
+        if message["type"] != "ping":
+            return dict(message)
+
+
+def _still_open(ws: ClientConnection) -> None:
+    ws.send(json.dumps({"type": "ping", "request_id": "alive"}))
+    assert _next(ws) == {"type": "pong", "request_id": "alive"}
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "(" * DEEP + "n = 1" + ")" * DEEP,
+        "NOT " * DEEP + "flag",
+        "n = " + "- " * DEEP + "1",
+        "n IN (" * 2000 + "1" + ")" * 2000,
+        "flag" + " IS TRUE" * DEEP,
+        "n = 1 AND (" * 1000 + "flag" + ")" * 1000,
+    ],
+)
+def test_deep_predicate_is_unsupported_query(realtime: ClientConnection, where: str) -> None:
+    request = {
+        "type": "subscribe",
+        "request_id": "deep",
+        "queries": [f"SELECT * FROM items WHERE {where}"],
+    }
+    realtime.send(json.dumps(request))
+    message = _next(realtime)
+    assert message["type"] == "error" and message["code"] == "unsupported_query", message
+    assert message["request_id"] == "deep"
+    _still_open(realtime)
+
+
+def test_wide_flat_predicates_still_subscribe(realtime: ClientConnection) -> None:
+    where = " OR ".join(f"n = {i}" for i in range(2000))
+    realtime.send(
+        json.dumps(
+            {
+                "type": "subscribe",
+                "request_id": "wide",
+                "queries": [f"SELECT * FROM items WHERE {where}"],
+            }
+        )
+    )
+    assert _next(realtime)["type"] == "subscription_applied"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"type": "subscribe", "request_id": '
+        + nested(DEEP)
+        + ', "queries": ["SELECT * FROM items"]}',
+        '{"a":' * DEEP + "1" + "}" * DEEP,
+        nested(100_000),
+    ],
+)
+def test_deep_websocket_message_is_an_error_not_a_close(
+    realtime: ClientConnection, message: str
+) -> None:
+    realtime.send(message)
+    reply = _next(realtime)
+    assert reply["type"] == "error" and reply["code"] == "json_too_deep", reply
+    _still_open(realtime)
+
+
+def test_deep_message_on_the_flags_stream(tenant: Tenant) -> None:
+    r = tenant.http("POST", "/v1/flags/environments", json={"name": "limits"})
+    assert r.status_code == 201, r.text
+    url = tenant.server.url.replace("http://", "ws://") + "/v1/flags/stream?environment=limits"
+    with connect(url, additional_headers={"Authorization": f"Bearer {tenant.key}"}) as ws:
+        assert _next(ws)["type"] == "hello"
+        ws.send(nested(DEEP))
+        reply = _next(ws)
+        assert reply["type"] == "error" and reply["code"] == "json_too_deep", reply
+        _still_open(ws)
+
+
+# -- odd parameters: 4xx on every route -------------------------------------------------------
+
+
+def test_download_link_with_odd_signature_is_a_4xx(tenant: Tenant) -> None:
+    base = tenant.server.url + "/v1/exports"
+    for job, params in [
+        ("x", "expires=9999999999&signature=%C3%A9t%C3%A9"),  # non-ASCII: once a 500
+        ("x", "expires=9999999999&signature=" + "%E2%98%83" * 30),
+        ("x", "expires=9999999999&signature=%00"),
+        ("x", "expires=9999999999&signature=" + "a" * 10_000),
+        ("x", "expires=notanumber&signature=abc"),
+        ("x", "expires=" + "9" * 5000 + "&signature=abc"),
+        ("x", "expires=-1&signature=abc"),
+        ("x", "signature=abc"),
+        ("%00", "expires=9999999999&signature=abc"),
+        ("%C3%A9", "expires=9999999999&signature=%FF%FE"),
+        ("a" * 5000, "expires=1&signature=abc"),
+    ]:
+        r = httpx.get(f"{base}/{job}/download?{params}")  # no API key needed
+        assert 400 <= r.status_code < 500, (job[:20], params[:60], r.status_code, r.text[:200])
+        assert "code" in r.json()["error"]
+
+
+ODD_VALUES = [
+    "%C3%A9t%C3%A9%E2%98%83",  # non-ASCII
+    "%00",
+    "a%00b",
+    "%FF%FE",  # not UTF-8
+    "x" * 5000,
+    "..%2F..%2Fetc",
+    "-1",
+    "9" * 40,
+]
+
+
+def _routes(tenant: Tenant) -> list[tuple[str, str, list[str]]]:
+    spec = httpx.get(tenant.server.url + "/openapi.json").json()
+    found = []
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            query = [p["name"] for p in op.get("parameters", []) if p.get("in") == "query"]
+            found.append((method.upper(), path, query))
+    return found
+
+
+def test_odd_path_and_query_parameters_never_500(tenant: Tenant, bystander: Tenant) -> None:
+    """Every route of the OpenAPI schema, each path parameter and each query parameter
+    set to odd values, as a signed-in tenant and anonymously: never a 5xx."""
+    routes = _routes(tenant)
+    assert len(routes) > 20
+    failures = []
+    with httpx.Client(base_url=tenant.server.url, timeout=30) as client:
+        for method, path, query in routes:
+            for value in ODD_VALUES:
+                url = _fill(path, value)
+                params = "&".join(f"{name}={value}" for name in query)
+                for key in (tenant.key, None):
+                    headers = {"Authorization": f"Bearer {key}"} if key else {}
+                    kwargs: dict[str, Any] = {"headers": headers}
+                    if method in ("POST", "PUT", "PATCH"):
+                        kwargs["json"] = {}
+                    r = client.request(method, url + ("?" + params if params else ""), **kwargs)
+                    if r.status_code >= 500:
+                        failures.append(
+                            (method, url[:80], params[:80], r.status_code, r.text[:200])
+                        )
+    assert not failures, failures[:10]
+    still_serving(bystander)
+
+
+def _fill(path: str, value: str) -> str:
+    """The path with each {param} set to ``value``."""
+    return "/".join(value if part.startswith("{") else part for part in path.split("/"))
+
+
+def test_odd_values_inside_a_real_database_route_never_500(
+    tenant: Tenant, bystander: Tenant
+) -> None:
+    owner, name = tenant.database.split("/")
+    failures = []
+    with httpx.Client(base_url=tenant.server.url, timeout=30) as client:
+        headers = {"Authorization": f"Bearer {tenant.key}"}
+        for value in ODD_VALUES:
+            for method, path in [
+                ("GET", f"/v1/databases/{owner}/{name}/collaborators/{value}"),
+                ("PUT", f"/v1/databases/{owner}/{name}/collaborators/{value}"),
+                ("DELETE", f"/v1/databases/{owner}/{name}/collaborators/{value}"),
+                ("GET", f"/v1/databases/{owner}/{value}"),
+                ("GET", f"/v1/databases/{value}/{name}"),
+                ("GET", f"/v1/imports/{value}"),
+                ("GET", f"/v1/exports/{value}"),
+                ("GET", f"/v1/imports?before={value}&database={value}"),
+                ("GET", f"/v1/exports?before={value}&database={owner}/{value}"),
+            ]:
+                kwargs: dict[str, Any] = {"headers": headers}
+                if method == "PUT":
+                    kwargs["json"] = {"role": "read"}
+                r = client.request(method, path, **kwargs)
+                if r.status_code >= 500:
+                    failures.append((method, path[:100], r.status_code, r.text[:200]))
+            for body in (
+                {"database": f"{owner}/{value}", "sql": "SELECT 1"},
+                {"database": tenant.database, "sql": "SELECT 1", "data_format": value},
+                {"database": value, "sql": value},
+            ):
+                r = client.post("/v1/query", json=_decoded(body), headers=headers)
+                if r.status_code >= 500:
+                    failures.append(("POST", "/v1/query", r.status_code, r.text[:200]))
+    assert not failures, failures[:10]
+
+
+def _decoded(body: dict[str, str]) -> dict[str, str]:
+    """JSON bodies carry the odd values decoded (``%00`` as a real NUL)."""
+    from urllib.parse import unquote
+
+    return {k: unquote(v, errors="replace") for k, v in body.items()}
+
+
+def test_nul_and_non_ascii_in_an_export_id_with_a_real_signature(tenant: Tenant) -> None:
+    """A link signed for an odd id (an attacker cannot sign, but the server must not
+    fall over on what it signs)."""
+    forged = base64.urlsafe_b64encode(b"x" * 32).decode().rstrip("=")
+    for job in ("%00", "%C3%A9", quote("a\u2603", safe="")):
+        r = httpx.get(
+            f"{tenant.server.url}/v1/exports/{job}/download",
+            params={"expires": int(time.time()) + 60, "signature": forged},
+        )
+        error(r, 403, "invalid_signature")

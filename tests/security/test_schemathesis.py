@@ -1,0 +1,198 @@
+"""Schemathesis fuzzes every operation of the OpenAPI schema against a real server, as an
+admin and as a normal user: no answer is a 5xx, and every status, content type and body
+is the one the schema documents.
+
+It runs on a server of its own (its own Postgres), so what the fuzzer creates, changes or
+deletes cannot disturb the session server other tests share. The run is bounded (few
+examples per operation) and derandomized (a fixed seed): the same cases every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from schemathesis import engine
+from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import Status, events
+from schemathesis.engine.recorder import ScenarioRecorder
+
+from millpond.server.app import create_app
+from millpond.server.config import Settings
+from millpond.server.openapi import ROUTE_ERRORS
+from millpond.server.testing import ServerThread, free_port, start_server
+
+SEED = 20261201
+MAX_EXAMPLES = 6
+COVERAGE = False
+# Operations that would end the run by revoking the fuzzer's own key: ``{}`` revokes every
+# key of the caller, and the fuzzer learns its key's id from ``GET /v1/keys``.
+EXCLUDED = [("POST", "/v1/keys/revoke"), ("DELETE", "/v1/keys/{key_id}")]
+CHECKS = [
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+]
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    data_dir: Path = tmp_path_factory.mktemp("fuzz-data")
+    settings_ = Settings(
+        host="127.0.0.1",
+        port=free_port(),
+        data_dir=data_dir,
+        gateway_port=free_port(),
+        statement_timeout_ms=2000,
+        query_max_rows=100,
+    )
+    running = start_server(settings_)
+    yield running
+    running.stop()
+
+
+@dataclass
+class Pass:
+    """One fuzzing run: the key it calls with, path parameters it holds fixed (so the cases
+    reach real resources), and operations it leaves out."""
+
+    key: str
+    parameters: dict[str, str] = field(default_factory=dict)
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def passes(fuzz_server: ServerThread) -> dict[str, Pass]:
+    """``user`` and ``admin``: random paths; ``owner``: the user in its own database and
+    flags environment (which it must not delete or rename, to stay there)."""
+    with httpx.Client(base_url=fuzz_server.url, timeout=30) as http:
+        admin = {"Authorization": f"Bearer {fuzz_server.admin_key}"}
+        r = http.post("/v1/users", json={"username": "fuzzer"}, headers=admin)
+        assert r.status_code == 201, r.text
+        key = r.json()["api_key"]["secret"]
+        auth = {"Authorization": f"Bearer {key}"}
+        r = http.post("/v1/databases", json={"name": "fuzzdb"}, headers=auth)
+        assert r.status_code == 201, r.text
+        sql = "CREATE TABLE t (id int PRIMARY KEY, note text); INSERT INTO t VALUES (1, 'a')"
+        r = http.post("/v1/query", json={"database": "fuzzer/fuzzdb", "sql": sql}, headers=auth)
+        assert r.status_code == 200, r.text
+        r = http.post("/v1/flags/environments", json={"name": "fuzzenv"}, headers=auth)
+        assert r.status_code == 201, r.text
+        env = r.json()["id"]
+        r = http.post(f"/v1/flags/environments/{env}/flags", json={"key": "f"}, headers=auth)
+        assert r.status_code == 201, r.text
+    own = [
+        ("DELETE", "/v1/databases/{owner}/{name}"),
+        ("PATCH", "/v1/databases/{owner}/{name}"),
+        ("DELETE", "/v1/flags/environments/{env}"),
+    ]
+    return {
+        "user": Pass(key),
+        "admin": Pass(fuzz_server.admin_key),
+        "owner": Pass(key, {"owner": "fuzzer", "name": "fuzzdb", "env": env}, own),
+    }
+
+
+def _config(base_url: str, run: Pass) -> SchemathesisConfig:
+    checks = {name: {"enabled": True} for name in CHECKS}
+    return SchemathesisConfig.from_dict(
+        {
+            "seed": SEED,
+            "base-url": base_url,
+            "headers": {"Authorization": f"Bearer {run.key}"},
+            "parameters": run.parameters,
+            "request-timeout": 30,
+            "generation": {
+                "max-examples": MAX_EXAMPLES,
+                "deterministic": True,
+                "database": "none",
+                "no-shrink": True,
+            },
+            "phases": {
+                "examples": {"enabled": True},
+                "coverage": {"enabled": COVERAGE},
+                "fuzzing": {"enabled": True},
+                "stateful": {"enabled": False},
+            },
+            "checks": {"enabled": False, **checks},
+        }
+    )
+
+
+def _problems(recorder: ScenarioRecorder) -> Iterator[str]:
+    for case_id, checks in recorder.checks.items():
+        for check in checks:
+            if check.status != Status.FAILURE or check.failure_info is None:
+                continue
+            failure = check.failure_info.failure
+            interaction = recorder.interactions.get(case_id)
+            request = interaction.request if interaction else None
+            response = interaction.response if interaction else None
+            yield (
+                f"{recorder.label}: {check.name}: {failure.title}: {failure.message}\n"
+                f"  request: {request.method if request else '?'} {request.uri if request else '?'}"
+                f" body={request.body[:300] if request and request.body else None!r}\n"
+                f"  answer: {response.status_code if response else None}"
+                f" {response.content[:300] if response and response.content else b''!r}"
+            )
+
+
+def fuzz(base_url: str, run: Pass) -> list[str]:
+    """Run schemathesis on every operation as ``run`` says; what it found, as text."""
+    config = _config(base_url, run)
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=config)
+    for method, path in EXCLUDED + run.excluded:
+        schema = schema.exclude(method=method, path=path)
+    found: list[str] = []
+    for event in engine.from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished):
+            found.extend(_problems(event.recorder))
+        elif isinstance(event, events.NonFatalError):
+            found.append(f"{event.label}: error: {event.value!r}")
+        elif isinstance(event, events.FatalError):
+            raise event.exception
+    return sorted(set(found))
+
+
+# the user first: the admin's run may delete the user, whose name it learns from GET /v1/users
+@pytest.mark.parametrize("who", ["user", "owner", "admin"])
+def test_every_answer_is_documented(
+    who: str, fuzz_server: ServerThread, passes: dict[str, Pass]
+) -> None:
+    run = passes[who]
+    found = fuzz(fuzz_server.url, run)
+    assert not found, f"{len(found)} problem(s):\n" + "\n".join(found)
+    # the run called every operation as ``who`` to the end: its key still works
+    auth = {"Authorization": f"Bearer {run.key}"}
+    me = httpx.get(f"{fuzz_server.url}/v1/me", headers=auth)
+    assert me.status_code == 200, me.text
+
+
+def test_every_operation_documents_its_errors(tmp_path: Path) -> None:
+    schema = create_app(Settings(data_dir=tmp_path)).openapi()
+    paths: dict[str, dict[str, Any]] = schema["paths"]
+    operations = {(method.upper(), path) for path, item in paths.items() for method in item}
+    assert operations == set(ROUTE_ERRORS)  # none undeclared, none stale
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    for item in paths.values():
+        for operation in item.values():
+            errors = {int(s) for s in operation["responses"] if int(s) >= 400}
+            assert {500, 503} <= errors
+            for status in errors:
+                content = operation["responses"][str(status)]["content"]
+                assert content == {"application/json": {"schema": envelope}}
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    me = paths["/v1/me"]["get"]["responses"]
+    assert "401" in me and "403" not in me and "422" not in me
+    assert "401" not in paths["/v1/health"]["get"]["responses"]
+    download = paths["/v1/exports/{job_id}/download"]["get"]["responses"]
+    assert {"403", "404", "410"} <= set(download) and "401" not in download
+    assert "text/csv" in download["200"]["content"]
+    assert {"400", "413", "422"} <= set(paths["/v1/query"]["post"]["responses"])
+    assert "multipart/form-data" in paths["/v1/imports"]["post"]["requestBody"]["content"]
