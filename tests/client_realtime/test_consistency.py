@@ -95,6 +95,10 @@ class Record:
     final: dict[int, dict[str, Any]] | None = None
     final_queries: list[str] = field(default_factory=list)
     failure: BaseException | None = None
+    history: dict[int, list[str]] = field(default_factory=dict)
+    """Every change the cache made to each row of ``items`` (id → lines): the event that
+    made it (transaction with its lsn and xid, initial rows, reconciliation, unsubscribe),
+    on which connection."""
 
     def count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1
@@ -123,10 +127,40 @@ class Record:
                 if found != change.new:
                     self.violations.append(f"{event.lsn} {change}: the cache has {found}")
 
+        def changed(op: str, old: Any, new: Any, event: Event) -> None:
+            row = new if new is not None else old
+            where = f"lsn {event.lsn} xid {event.xid}" if event.kind == "transaction" else ""
+            line = f"conn {self.epoch} {event.kind} {where}: {op} {_plain(old)} -> {_plain(new)}"
+            self.history.setdefault(row["id"], []).append(line)
+
         rt.on_connect(reconnected)
         rt.on_subscription_applied(applied)
         rt.on_transaction(transaction)
+        rt.table("items").on_row_update(changed)
         rt.on_error(self.errors.append)
+
+    def divergence(self, want: dict[int, dict[str, Any]]) -> str | None:
+        """None if the final cache equals ``want``; else the whole picture: which rows
+        differ, Postgres' and the cache's version, and every change the cache made to
+        them."""
+        assert self.final is not None
+        missing = sorted(set(want) - set(self.final))
+        extra = sorted(set(self.final) - set(want))
+        wrong = sorted(i for i in set(want) & set(self.final) if want[i] != self.final[i])
+        if not (missing or extra or wrong):
+            return None
+        lines = [
+            f"{self.spec.name} ({self.spec.kind}, queries {self.final_queries}): "
+            f"missing {missing}, extra {extra}, different {wrong}"
+        ]
+        for i in missing + extra + wrong:
+            lines.append(f"  row {i}: Postgres {want.get(i)}, cache {self.final.get(i)}")
+            lines.extend(f"    {line}" for line in self.history.get(i, ["(no change seen)"]))
+        return "\n".join(lines)
+
+
+def _plain(row: Any) -> Any:
+    return None if row is None else dict(row)
 
 
 class Writers:
@@ -495,13 +529,7 @@ def test_every_cache_ends_equal_to_postgres(server: ServerThread, items_db: Data
         assert record.violations == [], f"{name}: {record.violations[:5]} {context}"
         assert record.final is not None, f"{name} never saw the marker {context}"
         assert set(record.spec.queries) <= set(record.final_queries)
-        want = expected[name]
-        missing = sorted(set(want) - set(record.final))
-        extra = sorted(set(record.final) - set(want))
-        wrong = sorted(i for i in set(want) & set(record.final) if want[i] != record.final[i])
-        assert not (missing or extra or wrong), (
-            f"{name}: the cache differs from Postgres {context}: missing {missing}, "
-            f"extra {extra}, different {[(want[i], record.final[i]) for i in wrong][:5]}"
-        )
+    diverging = [d for r in records if (d := r.divergence(expected[r.spec.name])) is not None]
+    assert not diverging, f"the cache differs from Postgres {context}:\n" + "\n".join(diverging)
     assert writers.committed > 100, summary
     assert sum(r.stats.get("reconnects", 0) for r in records) > 0, summary

@@ -30,12 +30,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from millpond import faults
+from millpond import Millpond, faults
 from millpond.client.realtime import Event, Realtime
 from millpond.server.realtime.pgoutput import Transaction
 from millpond.server.testing import ServerThread
 
-from .conftest import Database, eventually, make_database
+from .conftest import FAST, Database, eventually, make_database
+from .proxy import Proxy
+
+SCHEMA = "CREATE TABLE msgs (id int8 PRIMARY KEY, room int4, body text); CREATE TABLE pad (n int)"
 
 
 class StreamGate:
@@ -87,8 +90,7 @@ def db(server: ServerThread, make_user: Callable[..., tuple[str, str]]) -> Datab
         username,
         key,
         server.settings.data_dir,
-        "CREATE TABLE msgs (id int8 PRIMARY KEY, room int4, body text);"
-        "CREATE TABLE pad (n int)",
+        SCHEMA,
     )
 
 
@@ -158,6 +160,7 @@ def test_a_row_moved_into_the_new_query_by_a_transaction_the_snapshot_saw(
             db.sql(move)  # T: committed, visible, but held before the hub fans it out
             assert gate.held.wait(10)
             db.sql("INSERT INTO pad VALUES (1)")  # more WAL: the snapshot's position is past T
+            seen.taken.clear()
             thread, result = _subscribe_in_thread(rt, new)
             assert seen.taken.wait(10)  # the snapshot (it sees T) is read
             gate.opened.set()  # now the stream goes on: T reaches the hub
@@ -173,9 +176,7 @@ def test_a_row_moved_into_the_new_query_by_a_transaction_the_snapshot_saw(
         assert lsns == sorted(lsns), "out of commit order"
 
 
-def test_the_subscribe_waits_for_the_stream_to_pass_its_snapshot(
-    db: Database, seen: Seen
-) -> None:
+def test_the_subscribe_waits_for_the_stream_to_pass_its_snapshot(db: Database, seen: Seen) -> None:
     """The stream held at T (which the snapshot sees): the subscribe is not answered
     before T reached the hub, and T then arrives before the initial rows, for the older
     query only."""
@@ -191,6 +192,7 @@ def test_the_subscribe_waits_for_the_stream_to_pass_its_snapshot(
         with faults.installed("hub.before_dispatch", gate):
             db.sql("UPDATE msgs SET body = 'b' WHERE id = 1")
             assert gate.held.wait(10)
+            seen.taken.clear()
             thread, result = _subscribe_in_thread(rt, "SELECT * FROM msgs WHERE room = 2")
             assert seen.taken.wait(10)
             thread.join(0.5)  # a bounded look: it must still be waiting for the stream
@@ -259,3 +261,71 @@ def test_a_streamed_transaction_not_yet_visible_makes_the_snapshot_read_again(
         assert "error" not in result, result
         assert any(str(writer["xid"]) in reason for reason in seen.retries), seen.retries
         assert _row(rt, 7) == {"id": 7, "room": 1, "body": "in between"}
+
+
+class SnapshotGate:
+    """Holds the subscribes of one database before their snapshot (``hub.before_snapshot``)
+    once armed, until opened."""
+
+    def __init__(self, pg_name: str) -> None:
+        self.pg_name = pg_name
+        self.armed = threading.Event()
+        self.held = threading.Event()
+        self.opened = threading.Event()
+
+    async def __call__(self, hub: Any, client: Any) -> None:
+        if hub.pg_name != self.pg_name or not self.armed.is_set() or self.opened.is_set():
+            return
+        self.held.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.opened.wait, 30)
+
+
+def test_a_lost_connections_queued_transaction_then_the_reconciliation(
+    server: ServerThread, db: Database
+) -> None:
+    """A transaction received on a connection that is then lost, still queued when the
+    client reconnects (``update()`` not called): the cache applies it, then reconciles
+    with the rows as of the new connection's snapshot (which saw what changed while it
+    was away): in that order, each change once."""
+    port = int(server.url.rsplit(":", 1)[1])
+    inputs: list[str] = []
+    changes: list[tuple[str, str, int]] = []
+    gate = SnapshotGate(db.pg_name)
+    with (
+        Proxy(port) as proxy,
+        Millpond(db.key, proxy.url) as mp,
+        mp.realtime(db.name, reconnect_backoff=FAST) as rt,
+        faults.installed("hub.before_snapshot", gate),
+    ):
+
+        def observe(cache: Any, item: Any) -> None:
+            if cache is rt._cache:
+                inputs.append(type(item).__name__)
+
+        rt.table("msgs").on_row_update(
+            lambda op, old, new, event: changes.append((event.kind, op, (new or old)["id"]))
+        )
+        with faults.installed("client.before_input", observe):
+            rt.subscribe("SELECT * FROM msgs")
+            inputs.clear()
+            db.sql("INSERT INTO msgs VALUES (1, 1, 'one')")
+            eventually(lambda: rt._inbox.qsize() > 0)  # received, queued, not applied
+            gate.armed.set()
+            assert proxy.cut()
+            assert gate.held.wait(20)  # reconnected: the resubscribe waits before its snapshot
+            db.sql("DELETE FROM msgs WHERE id = 1; INSERT INTO msgs VALUES (2, 1, 'two')")
+            gate.opened.set()
+            eventually(lambda: rt.table("msgs").find(2) is not None, step=lambda: rt.update(0.05))
+    assert inputs == [
+        "TransactionInput",
+        "Disconnected",
+        "Connected",
+        "ResyncBegin",
+        "Applied",
+    ], inputs
+    # the reconciliation: rows sent again first, then the rows gone meanwhile
+    assert changes == [
+        ("transaction", "insert", 1),
+        ("resubscribe", "insert", 2),
+        ("resubscribe", "delete", 1),
+    ], changes

@@ -31,6 +31,7 @@ from millpond.server.budget import (
     BudgetExceeded,
     ConnectionBudget,
     capacity_of,
+    streams_of,
 )
 from millpond.server.config import Settings
 from millpond.server.deps import Services
@@ -283,6 +284,13 @@ async def _closers_and_reclaim() -> None:
     assert budget.open == 1
 
 
+def test_streams_keep_one_for_the_flags_stream() -> None:
+    settings = {"max_wal_senders": "10", "max_replication_slots": "64"}
+    assert streams_of(settings, 16) == 9
+    assert streams_of(settings, 4) == 4
+    assert streams_of({**settings, "max_wal_senders": "1"}, 16) == 1
+
+
 def test_the_server_sizes_the_capacity_from_postgres(small: ServerThread) -> None:
     url = EmbeddedPostgres(small.settings.data_dir).url()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -519,6 +527,45 @@ def test_realtime_connection_limit_counts_every_key_of_the_account(small: Server
     wait_until(lambda: not services(small).realtime_sockets.counts.get(user.user_id))
     with realtime(user) as again:
         assert greeted(again)
+
+
+def subscribed(ws: ClientConnection, sql: str) -> bool:
+    ws.send(json.dumps({"type": "subscribe", "request_id": "r", "queries": [sql]}))
+    while True:
+        try:
+            message = json.loads(ws.recv(timeout=10))
+        except ConnectionClosed:
+            return False
+        if message["type"] != "ping":
+            return bool(message["type"] == "subscription_applied")
+
+
+def test_idle_streams_give_way_and_streams_are_capped(small: ServerThread) -> None:
+    rt = services(small).realtime
+    saved = rt.max_streams, rt.idle_seconds
+    tenants = [make_account(small) for _ in range(3)]
+    for tenant in tenants:
+        r = tenant.query("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        assert r.status_code == 200, r.text
+    rt.idle_seconds = 60.0  # streams left behind linger: as a hostile tenant would leave them
+    try:
+        with realtime(tenants[0]) as first:
+            assert greeted(first) and subscribed(first, "SELECT * FROM t")
+            rt.max_streams = len([n for n in rt.hubs if n != "control"])
+            with realtime(tenants[1]) as refused:  # every stream busy: refused, and said why
+                with pytest.raises(ConnectionClosed) as closed:
+                    refused.recv(timeout=10)
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 4029
+        # the first tenant left; its stream lingers idle, and gives way at once
+        streams = [h for n, h in rt.hubs.items() if n != "control"]
+        wait_until(lambda: all(h.idle for h in streams), what="the stream to be idle")
+        assert all(rt.hubs.get(h.pg_name) is h for h in streams)  # still there, lingering
+        with realtime(tenants[2]) as third:
+            assert greeted(third) and subscribed(third, "SELECT * FROM t")
+            assert len([n for n in rt.hubs if n != "control"]) <= rt.max_streams
+    finally:
+        rt.max_streams, rt.idle_seconds = saved
 
 
 def test_running_job_limit_counts_service_accounts(small: ServerThread) -> None:

@@ -618,3 +618,90 @@ def test_nul_and_non_ascii_in_an_export_id_with_a_real_signature(tenant: Tenant)
             params={"expires": int(time.time()) + 60, "signature": forged},
         )
         error(r, 403, "invalid_signature")
+
+
+def test_deep_jsonb_rows_over_realtime_arrive_as_their_text(tenant: Tenant) -> None:
+    """Realtime cannot answer a 4xx for one row of a stream: a json/jsonb value nested
+    deeper than the limit arrives as its JSON text (a string), initial rows and changes
+    alike, and the socket lives on (it was closed with 1011)."""
+    tenant.ok("CREATE TABLE docs (id int PRIMARY KEY, doc jsonb)")
+    tenant.ok(f"INSERT INTO docs VALUES (1, '{nested(DEEP)}'), (2, '[2]')")
+    url = tenant.server.url.replace("http://", "ws://") + f"/v1/realtime/{tenant.database}"
+    with connect(url, additional_headers={"Authorization": f"Bearer {tenant.key}"}) as ws:
+        assert _next(ws)["type"] == "hello"
+        request = {"type": "subscribe", "request_id": "d", "queries": ["SELECT * FROM docs"]}
+        ws.send(json.dumps(request))
+        applied = _next(ws)
+        assert applied["type"] == "subscription_applied", str(applied)[:300]
+        rows = {r["id"]: r["doc"] for r in applied["tables"]["docs"]["rows"]}
+        assert rows == {1: nested(DEEP), 2: [2]}
+        tenant.ok(f"INSERT INTO docs VALUES (3, '{nested(DEEP)}'), (4, '[4]')")
+        change = _next(ws)
+        assert change["type"] == "transaction", str(change)[:300]
+        inserted = {r["id"]: r["doc"] for r in change["tables"]["docs"]["inserts"]}
+        assert inserted == {3: nested(DEEP), 4: [4]}
+        _still_open(ws)
+
+
+ODD_STRINGS = ["\x00", "a\x00b", "\u00e9\u2603\U0001f600", "x" * 100_000, "\ud800", " ", ""]
+
+
+def _body_for(spec: dict[str, Any], op: dict[str, Any], odd: str) -> dict[str, Any] | None:
+    """A JSON body with every top-level string (or string-ish) property set to ``odd``."""
+    content = op.get("requestBody", {}).get("content", {})
+    schema = content.get("application/json", {}).get("schema")
+    if schema is None:
+        return None
+    while "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    body: dict[str, Any] = {}
+    for name, prop in schema.get("properties", {}).items():
+        kinds = {prop.get("type")} | {p.get("type") for p in prop.get("anyOf", [])}
+        if "string" in kinds:
+            body[name] = odd
+        elif "object" in kinds:
+            body[name] = {odd: odd}
+        elif "array" in kinds:
+            body[name] = [odd]
+    return body
+
+
+def test_odd_strings_in_json_bodies_never_500(tenant: Tenant, bystander: Tenant) -> None:
+    """Every route taking a JSON body, each string field set to NUL, a lone surrogate,
+    non-ASCII, 100 kB…: never a 5xx."""
+    spec = httpx.get(tenant.server.url + "/openapi.json").json()
+    failures = []
+    owner, name = tenant.database.split("/")
+    values = {"owner": owner, "name": name, "username": tenant.username, "env": "limits"}
+    with httpx.Client(base_url=tenant.server.url, timeout=60) as client:
+        client.post(
+            "/v1/flags/environments",
+            json={"name": "limits"},
+            headers={"Authorization": f"Bearer {tenant.key}"},
+        )
+        for path, item in spec["paths"].items():
+            for method, op in item.items():
+                if method not in ("post", "put", "patch") or path == "/v1/users":
+                    continue
+                url = "/".join(
+                    values.get(part.strip("{}"), "x") if part.startswith("{") else part
+                    for part in path.split("/")
+                )
+                for odd in ODD_STRINGS:
+                    body = _body_for(spec, op, odd)
+                    if body is None:
+                        continue
+                    text = json.dumps(body)  # \\ud800 stays an escape: valid JSON text
+                    r = client.request(
+                        method.upper(),
+                        url,
+                        content=text,
+                        headers={
+                            "Authorization": f"Bearer {tenant.key}",
+                            "Content-Type": "application/json",
+                        },
+                    )
+                    if r.status_code >= 500:
+                        failures.append((method, url, repr(odd)[:20], r.status_code, r.text[:150]))
+    assert not failures, "\n".join(map(str, failures))
+    still_serving(bystander)

@@ -215,7 +215,8 @@ def test_restrictive_and_permissive_policies(tenant: Tenant) -> None:
     t.sql(
         "CREATE TABLE posts (id int8 PRIMARY KEY, level int, tags text[], archived bool);"
         "ALTER TABLE posts ENABLE ROW LEVEL SECURITY;"
-        "CREATE POLICY high ON posts FOR SELECT USING (level >= 5);"
+        # '%' in a policy is SQL, not a placeholder
+        "CREATE POLICY high ON posts FOR SELECT USING (level >= 5 AND level % 1 = 0);"
         "CREATE POLICY tagged ON posts FOR ALL USING ('public' = ANY (tags));"
         "CREATE POLICY live ON posts AS RESTRICTIVE FOR SELECT USING (NOT archived);"
         # a policy for other commands or other roles changes nothing for SELECT
@@ -313,6 +314,13 @@ def test_row_level_security_enabled_after_subscribing(tenant: Tenant) -> None:
         last.until(marked(102))
         assert_matches_own_select(t, "ro", last)
         assert set(last.cache) == {2, 3, 4, 100, 101, 102}
+        t.sql("ALTER TABLE items DISABLE ROW LEVEL SECURITY")  # row 1 becomes visible
+        t.sql("INSERT INTO items VALUES (103, false)")
+        last.until(marked(103), timeout=10)
+        assert last.close_code == 4014
+    with subscribed(t, "ro", "items") as final:
+        assert_matches_own_select(t, "ro", final)
+        assert 1 in final.cache
 
 
 def test_filtered_subscription_with_rls_and_a_where(tenant: Tenant) -> None:

@@ -526,12 +526,6 @@ def test_a_change_on_one_replica_closes_sockets_on_the_other(
     owner.close()
 
 
-@pytest.mark.xfail(
-    reason="DROP DATABASE … WITH (FORCE) fails (ObjectInUse, a 500) while another replica's"
-    " temporary replication slot streams the database: provision.drop_database must end"
-    " those slots' walsenders first",
-    strict=False,
-)
 def test_deleting_a_database_on_one_replica_closes_its_sockets_on_the_other(
     tenant: Tenant, base_url: str, replica: str
 ) -> None:

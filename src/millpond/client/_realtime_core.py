@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
+from .. import faults
 from ..engine import predicates
 from ..errors import MillpondError
 
@@ -960,6 +961,7 @@ class Cache:
 
     def process(self, item: Input) -> None:
         """Apply one input to the cache, then run its callbacks."""
+        faults.hit_sync("client.before_input", self, item)
         event: Event | None = None
         with self.lock:
             if isinstance(item, Applied):

@@ -23,7 +23,7 @@ from .._version import __version__
 from ..models import Health, PostgresHealth, UserCreated
 from .accounts import router as accounts_router
 from .accounts.service import bootstrap_admin
-from .budget import CAPACITY_SQL, ConnectionBudget, capacity_of
+from .budget import CAPACITY_SQL, ConnectionBudget, capacity_of, streams_of
 from .compat import schematic as schematic_compat
 from .config import Settings
 from .console import router as console_router
@@ -36,7 +36,7 @@ from .flags import stream as flags_stream
 from .flags.service import FlagService
 from .gateway import Gateway
 from .headers import SecurityHeaders
-from .limits import BodyLimits
+from .limits import BodyLimits, lone_surrogate
 from .openapi import install as document_openapi
 from .postgres.availability import connection_lost, unavailable
 from .postgres.cluster import Cluster
@@ -86,18 +86,21 @@ def _write_admin_key(settings: Settings, created: UserCreated) -> Path:
     return path
 
 
-async def _connection_budget(store: Store, settings: Settings) -> ConnectionBudget:
-    """The tenant connection budget, sized from the running Postgres' max_connections."""
+async def _connection_budget(store: Store, settings: Settings) -> tuple[ConnectionBudget, int]:
+    """The tenant connection budget and the number of realtime streams, sized from the
+    running Postgres' settings."""
     row = await store.fetchone(CAPACITY_SQL)
     assert row is not None
     capacity = capacity_of(dict(row), settings.reserved_connections)
     budget = ConnectionBudget(settings.account_max_connections, capacity)
+    streams = streams_of(dict(row), settings.realtime_max_streams)
     _log.info(
-        "tenant connections: %d on this replica, at most %d per account",
+        "tenant connections: %d on this replica, at most %d per account; %d realtime streams",
         capacity,
         budget.per_account,
+        streams,
     )
-    return budget
+    return budget, streams
 
 
 async def start_services(
@@ -109,10 +112,11 @@ async def start_services(
     store = Store(cluster.control_conninfo, availability=cluster.availability)
     await store.open()
     secret = await _server_secret(store, settings)
-    budget = await _connection_budget(store, settings)
+    budget, streams = await _connection_budget(store, settings)
     databases = DatabaseService(store, cluster, secret, settings=settings)
     query = QueryService(store, cluster, secret, settings, budget)
     realtime = RealtimeService(cluster, query, settings.realtime_idle_seconds)
+    realtime.max_streams = streams
     databases.drop_hooks.append(realtime.drop)
     databases.drop_hooks.append(query.drop_pools)
     cleaned = await databases.reconcile()
@@ -194,6 +198,7 @@ def create_app(
         redoc_url=None,
     )
     _install_error_handlers(app)
+    app.add_exception_handler(UnicodeEncodeError, lone_surrogate)
     app.add_middleware(
         BodyLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth
     )

@@ -197,8 +197,17 @@ def capacity_of(settings: dict[str, Any], reserved: int) -> int:
 CAPACITY_SQL = (
     "SELECT current_setting('max_connections') AS max_connections,"
     " current_setting('superuser_reserved_connections') AS superuser_reserved_connections,"
-    " current_setting('reserved_connections', true) AS reserved_connections"
+    " current_setting('reserved_connections', true) AS reserved_connections,"
+    " current_setting('max_wal_senders') AS max_wal_senders,"
+    " current_setting('max_replication_slots') AS max_replication_slots"
 )
+
+
+def streams_of(settings: dict[str, Any], wanted: int) -> int:
+    """User databases a replica may stream at once: ``wanted``, within Postgres' WAL
+    senders and replication slots, one kept for the control database's (flags) stream."""
+    senders = min(int(settings["max_wal_senders"]), int(settings["max_replication_slots"]))
+    return max(1, min(wanted, senders - 1))
 
 
 # -- per-account limits on things cheap to create and costly to hold ------------------------

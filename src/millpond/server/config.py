@@ -164,6 +164,16 @@ class Settings(BaseSettings):
     realtime_heartbeat_ms: int = Field(
         15_000, gt=0, description="Interval of realtime heartbeats (ping), in milliseconds."
     )
+    realtime_max_streams: int = Field(
+        16,
+        gt=0,
+        description=(
+            "Databases one replica streams the changes of at once (each holds a replication "
+            "connection and slot, and a server connection: count them in "
+            "`reserved_connections`; at most Postgres' `max_wal_senders` - 1). Idle streams stop "
+            "early to make room; beyond, realtime connections close with 4029 `limit_exceeded`."
+        ),
+    )
     realtime_idle_seconds: float = Field(
         30.0,
         ge=0,

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable
 from itertools import accumulate
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -70,6 +71,32 @@ def too_large_error(limit: int) -> ServiceError:
         f"the request body is larger than {limit} bytes (MILLPOND_MAX_REQUEST_BYTES)",
         {"limit": limit},
     )
+
+
+def invalid_text_error() -> ServiceError:
+    return ServiceError(
+        400,
+        "invalid_text",
+        "the request holds text that is not valid Unicode (a lone surrogate such as"
+        " \\ud800): send UTF-8 text, and surrogate pairs only in pairs",
+    )
+
+
+async def lone_surrogate(_: Request, exc: Exception) -> JSONResponse:
+    """App exception handler: a lone surrogate (a JSON ``\\ud800`` escape decodes to one)
+    reaching an encoder is the client's text, not a server fault."""
+    if isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed":
+        err = invalid_text_error()
+        return JSONResponse(err.envelope(), status_code=err.status)
+    raise exc
+
+
+def has_lone_surrogate(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

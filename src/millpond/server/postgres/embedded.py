@@ -30,6 +30,7 @@ _log = logging.getLogger("millpond.postgres")
 SUPERUSER = "millpond"
 SYSTEM_USER = "millpond-pg"
 PORT = 5432
+_SOCKET_LOCK = f".s.PGSQL.{PORT}.lock"
 
 _CONF = """\
 # written by millpond; edit settings in postgresql.auto.conf (ALTER SYSTEM) instead
@@ -90,6 +91,11 @@ class EmbeddedPostgres:
         if not (self.pgdata / "PG_VERSION").exists():
             raise RuntimeError(f"the embedded Postgres cluster in {self.pgdata} is gone")
         if not self.is_running():
+            # the lock files name a dead postmaster, maybe a zombie its parent (pg_ctl
+            # exited, so init) has not reaped yet, which Postgres takes for running
+            for lock in (self.pgdata / "postmaster.pid", self.socket_dir / _SOCKET_LOCK):
+                if not _lock_holder_alive(lock):
+                    lock.unlink(missing_ok=True)
             self._launch()
 
     def stop(self) -> None:
@@ -98,17 +104,7 @@ class EmbeddedPostgres:
             self._pg_ctl("stop", "-w", "-t", "60", "-m", "fast")
 
     def is_running(self) -> bool:
-        pidfile = self.pgdata / "postmaster.pid"
-        if not pidfile.exists():
-            return False
-        try:
-            pid = int(pidfile.read_text().splitlines()[0])
-            os.kill(pid, 0)
-        except (ValueError, IndexError, ProcessLookupError, FileNotFoundError):
-            return False
-        except PermissionError:
-            return True
-        return not _is_zombie(pid)
+        return _lock_holder_alive(self.pgdata / "postmaster.pid")
 
     @property
     def socket_path(self) -> Path:
@@ -211,6 +207,18 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+
+
+def _lock_holder_alive(lock: Path) -> bool:
+    """Whether the process a Postgres lock file names (its first line) is alive."""
+    try:
+        pid = int(lock.read_text().splitlines()[0])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError, FileNotFoundError):
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
 
 
 def _is_zombie(pid: int) -> bool:

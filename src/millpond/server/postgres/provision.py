@@ -28,9 +28,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import psycopg
 from psycopg import sql
 
 from . import privileged
@@ -61,6 +63,8 @@ def role_password(secret: bytes, role: str) -> str:
 def _ident(name: str) -> sql.Identifier:
     return sql.Identifier(name)
 
+
+_DROP_ATTEMPTS = 20
 
 HARDENING_VERSION = 1
 """Bumped when :func:`harden_database` changes: databases hardened at an older version
@@ -220,12 +224,35 @@ def drop_database(cluster: Cluster, pg_name: str) -> None:
     """Drop the database (closing its connections) and its roles. Idempotent."""
     roles = DatabaseRoles(pg_name)
     with privileged.connect(cluster) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(_ident(pg_name)))
+        _drop(conn, pg_name)
         for which in ROLE_SUFFIXES:
             role = roles.role(which)
             exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,))
             if exists.fetchone() is not None:
                 conn.execute(sql.SQL("DROP ROLE {}").format(_ident(role)))
+
+
+def _drop(conn: psycopg.Connection[Any], pg_name: str) -> None:
+    """``DROP DATABASE … WITH (FORCE)`` ends the database's sessions but not the WAL
+    senders streaming it (any replica's realtime). Give the replicas a moment to close
+    their subscribers themselves (they hear of the deletion and close with 4004), then
+    end the WAL senders that remain."""
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(_ident(pg_name))
+    for attempt in range(_DROP_ATTEMPTS):
+        try:
+            conn.execute(drop)
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == _DROP_ATTEMPTS - 1:
+                raise
+        time.sleep(0.25)
+        if attempt >= 3:
+            conn.execute(
+                "SELECT pg_catalog.pg_terminate_backend(s.active_pid, 1000)"
+                " FROM pg_catalog.pg_replication_slots s"
+                " WHERE s.database = %s AND s.active_pid IS NOT NULL",
+                (pg_name,),
+            )
 
 
 def database_size(cluster: Cluster, pg_name: str) -> int | None:

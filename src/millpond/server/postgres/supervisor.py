@@ -32,7 +32,7 @@ _log = logging.getLogger("millpond.postgres")
 
 EXIT_STATUS = 3
 POSTMASTER_EXITED = "postmaster exited"
-_PROBE_TIMEOUT_S = 2.0
+_PROBE_TIMEOUT_S = 5.0  # a busy Postgres is slow, not down
 _HOOK_TIMEOUT_S = 10.0
 
 Fatal = Callable[[str], None]
@@ -59,6 +59,7 @@ class Supervisor:
         self._task: asyncio.Task[None] | None = None
         self._had_connection = False
         self._restarting: asyncio.Future[None] | None = None
+        self._gave_up = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="postgres-supervisor")
@@ -76,7 +77,7 @@ class Supervisor:
     # -- the loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._gave_up:
             await self.availability.wait_suspicion(self.interval)
             try:
                 await self._check()
@@ -148,6 +149,7 @@ class Supervisor:
             _log.warning("restarted the embedded Postgres in %s", embedded.pgdata)
             return  # the next check marks it up once it answers
         self.availability.mark_down(f"{POSTMASTER_EXITED}; it could not be restarted")
+        self._gave_up = True
         _log.critical(
             "the embedded Postgres in %s exited and could not be restarted after %d attempts"
             " (last error: %s); exiting with status %d so that a process supervisor restarts"

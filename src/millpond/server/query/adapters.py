@@ -170,8 +170,31 @@ def dumps(body: Any) -> bytes:
     return "".join(spliced).encode()
 
 
+DEFAULT_MAX_DEPTH = 128
+"""Nesting of json/jsonb values parsed for realtime (the default ``max_json_depth``)."""
+
+
+class _SafeJson(Loader):
+    """json/jsonb parsed, unless nested deeper than :data:`DEFAULT_MAX_DEPTH` (parsing,
+    matching or sending it again would recurse until it fails): then its JSON text, as a
+    string."""
+
+    def load(self, data: Any) -> Any:
+        raw = bytes(data)
+        if too_deep(raw, DEFAULT_MAX_DEPTH):
+            return raw.decode()
+        return json.loads(raw)
+
+
+def register_safe_json(amap: AdaptersMap) -> None:
+    """Parse json/jsonb with :class:`_SafeJson` on the connection owning ``amap``."""
+    amap.register_loader("json", _SafeJson)
+    amap.register_loader("jsonb", _SafeJson)
+
+
 def register_json_loaders(amap: AdaptersMap) -> None:
     """Make the connection owning ``amap`` load values JSON-ready."""
+    register_safe_json(amap)
     for name in _TEXT_TYPES:
         amap.register_loader(name, _Text)
     amap.register_loader("timestamp", _Timestamp)

@@ -34,6 +34,7 @@ from ..store.notifications import Invalidation
 from .hub import Client, Hub, SubscribeError
 from .outbox import Outbox
 from .replication import WalLevelError
+from .service import StreamLimit
 
 router = APIRouter()
 _log = logging.getLogger("millpond.realtime")
@@ -102,7 +103,12 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
     if not take_socket(svc, principal):
         await ws.close(4029, "limit_exceeded")
         return
-    hub = await svc.realtime.hub(access.pg_name)
+    try:
+        hub = await svc.realtime.hub(access.pg_name)
+    except StreamLimit:
+        svc.realtime_sockets.give(principal.user_id)
+        await ws.close(4029, "limit_exceeded")
+        return
     client = Client(
         f"c_{secrets.token_hex(8)}",
         Outbox(svc.settings.realtime_send_buffer_bytes),

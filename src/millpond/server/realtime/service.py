@@ -148,12 +148,23 @@ class PoolSnapshotReader:
         return Snapshot.parse(snap_text, parse_lsn(lsn_text)), results
 
 
+class StreamLimit(Exception):
+    """This replica already streams ``realtime_max_streams`` databases, none idle."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"this server already streams the changes of {limit} databases")
+        self.limit = limit
+
+
 class RealtimeService:
     def __init__(self, cluster: Cluster, query: QueryService, idle_seconds: float = 30.0) -> None:
         self.cluster = cluster
         self.query = query
         self.idle_seconds = idle_seconds
         self.hubs: dict[str, Hub] = {}
+        self.max_streams = 1 << 30
+        """User databases streamed at once (each hub holds a replication connection, its
+        slot and a privileged connection); idle hubs are stopped early to make room."""
         self._reapers: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()
 
@@ -236,9 +247,26 @@ class RealtimeService:
                 reaper.cancel()
             hub = self.hubs.get(name)
             if hub is None:
+                if name != CONTROL_HUB:
+                    await self._make_room()
                 hub = make()
                 self.hubs[name] = hub
             return hub
+
+    async def _make_room(self) -> None:
+        """Under the lock, before a new user database's hub: with ``max_streams`` of them
+        already, stop one that is idle; :class:`StreamLimit` if none is."""
+        streams = [h for n, h in self.hubs.items() if n != CONTROL_HUB]
+        if len(streams) < self.max_streams:
+            return
+        idle = next((h for h in streams if h.idle), None)
+        if idle is None:
+            raise StreamLimit(self.max_streams)
+        reaper = self._reapers.pop(idle.pg_name, None)
+        if reaper is not None:
+            reaper.cancel()
+        del self.hubs[idle.pg_name]
+        await idle.stop()
 
     def release(self, hub: Hub) -> None:
         """A client left: stop the hub after a while if nobody else comes."""

@@ -11,7 +11,7 @@ from psycopg import abc, pq
 from psycopg import adapters as default_adapters
 from psycopg.adapt import AdaptersMap, Transformer
 
-from ..query.adapters import register_json_loaders
+from ..query.adapters import register_json_loaders, register_safe_json
 from .pgoutput import UNCHANGED, Relation, Value
 
 
@@ -31,7 +31,9 @@ def _json_map() -> AdaptersMap:
 
 class ValueDecoder:
     def __init__(self) -> None:
-        self._python = Transformer(_Context(AdaptersMap(default_adapters)))
+        python = AdaptersMap(default_adapters)
+        register_safe_json(python)  # no recursion on a deeply nested value
+        self._python = Transformer(_Context(python))
         self._json = Transformer(_Context(_json_map()))
         self._loaders: dict[tuple[bool, int], abc.Loader] = {}
 

@@ -17,12 +17,18 @@ table, role), as that role: the policies' expressions over the images (the table
 type, aliased by the table's name as in the policies' text). An image the query does
 not accept — or any error — is not sent.
 
-Rules are cached per (table, role) and recomputed when the stream announces the table
-anew (pgoutput re-sends a relation after DDL on it: ``CREATE/ALTER/DROP POLICY``,
-``ENABLE/FORCE ROW LEVEL SECURITY``, a new owner) and at each subscribe; when a rule
-changed, the subscribers it concerns hold rows read under the old one, so the hub
-closes them (``row_security_changed``) and they resubscribe. Tables without row-level
-security cost one dictionary lookup per change.
+Rules are cached per (table, role) and read anew when the stream announces the table
+anew (pgoutput re-sends a relation after DDL or a GRANT/REVOKE on it: ``CREATE/ALTER/
+DROP POLICY``, ``ENABLE/DISABLE/FORCE ROW LEVEL SECURITY``, a new owner, privileges) and
+at each subscribe. A rule also says whether the role may ``SELECT`` every column (its
+``SELECT *`` fails otherwise: no row). When a rule changed, the role's subscribers to
+the table hold rows read under the old one: the hub closes them (4014
+``visibility_changed``) before anything judged under the new one reaches them, and they
+resubscribe. Tables without row-level security cost a dictionary lookup per change.
+
+Known limit: rules are read when the server relays a transaction, not as of its
+commit; a policy *loosened* while transactions written just before it are still being
+relayed (the stream's lag, milliseconds) is applied to them too.
 """
 
 from __future__ import annotations
@@ -100,8 +106,9 @@ class Rule:
     def sees_none(self) -> bool:
         return not self.readable or (self.active and not self.permissive)
 
-    def query(self) -> sql.Composed:
-        """Of a JSON array of row images, the (1-based) positions of the visible ones."""
+    def query(self, images: str) -> sql.Composed:
+        """Of the JSON array ``images``, the (1-based) positions of the visible ones. A
+        literal, not a parameter: the policies' text is SQL, '%' included."""
         either = sql.SQL(" OR ").join(sql.SQL("({})").format(sql.SQL(q)) for q in self.permissive)
         condition = sql.SQL(" AND ").join(
             [sql.SQL("({})").format(either)]
@@ -109,12 +116,17 @@ class Rule:
         )
         table = sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
         return sql.SQL(
-            "SELECT mp_rows.n FROM pg_catalog.jsonb_array_elements(%s::pg_catalog.jsonb)"
+            "SELECT mp_rows.n FROM pg_catalog.jsonb_array_elements({images}::pg_catalog.jsonb)"
             " WITH ORDINALITY AS mp_rows(image, n)"
             " WHERE coalesce((SELECT {condition} FROM"
             " pg_catalog.jsonb_populate_record(NULL::{table}, mp_rows.image) AS {alias}),"
             " false)"
-        ).format(condition=condition, table=table, alias=sql.Identifier(self.name))
+        ).format(
+            images=sql.Literal(images),
+            condition=condition,
+            table=table,
+            alias=sql.Identifier(self.name),
+        )
 
 
 @dataclass
@@ -169,7 +181,8 @@ class RowFilter:
             rule = await self._read_rule(schema, name, role)
         except (psycopg.Error, RowSecurityError) as exc:
             raise RowSecurityError(f"row-level security of {table} unreadable: {exc}") from exc
-        self._enabled[table] = _Known(None, rule.enabled)
+        # what the stream knows stays: a change there since is announced anew anyway
+        self._enabled.setdefault(table, _Known(None, rule.enabled))
         return self._store(table, role, rule)
 
     async def check(
@@ -313,7 +326,7 @@ class RowFilter:
                 " || pg_catalog.current_setting('search_path'), true)"
             )
             cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
-            await cur.execute(rule.query(), (json.dumps(images),))
+            await cur.execute(rule.query(json.dumps(images)))
             return {int(row[0]) for row in await cur.fetchall()}
 
 

@@ -580,6 +580,15 @@ class TransferService:
             options=options,
             application_name="millpond-transfer",
         )
+        conn = self._login(conninfo, role)
+        row = conn.execute(provision.TAMPERED_SETTINGS_SQL).fetchone()
+        if row and row[0]:  # a user of the shared role gave it role-level settings
+            conn.close()
+            provision.reset_role_settings(self.cluster, role)
+            conn = self._login(conninfo, role)
+        return conn
+
+    def _login(self, conninfo: str, role: str) -> psycopg.Connection[Any]:
         try:
             return psycopg.connect(conninfo, autocommit=True)
         except psycopg.OperationalError as exc:
