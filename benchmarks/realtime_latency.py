@@ -297,7 +297,10 @@ def main() -> None:
     cases = set(args.cases.split(","))
     if not cases <= set(CASES):
         parser.error(f"unknown case(s): {', '.join(sorted(cases - set(CASES)))}")
-    with running_server(MILLPOND_POOL_MAX_SIZE="20") as server:
+    # the RLS case subscribes as a non-admin user: 100 sockets of one account
+    with running_server(
+        MILLPOND_POOL_MAX_SIZE="20", MILLPOND_ACCOUNT_MAX_REALTIME_CONNECTIONS="1000"
+    ) as server:
         asyncio.run(run(server, args.writes, cases))
 
 

@@ -1,19 +1,17 @@
-"""A server issue the consistency test found: after a second subscribe on a connection,
-transactions can arrive out of commit order.
+"""Commit order across subscribes: after a second subscribe on a connection,
+transactions still arrive in commit order.
 
 ``Hub.subscribe`` holds the transactions that arrive while it reads the new query's rows,
 then sends those its snapshot already saw (for the older queries), the
 ``subscription_applied``, and the others. Postgres makes a transaction visible a moment
 after it writes its commit record, so concurrent transactions can become visible in
 another order than their commit records: a snapshot can see T2 and not T1 although T1
-committed first (lower LSN). The hub then sends T2 before T1, against the protocol's "in
-commit order". (Each row's changes still arrive in order, so caches stay right: two
-transactions that touch the same row cannot race like this.)
+committed first (lower LSN). The hub then reads the snapshot again (the ones it saw must
+be the first ones held), so it never sends T2 before T1.
 
 This test makes many such snapshots while independent writers commit as fast as they
-can. It is expected to fail until the server orders what it releases (e.g. by reading
-the initial rows in a snapshot consistent with a WAL position, or by holding back the
-seen transactions that follow an unseen one); the failure is probabilistic.
+can (the inversion it looks for is probabilistic; ``test_races.py`` forces the
+interleavings one by one).
 """
 
 from __future__ import annotations

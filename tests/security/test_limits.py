@@ -23,8 +23,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 from psycopg.adapt import Loader
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from millpond.server.console.router import router as console_router
 from millpond.server.testing import ServerThread
 
 from ._tenant import Tenant, make_tenant
@@ -285,12 +287,13 @@ def test_streamed_body_is_cut_at_the_limit(tenant: Tenant, bystander: Tenant) ->
             f"POST /v1/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tenant.key}\r\n"
             "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
         )
+        sock.settimeout(10)
         sent = 0
         while sent < 500 and not select.select([sock], [], [], 0)[0]:
             try:
                 sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            except (BrokenPipeError, ConnectionResetError):
-                break
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                break  # the server stopped reading: its answer is waiting
             sent += 1
         status, body = _read_response(sock)
     assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"
@@ -476,6 +479,22 @@ def test_deep_websocket_message_is_an_error_not_a_close(
     _still_open(realtime)
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"type": "ping", "request_id": "\\ud800"}',
+        '{"type": "subscribe", "request_id": "s", "queries": ["SELECT * FROM \\udc00"]}',
+        '{"type": "subscribe", "request_id": "s", "queries": ["SELECT * FROM items'
+        " WHERE n = '\\ud800'\"]}",
+    ],
+)
+def test_lone_surrogates_in_a_websocket_message(realtime: ClientConnection, message: str) -> None:
+    realtime.send(message)
+    reply = _next(realtime)
+    assert reply["type"] == "error" and reply["code"] == "invalid_text", reply
+    _still_open(realtime)
+
+
 def test_deep_message_on_the_flags_stream(tenant: Tenant) -> None:
     r = tenant.http("POST", "/v1/flags/environments", json={"name": "limits"})
     assert r.status_code == 201, r.text
@@ -516,6 +535,7 @@ ODD_VALUES = [
     "%00",
     "a%00b",
     "%FF%FE",  # not UTF-8
+    "%ED%A0%80",  # a surrogate, UTF-8-encoded
     "x" * 5000,
     "..%2F..%2Fetc",
     "-1",
@@ -524,39 +544,56 @@ ODD_VALUES = [
 
 
 def _routes(tenant: Tenant) -> list[tuple[str, str, list[str]]]:
+    """Every route of the schema with its query parameters, and the console's (which
+    the schema leaves out) with a few likely ones."""
     spec = httpx.get(tenant.server.url + "/openapi.json").json()
     found = []
     for path, item in spec["paths"].items():
         for method, op in item.items():
-            if method not in ("get", "post", "put", "patch", "delete"):
-                continue
-            query = [p["name"] for p in op.get("parameters", []) if p.get("in") == "query"]
-            found.append((method.upper(), path, query))
+            if method in ("get", "post", "put", "patch", "delete"):
+                query = [p["name"] for p in op.get("parameters", []) if p.get("in") == "query"]
+                found.append((method.upper(), path, query))
+    for route in console_router.routes:
+        for method in sorted(getattr(route, "methods", None) or ()):
+            found.append((method, getattr(route, "path", ""), ["next", "flash", "environment"]))
     return found
+
+
+def _variants(path: str, query: list[str]) -> Iterator[str]:
+    """The URL with one parameter (path or query) at a time set to each odd value, the
+    others plausible, so each odd value gets past the validation of the rest."""
+    holes = [i for i, part in enumerate(path.split("/")) if part.startswith("{")]
+    plain = {name: "1" for name in query}
+    for value in ODD_VALUES:
+        for hole in holes:
+            parts = ["x" if p.startswith("{") else p for p in path.split("/")]
+            parts[hole] = value
+            yield "/".join(parts) + _query(plain)
+        for name in query:
+            yield _fill(path, "x") + _query({**plain, name: value})
+
+
+def _query(params: dict[str, str]) -> str:
+    return "?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""
 
 
 def test_odd_path_and_query_parameters_never_500(tenant: Tenant, bystander: Tenant) -> None:
     """Every route of the OpenAPI schema, each path parameter and each query parameter
-    set to odd values, as a signed-in tenant and anonymously: never a 5xx."""
+    in turn set to odd values (non-ASCII, NUL, not UTF-8, huge…), signed in and
+    anonymously: never a 5xx."""
     routes = _routes(tenant)
     assert len(routes) > 20
     failures = []
     with httpx.Client(base_url=tenant.server.url, timeout=30) as client:
         for method, path, query in routes:
-            for value in ODD_VALUES:
-                url = _fill(path, value)
-                params = "&".join(f"{name}={value}" for name in query)
+            for url in _variants(path, query):
                 for key in (tenant.key, None):
                     headers = {"Authorization": f"Bearer {key}"} if key else {}
-                    kwargs: dict[str, Any] = {"headers": headers}
-                    if method in ("POST", "PUT", "PATCH"):
-                        kwargs["json"] = {}
-                    r = client.request(method, url + ("?" + params if params else ""), **kwargs)
+                    body = {} if method in ("POST", "PUT", "PATCH") else None
+                    r = client.request(method, url, headers=headers, json=body)
                     if r.status_code >= 500:
-                        failures.append(
-                            (method, url[:80], params[:80], r.status_code, r.text[:200])
-                        )
-    assert not failures, failures[:10]
+                        failures.append((method, url[:90], r.status_code, r.text[:150]))
+    assert not failures, "\n".join(map(str, failures))
     still_serving(bystander)
 
 
@@ -705,3 +742,76 @@ def test_odd_strings_in_json_bodies_never_500(tenant: Tenant, bystander: Tenant)
                         failures.append((method, url, repr(odd)[:20], r.status_code, r.text[:150]))
     assert not failures, "\n".join(map(str, failures))
     still_serving(bystander)
+
+
+@pytest.mark.parametrize(
+    ("filename", "content"),
+    [
+        ("deep.json", ('[{"a": ' + nested(DEEP) + "}]").encode()),
+        ("deep.ndjson", ('{"a": ' + nested(DEEP) + "}\n").encode()),
+        ("deep.csv", ("id,doc\n1," + nested(DEEP) + "\n").encode()),
+    ],
+)
+def test_deeply_nested_import_files(tenant: Tenant, filename: str, content: bytes) -> None:
+    """JSON in files is parsed too: a JSON element or NDJSON line nested too deep is a
+    malformed row (preview: 400; job: FAILED), a CSV cell too deep to be jsonb is text."""
+    table = filename.split(".")[1] + "_deep"
+    files = {"file": (filename, content, "application/octet-stream")}
+    fields = {"database": tenant.database, "table_name": table}
+    preview = tenant.http("POST", "/v1/imports/preview", files=files, data=fields)
+    job = _finished(tenant, tenant.http("POST", "/v1/imports", files=files, data=fields))
+    if filename.endswith("csv"):
+        assert preview.status_code == 200, preview.text[:300]
+        assert job["state"] == "DONE", job
+        assert tenant.ok(f"SELECT pg_typeof(doc)::text, doc FROM {table}") == [
+            ["text", nested(DEEP)]
+        ]
+    else:
+        error(preview, 400, "malformed_row")
+        assert job["state"] == "FAILED" and job["error_type"] == "malformed_row", job
+
+
+def _finished(tenant: Tenant, created: httpx.Response) -> dict[str, Any]:
+    assert created.status_code == 202, created.text[:300]
+    job = dict(created.json())
+    kind = "exports" if "export_format" in job else "imports"
+    deadline = time.monotonic() + 60
+    while job["state"] not in ("DONE", "FAILED") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        job = dict(tenant.http("GET", f"/v1/{kind}/{job['id']}").json())
+    return job
+
+
+@pytest.mark.parametrize("export_format", ["csv", "json", "ndjson", "xlsx", "xls", "parquet"])
+def test_exporting_deeply_nested_jsonb(tenant: Tenant, export_format: str) -> None:
+    tenant.ok("CREATE TABLE IF NOT EXISTS deep_out (id int PRIMARY KEY, doc jsonb)")
+    tenant.ok(f"INSERT INTO deep_out VALUES (1, '{nested(DEEP)}') ON CONFLICT DO NOTHING")
+    body = {"database": tenant.database, "table_name": "deep_out", "export_format": export_format}
+    job = _finished(tenant, tenant.http("POST", "/v1/exports", json=body))
+    assert job["state"] == "DONE", job
+    download = httpx.get(job["download_url"], timeout=60)
+    assert download.status_code == 200
+    if export_format in ("csv", "json", "ndjson"):  # the others are binary containers
+        assert nested(DEEP).encode() in download.content
+
+
+ODD_TOKENS = ["mp_" + "x" * 60_000, "mp_\u00e9\u2603", "\u00ff" * 10, "Bearer", ""]
+
+
+def test_odd_api_keys_are_401_not_500(tenant: Tenant) -> None:
+    for token in ODD_TOKENS:
+        r = httpx.get(
+            tenant.server.url + "/v1/me",
+            headers={"Authorization": b"Bearer " + token.encode("utf-8")},
+        )
+        assert r.status_code in (400, 401, 431), (token[:10], r.status_code, r.text[:200])
+
+
+@pytest.mark.parametrize("path", ["/v1/realtime/{db}", "/v1/flags/stream"])
+def test_odd_access_tokens_on_sockets_close_4001(tenant: Tenant, path: str) -> None:
+    base = tenant.server.url.replace("http://", "ws://") + path.format(db=tenant.database)
+    for token in ["%00", "%C3%A9%E2%98%83", "%FF%FE", "x" * 5000, "%ED%A0%80"]:
+        with connect(f"{base}?access_token={token}") as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001, token[:10]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+
+from millpond import Millpond
+from millpond.backoff import Backoff
 
 Api = Callable[..., httpx.Response]
 MakeUser = Callable[..., tuple[str, str]]
@@ -469,3 +473,39 @@ def test_table_owned_by_the_write_collaborator(tenant: Tenant) -> None:
             assert_matches_own_select(t, who, sub)
         assert all(r["public"] for r in reader.received)
         assert set(owner.cache) == {1, 2, 3, 100}
+
+
+def test_sdk_resubscribes_after_visibility_changed(tenant: Tenant) -> None:
+    """The SDK treats 4014 as a reconnect: its cache ends equal to the reader's SELECT,
+    and no row the policy hides ever reached its callbacks."""
+    t = tenant
+    t.sql("CREATE TABLE feed (id int8 PRIMARY KEY, shown bool); INSERT INTO feed VALUES (1, false)")
+    seen: list[dict[str, Any]] = []
+    closes: list[int] = []
+    with (
+        Millpond(api_key=t.keys["ro"], base_url=t.base_url) as mp,
+        mp.realtime(t.db, reconnect_backoff=Backoff(base=0.05, cap=0.3)) as rt,
+    ):
+        rt.db.feed.on_insert(lambda row: seen.append(row.to_dict()))
+        rt.db.feed.on_update(lambda old, new: seen.append(new.to_dict()))
+        rt.on_disconnect(lambda info: closes.append(info.code))
+        rt.subscribe(["SELECT * FROM feed"])
+        assert [r.to_dict()["id"] for r in rt.db.feed] == [1]
+        t.sql(
+            "ALTER TABLE feed ENABLE ROW LEVEL SECURITY;"
+            "CREATE POLICY shown ON feed FOR SELECT USING (shown)"
+        )
+        t.sql("INSERT INTO feed VALUES (2, false), (3, true)")
+        t.sql("UPDATE feed SET shown = true WHERE id = 2; INSERT INTO feed VALUES (4, false)")
+
+        def converged() -> bool:
+            rt.update(0.1)
+            return {r.to_dict()["id"] for r in rt.db.feed} == {2, 3}
+
+        deadline = time.monotonic() + 15
+        while not converged():
+            assert time.monotonic() < deadline, [r.to_dict() for r in rt.db.feed]
+        assert 4014 in closes
+        own = sorted(r["id"] for r in t.sql("SELECT * FROM feed", "ro"))
+        assert sorted(r.to_dict()["id"] for r in rt.db.feed) == own
+        assert all(r["shown"] for r in seen if r["id"] != 1), seen

@@ -9,7 +9,7 @@ examples per operation) and derandomized (a fixed seed): the same cases every ti
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
 from schemathesis.engine.recorder import ScenarioRecorder
 
+from conftest import FlagsEnv
 from millpond.server.app import create_app
 from millpond.server.config import Settings
 from millpond.server.openapi import ROUTE_ERRORS
@@ -160,8 +161,10 @@ def fuzz(base_url: str, run: Pass) -> list[str]:
     return sorted(set(found))
 
 
-# the user first: the admin's run may delete the user, whose name it learns from GET /v1/users
-@pytest.mark.parametrize("who", ["user", "owner", "admin"])
+# in this order: the owner while its database and environment are there (the ``user`` run
+# may delete them: it learns their names from the answers), the admin last (it may delete
+# the user, whose name it learns from GET /v1/users)
+@pytest.mark.parametrize("who", ["owner", "user", "admin"])
 def test_every_answer_is_documented(
     who: str, fuzz_server: ServerThread, passes: dict[str, Pass]
 ) -> None:
@@ -196,3 +199,42 @@ def test_every_operation_documents_its_errors(tmp_path: Path) -> None:
     assert "text/csv" in download["200"]["content"]
     assert {"400", "413", "422"} <= set(paths["/v1/query"]["post"]["responses"])
     assert "multipart/form-data" in paths["/v1/imports"]["post"]["requestBody"]["content"]
+    assert {"200", "201"} <= set(paths["/v1/flags/environments/{env}/users"]["post"]["responses"])
+
+
+# -- what the fuzzer found, pinned -----------------------------------------------------------
+
+HUGE = str(2**90)
+
+
+def test_integers_beyond_bigint_are_422_not_500(
+    api: Callable[..., httpx.Response], flags_env: FlagsEnv
+) -> None:
+    base = f"/v1/flags/environments/{flags_env.id}"
+    for path, param in [
+        ("/checks", "before"),
+        ("/events", "before"),
+        ("/audit", "before"),
+        ("/flags", "since_version"),
+        ("/rulesets", "since_version"),
+    ]:
+        r = api("GET", f"{base}{path}", flags_env.key, params={param: HUGE})
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["error"]["code"] == "validation_error"
+        r = api("GET", f"{base}{path}", flags_env.key, params={param: str(2**63 - 1)})
+        assert r.status_code == 200, (path, r.text)
+
+
+def test_odd_path_and_query_values_are_4xx(
+    api: Callable[..., httpx.Response], make_user: Callable[..., tuple[str, str]]
+) -> None:
+    _, key = make_user(prefix="odd")
+    r = api("GET", f"/v1/service-accounts/{HUGE}", key)
+    assert r.status_code in (404, 422), r.text
+    params = {"expires": "-4161", "signature": "\uef60\x00æ@å"}
+    r = api("GET", "/v1/exports/ILIKE/download", params=params)
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["code"] == "invalid_signature"
+    r = api("POST", "/v1/users", key, content=b"\xf4\xd4\x1c3rw ")  # not UTF-8, not JSON
+    assert r.status_code in (400, 422), r.text
+    assert r.json()["error"]["code"]

@@ -6,6 +6,7 @@ shutdown closes pools and stops the embedded Postgres."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -13,9 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import psycopg
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolClosed, PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -288,7 +291,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(conn: Request | WebSocket, exc: ServiceError) -> JSONResponse | None:
         if isinstance(conn, WebSocket):  # say, Postgres went down while it connected
-            await conn.close(1013 if exc.status == 503 else 1011, exc.code)
+            await _close_socket(conn, 1013 if exc.status == 503 else 1011, exc.code)
             return None
         headers = getattr(exc, "headers", None)  # say, Retry-After of postgres_unavailable
         return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
@@ -311,19 +314,37 @@ def _install_error_handlers(app: FastAPI) -> None:
         err = ServiceError(exc.status_code, code, str(exc.detail))
         return JSONResponse(err.envelope(), status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(PoolClosed)
+    async def postgres_error(conn: Request | WebSocket, exc: Exception) -> JSONResponse | None:
+        if not connection_lost(exc):
+            if isinstance(conn, Request):
+                return await unexpected(conn, exc)
+            _log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
+            await _close_socket(conn, 1011, "internal_error")
+            return None
+        svc: Services | None = getattr(conn.app.state, "services", None)
+        availability = svc.cluster.availability if svc is not None else None
+        if availability is not None:
+            availability.suspect()  # Postgres went away under a request: look now
+        _log.warning("a request lost its Postgres connection: %s", describe(exc))
+        down = unavailable(exc, availability)
+        if isinstance(conn, WebSocket):
+            await _close_socket(conn, 1013, down.code)
+            return None
+        return JSONResponse(down.envelope(), status_code=503, headers=down.headers)
+
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if connection_lost(exc):  # Postgres went away under a request
-            svc: Services | None = getattr(request.app.state, "services", None)
-            availability = svc.cluster.availability if svc is not None else None
-            if availability is not None:
-                availability.suspect()
-            _log.warning("a request lost its Postgres connection: %s", describe(exc))
-            down = unavailable(exc, availability)
-            return JSONResponse(down.envelope(), status_code=503, headers=down.headers)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         _log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
         err = ServiceError(500, "internal_error", "internal server error; see the server log")
         return JSONResponse(err.envelope(), status_code=500)
+
+
+async def _close_socket(ws: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # it may be closed already
+        await ws.close(code, reason)
 
 
 __all__ = ["create_app", "start_services", "stop_services"]

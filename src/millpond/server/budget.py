@@ -23,9 +23,8 @@ This module does the accounting and the waiting; it opens no connection itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -125,16 +124,6 @@ class ConnectionBudget:
                 raise BudgetExceeded("account", self.per_account, self.held[account], name)
             await asyncio.sleep(_WAIT_STEP_S)
 
-    @contextlib.asynccontextmanager
-    async def holding(
-        self, account: int, timeout: float, name: str | None = None, exempt: bool = False
-    ) -> AsyncIterator[None]:
-        await self.wait_hold(account, timeout, name, exempt)
-        try:
-            yield
-        finally:
-            self.unhold(account)
-
     # -- real tenant connections -----------------------------------------------------------
 
     def try_open(self) -> bool:
@@ -232,7 +221,9 @@ async def check_count(
     """Inside the caller's transaction on the control database: lock the account's
     counts (so concurrent creations cannot both pass) and refuse if ``count_sql``
     (one ``%s``: the account's user id) already reaches ``limit``."""
-    await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LIMIT_LOCK_SPACE, account))
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(%s::int4, %s::int4)", (LIMIT_LOCK_SPACE, account)
+    )
     cur = await conn.execute(count_sql, (account,))
     row = await cur.fetchone()
     current = int(next(iter(row.values())) if isinstance(row, dict) else row[0])

@@ -96,8 +96,10 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "Postgres connections (of `max_connections`) tenants never get: kept for the "
-            "server's own pools, jobs and privileged sessions. Tenant connections on a replica "
-            "(pooled and gateway) stay within the rest; idle pooled ones are closed to make room."
+            "server's own pools, jobs, realtime streams and privileged sessions. A replica's "
+            "tenant connections (pooled and gateway) stay within the rest, idle pooled ones "
+            "closed to make room; with several replicas on one Postgres, each counts its own: "
+            "raise this so that all replicas' shares fit."
         ),
     )
     pool_max_idle_s: float = Field(

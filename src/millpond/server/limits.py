@@ -16,15 +16,21 @@ query results use it too.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from itertools import accumulate
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ServiceError
+
+DEFAULT_JSON_DEPTH = 128
+"""The default ``max_json_depth``; also the limit where no setting reaches (realtime
+values, import files)."""
 
 UPLOAD_PATHS = frozenset({"/v1/imports", "/v1/imports/preview"})
 """Routes that stream a multipart body to disk under ``transfer_max_file_bytes``."""
@@ -91,9 +97,13 @@ async def lone_surrogate(_: Request, exc: Exception) -> JSONResponse:
     raise exc
 
 
-def has_lone_surrogate(value: str) -> bool:
+def has_lone_surrogate(text: str, parsed: Any) -> bool:
+    """Whether ``parsed`` (JSON ``text`` once loaded) holds a lone surrogate, which only
+    a ``\\uD800``-style escape can make."""
+    if "\\u" not in text:
+        return False
     try:
-        value.encode()
+        json.dumps(parsed, ensure_ascii=False).encode()
     except UnicodeEncodeError:
         return True
     return False

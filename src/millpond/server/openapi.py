@@ -30,21 +30,23 @@ from .transfer.exporter import CONTENT_TYPES
 
 DESCRIPTIONS: dict[int, str] = {
     400: "The request cannot be carried out as sent: a body that is not JSON (`http_error`), "
-    "SQL that fails (`sql_error`, `statement_timeout`), an unreadable import file.",
+    "nested too deep (`json_too_deep`) or not valid Unicode (`invalid_text`); SQL that "
+    "fails (`sql_error`, `statement_timeout`); an unreadable import file.",
     401: "Missing, unknown, revoked or expired API key (`unauthorized`).",
     403: "The key may not do this (e.g. `forbidden`, `read_only_key`, `admin_required`, "
-    "`environment_key`, `environment_forbidden`, `invalid_signature`).",
+    "`environment_key`, `environment_forbidden`, `invalid_signature`), or a per-account "
+    "limit is reached (`limit_exceeded`).",
     404: "What the request names does not exist or is not visible to the caller (`*_not_found`).",
     409: "The request conflicts with the current state (e.g. `*_exists`, `key_conflict`, "
     "`cannot_delete_self`).",
     410: "The export's link or file has expired (`export_expired`).",
     413: "The request body is larger than the server accepts (`request_too_large`).",
     422: "The input is invalid (`validation_error`, `invalid_name`, ...).",
-    429: "A per-account budget or limit refused the request "
-    "(e.g. `connection_budget_exceeded`, `limit_exceeded`).",
+    429: "The account's connection budget is spent (`connection_budget_exceeded`); retry later.",
     500: "Unexpected server error (`internal_error`); the server log has the details.",
     503: "Postgres or a background service is unavailable for now (`postgres_unavailable`, "
-    "`unavailable`); retry.",
+    "`unavailable`), or the server's tenant connections are all in use "
+    "(`connection_budget_exceeded`); retry.",
 }
 
 F = "/v1/flags/environments/{env}"
@@ -52,7 +54,6 @@ _NONE: frozenset[int] = frozenset()
 _LOOKUP = frozenset({404})
 _CREATE = frozenset({409})
 _CHANGE = frozenset({404, 409})
-_BUDGET = frozenset({404, 429})
 
 # The statuses beyond the derived ones (see the module's docstring), per (method, path).
 ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
@@ -63,19 +64,19 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/v1/users/{username}"): _LOOKUP,
     ("DELETE", "/v1/users/{username}"): _CHANGE,
     ("GET", "/v1/keys"): _NONE,
-    ("POST", "/v1/keys"): frozenset({429}),
+    ("POST", "/v1/keys"): _NONE,
     ("DELETE", "/v1/keys/{key_id}"): _LOOKUP,
     ("POST", "/v1/keys/revoke"): _LOOKUP,
     ("GET", "/v1/service-accounts"): _NONE,
-    ("POST", "/v1/service-accounts"): frozenset({409, 429}),
+    ("POST", "/v1/service-accounts"): _CREATE,
     ("GET", "/v1/service-accounts/{sa_id}"): _LOOKUP,
     ("DELETE", "/v1/service-accounts/{sa_id}"): _LOOKUP,
-    ("POST", "/v1/service-accounts/{sa_id}/keys"): _BUDGET,
+    ("POST", "/v1/service-accounts/{sa_id}/keys"): _LOOKUP,
     ("GET", "/v1/service-accounts/{sa_id}/keys"): _LOOKUP,
     ("POST", "/v1/service-accounts/{sa_id}/keys/revoke"): _LOOKUP,
     # databases
     ("GET", "/v1/databases"): _NONE,
-    ("POST", "/v1/databases"): frozenset({409, 429}),
+    ("POST", "/v1/databases"): _CREATE,
     ("GET", "/v1/databases/{owner}/{name}"): _LOOKUP,
     ("PATCH", "/v1/databases/{owner}/{name}"): _CHANGE,
     ("DELETE", "/v1/databases/{owner}/{name}"): _LOOKUP,
@@ -85,12 +86,12 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     # query
     ("POST", "/v1/query"): frozenset({400, 404, 429}),
     # imports and exports
-    ("POST", "/v1/imports"): _BUDGET,
-    ("POST", "/v1/imports/preview"): frozenset({400, 404, 429}),
+    ("POST", "/v1/imports"): _LOOKUP,
+    ("POST", "/v1/imports/preview"): _LOOKUP,
     ("GET", "/v1/imports"): _NONE,
     ("GET", "/v1/exports"): _NONE,
     ("GET", "/v1/imports/{job_id}"): _LOOKUP,
-    ("POST", "/v1/exports"): _BUDGET,
+    ("POST", "/v1/exports"): _LOOKUP,
     ("GET", "/v1/exports/{job_id}"): _LOOKUP,
     ("GET", "/v1/exports/{job_id}/download"): frozenset({403, 404, 410}),
     # flags: environments and their keys
@@ -100,7 +101,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", F): _LOOKUP,
     ("PATCH", F): _CHANGE,
     ("DELETE", F): _LOOKUP,
-    ("POST", F + "/keys"): _BUDGET,
+    ("POST", F + "/keys"): _LOOKUP,
     ("GET", F + "/keys"): _LOOKUP,
     ("DELETE", F + "/keys/{key_id}"): _LOOKUP,
     # flags: features, flags, rules
@@ -191,6 +192,8 @@ _IMPORT_BODY = {
     },
 }
 _MANUAL_BODIES = {("POST", "/v1/imports"), ("POST", "/v1/imports/preview")}
+# Upserts: 200 when the record existed, 201 when it was created.
+_UPSERTS = {("POST", F + "/companies"), ("POST", F + "/users")}
 _DOWNLOAD = ("GET", "/v1/exports/{job_id}/download")
 _AUTH_DEPENDENCIES: tuple[Callable[..., Any], ...] = (principal, schematic._caller)
 
@@ -214,14 +217,15 @@ def document_errors(schema: dict[str, Any], routes: Iterable[Any]) -> None:
     """Add the error statuses of every operation of ``schema`` (in place)."""
     _add_components(schema)
     for path, route in api_routes(routes):
-        for method in sorted(route.methods):
+        for method in sorted(route.methods or ()):
             _document(schema["paths"][path][method.lower()], method, path, route)
     _drop_unused(schema)
 
 
 def api_routes(routes: Iterable[Any]) -> Iterator[tuple[str, APIRoute]]:
     """(full path, route) of each API route in the schema, included routers' too."""
-    contexts = getattr(routing, "iter_route_contexts", None)  # FastAPI ≥ 0.13x
+    # newer FastAPI keeps included routers as contexts over their routes; older flattens them
+    contexts = getattr(routing, "iter_route_contexts", None)
     for item in contexts(list(routes)) if contexts is not None else routes:
         route = getattr(item, "original_route", item)
         if isinstance(route, APIRoute) and route.include_in_schema:
@@ -255,6 +259,8 @@ def _document(operation: dict[str, Any], method: str, path: str, route: APIRoute
             media.split(";")[0]: binary for media in CONTENT_TYPES.values()
         }
     responses = operation["responses"]
+    if key in _UPSERTS:
+        responses["201"] = {**responses["200"], "description": "Created"}
     for status in sorted(error_statuses(method, path, route)):
         responses[str(status)] = {
             "description": DESCRIPTIONS[status],

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Response
 
 from ...models import ApiKey, ApiKeyCreate, ApiKeyCreated
+from ...models.databases import MAX_BIGINT
 from ...models.flags import (
     CheckFlagRequest,
     Company,
@@ -65,7 +66,8 @@ def _flags(svc: Svc) -> FlagService:
 
 Flags = Annotated[FlagService, Depends(_flags)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many items")]
-Before = Annotated[int | None, Query(ge=0, description="Items older than this id")]
+Before = Annotated[int | None, Query(ge=0, le=MAX_BIGINT, description="Items older than this id")]
+SinceVersion = Annotated[int | None, Query(ge=0, le=MAX_BIGINT)]
 
 
 def _page(
@@ -177,7 +179,7 @@ async def list_flags(
     page: Paged,
     flags: Flags,
     who: Caller,
-    since_version: Annotated[int | None, Query(ge=0)] = None,
+    since_version: SinceVersion = None,
     include_deleted: bool = False,
 ) -> list[Flag]:
     return await flags.list_flags(who, env, page, since_version, include_deleted)
@@ -223,7 +225,7 @@ async def list_rulesets(
     env: str,
     flags: Flags,
     who: Caller,
-    since_version: Annotated[int | None, Query(ge=0)] = None,
+    since_version: SinceVersion = None,
 ) -> list[FlagRuleset]:
     return await flags.list_rulesets(who, env, since_version)
 

@@ -99,6 +99,8 @@ async def flags_stream(ws: WebSocket) -> None:
     try:
         env = await flags.access.resolve(principal, ref)
     except ServiceError as exc:
+        if exc.status >= 500:
+            raise  # say, postgres_unavailable: closed with 1013, and the client retries
         await ws.close(4004 if exc.status == 404 else 4003, exc.code)
         return
     hub = await svc.realtime.control_hub(svc.store.pool, STREAM_TABLES)

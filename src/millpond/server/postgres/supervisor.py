@@ -106,6 +106,8 @@ class Supervisor:
         problem = await self._probe()
         if problem is not None and self._had_connection:
             problem = await self._probe()  # only its own connection died: ask a new one
+        if problem is not None and embedded is not None and not embedded.is_running():
+            return POSTMASTER_EXITED  # it died while we asked
         return problem
 
     async def _probe(self) -> str | None:

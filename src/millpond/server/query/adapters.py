@@ -24,7 +24,7 @@ from psycopg import adapters as global_adapters
 from psycopg import pq
 from psycopg.adapt import AdaptersMap, Loader, Transformer
 
-from ..limits import too_deep
+from ..limits import DEFAULT_JSON_DEPTH, too_deep
 
 _TEXT_TYPES = [
     "numeric",
@@ -170,18 +170,14 @@ def dumps(body: Any) -> bytes:
     return "".join(spliced).encode()
 
 
-DEFAULT_MAX_DEPTH = 128
-"""Nesting of json/jsonb values parsed for realtime (the default ``max_json_depth``)."""
-
-
 class _SafeJson(Loader):
-    """json/jsonb parsed, unless nested deeper than :data:`DEFAULT_MAX_DEPTH` (parsing,
+    """json/jsonb parsed, unless nested deeper than ``DEFAULT_JSON_DEPTH`` (parsing,
     matching or sending it again would recurse until it fails): then its JSON text, as a
     string."""
 
     def load(self, data: Any) -> Any:
         raw = bytes(data)
-        if too_deep(raw, DEFAULT_MAX_DEPTH):
+        if too_deep(raw, DEFAULT_JSON_DEPTH):
             return raw.decode()
         return json.loads(raw)
 

@@ -203,6 +203,8 @@ class Hub:
         if self._stream is not None:
             await self._stream.close()
         await self._barrier.close()
+        if self.row_filter is not None:
+            await self.row_filter.close()
 
     @property
     def idle(self) -> bool:
@@ -276,7 +278,8 @@ class Hub:
             await faults.hit("hub.before_snapshot", self, client)
             snapshot, rows = await reader.read(queries)
             await faults.hit("hub.after_snapshot", self, client, snapshot)
-            await self._reach(snapshot.lsn)
+            if not snapshot.committed_unseen:  # (it read no rows: no need to wait)
+                await self._reach(snapshot.lsn)
             reason = self._unusable(snapshot, mark, client.syncing or [])
             if reason is None:
                 return snapshot, rows

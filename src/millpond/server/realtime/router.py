@@ -28,7 +28,7 @@ from ..accounts.service import Principal, authenticate
 from ..databases.service import resolve
 from ..deps import Services
 from ..errors import ServiceError
-from ..limits import too_deep, too_deep_error
+from ..limits import has_lone_surrogate, invalid_text_error, too_deep, too_deep_error
 from ..recheck import CLOSE_CODES, Rechecker, Verdict, database_verdict
 from ..store.notifications import Invalidation
 from .hub import Client, Hub, SubscribeError
@@ -98,6 +98,8 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
     try:
         access = await resolve(svc.store, principal, f"{owner}/{name}")
     except ServiceError as exc:
+        if exc.status >= 500:
+            raise  # say, postgres_unavailable: closed with 1013, and the client retries
         await ws.close(4004, exc.code)
         return
     if not take_socket(svc, principal):
@@ -218,6 +220,9 @@ class Session:
             return
         try:
             message = json.loads(text)
+            if has_lone_surrogate(text, message):
+                self._error(None, "invalid_text", invalid_text_error().message)
+                return
             if not isinstance(message, dict):
                 raise SubscribeError("bad_message", "messages are JSON objects with a 'type'")
             request_id = message.get("request_id")

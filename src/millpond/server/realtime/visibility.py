@@ -71,6 +71,11 @@ WHERE p.polrelid = %s AND p.polcmd IN ('r', '*') AND p.polqual IS NOT NULL
                   WHERE pg_has_role(CURRENT_USER, r.oid, 'USAGE')))
 ORDER BY p.polname
 """
+_SESSION_SQL = (
+    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'iso_8601';"
+    " SELECT pg_catalog.set_config('search_path', 'pg_catalog, '"
+    " OPERATOR(pg_catalog.||) pg_catalog.current_setting('search_path'), false)"
+)
 CODE_CHANGED, REASON_CHANGED = 4014, "visibility_changed"
 CODE_FAILED, REASON_FAILED = 4015, "visibility_failed"
 
@@ -172,6 +177,9 @@ class RowFilter:
         self.pool_for = pool_for
         self._enabled: dict[str, _Known] = {}
         self._rules: dict[tuple[str, str], Rule] = {}
+        self._sessions: dict[
+            str, tuple[AsyncConnectionPool[Any], psycopg.AsyncConnection[Any]]
+        ] = {}
 
     async def refresh(self, schema: str, name: str, role: str) -> list[Closing]:
         """At subscribe, before the initial rows are read: the table's rule for
@@ -314,20 +322,53 @@ class RowFilter:
         return result
 
     async def _accepted(self, role: str, rule: Rule, images: list[dict[str, Any]]) -> set[int]:
+        """One round trip, on a connection of the role's pool kept for these checks
+        (once more on a new one if that connection was lost meanwhile)."""
+        query = rule.query(json.dumps(images))
+        for attempt in range(2):
+            conn = await self._session(role)
+            try:
+                cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
+                await cur.execute(query)
+                return {int(row[0]) for row in await cur.fetchall()}
+            except psycopg.OperationalError:
+                await self._give_back(role)
+                if attempt:
+                    raise
+            except BaseException:
+                await self._give_back(role)  # its state is unknown: the pool resets it
+                raise
+        raise AssertionError("unreachable")
+
+    async def _session(self, role: str) -> psycopg.AsyncConnection[Any]:
+        held = self._sessions.get(role)
+        if held is not None and not held[1].closed:
+            return held[1]
+        await self._give_back(role)
         pool = await self.pool_for(role)
-        async with pool.connection() as conn, conn.transaction():
-            # the replicated text forms, parsed as the WAL decoder wrote them
-            await conn.execute(
-                "SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO';"
-                " SET LOCAL IntervalStyle = 'iso_8601'"
-            )
-            await conn.execute(
-                "SELECT pg_catalog.set_config('search_path', 'pg_catalog, '"
-                " || pg_catalog.current_setting('search_path'), true)"
-            )
-            cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
-            await cur.execute(rule.query(json.dumps(images)))
-            return {int(row[0]) for row in await cur.fetchall()}
+        conn: psycopg.AsyncConnection[Any] = await pool.getconn()
+        try:
+            # the replicated text forms, parsed as the WAL decoder wrote them; names
+            # resolved as the policies' deparsed text means them
+            await conn.execute(_SESSION_SQL)
+        except BaseException:
+            await pool.putconn(conn)
+            raise
+        self._sessions[role] = (pool, conn)
+        return conn
+
+    async def _give_back(self, role: str) -> None:
+        held = self._sessions.pop(role, None)
+        if held is not None:
+            await held[0].putconn(held[1])
+
+    async def close(self) -> None:
+        """Give the kept connections back to their pools."""
+        for role in list(self._sessions):
+            try:
+                await self._give_back(role)
+            except Exception:  # a pool closing meanwhile: nothing to give back to
+                _log.debug("row filter connection of %s not returned", role, exc_info=True)
 
 
 def _failed(table: str, role: str) -> Closing:

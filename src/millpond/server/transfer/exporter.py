@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
+from ..query.adapters import register_safe_json
 from .errors import JobError
 from .progress import Progress
 
@@ -259,6 +260,7 @@ class Exporter:
 
     def _batches(self) -> Iterator[list[tuple[Any, ...]]]:
         with self.conn.cursor(name=f"mp_export_{uuid.uuid4().hex[:12]}") as cur:
+            register_safe_json(cur.adapters)  # a deeply nested value stays its text
             cur.execute(sql.SQL("SELECT * FROM ({}) AS q").format(self.source))
             while batch := cur.fetchmany(2000):
                 yield batch

@@ -28,6 +28,8 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
+from ..limits import DEFAULT_JSON_DEPTH, too_deep
+
 BIGINT = "bigint"
 NUMERIC = "numeric"
 DOUBLE = "double precision"
@@ -95,6 +97,8 @@ def classify_text(value: str) -> str | None:
     if len(text) <= 5 and text.lower() in _BOOLS:
         return BOOLEAN
     if first in "{[" and text[-1] in "}]":
+        if too_deep(text.encode(), DEFAULT_JSON_DEPTH):  # parsing it would recurse
+            return TEXT
         try:
             json.loads(text)
         except ValueError:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ..limits import DEFAULT_JSON_DEPTH, too_deep
 from . import infer, names, sniff
 from .errors import JobError, invalid_file, malformed_row
 from .progress import Progress
@@ -391,6 +392,8 @@ def _iter_json_array(path: Path, limit: int, progress: Progress) -> Iterator[Any
                 skip_ws()
                 try:
                     value, end = decoder.raw_decode(buf, pos)
+                except RecursionError:
+                    raise _too_deep(f"element {index + 1}", row=index + 1) from None
                 except json.JSONDecodeError as exc:
                     if not eof and len(buf) - pos <= limit:
                         eof = not fill()
@@ -405,6 +408,8 @@ def _iter_json_array(path: Path, limit: int, progress: Progress) -> Iterator[Any
                 if end >= len(buf) and not eof:  # a number may go on in the next chunk
                     eof = not fill()
                     continue
+                if too_deep(buf[pos:end].encode(), DEFAULT_JSON_DEPTH):
+                    raise _too_deep(f"element {index + 1}", row=index + 1)
                 index += 1
                 yield value
                 pos = end
@@ -437,6 +442,12 @@ def _iter_json_array(path: Path, limit: int, progress: Progress) -> Iterator[Any
             ) from exc
 
 
+def _too_deep(what: str, **where: int) -> JobError:
+    return malformed_row(
+        f"{what} nests JSON arrays/objects more than {DEFAULT_JSON_DEPTH} levels deep", **where
+    )
+
+
 def _iter_ndjson(path: Path, limit: int, progress: Progress) -> Iterator[Any]:
     try:
         with _json_text(path) as f:
@@ -452,6 +463,8 @@ def _iter_ndjson(path: Path, limit: int, progress: Progress) -> Iterator[Any]:
                 if not line.strip():
                     continue
                 index += 1
+                if too_deep(line.encode(), DEFAULT_JSON_DEPTH):
+                    raise _too_deep(f"line {line_no}", row=index, line=line_no)
                 try:
                     value = json.loads(line)
                 except json.JSONDecodeError as exc:
