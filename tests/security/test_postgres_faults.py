@@ -299,6 +299,26 @@ def test_a_killed_postmaster_is_restarted_by_itself(faulty: Faulty) -> None:
     assert faulty.ok("SELECT count(*) FROM items") == count
 
 
+def test_a_crashed_backend_means_503s_until_postgres_recovered_by_itself(
+    faulty: Faulty,
+) -> None:
+    faulty.wait_recovered()
+    count = faulty.ok("SELECT count(*) FROM items")
+    postmaster = faulty.postmaster_pid()
+    with faulty.superuser() as su:
+        row = su.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        os.kill(row[0], signal.SIGKILL)  # Postgres resets every session and recovers
+    for _ in range(10):
+        started = time.monotonic()
+        r = faulty.query("SELECT count(*) FROM items")
+        assert time.monotonic() - started < FAST_S, "a query hung"
+        assert r.status_code in (200, 503), r.text
+    faulty.wait_recovered(timeout=30)
+    assert faulty.postmaster_pid() == postmaster  # its own crash recovery, no restart
+    assert faulty.ok("SELECT count(*) FROM items") == count
+
+
 def test_killed_backends_of_the_control_pool_are_replaced_unnoticed(faulty: Faulty) -> None:
     faulty.wait_recovered()
     with faulty.superuser() as su:

@@ -221,3 +221,36 @@ def test_the_control_database_sessions_are_pinned(server: ServerThread) -> None:
     cluster = server.server.config.app.state.services.cluster
     assert "search_path=public" in cluster.control_conninfo
     assert "role=none" in cluster.control_conninfo
+
+
+def test_wal_streams_run_as_a_replication_role_not_the_superuser(
+    server: ServerThread, make_user: Callable[..., tuple[str, str]]
+) -> None:
+    tenant = make_tenant(server, make_user, prefix="wal")
+    tenant.ok("CREATE TABLE items (id int PRIMARY KEY, label text)")
+    url = tenant.server.url.replace("http://", "ws://") + f"/v1/realtime/{tenant.database}"
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    with (
+        connect(url, additional_headers=headers, open_timeout=10) as ws,
+        tenant.superuser() as conn,
+    ):
+        assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+        subscribe = {"type": "subscribe", "request_id": "r", "queries": ["SELECT * FROM items"]}
+        ws.send(json.dumps(subscribe))  # the hub streams while this socket is open
+        assert json.loads(ws.recv(timeout=20))["type"] == "subscription_applied"
+        walsenders = conn.execute(
+            "SELECT a.usename, r.rolsuper, r.rolreplication, r.rolbypassrls"
+            " FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename"
+            " WHERE a.backend_type = 'walsender' AND a.datname = %s",
+            (tenant.pg_name,),
+        ).fetchall()
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_class c WHERE c.relkind = 'r'"
+            " AND has_table_privilege(%s, c.oid, 'SELECT')"
+            " AND c.relnamespace = 'public'::regnamespace",
+            (privileged.REPLICATION_ROLE,),
+        ).fetchone()
+    assert walsenders and {tuple(w) for w in walsenders} <= {
+        (privileged.REPLICATION_ROLE, False, True, False)
+    }, walsenders
+    assert tables == (0,)  # decoding needs no privilege on the tenant's tables

@@ -41,6 +41,7 @@ from .gateway import Gateway
 from .headers import SecurityHeaders
 from .limits import BodyLimits, lone_surrogate
 from .openapi import install as document_openapi
+from .postgres import provision
 from .postgres.availability import connection_lost, unavailable
 from .postgres.cluster import Cluster
 from .postgres.supervisor import Fatal, Supervisor, describe, exit_process
@@ -115,6 +116,7 @@ async def start_services(
     store = Store(cluster.control_conninfo, availability=cluster.availability)
     await store.open()
     secret = await _server_secret(store, settings)
+    await asyncio.to_thread(provision.ensure_replication_role, cluster, secret)
     budget, streams = await _connection_budget(store, settings)
     databases = DatabaseService(store, cluster, secret, settings=settings)
     query = QueryService(store, cluster, secret, settings, budget)

@@ -15,6 +15,7 @@ with the one error envelope ``{"error": {"code", "message", "details"}}``:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -253,11 +254,11 @@ def _document(operation: dict[str, Any], method: str, path: str, route: APIRoute
     key = (method, path)
     if key in _MANUAL_BODIES:
         operation["requestBody"] = _IMPORT_BODY
-    if key == _DOWNLOAD:
+    if key == _DOWNLOAD:  # the exported file, in its format's media type
         binary = {"schema": {"type": "string", "format": "binary"}}
-        operation["responses"]["200"]["content"] = {
-            media.split(";")[0]: binary for media in CONTENT_TYPES.values()
-        }
+        content = {media.split(";")[0]: binary for media in CONTENT_TYPES.values()}
+        content["application/json"] = {"schema": {}}  # a JSON export is any JSON
+        operation["responses"]["200"]["content"] = content
     responses = operation["responses"]
     if key in _UPSERTS:
         responses["201"] = {**responses["200"], "description": "Created"}
@@ -290,10 +291,10 @@ def _add_components(schema: dict[str, Any]) -> None:
 
 def _drop_unused(schema: dict[str, Any]) -> None:
     """FastAPI's own 422 models no longer describe any answer: drop them."""
-    text = str(schema["paths"])
+    text = json.dumps(schema["paths"])
     models = schema["components"]["schemas"]
     for name in ("HTTPValidationError", "ValidationError"):
-        if f"#/components/schemas/{name}'" not in text:
+        if f'"#/components/schemas/{name}"' not in text:
             models.pop(name, None)
 
 

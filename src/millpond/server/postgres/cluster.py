@@ -29,6 +29,8 @@ class Cluster:
             EmbeddedPostgres(settings.data_dir) if settings.database_url is None else None
         )
         self._base: str | None = None
+        self.replication_password: str | None = None
+        """Set by ``provision.ensure_replication_role`` once the role exists."""
         self.availability = Availability()
         """Up or down, as the supervisor (``supervisor.py``) last saw it."""
 

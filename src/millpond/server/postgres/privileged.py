@@ -96,13 +96,27 @@ def control_conninfo(cluster: Cluster, **params: str) -> str:
     return conninfo(cluster, cluster.settings.control_database, search_path="public", **params)
 
 
+REPLICATION_ROLE = "millpond_replication"
+"""The login role WAL streams connect as: ``REPLICATION``, no superuser, no privilege on
+any table (logical decoding needs none), ``CONNECT`` on the databases it streams."""
+
+
 def replication_conninfo(cluster_or_conninfo: Cluster | str, dbname: str | None = None) -> str:
-    """A ``replication=database`` connection string for the WAL stream of ``dbname``."""
-    base = (
-        cluster_or_conninfo
-        if isinstance(cluster_or_conninfo, str)
-        else conninfo(cluster_or_conninfo, dbname)
-    )
+    """A ``replication=database`` connection string for the WAL stream of ``dbname``: as
+    :data:`REPLICATION_ROLE` when the cluster has it (``cluster.replication_password``),
+    else as the superuser; settings pinned either way. Given a connection string made by
+    this module, the same string in replication mode."""
+    if isinstance(cluster_or_conninfo, str):
+        base = cluster_or_conninfo
+    elif cluster_or_conninfo.replication_password is not None:
+        base = cluster_or_conninfo.role_conninfo(
+            dbname or "postgres",
+            REPLICATION_ROLE,
+            cluster_or_conninfo.replication_password,
+            options=_options(),
+        )
+    else:
+        base = conninfo(cluster_or_conninfo, dbname)
     return make_conninfo(base, replication="database", application_name="millpond-realtime")
 
 

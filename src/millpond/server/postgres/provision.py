@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,6 +38,8 @@ from psycopg import sql
 
 from . import privileged
 from .cluster import Cluster
+
+_log = logging.getLogger("millpond.postgres")
 
 SqlRole = Literal["owner", "rw", "ro"]
 ROLE_SUFFIXES: tuple[SqlRole, ...] = ("owner", "rw", "ro")
@@ -66,7 +69,7 @@ def _ident(name: str) -> sql.Identifier:
 
 _DROP_ATTEMPTS = 20
 
-HARDENING_VERSION = 1
+HARDENING_VERSION = 2
 """Bumped when :func:`harden_database` changes: databases hardened at an older version
 are hardened again at start."""
 
@@ -176,6 +179,12 @@ def harden_database(cluster: Cluster, pg_name: str) -> None:
         (_SIGNALS, roles.role("owner")),
     )
     with privileged.connect(cluster, pg_name) as conn:
+        if cluster.replication_password is not None:
+            conn.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    _ident(pg_name), _ident(privileged.REPLICATION_ROLE)
+                )
+            )
         for function in (*_LARGE_OBJECT_CREATORS, *_SIGNALS):
             conn.execute(sql.SQL(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC"))
         for functions, role in grants:
@@ -183,6 +192,39 @@ def harden_database(cluster: Cluster, pg_name: str) -> None:
                 conn.execute(
                     sql.SQL(f"GRANT EXECUTE ON FUNCTION {function} TO {{}}").format(_ident(role))
                 )
+
+
+def ensure_replication_role(cluster: Cluster, secret: bytes) -> None:
+    """Create or refresh :data:`privileged.REPLICATION_ROLE` (``REPLICATION``, nothing
+    else) so that WAL streams do not run as the superuser, and note its password on the
+    cluster. An external cluster whose admin role may not create such a role keeps
+    streaming as that admin (logged)."""
+    role = privileged.REPLICATION_ROLE
+    password = role_password(secret, role)
+    attributes = (
+        "LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT"
+    )
+    with privileged.connect(cluster) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)
+        ).fetchone()
+        verb = "ALTER" if found else "CREATE"
+        try:
+            conn.execute(
+                sql.SQL(f"{verb} ROLE {{}} {attributes} PASSWORD {{}}").format(
+                    _ident(role), sql.Literal(password)
+                )
+            )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            _log.warning("realtime streams WAL as the admin role: cannot create %s: %s", role, exc)
+            return
+        conn.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(_ident(role)))
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                _ident(cluster.settings.control_database), _ident(role)
+            )
+        )
+    cluster.replication_password = password
 
 
 def reset_role_settings(cluster: Cluster, role: str) -> None:

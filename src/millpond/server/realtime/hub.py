@@ -155,8 +155,10 @@ class Hub:
         publication: str = PUBLICATION,
         publication_tables: Sequence[str] | None = None,
         row_filter: RowFilter | None = None,
+        replication_conninfo: str | None = None,
     ) -> None:
         self.pg_name = pg_name
+        self.replication_conninfo = replication_conninfo or admin_conninfo
         self.publication = publication
         self.publication_tables = publication_tables
         self.admin_conninfo = admin_conninfo
@@ -187,7 +189,7 @@ class Hub:
                 return
             await ensure_publication(self.admin_conninfo, self.publication, self.publication_tables)
             slot = f"millpond_{self.pg_name}_{secrets.token_hex(4)}"
-            self._stream = ReplicationStream(self.admin_conninfo, slot, self.publication)
+            self._stream = ReplicationStream(self.replication_conninfo, slot, self.publication)
             self.stream_lsn = await self._stream.open()
             self._task = asyncio.create_task(self._run(), name=f"realtime-{self.pg_name}")
 

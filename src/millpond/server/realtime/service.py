@@ -230,6 +230,7 @@ class RealtimeService:
         tables: Sequence[str] | None = None,
     ) -> Hub:
         admin = conninfo or privileged.conninfo(self.cluster, name)
+        dbname = self.cluster.settings.control_database if name == CONTROL_HUB else name
         reader = PoolSnapshotReader(pool, owner_pool)
         return Hub(
             name,
@@ -238,6 +239,7 @@ class RealtimeService:
             self._ended,
             publication=publication,
             publication_tables=tables,
+            replication_conninfo=privileged.replication_conninfo(self.cluster, dbname),
         )
 
     async def _hub(self, name: str, make: Callable[[], Hub]) -> Hub:
