@@ -846,3 +846,55 @@ def test_gateway_holds_back_a_big_result_for_a_slow_reader(tenant: Tenant) -> No
         assert rss.growth < 64 * MiB, rss.growth / MiB
     finally:
         conn.pgconn.finish()
+
+
+NOTIFY_FLOOD = (
+    "SET LOCAL statement_timeout = 0;"
+    " SELECT count(pg_notify('flood', repeat('x', 7000) || g)) FROM generate_series(1, 20000) g"
+)
+
+
+@pytest.mark.parametrize(
+    "listen", ["LISTEN flood;", "DO $$ BEGIN EXECUTE 'LISTEN flood'; END $$;", 'LISTEN "flood";']
+)
+def test_notifications_the_sql_listens_to_are_not_held(tenant: Tenant, listen: str) -> None:
+    """The SQL LISTENs, then NOTIFYs 140 MB: at commit Postgres would deliver it all to
+    the pooled connection, which psycopg keeps forever."""
+    tenant.ok("SELECT 1")
+    with PeakRss() as rss:
+        assert tenant.ok(listen + NOTIFY_FLOOD) == [[20000]]
+        assert tenant.ok("SELECT 2") == [[2]]
+    assert rss.growth < 48 * MiB, rss.growth / MiB
+
+
+def test_notify_from_a_query_still_reaches_listeners(tenant: Tenant) -> None:
+    with tenant.gateway() as listener:
+        listener.execute("LISTEN hello")
+        assert tenant.ok("LISTEN hello; SELECT pg_notify('hello', 'from http')") == [[""]]
+        got = next(listener.notifies(timeout=10, stop_after=1))
+        assert (got.channel, got.payload) == ("hello", "from http")
+
+
+def test_notifications_from_import_triggers_and_export_functions(tenant: Tenant) -> None:
+    """Jobs run the tenant's code too: a trigger of the import's table, a function the
+    export's query calls; both LISTEN and flood."""
+    flood = NOTIFY_FLOOD.split(";", 1)[1].replace("SELECT count(", "PERFORM count(")
+    tenant.ok(
+        "CREATE TABLE IF NOT EXISTS trap (id int);"
+        " CREATE OR REPLACE FUNCTION flood() RETURNS int LANGUAGE plpgsql AS"
+        f" $$ BEGIN EXECUTE 'LISTEN flood'; {flood}; RETURN 1; END $$;"
+        " CREATE OR REPLACE FUNCTION flood_trigger() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN PERFORM flood(); RETURN NULL; END $$;"
+        " DROP TRIGGER IF EXISTS trap_flood ON trap;"
+        " CREATE TRIGGER trap_flood AFTER INSERT ON trap FOR EACH STATEMENT"
+        " EXECUTE FUNCTION flood_trigger()"
+    )
+    files = {"file": ("t.csv", b"id\n1\n", "text/csv")}
+    fields = {"database": tenant.database, "table_name": "trap", "mode": "append"}
+    with PeakRss() as rss:
+        imported = _finished(tenant, tenant.http("POST", "/v1/imports", files=files, data=fields))
+        body = {"database": tenant.database, "query_string": "SELECT flood()"}
+        exported = _finished(tenant, tenant.http("POST", "/v1/exports", json=body))
+    assert imported["state"] == "DONE", imported
+    assert exported["state"] == "DONE", exported
+    assert rss.growth < 48 * MiB, rss.growth / MiB

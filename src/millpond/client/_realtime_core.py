@@ -67,6 +67,8 @@ CLOSE_CODES = {
     4011: "stream_failed",
     4012: "realtime_unavailable",
     4013: "access_changed",
+    4014: "visibility_changed",
+    4015: "visibility_failed",
     4029: "limit_exceeded",
 }
 """The server's close codes (protocol doc)."""

@@ -120,6 +120,7 @@ class QueryService:
 
         async def configure(conn: AsyncConnection[Any]) -> None:
             register_json_loaders(conn.adapters)
+            conn.add_notify_handler(_drop)  # else psycopg keeps every one, unbounded
 
         async def reset(conn: AsyncConnection[Any]) -> None:
             if conn.info.transaction_status != TransactionStatus.IDLE:
@@ -293,7 +294,9 @@ class QueryService:
             await self._check_storage(conn, access, limit, size_before)
         shaped = await self._shape(conn, access.pg_name, result, request)
         # readers' transactions never commit: nothing they ran can persist
-        await conn.execute("ROLLBACK" if read_only else "COMMIT")
+        # a LISTEN of the SQL would have the commit deliver every NOTIFY (gigabytes) to
+        # this connection: cancelled first, in the same round trip
+        await conn.execute("ROLLBACK" if read_only else "UNLISTEN *; COMMIT")
         return shaped
 
     async def _check_storage(
@@ -431,6 +434,11 @@ def _shift_position(exc: psycopg.Error, offset: int) -> None:
     position = exc.diag.statement_position
     if position:
         exc.millpond_position = max(1, int(position) - offset)  # type: ignore[attr-defined]
+
+
+def _drop(_: psycopg.Notify) -> None:
+    """Notifications a tenant's SQL had delivered to a pooled connection: nobody reads
+    them."""
 
 
 def _check_unique(names: list[str]) -> None:

@@ -76,6 +76,8 @@ _SESSION_SQL = (
     " SELECT pg_catalog.set_config('search_path', 'pg_catalog, '"
     " OPERATOR(pg_catalog.||) pg_catalog.current_setting('search_path'), false)"
 )
+_KEEP_MIN_POOL = 4
+"""A role's pool this large or larger lends the checks one connection to keep."""
 CODE_CHANGED, REASON_CHANGED = 4014, "visibility_changed"
 CODE_FAILED, REASON_FAILED = 4015, "visibility_failed"
 
@@ -330,7 +332,10 @@ class RowFilter:
             try:
                 cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
                 await cur.execute(query)
-                return {int(row[0]) for row in await cur.fetchall()}
+                accepted = {int(row[0]) for row in await cur.fetchall()}
+                if self._sessions[role][0].max_size < _KEEP_MIN_POOL:
+                    await self._give_back(role)  # a small pool: others need it more
+                return accepted
             except psycopg.OperationalError:
                 await self._give_back(role)
                 if attempt:

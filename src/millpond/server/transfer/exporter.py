@@ -100,7 +100,9 @@ class Exporter:
     def run(self) -> Exported:
         self.conn.read_only = True
         try:
-            with self.conn.transaction():
+            # rolled back: nothing to keep, and a LISTEN of the source's functions would
+            # have a commit deliver every NOTIFY to this connection
+            with self.conn.transaction(force_rollback=True):
                 names, oids, columns = self._describe()
                 fmt = self.spec.export_format
                 if fmt == "csv":

@@ -144,6 +144,7 @@ class Loader:
                 self._current_index = i
                 results.append(self._load_table(i, src, table))
             self._check_size(int(size_before))
+            conn.execute("UNLISTEN *")  # a trigger's LISTEN: the commit would deliver it all
             xid = str(_scalar(conn, "SELECT pg_current_xact_id()::text"))
             self.before_commit(xid)
         return results
