@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import psycopg
 import pytest
 from psycopg.adapt import Loader
 from websockets.exceptions import ConnectionClosed
@@ -898,3 +899,37 @@ def test_notifications_from_import_triggers_and_export_functions(tenant: Tenant)
     assert imported["state"] == "DONE", imported
     assert exported["state"] == "DONE", exported
     assert rss.growth < 48 * MiB, rss.growth / MiB
+
+
+def test_notices_and_huge_error_messages_stay_bounded(tenant: Tenant) -> None:
+    notices = (
+        "SET LOCAL statement_timeout = 0;"
+        " DO $$ BEGIN FOR i IN 1..20000 LOOP RAISE NOTICE '%', repeat('n', 7000); END LOOP;"
+        " END $$; SELECT 1"
+    )
+    with PeakRss() as rss:
+        assert tenant.ok(notices) == [[1]]
+    assert rss.growth < 48 * MiB, rss.growth / MiB
+    raise_huge = (
+        "DO $$ BEGIN RAISE EXCEPTION '%', repeat('e', 40 * 1024 * 1024)"
+        " USING DETAIL = repeat('d', 40 * 1024 * 1024), HINT = repeat('h', 1024 * 1024); END $$"
+    )
+    body = error(tenant.query(raise_huge), 400, "sql_error")
+    assert len(json.dumps(body)) < 64 * 1024
+    assert body["message"].startswith("eeee") and body["message"].endswith("more characters)")
+    assert body["details"]["detail"].startswith("dddd")
+    with tenant.gateway() as conn:  # the gateway relays Postgres' own error, whole
+        with pytest.raises(psycopg.errors.RaiseException) as raised:
+            conn.execute(raise_huge.replace("40 * 1024 * 1024", "1024"))
+        assert raised.value.diag.message_primary == "e" * 1024
+
+
+def test_huge_error_messages_of_jobs_are_clipped(tenant: Tenant) -> None:
+    tenant.ok(
+        "CREATE OR REPLACE FUNCTION shout() RETURNS int LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION '%', repeat('j', 20 * 1024 * 1024); END $$"
+    )
+    body = {"database": tenant.database, "query_string": "SELECT shout()"}
+    job = _finished(tenant, tenant.http("POST", "/v1/exports", json=body))
+    assert job["state"] == "FAILED", job
+    assert len(json.dumps(job)) < 64 * 1024

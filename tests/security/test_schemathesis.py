@@ -1,14 +1,17 @@
-"""Schemathesis fuzzes every operation of the OpenAPI schema against a real server, as an
-admin and as a normal user: no answer is a 5xx, and every status, content type and body
-is the one the schema documents.
+"""Schemathesis fuzzes every operation of the OpenAPI schema against a real server — as a
+normal user inside its own database and flags environment, as that user on random paths,
+and as an admin: no answer is a 5xx, and every status, content type and body is one the
+schema documents (the error statuses: ``millpond.server.openapi``).
 
 It runs on a server of its own (its own Postgres), so what the fuzzer creates, changes or
 deletes cannot disturb the session server other tests share. The run is bounded (few
-examples per operation) and derandomized (a fixed seed): the same cases every time.
+examples per operation, no shrinking) and derandomized (a fixed seed): the same cases every
+time, but for the values the fuzzer learns from answers (ids the server made up).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +23,7 @@ import schemathesis
 from schemathesis import engine
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
-from schemathesis.engine.recorder import ScenarioRecorder
+from schemathesis.engine.recorder import Interaction, ScenarioRecorder
 
 from conftest import FlagsEnv
 from millpond.server.app import create_app
@@ -29,8 +32,11 @@ from millpond.server.openapi import ROUTE_ERRORS
 from millpond.server.testing import ServerThread, free_port, start_server
 
 SEED = 20261201
-MAX_EXAMPLES = 6
-COVERAGE = False
+# ``FUZZ_DEEP=1 pytest tests/security/test_schemathesis.py``: 30 examples per operation
+# and schemathesis' coverage phase (boundary and invalid values) too, ~10 minutes
+DEEP = os.environ.get("FUZZ_DEEP") == "1"
+MAX_EXAMPLES = 30 if DEEP else 6
+COVERAGE = DEEP
 # Operations that would end the run by revoking the fuzzer's own key: ``{}`` revokes every
 # key of the caller, and the fuzzer learns its key's id from ``GET /v1/keys``.
 EXCLUDED = [("POST", "/v1/keys/revoke"), ("DELETE", "/v1/keys/{key_id}")]
@@ -127,21 +133,23 @@ def _config(base_url: str, run: Pass) -> SchemathesisConfig:
 
 
 def _problems(recorder: ScenarioRecorder) -> Iterator[str]:
+    """Each failed check of a scenario, with the request and the answer behind it."""
     for case_id, checks in recorder.checks.items():
         for check in checks:
-            if check.status != Status.FAILURE or check.failure_info is None:
-                continue
-            failure = check.failure_info.failure
-            interaction = recorder.interactions.get(case_id)
-            request = interaction.request if interaction else None
-            response = interaction.response if interaction else None
-            yield (
-                f"{recorder.label}: {check.name}: {failure.title}: {failure.message}\n"
-                f"  request: {request.method if request else '?'} {request.uri if request else '?'}"
-                f" body={request.body[:300] if request and request.body else None!r}\n"
-                f"  answer: {response.status_code if response else None}"
-                f" {response.content[:300] if response and response.content else b''!r}"
-            )
+            if check.status == Status.FAILURE and check.failure_info is not None:
+                failure = check.failure_info.failure
+                what = f"{recorder.label}: {check.name}: {failure.title}: {failure.message}"
+                yield what + "\n" + _exchange(recorder.interactions.get(case_id))
+
+
+def _exchange(interaction: Interaction | None) -> str:
+    if interaction is None:
+        return "  (no request recorded)"
+    request, response = interaction.request, interaction.response
+    sent = f"  request: {request.method} {request.uri} body={(request.body or b'')[:300]!r}"
+    if response is None:
+        return sent + "\n  no answer"
+    return sent + f"\n  answer: {response.status_code} {response.content[:300]!r}"
 
 
 def fuzz(base_url: str, run: Pass) -> list[str]:

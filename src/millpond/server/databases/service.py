@@ -329,9 +329,7 @@ class DatabaseService:
         )
         if done is not None and int(done["value"]) >= provision.HARDENING_VERSION:
             return
-        for row in await self.store.fetchall(
-            "SELECT pg_name FROM databases WHERE state = 'ready'"
-        ):
+        for row in await self.store.fetchall("SELECT pg_name FROM databases WHERE state = 'ready'"):
             await asyncio.to_thread(provision.harden_database, self.cluster, row["pg_name"])
             for which in provision.ROLE_SUFFIXES:
                 role = provision.DatabaseRoles(row["pg_name"]).role(which)

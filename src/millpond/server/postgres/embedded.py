@@ -91,11 +91,6 @@ class EmbeddedPostgres:
         if not (self.pgdata / "PG_VERSION").exists():
             raise RuntimeError(f"the embedded Postgres cluster in {self.pgdata} is gone")
         if not self.is_running():
-            # the lock files name a dead postmaster, maybe a zombie its parent (pg_ctl
-            # exited, so init) has not reaped yet, which Postgres takes for running
-            for lock in (self.pgdata / "postmaster.pid", self.socket_dir / _SOCKET_LOCK):
-                if not _lock_holder_alive(lock):
-                    lock.unlink(missing_ok=True)
             self._launch()
 
     def stop(self) -> None:
@@ -105,10 +100,6 @@ class EmbeddedPostgres:
 
     def is_running(self) -> bool:
         return _lock_holder_alive(self.pgdata / "postmaster.pid")
-
-    @property
-    def socket_path(self) -> Path:
-        return self.socket_dir / f".s.PGSQL.{PORT}"
 
     def url(self, database: str = "postgres") -> str:
         """A libpq URL for the superuser on ``database``."""
@@ -147,6 +138,11 @@ class EmbeddedPostgres:
             pwfile.unlink(missing_ok=True)
 
     def _launch(self) -> None:
+        # lock files left by a dead postmaster, maybe a zombie its parent (pg_ctl exited,
+        # so init) has not reaped yet, which Postgres would take for a running one
+        for lock in (self.pgdata / "postmaster.pid", self.socket_dir / _SOCKET_LOCK):
+            if not _lock_holder_alive(lock):
+                lock.unlink(missing_ok=True)
         self._prepare_socket_dir()
         self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file))
 

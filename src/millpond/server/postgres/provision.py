@@ -201,9 +201,7 @@ def ensure_replication_role(cluster: Cluster, secret: bytes) -> None:
     streaming as that admin (logged)."""
     role = privileged.REPLICATION_ROLE
     password = role_password(secret, role)
-    attributes = (
-        "LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT"
-    )
+    attributes = "LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT"
     with privileged.connect(cluster) as conn:
         found = conn.execute(
             "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)

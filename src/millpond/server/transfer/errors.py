@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import clip, clip_details
+
 
 class JobError(Exception):
     """A job failed for a reason the caller can act on.
@@ -15,10 +17,11 @@ class JobError(Exception):
     """
 
     def __init__(self, error_type: str, message: str, details: dict[str, Any] | None = None):
+        message = clip(message)  # a tenant's RAISE, a value from the file: any size
         super().__init__(message)
         self.error_type = error_type
         self.message = message
-        self.details: dict[str, Any] = dict(details or {})
+        self.details: dict[str, Any] = clip_details(dict(details or {}))
 
     def as_details(self) -> dict[str, Any]:
         return {"message": self.message, **self.details}
