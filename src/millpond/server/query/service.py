@@ -44,7 +44,7 @@ from ..errors import ServiceError
 from ..postgres import privileged, provision
 from ..postgres.availability import connection_lost, unavailable
 from ..postgres.cluster import Cluster
-from ..store import Store
+from ..store import Store, connection_alive
 from .adapters import (
     TYPE_NAMES_SQL,
     is_builtin,
@@ -64,6 +64,7 @@ _SIZE_AFTER_SQL = (
 )
 _OVERRUN_GRACE_S = 1.0
 _LAST_RESORT_S = 5.0
+_DEAD_CONNECTION_RETRIES = 4
 _TAMPER_RETRIES = 3
 
 
@@ -255,16 +256,23 @@ class QueryService:
         idle, size = stats.get("pool_available", 0), stats.get("pool_size", 0)
         if not idle and not size and not await self.budget.make_room():
             raise self.budget.server_full().service_error()
-        timeout = max(0.1, self.settings.pool_timeout_s - (time.perf_counter() - started))
-        try:
-            conn: AsyncConnection[Any] = await pool.getconn(timeout=timeout)
-        except PoolTimeout as exc:
-            if self.budget.server_busy:
-                raise self.budget.server_full().service_error() from exc
-            raise ServiceError(
-                503, "postgres_unavailable", "no database connection became free in time; retry"
-            ) from exc
-        return conn
+        for _ in range(_DEAD_CONNECTION_RETRIES):
+            timeout = max(0.1, self.settings.pool_timeout_s - (time.perf_counter() - started))
+            try:
+                conn: AsyncConnection[Any] = await pool.getconn(timeout=timeout)
+            except PoolTimeout as exc:
+                if self.budget.server_busy:
+                    raise self.budget.server_full().service_error() from exc
+                raise ServiceError(
+                    503,
+                    "postgres_unavailable",
+                    "no database connection became free in time; retry",
+                ) from exc
+            if await connection_alive(conn):  # one that died idle is never handed out
+                return conn
+            await conn.close()
+            await pool.putconn(conn)  # the pool replaces it
+        raise ServiceError(503, "postgres_unavailable", "the database could not be reached; retry")
 
     async def _reclaim_idle(self, limit: int) -> int:
         return await reclaim_idle(list(self._pools.values()), limit)

@@ -33,7 +33,7 @@ class _Pool(AsyncConnectionPool[AsyncConnection[DictRow]]):
         the growing pause of psycopg_pool's own ``check``)."""
         for _ in range(self.max_size):
             conn = await self._guarded_getconn(timeout)
-            if await _alive(conn):
+            if await connection_alive(conn):
                 return conn
             await conn.close()
             await self.putconn(conn)  # the pool replaces it
@@ -45,7 +45,7 @@ class _Pool(AsyncConnectionPool[AsyncConnection[DictRow]]):
         return await self.availability.guard(super().getconn(timeout))
 
 
-async def _alive(conn: AsyncConnection[Any]) -> bool:
+async def connection_alive(conn: AsyncConnection[Any]) -> bool:
     """No round trip for a healthy idle connection: it has nothing to read unless the
     server ended it (or sent a notice), and only then is it asked."""
     try:
