@@ -933,3 +933,14 @@ def test_huge_error_messages_of_jobs_are_clipped(tenant: Tenant) -> None:
     job = _finished(tenant, tenant.http("POST", "/v1/exports", json=body))
     assert job["state"] == "FAILED", job
     assert len(json.dumps(job)) < 64 * 1024
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encoding"),
+    [("text/plain", "utf-8"), ("application/json; charset=utf-16", "utf-16"), ("", "utf-8")],
+)
+def test_deep_bodies_in_other_clothes(tenant: Tenant, content_type: str, encoding: str) -> None:
+    body = '{"database": "a/b", "sql": "SELECT 1", "x": ' + nested(DEEP) + "}"
+    headers = {"Authorization": f"Bearer {tenant.key}", "Content-Type": content_type}
+    r = httpx.post(tenant.server.url + "/v1/query", content=body.encode(encoding), headers=headers)
+    assert 400 <= r.status_code < 500, r.text[:300]
