@@ -697,6 +697,8 @@ def _body_for(spec: dict[str, Any], op: dict[str, Any], odd: str) -> dict[str, A
         kinds = {prop.get("type")} | {p.get("type") for p in prop.get("anyOf", [])}
         if "string" in kinds:
             body[name] = odd
+        elif kinds & {"integer", "number"}:
+            body[name] = {"\x00": 0, "": -1}.get(odd, 10**40 if len(odd) % 2 else -(10**40))
         elif "object" in kinds:
             body[name] = {odd: odd}
         elif "array" in kinds:
@@ -944,3 +946,20 @@ def test_deep_bodies_in_other_clothes(tenant: Tenant, content_type: str, encodin
     headers = {"Authorization": f"Bearer {tenant.key}", "Content-Type": content_type}
     r = httpx.post(tenant.server.url + "/v1/query", content=body.encode(encoding), headers=headers)
     assert 400 <= r.status_code < 500, r.text[:300]
+
+
+def test_odd_usernames_from_an_admin_never_500(server: ServerThread, admin_key: str) -> None:
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    for odd in ODD_STRINGS:
+        text = json.dumps({"username": odd})
+        r = httpx.post(
+            server.url + "/v1/users",
+            content=text,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert r.status_code < 500, (repr(odd)[:20], r.text[:200])
+        if len(odd) > 1000 or "\ud800" in odd:
+            continue  # not a URL: the path fuzz sends these forms
+        for path in (f"/v1/users/{quote(odd, safe='')}", f"/v1/users/{quote(odd, safe='')}/keys"):
+            r = httpx.get(server.url + path, headers=headers)
+            assert r.status_code < 500, (path[:40], r.text[:200])
