@@ -493,7 +493,10 @@ def test_every_cache_ends_equal_to_postgres(server: ServerThread, items_db: Data
             ]
             for thread in threads:
                 thread.start()
-            time.sleep(WRITE_SECONDS)
+            time.sleep(WRITE_SECONDS / 2)
+            for proxy in proxies:  # at least one network loss each, however slow the run
+                proxy.cut()
+            time.sleep(WRITE_SECONDS / 2)
             writers.stop.set()
             phases.stop_actions.set()
             # every write commits before the marker (a transaction still running then

@@ -12,6 +12,7 @@ import hashlib
 import re
 import secrets
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -135,6 +136,11 @@ async def authenticate(store: Store, secret: str) -> Principal | None:
         await store.execute(
             "UPDATE api_keys SET last_used_at = now() WHERE id = %s", (row["key_id"],)
         )
+    return principal_from_row(row)
+
+
+def principal_from_row(row: Mapping[str, Any]) -> Principal:
+    """The caller a key's row (joined with its user) stands for."""
     return Principal(
         user_id=row["user_id"],
         username=row["username"],
@@ -144,7 +150,7 @@ async def authenticate(store: Store, secret: str) -> Principal | None:
         scope=row["scope"],
         service_account_id=row["service_account_id"],
         environment_id=row["environment_id"],
-        expires_at=row["expires_at"],
+        expires_at=row.get("expires_at"),
     )
 
 

@@ -14,7 +14,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from ..accounts.service import Principal
+from ..accounts.service import Principal, principal_from_row
 from ..store import Store
 
 SESSION_PREFIX = "mps_"
@@ -60,15 +60,7 @@ async def load_session(store: Store, session_id: str) -> ConsoleSession | None:
     row = await store.fetchone(_LOAD_SQL, (hash_session(session_id),))
     if row is None:
         return None
-    who = Principal(
-        user_id=row["user_id"],
-        username=row["username"],
-        is_admin=row["is_admin"] and row["service_account_id"] is None,
-        key_id=row["key_id"],
-        scope=row["scope"],
-        service_account_id=row["service_account_id"],
-        environment_id=row["environment_id"],
-    )
+    who = principal_from_row(row)
     return ConsoleSession(row["id_hash"], who, session_csrf(session_id), row["flash"])
 
 
