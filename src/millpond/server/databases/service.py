@@ -331,9 +331,7 @@ class DatabaseService:
             return
         for row in await self.store.fetchall("SELECT pg_name FROM databases WHERE state = 'ready'"):
             await asyncio.to_thread(provision.harden_database, self.cluster, row["pg_name"])
-            for which in provision.ROLE_SUFFIXES:
-                role = provision.DatabaseRoles(row["pg_name"]).role(which)
-                await asyncio.to_thread(provision.reset_role_settings, self.cluster, role)
+            await asyncio.to_thread(provision.reset_database_roles, self.cluster, row["pg_name"])
         await self.store.execute(
             "INSERT INTO server_state (key, value) VALUES ('hardening_version', %s)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

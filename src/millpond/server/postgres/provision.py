@@ -146,8 +146,8 @@ def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
             "GRANT TEMPORARY ON DATABASE {db} TO {rw}",
         ):
             conn.execute(sql.SQL(stmt).format(db=_ident(pg_name), ro=_ident(ro), rw=_ident(rw)))
-    for role in (ro, rw, owner):
-        reset_role_settings(cluster, role)
+        for role in (ro, rw, owner):  # roles left by a crash part-way may carry some
+            _reset_role_settings(conn, role)
     with privileged.connect(cluster, pg_name) as conn:
         for stmt in (
             "ALTER SCHEMA public OWNER TO {owner}",
@@ -229,19 +229,28 @@ def reset_role_settings(cluster: Cluster, role: str) -> None:
     """Remove every role-level setting of ``role`` (``ALTER ROLE … SET``, in any
     database): one caller sharing the role must not change the sessions of the others."""
     with privileged.connect(cluster) as conn:
-        conn.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(_ident(role)))
-        rows = conn.execute(
-            "SELECT d.datname FROM pg_catalog.pg_db_role_setting s"
-            " JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase"
-            " JOIN pg_catalog.pg_roles r ON r.oid = s.setrole WHERE r.rolname = %s",
-            (role,),
-        ).fetchall()
-        for (datname,) in rows:
-            conn.execute(
-                sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(
-                    _ident(role), _ident(datname)
-                )
-            )
+        _reset_role_settings(conn, role)
+
+
+def _reset_role_settings(conn: psycopg.Connection[Any], role: str) -> None:
+    conn.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(_ident(role)))
+    rows = conn.execute(
+        "SELECT d.datname FROM pg_catalog.pg_db_role_setting s"
+        " JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase"
+        " JOIN pg_catalog.pg_roles r ON r.oid = s.setrole WHERE r.rolname = %s",
+        (role,),
+    ).fetchall()
+    for (datname,) in rows:
+        conn.execute(
+            sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(_ident(role), _ident(datname))
+        )
+
+
+def reset_database_roles(cluster: Cluster, pg_name: str) -> None:
+    """:func:`reset_role_settings` for the database's three roles, on one session."""
+    with privileged.connect(cluster) as conn:
+        for which in ROLE_SUFFIXES:
+            _reset_role_settings(conn, DatabaseRoles(pg_name).role(which))
 
 
 def reset_password(cluster: Cluster, secret: bytes, role: str) -> None:

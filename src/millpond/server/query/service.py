@@ -331,8 +331,12 @@ class QueryService:
         call has ended, and so must its work. ``offset``: characters the server put
         before the caller's SQL (error positions are the caller's)."""
         deadline = self.settings.statement_timeout_ms / 1000 + _OVERRUN_GRACE_S
-        ended = asyncio.Event()
-        overrun = asyncio.create_task(self._end_overrun(conn, deadline, ended))
+        # a timer, not a task: nothing is created per query unless it overruns
+        ending: list[asyncio.Task[bool]] = []
+        pid, role = conn.info.backend_pid, conn.info.user
+        timer = asyncio.get_running_loop().call_later(
+            deadline, lambda: ending.append(asyncio.create_task(self._end_overrun(pid, role)))
+        )
         try:
             # the last resort, should Postgres not even answer the termination
             async with asyncio.timeout(deadline + _LAST_RESORT_S):
@@ -344,7 +348,8 @@ class QueryService:
                     self.settings.max_json_depth,
                 )
         except (psycopg.Error, TimeoutError) as exc:
-            if ended.is_set():
+            if ending:
+                await asyncio.gather(*ending, return_exceptions=True)
                 await conn.close()
                 raise ServiceError(
                     400,
@@ -356,19 +361,14 @@ class QueryService:
                 _shift_position(exc, offset)
             raise
         finally:
-            overrun.cancel()
+            timer.cancel()
 
-    async def _end_overrun(
-        self, conn: AsyncConnection[Any], after: float, ended: asyncio.Event
-    ) -> None:
-        """At ``after`` seconds, terminate the session's backend: its statement ignored
-        the timeout (it disabled it, or caught the cancel). Terminating, not cancelling,
-        because no exception handler catches it; psycopg then sees the connection end."""
-        pid, role = conn.info.backend_pid, conn.info.user
-        await asyncio.sleep(after)
+    async def _end_overrun(self, pid: int, role: str) -> bool:
+        """Terminate a session's backend whose statement ignored the timeout (it disabled
+        it, or caught the cancel). Terminating, not cancelling, because no exception
+        handler catches it; psycopg then sees the connection end."""
         _log.warning("terminating backend %s: its query outlived the statement timeout", pid)
-        ended.set()
-        await privileged.terminate_backend(self.cluster, pid, role)
+        return await privileged.terminate_backend(self.cluster, pid, role)
 
     async def _shape(
         self,

@@ -17,6 +17,9 @@ so such SQL runs nothing and the caller gets Postgres' own syntax error.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from pglast import parser
 
 _ENDS = {"COMMIT", "END_P", "ABORT_P", "BEGIN_P", "START"}
@@ -35,29 +38,36 @@ def transaction_control(sql_text: str) -> str | None:
         tokens = parser.scan(sql_text)
     except parser.ParseError:
         return None
+    for begin, words in _statement_heads(tokens):
+        if _ends_transaction([name for name, _ in words]):
+            return sql_text[begin : words[-1][1] + 1]
+    return None
+
+
+def _statement_heads(tokens: list[Any]) -> Iterator[tuple[int, list[tuple[str, int]]]]:
+    """Each top-level statement's start and its first few tokens (name, end offset);
+    comments skipped, semicolons inside parentheses (rule bodies) not boundaries."""
     depth = 0
-    heads: list[tuple[int, list[tuple[str, int]]]] = []  # statement start, first words
+    begin = 0
+    head: list[tuple[str, int]] = []
     for token in tokens:
         if token.name in _COMMENTS:
+            continue
+        if token.name == "ASCII_59" and depth == 0:
+            if head:
+                yield begin, head
+            head = []
             continue
         if token.name == "ASCII_40":
             depth += 1
         elif token.name == "ASCII_41":
             depth = max(0, depth - 1)
-        elif token.name == "ASCII_59" and depth == 0:
-            heads.append((-1, []))
-            continue
-        if not heads:
-            heads.append((token.start, []))
-        elif heads[-1][0] == -1:
-            heads[-1] = (token.start, [])
-        first_words = heads[-1][1]
-        if len(first_words) < 4:
-            first_words.append((token.name, token.end))
-    for begin, words in heads:
-        if words and _ends_transaction([w for w, _ in words]):
-            return sql_text[begin : words[-1][1] + 1]
-    return None
+        if not head:
+            begin = token.start
+        if len(head) < 4:
+            head.append((token.name, token.end))
+    if head:
+        yield begin, head
 
 
 def _ends_transaction(words: list[str]) -> bool:
