@@ -34,7 +34,8 @@ def _up(data_dir: Path, port: int, env: dict[str, str] | None = None) -> subproc
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, **(env or {})},
+        # never the default gateway port (5433): a free one, like the HTTP port
+        env={**os.environ, "MILLPOND_GATEWAY_PORT": str(free_port()), **(env or {})},
     )
 
 

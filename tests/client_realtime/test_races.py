@@ -33,10 +33,9 @@ import pytest
 from millpond import Millpond, faults
 from millpond.client.realtime import Event, Realtime
 from millpond.server.realtime.pgoutput import Transaction
-from millpond.server.testing import ServerThread
+from millpond.server.testing import Proxy, ServerThread
 
 from .conftest import FAST, Database, eventually, make_database
-from .proxy import Proxy
 
 SCHEMA = "CREATE TABLE msgs (id int8 PRIMARY KEY, room int4, body text); CREATE TABLE pad (n int)"
 

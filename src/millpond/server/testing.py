@@ -1,7 +1,10 @@
-"""Run a real millpond server in a background thread — for tests and benchmarks."""
+"""Run a real millpond server in a background thread, and a TCP proxy that can cut the
+network between a client and it — for tests and benchmarks."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -66,3 +69,100 @@ def start_server(settings: Settings, timeout: float = 90) -> ServerThread:
     return ServerThread(
         f"http://{settings.host}:{settings.port}", settings, admin_key, server, thread
     )
+
+
+class Proxy:
+    """Forwards ``127.0.0.1:port`` to ``127.0.0.1:target``; :meth:`cut` aborts every
+    connection it carries (both sides see the connection drop, no close frame)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self.cuts = 0
+        self._loop = asyncio.new_event_loop()
+        self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Proxy:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def cut(self) -> int:
+        """Drop the connections now; how many there were."""
+        return asyncio.run_coroutine_threadsafe(self._cut(), self._loop).result(10)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _cut(self) -> int:
+        pairs = list(self._pairs)
+        for down, up in pairs:
+            down.transport.abort()
+            up.transport.abort()
+        self.cuts += bool(pairs)
+        return len(pairs)
+
+    async def _close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        await self._cut()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._carry(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        pair = (writer, up_writer)
+        self._pairs.add(pair)
+        try:
+            await asyncio.gather(
+                self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+            )
+        finally:
+            self._pairs.discard(pair)
+            for side in pair:
+                side.transport.abort()
+            for side in pair:
+                with contextlib.suppress(Exception):
+                    await side.wait_closed()
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.transport.abort()  # one side gone: the other goes too
