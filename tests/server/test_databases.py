@@ -709,7 +709,7 @@ def test_connect_is_not_granted_to_public(
             assert acl is not None and acl[0] is not None  # an explicit ACL, not the default
             assert not any(entry.startswith("=") for entry in acl[0]), acl  # nothing for PUBLIC
         # a database's roles reach only their own database
-        for role in ("owner", "rw", "ro"):
+        for role in ("owner", "rw", "ro", "reducer"):
             assert conn.execute(
                 "SELECT has_database_privilege(%s, %s, 'CONNECT')", (f"{a}_{role}", a)
             ).fetchone() == (True,)
@@ -722,7 +722,7 @@ def test_connect_is_not_granted_to_public(
             " FROM pg_roles WHERE rolname LIKE %s",
             (a + "\\_%",),
         ).fetchall()
-        assert len(flags) == 3
+        assert len(flags) == 4  # owner, rw, ro, reducer
         assert all(not any(f[1:]) for f in flags), flags
 
 

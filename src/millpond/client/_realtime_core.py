@@ -187,6 +187,45 @@ def parse_lsn(lsn: str) -> int:
 
 
 @dataclass(frozen=True)
+class ReducerEvent:
+    """Which reducer call made a transaction (``Event.reducer``): its ``name``, its
+    arguments as called (None when the reducer is private), the caller's ``sender``
+    identity and realtime ``connection_id`` (None for an HTTP call), the call's
+    ``request_id`` and ``timestamp``, and its ``status`` (``"committed"``: a failed call
+    reaches only its caller)."""
+
+    name: str
+    args: list[Any] | dict[str, Any] | None
+    sender: str
+    connection_id: str | None
+    request_id: str
+    timestamp: datetime | None
+    status: str
+
+    @classmethod
+    def from_wire(cls, data: Any) -> ReducerEvent | None:
+        if not isinstance(data, Mapping) or not isinstance(data.get("reducer"), str):
+            return None
+        timestamp = None
+        if isinstance(data.get("timestamp"), str):
+            try:
+                timestamp = datetime.fromisoformat(data["timestamp"])
+            except ValueError:
+                timestamp = None
+        args = data.get("args")
+        connection_id = data.get("connection_id")
+        return cls(
+            name=data["reducer"],
+            args=args if isinstance(args, list | dict) else None,
+            sender=str(data.get("sender", "")),
+            connection_id=connection_id if isinstance(connection_id, str) else None,
+            request_id=str(data.get("request_id", "")),
+            timestamp=timestamp,
+            status=str(data.get("status", "committed")),
+        )
+
+
+@dataclass(frozen=True)
 class Event:
     """What changed the cache: a committed ``"transaction"`` (with its ``lsn``, ``xid``
     and ``commit_time``), the initial rows of a ``"subscribe"``, the reconciliation after
@@ -203,6 +242,9 @@ class Event:
     commit_time: datetime | None = None
     query_ids: tuple[str, ...] = ()
     """The queries a subscribe, resubscribe or unsubscribe concerned."""
+    reducer: ReducerEvent | None = None
+    """For a transaction a module's reducer made: which call (None for any other write:
+    SQL over HTTP, the gateway, an import, another client of Postgres)."""
 
     @property
     def lsn_int(self) -> int | None:
@@ -936,6 +978,7 @@ class Cache:
         self._resynced: set[str] | None = None
         self._table_callbacks: dict[str, dict[str, list[CallbackHandle]]] = {}
         self._callbacks: dict[str, list[CallbackHandle]] = {k: [] for k in _CONNECTION_CALLBACKS}
+        self._reducer_callbacks: dict[str, list[CallbackHandle]] = {}
 
     # -- registration --------------------------------------------------------------------
 
@@ -944,6 +987,15 @@ class Cache:
             raise TypeError(f"callbacks must be callable, not {type(callback).__name__}")
         with self.lock:
             registry = self._callbacks[kind]
+            handle = CallbackHandle(registry, callback, self.lock)
+            registry.append(handle)
+            return handle
+
+    def add_reducer_callback(self, reducer: str, callback: Callable[..., Any]) -> CallbackHandle:
+        if not callable(callback):
+            raise TypeError(f"callbacks must be callable, not {type(callback).__name__}")
+        with self.lock:
+            registry = self._reducer_callbacks.setdefault(reducer, [])
             handle = CallbackHandle(registry, callback, self.lock)
             registry.append(handle)
             return handle
@@ -1007,6 +1059,8 @@ class Cache:
         if applied:
             self._run(self._callbacks["subscription_applied"], event)
         elif event.kind == "transaction":
+            if event.reducer is not None:
+                self._run(self._reducer_callbacks.get(event.reducer.name, []), event)
             self._run(self._callbacks["transaction"], event)
 
     def _run(self, registry: list[CallbackHandle], *args: Any) -> None:
@@ -1099,6 +1153,7 @@ class Cache:
             lsn=lsn if isinstance(lsn, str) else None,
             xid=xid if isinstance(xid, int) else None,
             commit_time=commit_time,
+            reducer=ReducerEvent.from_wire(message.get("reducer")),
         )
 
     def _keyed_changes(

@@ -185,6 +185,12 @@ class Realtime:
         row callbacks have run."""
         return self._async.on_transaction(callback)
 
+    def on_reducer(self, reducer: str, callback: Callable[[Event], Any]) -> CallbackHandle:
+        """``callback(event)`` for each transaction the reducer ``reducer`` made that
+        changed rows of this client's queries (``event.reducer``: the call), after the
+        row callbacks and before ``on_transaction``."""
+        return self._async.on_reducer(reducer, callback)
+
     def on_connect(self, callback: Callable[[ConnectInfo], Any]) -> CallbackHandle:
         """``callback(info)`` on each (re)connection, before resubscribing."""
         return self._async.on_connect(callback)

@@ -330,6 +330,9 @@ class DatabaseService:
         if done is not None and int(done["value"]) >= provision.HARDENING_VERSION:
             return
         for row in await self.store.fetchall("SELECT pg_name FROM databases WHERE state = 'ready'"):
+            await asyncio.to_thread(
+                provision.ensure_roles, self.cluster, self.secret, row["pg_name"]
+            )
             await asyncio.to_thread(provision.harden_database, self.cluster, row["pg_name"])
             await asyncio.to_thread(provision.reset_database_roles, self.cluster, row["pg_name"])
         await self.store.execute(

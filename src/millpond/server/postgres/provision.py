@@ -1,13 +1,16 @@
 """Create and drop user databases with their least-privilege roles.
 
-Each user database ``mp_db_<id>`` gets three login roles:
+Each user database ``mp_db_<id>`` gets four login roles:
 
 * ``mp_db_<id>_ro`` — ``CONNECT``, ``USAGE`` on schemas, ``SELECT`` on tables and
   sequences (through default privileges), and nothing else: read-only is privileges, not
   a session default (the server's sessions for it also start read-only, a convenience);
 * ``mp_db_<id>_rw`` — member of ``ro``; ``INSERT``/``UPDATE``/``DELETE``/``TRUNCATE``,
   sequence use, ``CREATE`` in ``public``, ``TEMP``;
-* ``mp_db_<id>_owner`` — member of ``rw``; owns the database and the ``public`` schema.
+* ``mp_db_<id>_owner`` — member of ``rw``; owns the database and the ``public`` schema;
+* ``mp_db_<id>_reducer`` — member of ``rw``; the role a published module's reducers run
+  as, and the only role of the database that may write logical decoding messages
+  (``pg_logical_emit_message``: reducer events), so that no other SQL can forge one.
 
 ``CONNECT`` is revoked from ``PUBLIC``, so no other role of the cluster can connect.
 Role passwords are derived from the server secret (see :func:`role_password`), so none
@@ -41,8 +44,8 @@ from .cluster import Cluster
 
 _log = logging.getLogger("millpond.postgres")
 
-SqlRole = Literal["owner", "rw", "ro"]
-ROLE_SUFFIXES: tuple[SqlRole, ...] = ("owner", "rw", "ro")
+SqlRole = Literal["owner", "rw", "ro", "reducer"]
+ROLE_SUFFIXES: tuple[SqlRole, ...] = ("owner", "rw", "ro", "reducer")
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def _ident(name: str) -> sql.Identifier:
 
 _DROP_ATTEMPTS = 20
 
-HARDENING_VERSION = 2
+HARDENING_VERSION = 3
 """Bumped when :func:`harden_database` changes: databases hardened at an older version
 are hardened again at start."""
 
@@ -83,6 +86,10 @@ _LARGE_OBJECT_CREATORS = (
 _SIGNALS = (
     "pg_catalog.pg_terminate_backend(integer, bigint)",
     "pg_catalog.pg_cancel_backend(integer)",
+)
+_MESSAGES = (
+    "pg_catalog.pg_logical_emit_message(boolean, text, text)",
+    "pg_catalog.pg_logical_emit_message(boolean, text, bytea)",
 )
 
 TAMPERED_SETTINGS_SQL = """
@@ -110,29 +117,9 @@ ROLE_SETTINGS_SQL = (
 def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
     """Create the database and its roles. Safe to re-run after a crash part-way."""
     roles = DatabaseRoles(pg_name)
-    owner, rw, ro = (roles.role(r) for r in ROLE_SUFFIXES)
+    owner, rw, ro, _ = (roles.role(r) for r in ROLE_SUFFIXES)
     with privileged.connect(cluster) as conn:
-        existing = {
-            r[0]
-            for r in conn.execute(
-                "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)",
-                ([owner, rw, ro],),
-            )
-        }
-        for role in (ro, rw, owner):
-            stmt = (
-                "ALTER ROLE {} LOGIN PASSWORD {}"
-                if role in existing
-                else (
-                    "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-                    "PASSWORD {}"
-                )
-            )
-            conn.execute(
-                sql.SQL(stmt).format(_ident(role), sql.Literal(role_password(secret, role)))
-            )
-        conn.execute(sql.SQL("GRANT {} TO {}").format(_ident(ro), _ident(rw)))
-        conn.execute(sql.SQL("GRANT {} TO {}").format(_ident(rw), _ident(owner)))
+        _create_roles(conn, secret, roles)
         found = conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (pg_name,))
         if found.fetchone() is None:
             conn.execute(
@@ -146,8 +133,8 @@ def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
             "GRANT TEMPORARY ON DATABASE {db} TO {rw}",
         ):
             conn.execute(sql.SQL(stmt).format(db=_ident(pg_name), ro=_ident(ro), rw=_ident(rw)))
-        for role in (ro, rw, owner):  # roles left by a crash part-way may carry some
-            _reset_role_settings(conn, role)
+        for which in ROLE_SUFFIXES:  # roles left by a crash part-way may carry some
+            _reset_role_settings(conn, roles.role(which))
     with privileged.connect(cluster, pg_name) as conn:
         for stmt in (
             "ALTER SCHEMA public OWNER TO {owner}",
@@ -169,6 +156,37 @@ def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
     harden_database(cluster, pg_name)
 
 
+def _create_roles(conn: psycopg.Connection[Any], secret: bytes, roles: DatabaseRoles) -> None:
+    """Create the database's four roles, or give them back their passwords; and their
+    memberships. Idempotent."""
+    owner, rw, ro, reducer = (roles.role(r) for r in ROLE_SUFFIXES)
+    existing = {
+        r[0]
+        for r in conn.execute(
+            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)",
+            ([owner, rw, ro, reducer],),
+        )
+    }
+    for role in (ro, rw, owner, reducer):
+        stmt = (
+            "ALTER ROLE {} LOGIN PASSWORD {}"
+            if role in existing
+            else (
+                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}"
+            )
+        )
+        conn.execute(sql.SQL(stmt).format(_ident(role), sql.Literal(role_password(secret, role))))
+    conn.execute(sql.SQL("GRANT {} TO {}").format(_ident(ro), _ident(rw)))
+    conn.execute(sql.SQL("GRANT {} TO {}").format(_ident(rw), _ident(owner)))
+    conn.execute(sql.SQL("GRANT {} TO {}").format(_ident(rw), _ident(reducer)))
+
+
+def ensure_roles(cluster: Cluster, secret: bytes, pg_name: str) -> None:
+    """Create the roles a database made by an older version lacks (the reducer role)."""
+    with privileged.connect(cluster) as conn:
+        _create_roles(conn, secret, DatabaseRoles(pg_name))
+
+
 def harden_database(cluster: Cluster, pg_name: str) -> None:
     """Take from ``PUBLIC`` in the database what a shared role must not have, and give
     it back to the roles that may: large objects to writers, signalling sessions to the
@@ -177,6 +195,7 @@ def harden_database(cluster: Cluster, pg_name: str) -> None:
     grants = (
         (_LARGE_OBJECT_CREATORS[:3], roles.role("rw")),
         (_SIGNALS, roles.role("owner")),
+        (_MESSAGES, roles.role("reducer")),
     )
     with privileged.connect(cluster, pg_name) as conn:
         if cluster.replication_password is not None:
@@ -185,7 +204,7 @@ def harden_database(cluster: Cluster, pg_name: str) -> None:
                     _ident(pg_name), _ident(privileged.REPLICATION_ROLE)
                 )
             )
-        for function in (*_LARGE_OBJECT_CREATORS, *_SIGNALS):
+        for function in (*_LARGE_OBJECT_CREATORS, *_SIGNALS, *_MESSAGES):
             conn.execute(sql.SQL(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC"))
         for functions, role in grants:
             for function in functions:
@@ -247,7 +266,7 @@ def _reset_role_settings(conn: psycopg.Connection[Any], role: str) -> None:
 
 
 def reset_database_roles(cluster: Cluster, pg_name: str) -> None:
-    """:func:`reset_role_settings` for the database's three roles, on one session."""
+    """:func:`reset_role_settings` for the database's roles, on one session."""
     with privileged.connect(cluster) as conn:
         for which in ROLE_SUFFIXES:
             _reset_role_settings(conn, DatabaseRoles(pg_name).role(which))

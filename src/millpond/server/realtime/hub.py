@@ -51,6 +51,7 @@ from psycopg import sql
 
 from ... import faults
 from ...engine import predicates
+from ..modules import events
 from .outbox import Outbox
 from .pgoutput import Change, Relation, Transaction, format_lsn
 from .replication import PUBLICATION, Barrier, ReplicationStream, ensure_publication
@@ -600,16 +601,17 @@ class Hub:
                 entry.setdefault("inserts", []).append(new)
         if not tables:
             return None
-        return json.dumps(
-            {
-                "type": "transaction",
-                "lsn": format_lsn(tx.commit_lsn),
-                "xid": tx.xid,
-                "commit_time": tx.commit_time.isoformat(),
-                "tables": tables,
-            },
-            separators=(",", ":"),
-        )
+        message: dict[str, Any] = {
+            "type": "transaction",
+            "lsn": format_lsn(tx.commit_lsn),
+            "xid": tx.xid,
+            "commit_time": tx.commit_time.isoformat(),
+            "tables": tables,
+        }
+        event = reducer_event(tx)
+        if event is not None:
+            message["reducer"] = event
+        return json.dumps(message, separators=(",", ":"))
 
 
 class _Matched:
@@ -641,6 +643,15 @@ class _Matched:
         if self._new is None:
             self._new = self.decoder.decode(self.change.relation, self.change.new or {}, True)
         return self._new
+
+
+def reducer_event(tx: Transaction) -> dict[str, Any] | None:
+    """The event of the reducer whose call this transaction is, or None (a write that
+    did not come from a reducer: SQL, the gateway, an import…)."""
+    for message in tx.messages:
+        if message.prefix == events.PREFIX:
+            return events.decode(message.content)
+    return None
 
 
 def _same_key(info: TableInfo, old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:

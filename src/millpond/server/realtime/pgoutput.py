@@ -78,11 +78,23 @@ class Truncate:
 
 
 @dataclass(frozen=True)
+class LogicalMessage:
+    """A ``pg_logical_emit_message`` (streamed with ``messages 'true'``); a
+    transactional one arrives between its transaction's BEGIN and COMMIT, never if the
+    transaction rolled back."""
+
+    transactional: bool
+    lsn: int
+    prefix: str
+    content: bytes
+
+
+@dataclass(frozen=True)
 class Ignored:
     tag: str
 
 
-Message = Begin | Commit | Relation | RowMessage | Truncate | Ignored
+Message = Begin | Commit | Relation | RowMessage | Truncate | LogicalMessage | Ignored
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,8 @@ class Transaction:
     end_lsn: int
     commit_time: datetime
     changes: list[Change] = field(default_factory=list)
+    messages: list[LogicalMessage] = field(default_factory=list)
+    """The transaction's transactional logical messages, in stream order."""
     row_security: object = field(default=None, compare=False, repr=False)
     """The realtime hub's row-level security verdict on the changes (its business)."""
 
@@ -169,6 +183,12 @@ def parse(data: bytes) -> Message:
         oid = r.take("!I")
         kind = r.byte()  # 'K' (key only) or 'O' (old row)
         return RowMessage("delete", oid, r.tuple_data(), None, old_is_key_only=kind == "K")
+    if tag == "M":
+        flags = r.take("!B")
+        lsn = r.take("!Q")
+        prefix = r.string()
+        length = r.take("!i")
+        return LogicalMessage(bool(flags & 1), lsn, prefix, data[r.pos : r.pos + length])
     if tag == "T":
         count = r.take("!i")
         r.byte()  # options
@@ -230,6 +250,9 @@ class Assembler:
                 return done
         elif isinstance(message, RowMessage) and self._current is not None:
             self._current.changes.append(self._row_change(message))
+        elif isinstance(message, LogicalMessage) and self._current is not None:
+            if message.transactional:
+                self._current.messages.append(message)
         elif isinstance(message, Truncate) and self._current is not None:
             for oid in message.relation_oids:
                 self._current.changes.append(Change("truncate", self.relations[oid]))
