@@ -35,6 +35,7 @@ NAMES = {
     "AsyncKeys": "Keys",
     "AsyncServiceAccounts": "ServiceAccounts",
     "AsyncUsers": "Users",
+    "AsyncModules": "Modules",
     "AsyncRealtime": "Realtime",
     "AsyncLiveFlags": "LiveFlags",
     "AsyncConnections": "Connections",

@@ -15,6 +15,8 @@ with a stable ``code``; the SDK turns it into one exception hierarchy::
         ├── NotFoundError            404
         ├── ConflictError            409
         ├── UnprocessableEntityError 422
+        │   └── ReducerError         a reducer call that did not commit (``status``:
+        │                            failed, error, timeout or crashed; ``request_id``)
         ├── RateLimitError           429
         └── ServerError              5xx
 
@@ -36,6 +38,7 @@ __all__ = [
     "MillpondError",
     "NotFoundError",
     "RateLimitError",
+    "ReducerError",
     "ServerError",
     "TimeoutError",
     "TransportError",
@@ -108,6 +111,22 @@ class UnprocessableEntityError(ApiError):
     """422: the request body or parameters are invalid."""
 
 
+class ReducerError(UnprocessableEntityError):
+    """422: a reducer call that did not commit; nothing it did was kept. ``status`` is
+    ``"failed"`` (the reducer raised ``SenderError``: ``message`` is its message),
+    ``"error"`` (a bug in the module; the traceback is in its logs), ``"timeout"`` or
+    ``"crashed"``; ``request_id`` finds the call in ``millpond logs``."""
+
+    @property
+    def status(self) -> str:
+        return str((self.details or {}).get("status", "error"))
+
+    @property
+    def request_id(self) -> str | None:
+        value = (self.details or {}).get("request_id")
+        return None if value is None else str(value)
+
+
 class RateLimitError(ApiError):
     """429: too many requests."""
 
@@ -138,6 +157,8 @@ def error_for_status(status_code: int, body: Any) -> ApiError:
         message = str(err.get("message", message))
         details = err.get("details")
     cls = _BY_STATUS.get(status_code)
+    if status_code == 422 and code.startswith("reducer_"):
+        cls = ReducerError
     if cls is None:
         cls = ServerError if status_code >= 500 else ApiError
     return cls(status_code, code, message, details, body)

@@ -7,7 +7,19 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from . import db, flags, keys, query, service_accounts, status, track, transfer, up, users
+from . import (
+    db,
+    flags,
+    keys,
+    modules,
+    query,
+    service_accounts,
+    status,
+    track,
+    transfer,
+    up,
+    users,
+)
 from ._context import DEFAULT_TIMEOUT, DEFAULT_URL, KEY_ENV, URL_ENV, ClientGroup, State
 from ._output import OutputFormat
 
@@ -112,6 +124,10 @@ app.command("query")(query.query)
 app.command("import")(transfer.import_)
 app.command("export")(transfer.export)
 app.command("jobs")(transfer.jobs)
+app.command("publish")(modules.publish)
+app.command("call")(modules.call)
+app.command("logs")(modules.logs)
+app.add_typer(modules.app, name="module")
 app.add_typer(keys.app, name="key")
 app.add_typer(service_accounts.app, name="service-account")
 app.add_typer(users.app, name="user")

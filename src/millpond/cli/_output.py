@@ -32,6 +32,7 @@ from ..models import (
 from ..models.flags import Company as FlagCompany
 from ..models.flags import Flag, FlagCheck
 from ..models.flags import User as FlagUser
+from ..models.modules import ModuleVersion
 from ..models.transfer import ExportJob, ImportJob
 
 
@@ -238,6 +239,17 @@ VIEWS: dict[type[BaseModel], View] = {
             Column("OWNER", lambda s: s.owner),
             Column("KEYS", lambda s: str(s.key_count), right=True),
             Column("CREATED", lambda s: when(s.created_at)),
+        ),
+    ),
+    ModuleVersion: View(
+        "module version",
+        (
+            Column("VERSION", lambda v: str(v.version) + (" *" if v.active else ""), right=True),
+            Column("PUBLISHED", lambda v: when(v.published_at)),
+            Column("BY", lambda v: cell(v.published_by)),
+            Column("TABLES", lambda v: ", ".join(v.tables)),
+            Column("REDUCERS", lambda v: ", ".join(v.reducers)),
+            Column("FROM", lambda v: cell(v.rolled_back_from)),
         ),
     ),
     User: View(

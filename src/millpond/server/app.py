@@ -40,6 +40,8 @@ from .flags.service import FlagService
 from .gateway import Gateway
 from .headers import SecurityHeaders
 from .limits import BodyLimits, lone_surrogate
+from .modules import router as modules_router
+from .modules.service import ModuleService
 from .openapi import install as document_openapi
 from .postgres import provision
 from .postgres.availability import connection_lost, unavailable
@@ -136,6 +138,9 @@ async def start_services(
     await transfer.start()
     flags = FlagService(store, settings, cluster.control_conninfo)
     await flags.start()
+    modules = ModuleService(store, cluster, secret, settings)
+    await modules.start()
+    databases.drop_hooks.append(modules.drop)
     supervisor = Supervisor(cluster, settings, on_fatal)
     supervisor.on_recovered.append(lambda: _drop_dead_connections(store, query))
     await supervisor.start()
@@ -151,6 +156,7 @@ async def start_services(
         flags=flags,
         budget=budget,
         supervisor=supervisor,
+        extra={"modules": modules},
     )
 
 
@@ -172,6 +178,9 @@ async def stop_services(svc: Services) -> None:
         await svc.transfer.close()
     if svc.flags is not None:
         await svc.flags.close()
+    modules = svc.extra.get("modules")
+    if isinstance(modules, ModuleService):
+        await modules.close()
     await svc.realtime.close()
     await svc.query.close()
     await svc.store.close()
@@ -215,6 +224,7 @@ def create_app(
     app.include_router(realtime_router.router)
     app.include_router(transfer_router.router)
     app.include_router(flags_router.router)
+    app.include_router(modules_router.router)
     app.include_router(flags_stream.router)
     app.include_router(schematic_compat.router)
     app.include_router(console_router.router)

@@ -350,6 +350,50 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Seconds between purges of old flag events, checks and counters."
     )
 
+    # -- modules (server/modules) -----------------------------------------------------------
+    module_workers: int = Field(
+        2, ge=1, description="Worker processes running a database's module reducers."
+    )
+    module_call_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Wall-clock seconds a reducer call may take (its retries included); past it the "
+            "worker is killed, the call's transaction rolled back and the outcome is timeout."
+        ),
+    )
+    module_call_cpu_s: int = Field(
+        5, ge=1, description="CPU seconds a reducer call may use (RLIMIT_CPU of its worker)."
+    )
+    module_memory_mb: int = Field(
+        512, ge=128, description="Address space of a module worker process (RLIMIT_AS), in MB."
+    )
+    module_serialization_retries: int = Field(
+        20,
+        ge=0,
+        description=(
+            "Times a reducer call is run again, with the same context, after a serialization "
+            "failure or a deadlock."
+        ),
+    )
+
+    module_max_files: int = Field(200, ge=1, description="Most files a published module may have.")
+    module_max_source_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest published module source, in bytes."
+    )
+    module_idle_s: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds after its last call when a database's module workers stop "
+        "(the next call starts them again).",
+    )
+    module_log_retention_s: float = Field(
+        7 * 86400.0, gt=0, description="Seconds a module's log lines are kept."
+    )
+    module_log_max_lines: int = Field(
+        10_000, ge=100, description="Most log lines kept per database (the oldest go first)."
+    )
+
     # -- web console (server/console) -------------------------------------------------------
     console_session_ttl_s: float = Field(
         43200.0,

@@ -31,6 +31,7 @@ from ...models import (
     ServiceAccount,
 )
 from ...models.flags import EventsAccepted, FlagCheck, FlagChecks, IdentifyCompany, TraitValue
+from ...models.modules import CallResult
 from .._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -65,6 +66,7 @@ from .databases import AsyncDatabases
 from .flag_context import AsyncFlagContext, entities
 from .flags import AsyncFlags
 from .keys import AsyncKeys
+from .modules import AsyncModules
 from .service_accounts import AsyncServiceAccounts
 from .transfer import Exports, Imports
 from .users import AsyncUsers
@@ -115,6 +117,7 @@ class AsyncMillpond:
     """
 
     databases: AsyncDatabases
+    modules: AsyncModules
     flags: AsyncFlags
     companies: AsyncCompanies
     keys: AsyncKeys
@@ -154,6 +157,7 @@ class AsyncMillpond:
         )
         self._transport = AsyncTransport(config, http_client)
         self.databases = AsyncDatabases(self._transport)
+        self.modules = AsyncModules(self._transport)
         self.keys = AsyncKeys(self._transport)
         self.service_accounts = AsyncServiceAccounts(self._transport)
         self.users = AsyncUsers(self._transport)
@@ -253,6 +257,21 @@ class AsyncMillpond:
         request = QueryRequest.model_construct(database=db, sql=sql, data_format=data_format)
         call = Call("POST", "/v1/query", parse_model(QueryResult), json=body(request))
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def call(
+        self,
+        db: str,
+        reducer: str,
+        *args: Any,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+        **kwargs: Any,
+    ) -> CallResult:
+        """Call a reducer of ``db``'s module (``modules.call``): one transaction;
+        ``ReducerError`` if it did not commit."""
+        return await self.modules.call(
+            db, reducer, *args, timeout=timeout, max_retries=max_retries, **kwargs
+        )
 
     async def realtime(
         self,

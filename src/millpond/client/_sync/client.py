@@ -33,6 +33,7 @@ from ...models import (
     ServiceAccount,
 )
 from ...models.flags import EventsAccepted, FlagCheck, FlagChecks, IdentifyCompany, TraitValue
+from ...models.modules import CallResult
 from .._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -67,6 +68,7 @@ from .databases import Databases
 from .flag_context import FlagContext, entities
 from .flags import Flags
 from .keys import Keys
+from .modules import Modules
 from .service_accounts import ServiceAccounts
 from .transfer import Exports, Imports
 from .users import Users
@@ -117,6 +119,7 @@ class Millpond:
     """
 
     databases: Databases
+    modules: Modules
     flags: Flags
     companies: Companies
     keys: Keys
@@ -156,6 +159,7 @@ class Millpond:
         )
         self._transport = Transport(config, http_client)
         self.databases = Databases(self._transport)
+        self.modules = Modules(self._transport)
         self.keys = Keys(self._transport)
         self.service_accounts = ServiceAccounts(self._transport)
         self.users = Users(self._transport)
@@ -253,6 +257,21 @@ class Millpond:
         request = QueryRequest.model_construct(database=db, sql=sql, data_format=data_format)
         call = Call("POST", "/v1/query", parse_model(QueryResult), json=body(request))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def call(
+        self,
+        db: str,
+        reducer: str,
+        *args: Any,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+        **kwargs: Any,
+    ) -> CallResult:
+        """Call a reducer of ``db``'s module (``modules.call``): one transaction;
+        ``ReducerError`` if it did not commit."""
+        return self.modules.call(
+            db, reducer, *args, timeout=timeout, max_retries=max_retries, **kwargs
+        )
 
     def realtime(
         self,

@@ -1,0 +1,162 @@
+"""``mp.modules``: publish a database's module, call its reducers, read its versions and
+logs (docs/modules.md)::
+
+    result = await mp.modules.publish("alice/chat", "chat.py")        # or a package folder
+    await mp.modules.call("alice/chat", "send_message", "Hello!")     # or mp.call(...)
+    for line in await mp.modules.logs("alice/chat"):
+        print(line.level, line.message)
+
+A call that does not commit raises :class:`~millpond.errors.ReducerError` (its
+``status``: failed, error, timeout, crashed). Every method takes keyword-only
+``timeout=`` and ``max_retries=``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from pathlib import Path
+from typing import Any
+
+from ...models.modules import (
+    CallResult,
+    LogLine,
+    ModulePublish,
+    ModuleRollback,
+    ModuleVersion,
+    ModuleVersionDetail,
+    PublishResult,
+)
+from .._base import Call, TimeoutTypes, body, database_path, parse_list, parse_model
+from ._transport import AsyncTransport
+
+
+def read_module(path: str | Path) -> dict[str, str]:
+    """The files of a module: one ``.py`` file, or every ``.py`` file of a package folder
+    (paths relative to the folder's parent, so the package keeps its name)."""
+    path = Path(path)
+    if path.is_file():
+        return {path.name: path.read_text()}
+    if not (path / "__init__.py").is_file():
+        raise ValueError(f"{path} is neither a .py file nor a package folder (__init__.py)")
+    return {
+        file.relative_to(path.parent).as_posix(): file.read_text()
+        for file in sorted(path.rglob("*.py"))
+        if "__pycache__" not in file.parts
+    }
+
+
+def _parse_json(content: bytes) -> dict[str, Any]:
+    data = json.loads(content)
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    return data
+
+
+class AsyncModules:
+    def __init__(self, transport: AsyncTransport) -> None:
+        self._transport = transport
+
+    async def publish(
+        self,
+        db: str,
+        source: str | Path | dict[str, str],
+        *,
+        entry: str | None = None,
+        allow_destructive: bool = False,
+        dry_run: bool = False,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> PublishResult:
+        """Publish a new version of ``db``'s module: ``source`` is a ``.py`` file, a
+        package folder, or the files themselves (relative path → text). A migration that
+        drops or rewrites data is refused (``ConflictError`` ``destructive_migration``,
+        with the diff) unless ``allow_destructive``; ``dry_run`` only plans it."""
+        files = source if isinstance(source, dict) else read_module(source)
+        request = ModulePublish(
+            files=files, entry=entry, allow_destructive=allow_destructive, dry_run=dry_run
+        )
+        call = Call(
+            "POST", database_path(db, "module"), parse_model(PublishResult), json=body(request)
+        )
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def schema(
+        self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> dict[str, Any]:
+        """The running version and its definition (``{"version", "definition"}``)."""
+        call = Call("GET", database_path(db, "module"), _parse_json)
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def versions(
+        self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> builtins.list[ModuleVersion]:
+        """Every published version, newest first (the owner and admins only)."""
+        call = Call("GET", database_path(db, "module", "versions"), parse_list(ModuleVersion))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def version(
+        self,
+        db: str,
+        version: int,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> ModuleVersionDetail:
+        """One version with its files and definition."""
+        path = database_path(db, "module", "versions", version)
+        call = Call("GET", path, parse_model(ModuleVersionDetail))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def rollback(
+        self,
+        db: str,
+        version: int,
+        *,
+        allow_destructive: bool = False,
+        dry_run: bool = False,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> PublishResult:
+        """Publish ``version``'s files again, as a new version."""
+        request = ModuleRollback(
+            version=version, allow_destructive=allow_destructive, dry_run=dry_run
+        )
+        call = Call(
+            "POST",
+            database_path(db, "module", "rollback"),
+            parse_model(PublishResult),
+            json=body(request),
+        )
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def call(
+        self,
+        db: str,
+        reducer: str,
+        *args: Any,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+        **kwargs: Any,
+    ) -> CallResult:
+        """Call ``reducer`` with positional or keyword arguments (not both): one
+        transaction, committed when it returns; ``ReducerError`` if it did not commit."""
+        if args and kwargs:
+            raise TypeError("give a reducer's arguments by position or by name, not both")
+        path = database_path(db, "call", reducer)
+        call = Call("POST", path, parse_model(CallResult), json=kwargs if kwargs else list(args))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def logs(
+        self,
+        db: str,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[LogLine]:
+        """The module's log lines with an id above ``after``, oldest first."""
+        path = f"{database_path(db, 'module', 'logs')}?after={int(after)}&limit={int(limit)}"
+        call = Call("GET", path, parse_list(LogLine))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)

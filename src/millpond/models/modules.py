@@ -1,0 +1,97 @@
+"""Modules: publishing a database's module, its versions, reducer calls and logs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .common import RequestModel, WireModel
+
+
+class ModulePublish(RequestModel):
+    files: dict[str, str] = Field(
+        description="The module's source: relative path (``chat.py``, ``chat/__init__.py``"
+        " …) → text. Only ``.py`` files."
+    )
+    entry: str | None = Field(
+        default=None,
+        description="The module to import (``chat``); default: the only top-level module"
+        " or package of ``files``.",
+    )
+    allow_destructive: bool = Field(
+        default=False,
+        description="Apply a migration that drops or rewrites data (otherwise 409"
+        " destructive_migration, with the diff).",
+    )
+    dry_run: bool = Field(default=False, description="Plan only: change nothing.")
+
+
+class ModuleRollback(RequestModel):
+    version: int = Field(gt=0, description="The version whose files are published again.")
+    allow_destructive: bool = False
+    dry_run: bool = False
+
+
+class PlanStep(WireModel):
+    kind: str
+    description: str
+    destructive: bool
+    may_fail: bool
+
+
+class PublishResult(WireModel):
+    version: int | None = Field(description="The new version (None for a dry run).")
+    first: bool = Field(description="Whether this was the module's first publish (@init ran).")
+    dry_run: bool
+    destructive: bool
+    diff: str = Field(description="The migration, one line per step (+ added, - removed, ~).")
+    steps: list[PlanStep]
+    swap_ms: float | None = Field(
+        default=None, description="How long this replica took to start the new workers."
+    )
+
+
+class ModuleVersion(WireModel):
+    version: int
+    entry: str
+    published_at: datetime
+    published_by: str | None
+    plan: str
+    rolled_back_from: int | None = None
+    tables: list[str]
+    reducers: list[str]
+    active: bool
+
+
+class ModuleVersionDetail(ModuleVersion):
+    files: dict[str, str]
+    definition: dict[str, Any]
+
+
+CallStatus = Literal["committed"]
+
+
+class CallResult(WireModel):
+    """A reducer call that committed. A failed call is an error (422 with code
+    ``reducer_failed``, ``reducer_error``, ``reducer_timeout`` or ``reducer_crashed``,
+    and ``details`` with the status, the message and the request id)."""
+
+    status: CallStatus = "committed"
+    reducer: str
+    request_id: str
+    return_value: Any = Field(default=None, alias="return")
+    retries: int = 0
+    duration_us: int | None = None
+
+
+class LogLine(WireModel):
+    id: int
+    ts: datetime
+    version: int
+    level: str
+    message: str
+    reducer: str | None = None
+    request_id: str | None = None
+    traceback: str | None = None

@@ -1,0 +1,94 @@
+"""``millpond publish``, ``call``, ``logs`` and ``module versions/show/rollback/schema``
+against the real server: JSON and table output, failures on stderr with exit 1, a
+destructive publish refused until --delete-data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import Cli
+
+V1 = '''
+from millpond.module import ReducerContext, SenderError, table, reducer, primary_key
+
+@table(public=True)
+class Counter:
+    name: str = primary_key()
+    n: int = 0
+
+@reducer
+def bump(ctx: ReducerContext, name: str, by: int = 1) -> int:
+    """Add to a counter."""
+    if by <= 0:
+        raise SenderError("by must be positive")
+    row = ctx.db.counter.find(name)
+    if row is None:
+        row = ctx.db.counter.insert(Counter(name=name, n=by))
+    else:
+        row.n += by
+        ctx.db.counter.update(row)
+    ctx.log.info("bumped %s to %s", name, row.n)
+    return row.n
+'''
+V2 = V1.replace("    n: int = 0\n", "    n: int = 0\n    note: str | None = None\n")
+V3 = V1.replace("    n: int = 0\n", "")
+
+
+def test_publish_call_logs_versions_and_rollback(user_cli: tuple[str, Cli], tmp_path: Path) -> None:
+    name, cli = user_cli
+    cli.ok("db", "create", "counters")
+    db = f"{name}/counters"
+    source = tmp_path / "counters.py"
+    source.write_text(V1)
+    published = cli.json("publish", db, str(source))
+    assert published["version"] == 1 and published["first"]
+    assert cli.json("call", db, "bump", '"a"')["return"] == 1
+    assert cli.json("call", db, "bump", '"a"', "5")["return"] == 6
+    out = cli.ok("call", db, "bump", '{"name": "b", "by": 2}', "--named", table=True).stdout
+    assert out == "bump committed: 2\n"
+    failed = cli("call", db, "bump", '"a"', "0")
+    assert failed.exit_code == 1 and "by must be positive" in failed.stderr
+    bad = cli("call", db, "bump", "a")
+    assert bad.exit_code == 2 and "not JSON" in bad.stderr
+    lines = [json.loads(line) for line in cli.ok("logs", db).stdout.splitlines()]
+    assert [line["message"] for line in lines] == [
+        "bumped a to 1",
+        "bumped a to 6",
+        "bumped b to 2",
+    ]
+    text = cli.ok("logs", db, "-n", "1", table=True).stdout
+    assert text.rstrip().endswith("v1 bump: bumped b to 2")
+    # an additive change, then a destructive one refused until --delete-data
+    source.write_text(V2)
+    dry = cli.ok("publish", db, str(source), "--dry-run", table=True).stdout
+    assert "would change" in dry and "+ counter.note" in dry
+    assert cli.json("publish", db, str(source))["version"] == 2
+    source.write_text(V3)
+    refused = cli("publish", db, str(source))
+    assert refused.exit_code == 1 and "destructive" in refused.stderr
+    assert cli.json("publish", db, str(source), "--delete-data")["version"] == 3
+    versions = cli.json("module", "versions", db)
+    assert [v["version"] for v in versions] == [3, 2, 1] and versions[0]["active"]
+    table = cli.ok("module", "versions", db, table=True).stdout
+    assert table.splitlines()[0].split()[:3] == ["VERSION", "PUBLISHED", "BY"]
+    assert "3 *" in table
+    assert "def bump" in cli.ok("module", "show", db, "1", table=True).stdout
+    rolled = cli.json("module", "rollback", db, "1")  # adds the column back: additive
+    assert rolled["version"] == 4
+    assert cli.json("module", "schema", db)["version"] == 4
+    assert cli.json("call", db, "bump", '"a"')["return"] == 1  # v3 dropped n's data
+
+
+def test_publish_errors_say_what_to_do(user_cli: tuple[str, Cli], tmp_path: Path) -> None:
+    name, cli = user_cli
+    cli.ok("db", "create", "broken")
+    db = f"{name}/broken"
+    missing = cli("publish", db, str(tmp_path / "nope.py"))
+    assert missing.exit_code == 2
+    source = tmp_path / "bad.py"
+    source.write_text("def broken(:\n")
+    result = cli("publish", db, str(source))
+    assert result.exit_code == 1 and "module_invalid" in result.stderr
+    nothing = cli("call", db, "x")
+    assert nothing.exit_code == 1 and "millpond publish" in nothing.stderr
