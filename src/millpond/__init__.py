@@ -12,23 +12,15 @@ and callbacks. Errors are ``MillpondError`` subclasses (``ApiError`` and its per
 subclasses, ``TransportError``, ``RealtimeError``…); results are pydantic models from
 ``millpond.models``.
 
-Importing ``millpond`` never imports the server (``millpond.server``) or its dependencies.
+Importing ``millpond`` never imports the server (``millpond.server``) or its dependencies,
+and imports the client only when it is first used (so ``millpond.module``, which module
+workers import, stays light).
 """
 
-from . import models
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .client import (
-    AsyncMillpond,
-    AsyncRealtime,
-    CacheProvider,
-    EventOptions,
-    LocalCache,
-    Millpond,
-    Realtime,
-    RealtimeError,
-    RetryPolicy,
-    SubscriptionError,
-)
 from .errors import (
     ApiError,
     BadRequestError,
@@ -46,6 +38,48 @@ from .errors import (
     UnauthorizedError,
     UnprocessableEntityError,
 )
+
+if TYPE_CHECKING:
+    from . import models
+    from .client import (
+        AsyncMillpond,
+        AsyncRealtime,
+        CacheProvider,
+        EventOptions,
+        LocalCache,
+        Millpond,
+        Realtime,
+        RealtimeError,
+        RetryPolicy,
+        SubscriptionError,
+    )
+
+_FROM_CLIENT = frozenset(
+    {
+        "AsyncMillpond",
+        "AsyncRealtime",
+        "CacheProvider",
+        "EventOptions",
+        "LocalCache",
+        "Millpond",
+        "Realtime",
+        "RealtimeError",
+        "RetryPolicy",
+        "SubscriptionError",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "models":
+        value: Any = importlib.import_module(".models", __name__)
+    elif name in _FROM_CLIENT:
+        value = getattr(importlib.import_module(".client", __name__), name)
+    else:
+        raise AttributeError(f"module 'millpond' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ApiError",

@@ -1,28 +1,25 @@
-"""Fixtures of the module tests: a private embedded Postgres, started once per session
-when a test asks for it, and a fresh database per test (``db``: an autocommit
-connection, session TimeZone UTC)."""
+"""Fixtures of the module tests: the session server's embedded Postgres (``pg_cluster``:
+no second cluster to initialise), and a fresh database of it per test (``db``: an
+autocommit superuser connection, session TimeZone UTC), not known to millpond."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from millpond.server.postgres.embedded import EmbeddedPostgres
+from millpond.server.testing import ServerThread
 
 _numbers = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    cluster = EmbeddedPostgres(Path(tmp_path_factory.mktemp("modules-pg")))
-    cluster.start()
-    yield cluster
-    cluster.stop()
+def pg_cluster(server: ServerThread) -> EmbeddedPostgres:
+    return EmbeddedPostgres(server.settings.data_dir)
 
 
 @pytest.fixture

@@ -314,3 +314,15 @@ def test_a_subscriber_gets_the_rows_with_their_reducer_event(chat: Db) -> None:
         assert event.reducer.request_id == r.json()["request_id"]
         assert len(event.reducer.sender) == 64
         assert [c.new["text"] for c in event.changes] == ["live"]
+
+
+def test_out_of_range_numbers_are_422(chat: Db) -> None:
+    for path in (
+        "/module/versions/0",
+        f"/module/versions/{2**31}",
+        f"/module/versions/-{2**70}",
+        f"/module/logs?after={2**63}",
+        "/module/logs?limit=0",
+    ):
+        _error(chat("GET", path), 422, "validation_error")
+    _error(chat("POST", "/module/rollback", json={"version": 2**31}), 422, "validation_error")

@@ -506,18 +506,26 @@ def test_a_cpu_limit_is_its_own_report_and_spares_other_pools(
         loop.run(workers.close())
 
 
-def test_close_lets_calls_in_flight_finish_and_refuses_new_ones(loop: Loop, mdb: Db) -> None:
+def test_close_lets_calls_in_flight_finish_and_refuses_new_ones(
+    loop: Loop, mdb: Db, pool: WorkerPool
+) -> None:
     workers = WorkerPool(mdb.conninfo, FILES, "bank", LIMITS, size=1, name="closing")
     loop.run(workers.start())
-    with mdb.superuser() as holder:
-        holder.execute("SELECT pg_advisory_lock(7777)")
-        pending = loop.submit(workers.call("gated", [7777], make_ctx()))
-        wait_for(lambda: lock_waiters(mdb, 7777) == 1)
-        closing = loop.submit(workers.close())
-        with pytest.raises(PoolClosed):
-            loop.run(workers.call("open_account", [7778, 1], make_ctx()))
-        assert not closing.done()
-        holder.execute("SELECT pg_advisory_unlock(7777)")
-        assert pending.result(60)["status"] == "committed"
-        closing.result(60)
+    started = [(w.scratch, w.proc) for w in workers._workers]
+    try:
+        with mdb.superuser() as holder:
+            holder.execute("SELECT pg_advisory_lock(7777)")
+            pending = loop.submit(workers.call("gated", [7777], make_ctx()))
+            wait_for(lambda: lock_waiters(mdb, 7777) == 1)
+            closing = loop.submit(workers.close())
+            with pytest.raises(PoolClosed):
+                loop.run(workers.call("open_account", [7778, 1], make_ctx()))
+            assert not closing.done()
+            holder.execute("SELECT pg_advisory_unlock(7777)")
+            assert pending.result(60)["status"] == "committed"
+            closing.result(60)
+    finally:
+        loop.run(workers.close())
     assert balance(mdb, 7777) == 1
+    for scratch, proc in started:  # nothing left behind
+        assert not scratch.exists() and proc is not None and proc.returncode is not None

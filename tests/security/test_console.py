@@ -251,11 +251,13 @@ def test_sessions_expire(
 def test_a_session_ends_with_its_key(base_url: str, flags_env: FlagsEnv) -> None:
     made = flags_env.http.post(
         "/v1/keys",
-        json={"scope": "write", "expires_in_seconds": 2},
+        # long enough to log in with it on a loaded machine, short enough to wait for
+        json={"scope": "write", "expires_in_seconds": 6},
         headers={"Authorization": f"Bearer {flags_env.key}"},
     )
     assert made.status_code == 201, made.text
     with console_client(base_url, made.json()["secret"]) as expiring:
+        assert _logged_in(expiring)
         _until(lambda: not _logged_in(expiring))
     owner_auth = {"Authorization": f"Bearer {flags_env.key}"}
     bound = flags_env("POST", "/keys", 201, json={"scope": "write"})["secret"]

@@ -29,7 +29,9 @@ class ModulePublish(RequestModel):
 
 
 class ModuleRollback(RequestModel):
-    version: int = Field(gt=0, description="The version whose files are published again.")
+    version: int = Field(
+        gt=0, le=2**31 - 1, description="The version whose files are published again."
+    )
     allow_destructive: bool = False
     dry_run: bool = False
 

@@ -42,7 +42,8 @@ DESCRIPTIONS: dict[int, str] = {
     "`cannot_delete_self`).",
     410: "The export's link or file has expired (`export_expired`).",
     413: "The request body is larger than the server accepts (`request_too_large`).",
-    422: "The input is invalid (`validation_error`, `invalid_name`, ...).",
+    422: "The input is invalid (`validation_error`, `invalid_name`, ...), or a reducer call "
+    "did not commit (`reducer_failed`, `reducer_error`, `reducer_timeout`, `reducer_crashed`).",
     429: "The account's connection budget is spent (`connection_budget_exceeded`); retry later.",
     500: "Unexpected server error (`internal_error`); the server log has the details.",
     503: "Postgres or a background service is unavailable for now (`postgres_unavailable`, "
@@ -84,6 +85,14 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/v1/databases/{owner}/{name}/collaborators"): _LOOKUP,
     ("PUT", "/v1/databases/{owner}/{name}/collaborators/{username}"): _LOOKUP,
     ("DELETE", "/v1/databases/{owner}/{name}/collaborators/{username}"): _LOOKUP,
+    # modules
+    ("POST", "/v1/databases/{owner}/{name}/module"): frozenset({404, 409}),
+    ("GET", "/v1/databases/{owner}/{name}/module"): _LOOKUP,
+    ("GET", "/v1/databases/{owner}/{name}/module/versions"): _LOOKUP,
+    ("GET", "/v1/databases/{owner}/{name}/module/versions/{version}"): _LOOKUP,
+    ("POST", "/v1/databases/{owner}/{name}/module/rollback"): frozenset({404, 409}),
+    ("GET", "/v1/databases/{owner}/{name}/module/logs"): _LOOKUP,
+    ("POST", "/v1/databases/{owner}/{name}/call/{reducer}"): _LOOKUP,
     # query
     ("POST", "/v1/query"): frozenset({400, 404, 429}),
     # imports and exports

@@ -228,6 +228,7 @@ class WorkerPool:
         self._start: dict[str, Any] = {"conninfo": conninfo, "files": files, "entry": entry}
         self._idle: asyncio.Queue[Worker] = asyncio.Queue()
         self._workers: set[Worker] = set()
+        self._retired: set[Worker] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._drained = asyncio.Event()
@@ -364,6 +365,7 @@ class WorkerPool:
     def _replace(self, worker: Worker) -> None:
         """Kill ``worker`` and start another in the background."""
         self._workers.discard(worker)
+        self._retired.add(worker)
         self.replaced += 1
         task = asyncio.create_task(self._replacement(worker))
         self._tasks.add(task)
@@ -371,6 +373,7 @@ class WorkerPool:
 
     async def _replacement(self, worker: Worker) -> None:
         await worker.kill()
+        self._retired.discard(worker)
         delay = 0.1
         while not self._closing:
             try:
@@ -382,9 +385,12 @@ class WorkerPool:
             delay = min(delay * 2, 5.0)
 
     async def _stop_all(self) -> None:
-        workers = list(self._workers)
+        """Stop the workers, and finish killing those a cancelled replacement left."""
+        workers, retired = list(self._workers), list(self._retired)
         self._workers.clear()
-        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+        self._retired.clear()
+        stopping = [*(w.stop() for w in workers), *(w.kill() for w in retired)]
+        await asyncio.gather(*stopping, return_exceptions=True)
 
 
 def _outcome(status: str, message: str) -> dict[str, Any]:

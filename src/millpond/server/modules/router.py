@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Path, Query
 
 from ...models.modules import (
     CallResult,
@@ -47,9 +47,12 @@ async def versions(owner: str, name: str, svc: Svc, who: Caller) -> list[ModuleV
     return await _modules(svc).versions(who, f"{owner}/{name}")
 
 
+Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="A published version.")]
+
+
 @router.get("/module/versions/{version}", response_model=ModuleVersionDetail)
 async def version(
-    owner: str, name: str, version: int, svc: Svc, who: Caller
+    owner: str, name: str, version: Version, svc: Svc, who: Caller
 ) -> ModuleVersionDetail:
     return await _modules(svc).version(who, f"{owner}/{name}", version)
 
@@ -68,7 +71,9 @@ async def logs(
     name: str,
     svc: Svc,
     who: Caller,
-    after: Annotated[int, Query(ge=0, description="Only lines with a larger id.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="Only lines with a larger id.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[LogLine]:
     return await _modules(svc).logs(who, f"{owner}/{name}", after, limit)

@@ -353,8 +353,10 @@ def start(
     limits = dict(message.get("limits") or {})
     conn = None
     try:
-        if message.get("conninfo"):
-            conn = psycopg.connect(str(message["conninfo"]), autocommit=True)
+        conninfo = message.pop("conninfo", None)  # not left lying around for the module
+        if conninfo:
+            conn = psycopg.connect(str(conninfo), autocommit=True)
+            del conninfo
             timeout_ms = int(float(limits.get("call_timeout_s", 10)) * 1000)
             conn.execute(f"SET statement_timeout = {timeout_ms}")
     except psycopg.Error as exc:
