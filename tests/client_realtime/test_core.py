@@ -569,6 +569,6 @@ def test_sync_and_async_clients_have_one_surface() -> None:
         sync_params = list(inspect.signature(sync[name]).parameters)
         async_params = [p for p in inspect.signature(value).parameters if p != "_deliver"]
         assert sync_params == async_params, name
-        coroutine = name in ("connect", "subscribe", "unsubscribe")
+        coroutine = name in ("connect", "subscribe", "unsubscribe", "call")
         assert inspect.iscoroutinefunction(value) == coroutine, name
         assert not inspect.iscoroutinefunction(sync[name])

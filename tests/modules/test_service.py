@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from millpond import Millpond
+from millpond import BadRequestError, Millpond, NotFoundError, ReducerError
+from millpond.client._realtime_core import Session
+from millpond.client.realtime import RealtimeError
 from millpond.server.testing import ServerThread
 
 CHAT = textwrap.dedent(
@@ -326,3 +328,50 @@ def test_out_of_range_numbers_are_422(chat: Db) -> None:
     ):
         _error(chat("GET", path), 422, "validation_error")
     _error(chat("POST", "/module/rollback", json={"version": 2**31}), 422, "validation_error")
+
+
+def test_calls_on_the_realtime_connection(chat: Db) -> None:
+    with Millpond(chat.key, chat.base) as mp, mp.realtime(chat.full_name) as rt:
+        rt.subscribe(["SELECT * FROM message"])
+        events: list[Any] = []
+        rt.on_reducer("send_message", events.append)
+        result = rt.call("send_message", "over the socket")
+        # the call's rows are in the cache (and their callbacks ran) before it returns
+        assert rt.table("message").find(result.return_value)["text"] == "over the socket"
+        assert events and events[-1].reducer.request_id == result.request_id
+        assert events[-1].reducer.connection_id is not None
+        assert result.xid == events[-1].xid
+        with pytest.raises(ReducerError) as failed:
+            rt.call("send_message", "")
+        assert failed.value.status == "failed" and failed.value.code == "reducer_failed"
+        assert failed.value.message == "Messages must not be empty"
+        with pytest.raises(BadRequestError) as bad:
+            rt.call("send_message", 42)
+        assert bad.value.code == "invalid_arguments"
+        with pytest.raises(NotFoundError):
+            rt.call("nope")
+        assert rt.call("set_name", name="over ws").status == "committed"
+
+
+def test_a_call_is_never_queued_or_sent_twice() -> None:
+    session = Session()
+    job, out = session.call("send_message", ["hi"])
+    assert job.done and isinstance(job.error, RealtimeError)
+    assert job.error.code == "not_connected" and out.send == []
+    session.connected({"type": "hello", "connection_id": "c_1"})
+    job, out = session.call("send_message", ["hi"])
+    assert out.send == [
+        {"type": "call", "request_id": job.request_id, "reducer": "send_message", "args": ["hi"]}
+    ]
+    out = session.disconnected(1006)
+    assert job in out.completed and isinstance(job.error, RealtimeError)
+    assert job.error.code == "call_outcome_unknown"
+    out = session.connected({"type": "hello", "connection_id": "c_2"})
+    assert not any(m.get("type") == "call" for m in out.send)  # not sent again
+    job, _ = session.call("send_message", ["hi"])
+    out = session.receive({"type": "call_result", "request_id": job.request_id, "status": "x"})
+    assert job in out.completed and job.answer == {
+        "type": "call_result",
+        "request_id": job.request_id,
+        "status": "x",
+    }

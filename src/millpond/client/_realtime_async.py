@@ -22,8 +22,9 @@ from typing import Any, Literal, Self, TypeAlias
 from websockets.exceptions import ConnectionClosed
 
 from ..backoff import Backoff
-from ..errors import ConnectError
+from ..errors import ConnectError, error_for_status
 from ..errors import TimeoutError as RequestTimeoutError
+from ..models.modules import CallResult
 from ._base import USER_AGENT, ClientConfig, segment, split_database
 from ._realtime_core import (
     SUBPROTOCOL,
@@ -303,6 +304,36 @@ class AsyncRealtime:
         result = await self._wait(job, out, timeout, "subscribe")
         return list(result or [])
 
+    async def call(
+        self, reducer: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> CallResult:
+        """Call a reducer of the database's module on this connection (its
+        ``connection_id`` is the caller's ``ctx.connection_id``); the outcome once it
+        committed. If this connection subscribed to rows the call changed, they are in
+        the cache (and their callbacks have run) before this returns. Raises
+        :class:`~millpond.errors.ReducerError` if the call did not commit, and
+        :class:`RealtimeError` (``call_outcome_unknown``) if the connection was lost
+        before the outcome arrived — then it may have committed. Never sent twice."""
+        if args and kwargs:
+            raise TypeError("give a reducer's arguments by position or by name, not both")
+        if self._task is None:
+            await self.connect()
+        job, out = self._session.call(reducer, kwargs if kwargs else list(args))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        job.waiter = future
+        await self._handle(out)
+        limit = timeout if timeout is not None else self._timeout
+        try:
+            async with asyncio.timeout(limit):
+                answer = await future
+        except TimeoutError:
+            job.waiter = None
+            raise RequestTimeoutError(
+                f"no outcome of {reducer} within {limit} s (it may still commit)"
+            ) from None
+        return call_result(answer)
+
     async def unsubscribe(
         self, queries: str | Iterable[str], *, timeout: float | None = None
     ) -> None:
@@ -379,7 +410,7 @@ class AsyncRealtime:
                 if job.error is not None:
                     future.set_exception(job.error)
                 else:
-                    future.set_result(job.result)
+                    future.set_result(job.answer if job.kind == "call" else job.result)
         ws = self._ws
         for message in out.send:
             if ws is None:
@@ -503,3 +534,14 @@ class AsyncRealtime:
         except Exception as exc:  # a bug of ours: report it, drop the connection, start over
             self._deliver(Failed(exc))
             return greeted, 1011, f"client error: {exc!r}"
+
+
+def call_result(answer: Any) -> CallResult:
+    """A ``call_result`` message as the HTTP call's answer would be: the outcome, or the
+    same error (``ReducerError``, ``BadRequestError``…)."""
+    if not isinstance(answer, dict):
+        raise RealtimeError("a malformed call_result from the server", code="bad_message")
+    error = answer.get("error")
+    if isinstance(error, dict):
+        raise error_for_status(int(answer.get("status_code") or 422), {"error": error})
+    return CallResult.model_validate(answer.get("outcome"))

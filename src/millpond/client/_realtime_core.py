@@ -374,11 +374,12 @@ Input: TypeAlias = (
 
 @dataclass(eq=False)
 class Job:
-    """A request of the session: a subscribe, an unsubscribe, or (after a reconnect) a
-    resubscribe. Done once ``done``: then ``result`` (query ids) or ``error``.
-    ``waiter`` is the driver's (a future)."""
+    """A request of the session: a subscribe, an unsubscribe, (after a reconnect) a
+    resubscribe, or a reducer call. Done once ``done``: then ``result`` (query ids),
+    ``answer`` (a call's ``call_result`` message) or ``error``. ``waiter`` is the
+    driver's (a future)."""
 
-    kind: Literal["subscribe", "unsubscribe", "resync"]
+    kind: Literal["subscribe", "unsubscribe", "resync", "call"]
     sqls: tuple[str, ...] = ()
     query_ids: tuple[str, ...] = ()
     final: bool = True
@@ -387,6 +388,7 @@ class Job:
     error: BaseException | None = None
     done: bool = False
     waiter: Any = None
+    answer: dict[str, Any] | None = None
 
 
 @dataclass
@@ -429,6 +431,9 @@ class Session:
         self._requests = itertools.count(1)
         self._pings = itertools.count(1)
         self._resync_open = False
+        self._calls: dict[str, Job] = {}
+        """Reducer calls sent on this connection, by request id, until answered."""
+        self._call_numbers = itertools.count(1)
 
     # -- connection changes ----------------------------------------------------------------
 
@@ -476,6 +481,14 @@ class Session:
         self._by_server = {}
         for entry in self.queries.values():
             entry.server_id = None
+        self._fail_calls(
+            RealtimeError(
+                "the connection was lost before the call's outcome arrived: it may have "
+                "committed (look for its effect before calling again)",
+                code="call_outcome_unknown",
+            ),
+            out,
+        )
         inflight, self._inflight = self._inflight, None
         if inflight is not None and inflight.kind != "resync":
             self._jobs.appendleft(inflight)
@@ -519,7 +532,14 @@ class Session:
         out.inputs.append(Failed(error))
         self._fail_jobs(error, out)
 
+    def _fail_calls(self, error: BaseException, out: Output) -> None:
+        calls, self._calls = list(self._calls.values()), {}
+        for job in calls:
+            job.error = error
+            self._complete(job, out)
+
     def _fail_jobs(self, error: BaseException, out: Output) -> None:
+        self._fail_calls(error, out)
         jobs = list(self._jobs)
         if self._inflight is not None:
             jobs.insert(0, self._inflight)
@@ -542,6 +562,30 @@ class Session:
         self._jobs.append(job)
         out = Output()
         self._pump(out)
+        return job, out
+
+    def call(self, reducer: str, args: list[Any] | dict[str, Any]) -> tuple[Job, Output]:
+        """Call a reducer on this connection; the job's ``answer`` is the server's
+        ``call_result``. Not queued while disconnected (a call is not safe to send twice):
+        then the job fails at once with ``not_connected``."""
+        self._check_open()
+        if not isinstance(reducer, str) or not reducer:
+            raise ValueError("call takes the reducer's name")
+        job = Job("call", request_id=f"call-{next(self._call_numbers)}")
+        out = Output()
+        if self.state != "open":
+            job.error = RealtimeError(
+                "not connected: a reducer call is not queued while the connection is down; "
+                "call again once it is back (on_connect)",
+                code="not_connected",
+            )
+            self._complete(job, out)
+            return job, out
+        assert job.request_id is not None
+        self._calls[job.request_id] = job
+        out.send.append(
+            {"type": "call", "request_id": job.request_id, "reducer": reducer, "args": args}
+        )
         return job, out
 
     def unsubscribe(self, refs: Iterable[str]) -> tuple[Job, Output]:
@@ -600,6 +644,11 @@ class Session:
             out.inputs.append(TransactionInput(message))
         elif kind == "ping":
             out.send.append({"type": "pong"})
+        elif kind == "call_result":
+            job = self._calls.pop(str(message.get("request_id")), None)
+            if job is not None:
+                job.answer = dict(message)
+                self._complete(job, out)
         elif kind == "subscription_applied":
             self._applied(message, out)
         elif kind == "unsubscribed":

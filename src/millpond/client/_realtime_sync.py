@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from ..backoff import Backoff
+from ..models.modules import CallResult
 from ._base import ClientConfig
 from ._realtime_async import AsyncRealtime, CallbackMode
 from ._realtime_core import (
@@ -259,6 +260,19 @@ class Realtime:
         if self.callbacks == "update":
             self.update()
         return ids
+
+    def call(
+        self, reducer: str, *args: Any, timeout: float | None = None, **kwargs: Any
+    ) -> CallResult:
+        """Call a reducer on this connection; the outcome once it committed (rows it
+        changed that this connection subscribed to are in the cache first; in
+        ``"update"`` mode it runs ``update()`` first). :class:`ReducerError` if it did
+        not commit; :class:`RealtimeError` ``call_outcome_unknown`` if the connection was
+        lost before the outcome arrived."""
+        result = self._call(self._async.call(reducer, *args, timeout=timeout, **kwargs))
+        if self.callbacks == "update":
+            self.update()
+        return result
 
     def unsubscribe(self, queries: str | Iterable[str], *, timeout: float | None = None) -> None:
         """Unsubscribe from queries given by id or SQL text; the cache then drops the

@@ -86,6 +86,10 @@ class CallResult(WireModel):
     return_value: Any = Field(default=None, alias="return")
     retries: int = 0
     duration_us: int | None = None
+    xid: int | None = Field(
+        default=None,
+        description="The call's transaction id, as realtime ``transaction`` messages name it.",
+    )
 
 
 class LogLine(WireModel):

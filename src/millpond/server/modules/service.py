@@ -397,6 +397,7 @@ def _result(reducer: str, request_id: str, outcome: dict[str, Any]) -> CallResul
             return_value=outcome.get("return"),
             retries=int(outcome.get("retries") or 0),
             duration_us=outcome.get("duration_us"),
+            xid=outcome.get("xid"),
         )
     code = _FAILURES.get(status, "reducer_error")
     message = str(outcome.get("message") or status)

@@ -205,7 +205,7 @@ class Worker:
                 value = to_json(body(self._context(ctx)))
             finally:
                 self._in_call = False
-            self._commit(event)
+            xid = self._commit(event)
         except CpuTimeExceeded:
             return self._failed("timeout", f"the call used more than {self._cpu()} s of CPU")
         except SenderError as exc:
@@ -217,7 +217,10 @@ class Worker:
             if _retryable(exc) and self._rollback():
                 return None
             return self._failed("error", _describe(exc), traceback=self.traceback())
-        return _outcome("committed", None, value)
+        outcome = _outcome("committed", None, value)
+        if xid is not None:
+            outcome["xid"] = xid
+        return outcome
 
     def _failed(
         self, status: str, message: str, recycle: bool = False, traceback: str | None = None
@@ -242,7 +245,9 @@ class Worker:
         )
         conn.execute(query)
 
-    def _commit(self, event: dict[str, Any] | None) -> None:
+    def _commit(self, event: dict[str, Any] | None) -> int | None:
+        """Commit; the transaction's xid (32 bits, as the WAL stream names it) when it
+        wrote its event."""
         conn = self._connection()
         status = conn.info.transaction_status
         if status != psycopg.pq.TransactionStatus.INTRANS:
@@ -252,14 +257,16 @@ class Worker:
             )
         if event is None:
             conn.execute("COMMIT")
-            return
+            return None
         text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-        conn.execute(
+        cur = conn.execute(
             sql.SQL(
-                "SELECT pg_catalog.pg_logical_emit_message(true, 'millpond.reducer', {}::text); "
-                "COMMIT"
+                "SELECT pg_catalog.pg_logical_emit_message(true, 'millpond.reducer', {}::text),"
+                " pg_catalog.pg_current_xact_id()::text; COMMIT"
             ).format(sql.Literal(text))
         )
+        row = cur.fetchone()
+        return int(str(row[1])) % 2**32 if row is not None else None
 
     def _rollback(self) -> bool:
         """Roll back what is open; whether the connection is still usable."""

@@ -180,6 +180,7 @@ class Hub:
         self._recent: OrderedDict[int, int] = OrderedDict()
         """xid -> the dispatch number of the streamed transaction"""
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._xid_waiters: dict[int, list[asyncio.Future[None]]] = {}
         self.row_filter = row_filter
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -316,6 +317,28 @@ class Hub:
             elif first is not None:
                 return f"the snapshot sees {tx.xid} but not {first.xid}, which committed first"
         return None
+
+    async def wait_dispatched(self, xid: int, timeout: float) -> bool:
+        """Wait until the stream has dispatched transaction ``xid`` (its messages are in
+        the outboxes of the connections it concerns); False if not within ``timeout``
+        or the stream is not running."""
+        if xid in self._recent:
+            return True
+        if self._task is None or self._task.done():
+            return False
+        waiter = asyncio.get_running_loop().create_future()
+        self._xid_waiters.setdefault(xid, []).append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiting = self._xid_waiters.get(xid, [])
+            if waiter in waiting:
+                waiting.remove(waiter)
+            if not waiting:
+                self._xid_waiters.pop(xid, None)
 
     async def _reach(self, lsn: int) -> None:
         """Wait until the stream has dispatched every transaction that committed at or
@@ -500,6 +523,9 @@ class Hub:
             self._newest_xid = tx.xid
         if len(self._recent) > _RECENT_XIDS:
             self._recent.popitem(last=False)
+        for waiter in self._xid_waiters.pop(tx.xid, ()):
+            if not waiter.done():  # it runs after this dispatch: the rows are queued first
+                waiter.set_result(None)
         if self._waiters:
             for lsn, waiter in self._waiters:
                 if lsn <= self.stream_lsn and not waiter.done():

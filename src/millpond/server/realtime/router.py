@@ -41,6 +41,13 @@ _log = logging.getLogger("millpond.realtime")
 
 SUBPROTOCOL = "millpond.v1.json"
 _CLOSE_TIMEOUT_S = 5.0
+MAX_CALLS_IN_FLIGHT = 32
+"""Reducer calls one connection may have running at once (more: ``too_many_calls``)."""
+ROWS_BEFORE_RESULT_S = 2.0
+"""How long a call's answer waits for its transaction to reach the caller's stream."""
+
+Caller = Callable[[str, Any, str], Awaitable[dict[str, Any]]]
+"""``(reducer, args, connection_id)`` → the call's outcome (``CallResult`` as JSON)."""
 
 
 def bearer_token(ws: WebSocket) -> str:
@@ -125,7 +132,13 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
     )
     sockets.add(live, (token, full_name, db_id, sql_role), principal.expires_at, since)
     hub.connect(client)
-    session = Session(ws, hub, client, svc.settings.realtime_heartbeat_ms / 1000)
+    session = Session(
+        ws,
+        hub,
+        client,
+        svc.settings.realtime_heartbeat_ms / 1000,
+        _caller(svc, principal, full_name),
+    )
     try:
         await session.run()
     finally:
@@ -133,6 +146,21 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
         sockets.discard(live)
         hub.disconnect(client)
         svc.realtime.release(hub)
+
+
+def _caller(svc: Services, principal: Principal, full_name: str) -> Caller | None:
+    modules = svc.extra.get("modules")
+    if modules is None:
+        return None
+
+    async def call(reducer: str, args: Any, connection_id: str) -> dict[str, Any]:
+        result = await modules.call(  # type: ignore[attr-defined]
+            principal, full_name, reducer, args, connection_id=connection_id
+        )
+        answer: dict[str, Any] = result.model_dump(mode="json", by_alias=True)
+        return answer
+
+    return call
 
 
 def take_socket(svc: Services, principal: Principal) -> bool:
@@ -147,12 +175,21 @@ def take_socket(svc: Services, principal: Principal) -> bool:
 
 
 class Session:
-    def __init__(self, ws: WebSocket, hub: Hub, client: Client, heartbeat: float) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        hub: Hub,
+        client: Client,
+        heartbeat: float,
+        caller: Caller | None = None,
+    ) -> None:
         self.ws = ws
         self.hub = hub
         self.client = client
         self.heartbeat = heartbeat
+        self.caller = caller
         self.last_heard = time.monotonic()
+        self._calls: set[asyncio.Task[None]] = set()
 
     async def run(self, hello: dict[str, Any] | None = None) -> None:
         """Serve the connection until it ends; ``hello``: extra fields of the greeting."""
@@ -231,6 +268,8 @@ class Session:
                 await self.hub.subscribe(self.client, request_id, _strings(message, "queries"))
             elif kind == "unsubscribe":
                 self.hub.unsubscribe(self.client, request_id, _strings(message, "query_ids"))
+            elif kind == "call":
+                self._start_call(request_id, message)
             elif kind == "ping":
                 self.client.send({"type": "pong", "request_id": request_id})
             elif kind == "pong":
@@ -250,6 +289,55 @@ class Session:
                 self._error(request_id, "permission_denied", str(exc).strip())
             else:
                 raise
+
+    def _start_call(self, request_id: Any, message: dict[str, Any]) -> None:
+        """Run a reducer call beside the reading (it may take a while); its answer is a
+        ``call_result`` with the request id, sent after the call's rows when this
+        connection subscribed to any of them."""
+        reducer, args = message.get("reducer"), message.get("args", [])
+        if not isinstance(request_id, str) or not request_id:
+            raise SubscribeError("bad_message", "a call needs a 'request_id' string")
+        if not isinstance(reducer, str) or not reducer:
+            raise SubscribeError("bad_message", "a call needs the 'reducer' to call")
+        if self.caller is None:
+            self._call_failed(request_id, ServiceError(404, "module_not_found", "no modules"))
+            return
+        if len(self._calls) >= MAX_CALLS_IN_FLIGHT:
+            error = ServiceError(
+                429,
+                "too_many_calls",
+                f"at most {MAX_CALLS_IN_FLIGHT} calls in flight per connection; wait for answers",
+            )
+            self._call_failed(request_id, error)
+            return
+        task = asyncio.create_task(self._call(self.caller, request_id, reducer, args))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _call(self, caller: Caller, request_id: str, reducer: str, args: Any) -> None:
+        try:
+            answer = await caller(reducer, args, self.client.id)
+        except ServiceError as exc:
+            self._call_failed(request_id, exc)
+            return
+        except Exception:
+            _log.exception("reducer call on %s failed", self.client.id)
+            self._call_failed(request_id, ServiceError(500, "internal_error", "internal error"))
+            return
+        xid = answer.get("xid")
+        if isinstance(xid, int) and self.client.keys:
+            await self.hub.wait_dispatched(xid, ROWS_BEFORE_RESULT_S)
+        self.client.send({"type": "call_result", "request_id": request_id, "outcome": answer})
+
+    def _call_failed(self, request_id: str, exc: ServiceError) -> None:
+        self.client.send(
+            {
+                "type": "call_result",
+                "request_id": request_id,
+                "status_code": exc.status,
+                "error": {"code": exc.code, "message": exc.message, "details": exc.details},
+            }
+        )
 
     def _error(self, request_id: Any, code: str, message: str) -> None:
         self.client.send(
