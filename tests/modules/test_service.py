@@ -6,6 +6,7 @@ and reducer events reaching a subscriber with their rows."""
 from __future__ import annotations
 
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -375,3 +376,53 @@ def test_a_call_is_never_queued_or_sent_twice() -> None:
         "request_id": job.request_id,
         "status": "x",
     }
+
+
+def test_a_publish_drops_no_call_in_flight(
+    server: ServerThread, make_user: Callable[..., tuple[str, str]]
+) -> None:
+    owner, key = make_user(prefix="mods")
+    r = httpx.post(
+        f"{server.url}/v1/databases",
+        json={"name": "swap"},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+    assert r.status_code == 201
+    db = Db(server, key, f"{owner}/swap")
+    assert db.publish(CHAT).status_code == 201
+    stop = threading.Event()
+    outcomes: list[int] = []
+    failures: list[str] = []
+
+    def caller() -> None:
+        with httpx.Client(timeout=60) as http:
+            while not stop.is_set():
+                r = http.post(
+                    f"{db.url}/call/send_message",
+                    json=["during the swap"],
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                outcomes.append(r.status_code)
+                if r.status_code != 200:
+                    failures.append(r.text)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for source in (EDITED, CHAT.replace("Messages must", "Messages may not"), EDITED):
+            before = len(outcomes)
+            r = db.publish(source, allow_destructive=True)
+            assert r.status_code == 201, r.text
+            deadline = time.monotonic() + 30
+            while len(outcomes) < before + 8 and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert len(outcomes) > 24 and not failures, failures[:3]
+    count = db.sql("SELECT count(*) FROM message").json()["data"][0][0]
+    assert count == len(outcomes)  # every committed call's row, once
+    assert db("GET", "/module").json()["version"] == 4

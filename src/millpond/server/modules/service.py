@@ -45,6 +45,10 @@ from .publishing import Publisher, Version, check_upload
 
 _log = logging.getLogger("millpond.modules")
 CHANNEL = "millpond_modules"
+_SCHEMA_SQLSTATES = ("42", "0A000", "22P02", "23502")
+"""Errors old code meets on a migrated schema: an undefined or mistyped column or table
+(class 42), a cached plan whose result type changed (0A000), a value of the old type
+(22P02), a new NOT NULL column it does not fill (23502)."""
 _FAILURES = {
     "failed": "reducer_failed",
     "error": "reducer_error",
@@ -202,9 +206,35 @@ class ModuleService:
                 outcome = await active.pool.call(reducer, args, ctx)
             except pool.PoolClosed:
                 continue
+            if await self._outdated(access, active, outcome):
+                continue  # rolled back; run it again on the new version
             await self._keep_logs(access, active.version, reducer, request_id, outcome)
             return _result(reducer, request_id, outcome)
         raise ServiceError(503, "module_unavailable", "the module is being replaced; retry")
+
+    async def _outdated(self, access: Access, active: Active, outcome: dict[str, Any]) -> bool:
+        """Whether a call failed because a newer version migrated the tables under the
+        old version's code (a call routed to the old workers on this or another replica
+        between the migration's commit and the swap): then it is run again on the new
+        version, which is safe, since it was rolled back."""
+        sqlstate = str(outcome.get("sqlstate") or "")
+        if outcome.get("status") != "error" or not sqlstate.startswith(_SCHEMA_SQLSTATES):
+            return False
+        deadline = time.monotonic() + self.settings.module_call_timeout_s
+        while True:  # a newer version may still be pending: its migration just committed
+            row = await self.store.fetchone(
+                "SELECT max(version) FILTER (WHERE state = 'ready') AS ready,"
+                " max(version) AS newest FROM module_versions WHERE database_id = %s",
+                (access.id,),
+            )
+            ready = row["ready"] if row else None
+            newest = row["newest"] if row else None
+            if ready is not None and ready > active.version:
+                active.generation = -1  # look the version up again, and swap
+                return True
+            if newest is None or newest <= active.version or time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
 
     def _reducer(self, access: Access, module: ModuleDef, name: str) -> ReducerDef:
         try:

@@ -216,7 +216,11 @@ class Worker:
         except BaseException as exc:
             if _retryable(exc) and self._rollback():
                 return None
-            return self._failed("error", _describe(exc), traceback=self.traceback())
+            failed = self._failed("error", _describe(exc), traceback=self.traceback())
+            sqlstate = _sqlstate(exc)
+            if sqlstate is not None:
+                failed["sqlstate"] = sqlstate
+            return failed
         outcome = _outcome("committed", None, value)
         if xid is not None:
             outcome["xid"] = xid
@@ -336,6 +340,19 @@ def _retryable(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a Postgres error behind ``exc`` (the reducer may have wrapped it)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        code = getattr(seen, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _describe(exc: BaseException) -> str:
