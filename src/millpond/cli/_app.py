@@ -10,6 +10,7 @@ from .._version import __version__
 from . import (
     db,
     flags,
+    generate,
     keys,
     modules,
     query,
@@ -127,6 +128,7 @@ app.command("jobs")(transfer.jobs)
 app.command("publish")(modules.publish)
 app.command("call")(modules.call)
 app.command("logs")(modules.logs)
+app.command("generate")(generate.generate)
 app.add_typer(modules.app, name="module")
 app.add_typer(keys.app, name="key")
 app.add_typer(service_accounts.app, name="service-account")

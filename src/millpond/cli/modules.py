@@ -178,7 +178,7 @@ def versions(ctx: typer.Context, database: Database) -> None:
 def show(
     ctx: typer.Context,
     database: Database,
-    version: Annotated[int, typer.Argument(metavar="VERSION", min=1)],
+    version: Annotated[int, typer.Argument(metavar="VERSION", min=1, help="The version.")],
 ) -> None:
     """Show one version: its files and definition (JSON), or its source (table format)."""
     st = state(ctx)
@@ -195,7 +195,9 @@ def show(
 def rollback(
     ctx: typer.Context,
     database: Database,
-    version: Annotated[int, typer.Argument(metavar="VERSION", min=1)],
+    version: Annotated[
+        int, typer.Argument(metavar="VERSION", min=1, help="The version to publish again.")
+    ],
     delete_data: DeleteData = False,
     dry_run: DryRun = False,
 ) -> None:

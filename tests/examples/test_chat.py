@@ -1,0 +1,123 @@
+"""examples/chat end to end: the commands of its README (create the database, publish the
+module), then two terminal clients of two users chatting through the real server."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "chat"
+
+
+class Client:
+    """``client.py`` in a subprocess, its output lines read as they come."""
+
+    def __init__(self, env: dict[str, str], database: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLE / "client.py"), database],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def expect(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {text!r} in {self.seen}"
+            try:
+                self.seen.append(self.lines.get(timeout=remaining))
+            except queue.Empty:
+                continue
+
+    def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def quit(self) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        code = self.proc.wait(30)
+        self._reader.join(10)  # the output ends with the process
+        self.proc.stdout.close()
+        return code
+
+
+def _readme_commands() -> list[str]:
+    text = (EXAMPLE / "README.md").read_text()
+    blocks = re.findall(r"```console\n(.*?)```", text, flags=re.S)
+    return [line[2:] for block in blocks for line in block.splitlines() if line.startswith("$ ")]
+
+
+def test_two_users_chat(
+    base_url: str, make_user: Callable[..., tuple[str, str]], tmp_path: Path
+) -> None:
+    alice, alice_key = make_user(prefix="alice")
+    _, bob_key = make_user(prefix="bob")
+    env = {**os.environ, "MILLPOND_URL": base_url, "MILLPOND_API_KEY": alice_key}
+    database = f"{alice}/chat"
+    commands = _readme_commands()
+    assert commands[-1].startswith("python examples/chat/client.py")
+    for command in commands[:-1]:  # the setup, as the README says it
+        argv = shlex.split(command.replace("alice/", f"{alice}/"))
+        if argv[1] == "generate":  # the bindings go to a temporary folder, not the checkout
+            argv[argv.index("--out") + 1] = str(tmp_path / "module_bindings")
+        assert argv[0] == "millpond"
+        done = subprocess.run(
+            [sys.executable, "-m", "millpond.cli", *argv[1:]],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    assert (tmp_path / "module_bindings" / "__init__.py").is_file()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    bob = Client({**env, "MILLPOND_API_KEY": bob_key}, database)
+    alice_client = Client(env, database)
+    try:
+        for client in (bob, alice_client):
+            client.expect("connected; type a message, /name NAME, or Ctrl-D to quit")
+        alice_client.type("/name Alice")
+        alice_client.type("hello from alice")
+        bob.expect("Alice: hello from alice")
+        bob.type("/name Bob")
+        bob.type("   ")
+        bob.expect("! Messages must not be empty")
+        bob.type("hi Alice")
+        alice_client.expect("Bob: hi Alice")
+        alice_client.expect("Alice: hello from alice")  # her own message comes back too
+    finally:
+        codes = [bob.quit(), alice_client.quit()]
+    assert codes == [0, 0], (bob.seen, alice_client.seen)
+    logs = subprocess.run(
+        [sys.executable, "-m", "millpond.cli", "logs", database],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert logs.stdout.count("message from") == 2
