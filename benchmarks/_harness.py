@@ -25,6 +25,8 @@ class Server:
     url: str
     data_dir: Path
     key: str
+    pid: int = 0
+    """The ``millpond up`` process (its RSS: ``/proc/<pid>/status``)."""
 
     def client(self) -> httpx.Client:
         return httpx.Client(
@@ -51,7 +53,12 @@ def running_server(**env: str) -> Iterator[Server]:
                 "--data-dir",
                 str(data_dir),
             ],
-            env={**os.environ, "MILLPOND_LOG_LEVEL": "warning", **env},
+            env={
+                **os.environ,
+                "MILLPOND_LOG_LEVEL": "warning",
+                "MILLPOND_GATEWAY_PORT": str(free_port()),
+                **env,
+            },
             stdout=subprocess.DEVNULL,
         )
         try:
@@ -66,7 +73,7 @@ def running_server(**env: str) -> Iterator[Server]:
                 if time.monotonic() > deadline:
                     raise SystemExit("server did not start")
                 time.sleep(0.1)
-            yield Server(url, data_dir, (data_dir / "admin-key").read_text().strip())
+            yield Server(url, data_dir, (data_dir / "admin-key").read_text().strip(), proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=60)

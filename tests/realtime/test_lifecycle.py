@@ -97,6 +97,14 @@ class RawClient:
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
 
+    def read_until(self, marker: bytes, timeout: float) -> None:
+        """Read (into the buffer) until ``marker`` has arrived."""
+        self.sock.settimeout(timeout)
+        while marker not in self.buffer:
+            chunk = self.sock.recv(4096)
+            assert chunk, f"the connection ended before {marker!r}: {self.buffer[-300:]!r}"
+            self.buffer += chunk
+
     def read_all(self, timeout: float) -> bytes:
         self.sock.settimeout(timeout)
         data = self.buffer
@@ -118,7 +126,7 @@ def test_a_slow_consumer_is_disconnected(
     client.send_text(
         json.dumps({"type": "subscribe", "request_id": "1", "queries": ["SELECT * FROM big"]})
     )
-    time.sleep(0.5)  # let the subscription apply (its answer waits in our socket)
+    client.read_until(b'"subscription_applied"', timeout=30)  # then read nothing more
     # the test server buffers 1 MiB per connection, the kernel a few more: write ~12 MB
     url = EmbeddedPostgres(server.settings.data_dir).url(pg_name)
     with psycopg.connect(url, autocommit=True) as conn:

@@ -10,6 +10,7 @@ datetime (naive for timestamp, aware for timestamptz); uuid may also be uuid.UUI
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import struct
@@ -90,9 +91,11 @@ _DISPLAY = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_type(name: str) -> str:
     """``integer`` → ``int4``, ``character varying(20)`` → ``varchar``, ``int4[]`` →
-    ``int4[]``; unknown names come back lower-cased."""
+    ``int4[]``; unknown names come back lower-cased. Cached: it runs for every value a
+    client cache or the hub indexes."""
     text = " ".join(name.strip().lower().split())
     if text.startswith("_") or text.endswith("]"):
         return text if text.endswith("]") else text[1:] + "[]"

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from psycopg_pool import PoolTimeout
+from starlette.websockets import WebSocketDisconnected
 
 from ..._version import __version__
 from ..accounts.service import Principal, authenticate
@@ -29,6 +31,7 @@ from ..databases.service import resolve
 from ..deps import Services
 from ..errors import ServiceError
 from ..limits import has_lone_surrogate, invalid_text_error, too_deep, too_deep_error
+from ..postgres.availability import PostgresUnavailable
 from ..recheck import CLOSE_CODES, Rechecker, Verdict, database_verdict
 from ..store.notifications import Invalidation
 from .hub import Client, Hub, SubscribeError
@@ -243,8 +246,11 @@ class Session:
                 text = await self.ws.receive_text()
                 self.last_heard = time.monotonic()
                 await self._handle(text)
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, WebSocketDisconnected):  # the client went away
             self.client.outbox.close()
+        except (PoolTimeout, PostgresUnavailable) as exc:  # busy or down: come back later
+            _log.warning("realtime connection %s: %s; closed with 1013", self.client.id, exc)
+            self.client.outbox.close(1013, "postgres_unavailable")
         except Exception:
             _log.exception("realtime connection %s failed", self.client.id)
             self.client.outbox.close(1011, "internal_error")
