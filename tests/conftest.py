@@ -38,6 +38,7 @@ def server(data_dir: Path) -> Iterator[RunningServer]:
         query_max_rows=1000,
         realtime_idle_seconds=0.5,
         realtime_send_buffer_bytes=1024 * 1024,
+        module_workers=1,  # one worker process per module: fewer to start in every test
         gateway_port=free_port(),  # not the default 5433: test sessions may run side by side
     )
     running = start_server(settings)
