@@ -63,5 +63,10 @@ async def principal(request: Request) -> Principal:
     return who
 
 
-Svc = Annotated[Services, Depends(services)]
+async def _services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, on every request
+    return services(request)
+
+
+Svc = Annotated[Services, Depends(_services)]
 Caller = Annotated[Principal, Depends(principal)]

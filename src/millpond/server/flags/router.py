@@ -57,7 +57,7 @@ router = APIRouter(prefix="/v1/flags", tags=["flags"])
 E = "/environments/{env}"
 
 
-def _flags(svc: Svc) -> FlagService:
+async def _flags(svc: Svc) -> FlagService:
     service = svc.flags
     if service is None:  # pragma: no cover - started by the lifespan
         raise ServiceError(503, "unavailable", "flags are not running")
@@ -70,7 +70,7 @@ Before = Annotated[int | None, Query(ge=0, le=MAX_BIGINT, description="Items old
 SinceVersion = Annotated[int | None, Query(ge=0, le=MAX_BIGINT)]
 
 
-def _page(
+async def _page(
     limit: Limit = 100,
     after: Annotated[str | None, Query(max_length=255, description="Items after this")] = None,
 ) -> Page:

@@ -91,7 +91,7 @@ async def preview_import(request: Request, svc: Svc, who: Caller) -> ImportPrevi
     raise _unsupported()
 
 
-def _page(
+async def _page(
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many jobs")] = 50,
     before: Annotated[
         str | None, Query(max_length=64, description="Jobs older than this job id")
