@@ -6,13 +6,17 @@ type; ``/name NAME`` sets your name.
     millpond generate alice/chat --out examples/chat/module_bindings
     python examples/chat/client.py alice/chat
 
-The key comes from MILLPOND_API_KEY, the server from MILLPOND_URL.
+The server comes from MILLPOND_URL. With MILLPOND_API_KEY set you chat as that user;
+without it, as an anonymous guest whose token is kept in CHAT_TOKEN_FILE (default
+``~/.config/millpond-chat/OWNER-DATABASE.token``), so the next run is the same guest.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+from pathlib import Path
 
 from module_bindings import Message, Module, User
 
@@ -25,6 +29,14 @@ def user_name(rt: Realtime, identity: str) -> str:
     return user.name if user is not None and user.name else identity[:8]
 
 
+def connect(database: str) -> Millpond:
+    """The user of MILLPOND_API_KEY, else an anonymous guest who keeps their token."""
+    if os.environ.get("MILLPOND_API_KEY"):
+        return Millpond()
+    default = Path.home() / ".config" / "millpond-chat" / f"{database.replace('/', '-')}.token"
+    return Millpond.anonymous(database, token_file=os.environ.get("CHAT_TOKEN_FILE", default))
+
+
 def main(database: str) -> int:
     printing = threading.Lock()
 
@@ -32,7 +44,7 @@ def main(database: str) -> int:
         with printing:
             print(line, flush=True)
 
-    with Millpond() as mp, mp.realtime(database, callbacks="thread") as rt:
+    with connect(database) as mp, mp.realtime(database, callbacks="thread") as rt:
         chat = Module(mp, database)
 
         def on_message(message: Message, event: Event) -> None:

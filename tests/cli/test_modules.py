@@ -92,3 +92,33 @@ def test_publish_errors_say_what_to_do(user_cli: tuple[str, Cli], tmp_path: Path
     assert result.exit_code == 1 and "module_invalid" in result.stderr
     nothing = cli("call", db, "x")
     assert nothing.exit_code == 1 and "millpond publish" in nothing.stderr
+
+
+def test_module_settings_and_identities(user_cli: tuple[str, Cli], tmp_path: Path) -> None:
+    name, cli = user_cli
+    cli.ok("db", "create", "lobby", "--public")
+    db = f"{name}/lobby"
+    source = tmp_path / "lobby.py"
+    source.write_text(V1)
+    cli.json("publish", db, str(source))
+    assert cli.json("module", "settings", db) == {"anonymous_access": True}
+    assert cli.ok("identities", "list", db, table=True).stdout == "no anonymous identities\n"
+    created = cli.json("identities", "create", db)
+    assert created["token"].startswith("mpt_") and created["database"] == db
+    shown = cli.ok("identities", "create", db, table=True).stdout
+    assert "token" in shown and "shown only once" in shown
+    listed = cli.json("identities", "list", db)
+    assert created["identity"] in [i["identity"] for i in listed] and len(listed) == 2
+    table = cli.ok("identities", "list", db, table=True).stdout
+    assert table.splitlines()[0].split() == ["IDENTITY", "CREATED", "LAST", "USED", "REVOKED"]
+    out = cli.ok("identities", "revoke", db, created["identity"], table=True).stdout
+    assert out == f"revoked {created['identity']} of {db}\n"
+    again = cli("identities", "revoke", db, created["identity"])
+    assert again.exit_code == 1 and "identities list" in again.stderr
+    assert len(cli.json("identities", "list", db)) == 1
+    assert len(cli.json("identities", "list", db, "--revoked")) == 2
+    off = cli.json("module", "settings", db, "--no-anonymous")
+    assert off == {"anonymous_access": False}
+    refused = cli("identities", "create", db)
+    assert refused.exit_code == 1 and "anonymous access off" in refused.stderr
+    assert cli.json("module", "settings", db, "--anonymous") == {"anonymous_access": True}

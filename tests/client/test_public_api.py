@@ -31,6 +31,7 @@ def test_public_names() -> None:
         "RateLimitError",
         "Realtime",
         "RealtimeError",
+        "ReducerError",
         "RetryPolicy",
         "ServerError",
         "SubscriptionError",
@@ -101,6 +102,7 @@ def test_sync_and_async_have_one_surface() -> None:
             "flags",
             "imports",
             "keys",
+            "modules",
             "service_accounts",
             "users",
         }

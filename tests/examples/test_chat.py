@@ -1,5 +1,6 @@
 """examples/chat end to end: the commands of its README (create the database, publish the
-module), then two terminal clients of two users chatting through the real server."""
+module), then two terminal clients chatting through the real server: a user, and a guest without
+an account who comes back as the same anonymous identity."""
 
 from __future__ import annotations
 
@@ -75,7 +76,6 @@ def test_two_users_chat(
     base_url: str, make_user: Callable[..., tuple[str, str]], tmp_path: Path
 ) -> None:
     alice, alice_key = make_user(prefix="alice")
-    _, bob_key = make_user(prefix="bob")
     env = {**os.environ, "MILLPOND_URL": base_url, "MILLPOND_API_KEY": alice_key}
     database = f"{alice}/chat"
     commands = _readme_commands()
@@ -96,7 +96,9 @@ def test_two_users_chat(
         assert done.returncode == 0, (command, done.stdout, done.stderr)
     assert (tmp_path / "module_bindings" / "__init__.py").is_file()
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
-    bob = Client({**env, "MILLPOND_API_KEY": bob_key}, database)
+    # bob has no account: an anonymous guest, whose token the client keeps
+    guest_env = {**env, "MILLPOND_API_KEY": "", "CHAT_TOKEN_FILE": str(tmp_path / "bob.token")}
+    bob = Client(guest_env, database)
     alice_client = Client(env, database)
     try:
         for client in (bob, alice_client):
@@ -113,6 +115,14 @@ def test_two_users_chat(
     finally:
         codes = [bob.quit(), alice_client.quit()]
     assert codes == [0, 0], (bob.seen, alice_client.seen)
+    # the guest comes back as the same identity: still Bob
+    again = Client(guest_env, database)
+    try:
+        again.expect("Bob: hi Alice")
+        again.type("back again")
+        again.expect("Bob: back again")
+    finally:
+        assert again.quit() == 0, again.seen
     logs = subprocess.run(
         [sys.executable, "-m", "millpond.cli", "logs", database],
         env=env,
@@ -120,4 +130,4 @@ def test_two_users_chat(
         text=True,
         check=True,
     )
-    assert logs.stdout.count("message from") == 2
+    assert logs.stdout.count("message from") == 3

@@ -11,6 +11,7 @@ from . import (
     db,
     flags,
     generate,
+    identities,
     keys,
     modules,
     query,
@@ -130,6 +131,7 @@ app.command("call")(modules.call)
 app.command("logs")(modules.logs)
 app.command("generate")(generate.generate)
 app.add_typer(modules.app, name="module")
+app.add_typer(identities.app, name="identities")
 app.add_typer(keys.app, name="key")
 app.add_typer(service_accounts.app, name="service-account")
 app.add_typer(users.app, name="user")

@@ -32,7 +32,7 @@ from ..models import (
 from ..models.flags import Company as FlagCompany
 from ..models.flags import Flag, FlagCheck
 from ..models.flags import User as FlagUser
-from ..models.modules import ModuleVersion
+from ..models.modules import AnonymousIdentity, IdentityCreated, ModuleVersion
 from ..models.transfer import ExportJob, ImportJob
 
 
@@ -252,6 +252,15 @@ VIEWS: dict[type[BaseModel], View] = {
             Column("FROM", lambda v: cell(v.rolled_back_from)),
         ),
     ),
+    AnonymousIdentity: View(
+        "anonymous identity",
+        (
+            Column("IDENTITY", lambda i: i.identity),
+            Column("CREATED", lambda i: when(i.created_at)),
+            Column("LAST USED", lambda i: when(i.last_used_at) or "never"),
+            Column("REVOKED", lambda i: when(i.revoked_at) or "no"),
+        ),
+    ),
     User: View(
         "user",
         (
@@ -264,6 +273,10 @@ VIEWS: dict[type[BaseModel], View] = {
 }
 
 SECRET_NOTE = "This secret is shown only once and cannot be retrieved again: store it now."
+
+
+def _plural(noun: str) -> str:
+    return noun[:-1] + "ies" if noun.endswith("y") and not noun.endswith("ey") else noun + "s"
 
 
 def _view(model: type[BaseModel]) -> View:
@@ -294,7 +307,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]
 
 
 def _has_secret(item: BaseModel) -> bool:
-    return isinstance(item, ApiKeyCreated | UserCreated)
+    return isinstance(item, ApiKeyCreated | UserCreated | IdentityCreated)
 
 
 def show_one(fmt: OutputFormat, item: BaseModel) -> None:
@@ -316,7 +329,7 @@ def show_list(fmt: OutputFormat, items: Sequence[BaseModel], model: type[BaseMod
         return
     view = _view(model)
     if not items:
-        typer.echo(f"no {view.noun}s")
+        typer.echo(f"no {_plural(view.noun)}")
         return
     rows = [[col.get(item) for col in view.columns] for item in items]
     typer.echo(

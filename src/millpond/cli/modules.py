@@ -227,3 +227,26 @@ def schema(ctx: typer.Context, database: Database) -> None:
     if not data:
         fail(f"{database} has no module")
     typer.echo(to_json(data))
+
+
+@app.command()
+def settings(
+    ctx: typer.Context,
+    database: Database,
+    anonymous: Annotated[
+        bool | None,
+        typer.Option(
+            "--anonymous/--no-anonymous",
+            help="Admit clients without an account as anonymous identities (public "
+            "databases; on by default), or refuse them and close their connections.",
+        ),
+    ] = None,
+) -> None:
+    """Show the module's settings, or change them."""
+    st = state(ctx)
+    with st.client() as mp:
+        if anonymous is None:
+            found = mp.modules.settings(database)
+        else:
+            found = mp.modules.update_settings(database, anonymous_access=anonymous)
+    show_one(st.format, found)

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeAlias, TypeVar
 from urllib.parse import quote
 
@@ -71,8 +72,12 @@ class ClientConfig:
         *,
         environment: str | None = None,
         offline: bool = False,
+        keyless: bool = False,
     ) -> ClientConfig:
+        """``keyless``: no API key at all (only for calls that need none)."""
         key = api_key or os.environ.get(API_KEY_ENV) or ("" if offline else None)
+        if keyless:
+            key = ""
         if key is None:
             raise ConfigurationError(
                 f"no millpond API key: pass api_key=... or set the {API_KEY_ENV} "
@@ -99,11 +104,44 @@ class ClientConfig:
         )
 
     def headers(self) -> dict[str, str]:
-        return {
-            "Authorization": f"Bearer {self.api_key}",
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-        }
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    @property
+    def identity(self) -> str | None:
+        """The anonymous identity whose token this client holds (None for an API key)."""
+        return identity_of_token(self.api_key)
+
+
+TOKEN_PREFIX = "mpt_"
+"""Anonymous identities' tokens: ``mpt_<database id>.<identity>.<nonce>.<signature>``."""
+
+
+def identity_of_token(token: str) -> str | None:
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    parts = token[len(TOKEN_PREFIX) :].split(".")
+    return parts[1] if len(parts) == 4 else None
+
+
+def read_token_file(path: Path) -> str | None:
+    """The token kept in ``path`` (None if there is none yet)."""
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return token or None
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """Keep ``token`` in ``path``, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    os.chmod(path, 0o600)
 
 
 def check_max_retries(max_retries: int) -> int:

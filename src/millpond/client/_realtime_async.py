@@ -143,7 +143,7 @@ class AsyncRealtime:
             raise ValueError(f"heartbeat_interval must be > 0, not {heartbeat_interval}")
         self.database = db
         self.url = _url or realtime_url(config.base_url, db)
-        self._headers = {"Authorization": f"Bearer {config.api_key}"}
+        self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         default = config.timeout.connect
         self._timeout: float | None = timeout if timeout is not None else default
         self._max_retries = max_retries
@@ -178,6 +178,12 @@ class AsyncRealtime:
     def closed(self) -> bool:
         """Closed by ``aclose()``, or stopped for good by a fatal error."""
         return self._closed or self._session.state == "closed"
+
+    @property
+    def identity(self) -> str | None:
+        """The connection's identity (the ``ctx.sender`` of its reducer calls), once
+        connected."""
+        return self._session.identity
 
     @property
     def connection_id(self) -> str | None:

@@ -423,6 +423,7 @@ class Session:
         """Subscribed queries by their stable id (the server's id when first applied)."""
         self.connections = 0
         self.connection_id: str | None = None
+        self.identity: str | None = None
         self.heartbeat_interval: float | None = None
         self.last_lsn: str | None = None
         self._by_server: dict[str, str] = {}
@@ -446,6 +447,8 @@ class Session:
         self.connections += 1
         self._by_server = {}
         self.connection_id = str(hello.get("connection_id", ""))
+        identity = hello.get("identity")
+        self.identity = identity if isinstance(identity, str) else None
         interval = hello.get("heartbeat_interval_ms")
         self.heartbeat_interval = interval / 1000 if isinstance(interval, int | float) else None
         info = ConnectInfo(

@@ -155,6 +155,12 @@ class Realtime:
         return self._closed or self._async.closed
 
     @property
+    def identity(self) -> str | None:
+        """The connection's identity (the ``ctx.sender`` of its reducer calls), once
+        connected."""
+        return self._async.identity
+
+    @property
     def connection_id(self) -> str | None:
         """The server's id of the current connection."""
         return self._async.connection_id

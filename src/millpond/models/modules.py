@@ -101,3 +101,35 @@ class LogLine(WireModel):
     reducer: str | None = None
     request_id: str | None = None
     traceback: str | None = None
+
+
+class IdentityCreated(WireModel):
+    """A new anonymous identity of a module's database, and its token: keep the token and
+    send it as ``Authorization: Bearer mpt_…`` to be this identity again (it is shown once;
+    only its hash is stored)."""
+
+    identity: str = Field(description="64 hex digits: ``ctx.sender`` in its reducer calls.")
+    token: str = Field(description="``mpt_…``: works on this database only.")
+    database: str
+
+
+class AnonymousIdentity(WireModel):
+    identity: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class ModuleSettings(WireModel):
+    anonymous_access: bool = Field(
+        description="Whether clients without an account get anonymous identities (public"
+        " databases only; on by default)."
+    )
+
+
+class ModuleSettingsUpdate(RequestModel):
+    anonymous_access: bool | None = Field(
+        default=None,
+        description="Turn anonymous identities on or off (off: their tokens"
+        " are refused and their sockets closed at once).",
+    )

@@ -393,6 +393,22 @@ class Settings(BaseSettings):
     module_log_max_lines: int = Field(
         10_000, ge=100, description="Most log lines kept per database (the oldest go first)."
     )
+    module_anonymous_identities_per_minute: int = Field(
+        60,
+        ge=1,
+        description=(
+            "Anonymous identities one replica creates per database per minute (more: 429 "
+            "rate_limited), so strangers cannot fill the control database."
+        ),
+    )
+    module_anonymous_max_connections: int = Field(
+        1000,
+        ge=1,
+        description=(
+            "Open realtime connections of anonymous identities per database on one replica "
+            "(more: close 4029 limit_exceeded)."
+        ),
+    )
 
     # -- web console (server/console) -------------------------------------------------------
     console_session_ttl_s: float = Field(

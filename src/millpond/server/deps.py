@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 
@@ -14,6 +15,7 @@ from .databases.service import DatabaseService
 from .errors import ServiceError
 from .flags.service import FlagService
 from .gateway import Gateway
+from .modules.identities import TOKEN_PREFIX, authenticate_token, refusal_error
 from .postgres.cluster import Cluster
 from .postgres.supervisor import Supervisor
 from .query.service import QueryService
@@ -54,12 +56,44 @@ async def principal(request: Request) -> Principal:
             "unauthorized",
             "missing API key: send the header 'Authorization: Bearer mp_…'",
         )
-    who = await authenticate(services(request).store, token.strip())
+    token = token.strip()
+    if token.startswith(TOKEN_PREFIX):
+        return await _anonymous(request, token)
+    who = await authenticate(services(request).store, token)
     if who is None:
         raise ServiceError(401, "unauthorized", "unknown, revoked or expired API key")
     path = request.url.path
     if not (path.startswith("/v1/flags/") or path in ("/v1/flags", "/v1/me")):
         require_unbound(who)
+    return who
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+_ANONYMOUS_ENDPOINTS: set[object] = set()
+
+
+def anonymous_allowed(endpoint: F) -> F:
+    """Mark a route's endpoint as one an anonymous identity's token may call (all others
+    refuse it with 403 ``anonymous_identity``: default deny)."""
+    _ANONYMOUS_ENDPOINTS.add(endpoint)
+    return endpoint
+
+
+async def _anonymous(request: Request, token: str) -> Principal:
+    svc = services(request)
+    secret = getattr(svc.extra.get("modules"), "secret", None)
+    if not isinstance(secret, bytes):
+        raise ServiceError(401, "unauthorized", "identity tokens are not accepted here")
+    who = await authenticate_token(svc.store, secret, token)
+    if isinstance(who, str):
+        raise refusal_error(who)
+    if request.scope.get("endpoint") not in _ANONYMOUS_ENDPOINTS:
+        raise ServiceError(
+            403,
+            "anonymous_identity",
+            "an anonymous identity's token can only call reducers, read the module's schema"
+            " and open the realtime socket of its database: use a millpond API key",
+        )
     return who
 
 

@@ -33,9 +33,11 @@ DESCRIPTIONS: dict[int, str] = {
     400: "The request cannot be carried out as sent: a body that is not JSON (`http_error`), "
     "nested too deep (`json_too_deep`) or not valid Unicode (`invalid_text`); SQL that "
     "fails (`sql_error`, `statement_timeout`); an unreadable import file.",
-    401: "Missing, unknown, revoked or expired API key (`unauthorized`).",
+    401: "Missing, unknown, revoked or expired API key (`unauthorized`), or a revoked "
+    "anonymous identity's token (`identity_revoked`).",
     403: "The key may not do this (e.g. `forbidden`, `read_only_key`, `admin_required`, "
-    "`environment_key`, `environment_forbidden`, `invalid_signature`), or a per-account "
+    "`environment_key`, `environment_forbidden`, `invalid_signature`, `anonymous_identity`, "
+    "`anonymous_disabled`, `identity_other_database`), or a per-account "
     "limit is reached (`limit_exceeded`).",
     404: "What the request names does not exist or is not visible to the caller (`*_not_found`).",
     409: "The request conflicts with the current state (e.g. `*_exists`, `key_conflict`, "
@@ -44,7 +46,8 @@ DESCRIPTIONS: dict[int, str] = {
     413: "The request body is larger than the server accepts (`request_too_large`).",
     422: "The input is invalid (`validation_error`, `invalid_name`, ...), or a reducer call "
     "did not commit (`reducer_failed`, `reducer_error`, `reducer_timeout`, `reducer_crashed`).",
-    429: "The account's connection budget is spent (`connection_budget_exceeded`); retry later.",
+    429: "The account's connection budget is spent (`connection_budget_exceeded`), or too "
+    "many anonymous identities were made (`rate_limited`); retry later.",
     500: "Unexpected server error (`internal_error`); the server log has the details.",
     503: "Postgres or a background service is unavailable for now (`postgres_unavailable`, "
     "`unavailable`), or the server's tenant connections are all in use "
@@ -93,6 +96,11 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("POST", "/v1/databases/{owner}/{name}/module/rollback"): frozenset({404, 409}),
     ("GET", "/v1/databases/{owner}/{name}/module/logs"): _LOOKUP,
     ("POST", "/v1/databases/{owner}/{name}/call/{reducer}"): _LOOKUP,
+    ("GET", "/v1/databases/{owner}/{name}/module/settings"): _LOOKUP,
+    ("PATCH", "/v1/databases/{owner}/{name}/module/settings"): _LOOKUP,
+    ("POST", "/v1/databases/{owner}/{name}/identities"): frozenset({403, 404, 409, 429}),
+    ("GET", "/v1/databases/{owner}/{name}/identities"): _LOOKUP,
+    ("DELETE", "/v1/databases/{owner}/{name}/identities/{identity}"): _LOOKUP,
     # query
     ("POST", "/v1/query"): frozenset({400, 404, 429}),
     # imports and exports

@@ -19,15 +19,27 @@ from pathlib import Path
 from typing import Any
 
 from ...models.modules import (
+    AnonymousIdentity,
     CallResult,
+    IdentityCreated,
     LogLine,
     ModulePublish,
     ModuleRollback,
+    ModuleSettings,
+    ModuleSettingsUpdate,
     ModuleVersion,
     ModuleVersionDetail,
     PublishResult,
 )
-from .._base import Call, TimeoutTypes, body, database_path, parse_list, parse_model
+from .._base import (
+    Call,
+    TimeoutTypes,
+    body,
+    database_path,
+    parse_list,
+    parse_model,
+    parse_none,
+)
 from ._transport import AsyncTransport
 
 
@@ -159,4 +171,71 @@ class AsyncModules:
         """The module's log lines with an id above ``after``, oldest first."""
         path = f"{database_path(db, 'module', 'logs')}?after={int(after)}&limit={int(limit)}"
         call = Call("GET", path, parse_list(LogLine))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    # -- identities and settings -----------------------------------------------------------
+
+    async def create_identity(
+        self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> IdentityCreated:
+        """A new anonymous identity of ``db``'s module and its token (shown once: keep it;
+        ``AsyncMillpond.anonymous`` does this for you). Needs no API key."""
+        call = Call("POST", database_path(db, "identities"), parse_model(IdentityCreated))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def identities(
+        self,
+        db: str,
+        *,
+        limit: int = 100,
+        revoked: bool = False,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[AnonymousIdentity]:
+        """``db``'s anonymous identities, newest first (owner and admins; ``revoked=True``
+        includes the revoked ones)."""
+        params = {"limit": str(int(limit)), "revoked": "true" if revoked else "false"}
+        call = Call(
+            "GET", database_path(db, "identities"), parse_list(AnonymousIdentity), params=params
+        )
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def revoke_identity(
+        self,
+        db: str,
+        identity: str,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> None:
+        """Revoke an anonymous identity: its token stops working and its sockets close."""
+        path = database_path(db, "identities", identity)
+        await self._transport.request(
+            Call("DELETE", path, parse_none), timeout=timeout, max_retries=max_retries
+        )
+
+    async def settings(
+        self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> ModuleSettings:
+        """The module's settings (``anonymous_access``)."""
+        call = Call("GET", database_path(db, "module", "settings"), parse_model(ModuleSettings))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def update_settings(
+        self,
+        db: str,
+        *,
+        anonymous_access: bool | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> ModuleSettings:
+        """Change the module's settings: ``anonymous_access=False`` refuses every anonymous
+        identity's token at once (and closes their sockets)."""
+        request = ModuleSettingsUpdate(anonymous_access=anonymous_access)
+        call = Call(
+            "PATCH",
+            database_path(db, "module", "settings"),
+            parse_model(ModuleSettings),
+            json=body(request),
+        )
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import builtins
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -43,8 +45,10 @@ from .._base import (
     TimeoutTypes,
     body,
     parse_model,
+    read_token_file,
     segment,
     split_database,
+    write_token_file,
 )
 from .._event_workers import EventWorker
 from .._events import (
@@ -147,6 +151,7 @@ class Millpond:
         gateway_port: int | None = None,
         pool_min_size: int = 0,
         pool_max_size: int = 10,
+        _keyless: bool = False,
     ) -> None:
         config = ClientConfig.resolve(
             api_key,
@@ -156,6 +161,7 @@ class Millpond:
             retry_policy,
             environment=environment,
             offline=offline,
+            keyless=_keyless,
         )
         self._transport = Transport(config, http_client)
         self.databases = Databases(self._transport)
@@ -181,6 +187,51 @@ class Millpond:
         self.flags = Flags(self._transport, self._environment)
         self._connections = Connections(config, gateway_port, pool_min_size, pool_max_size)
         self.companies = Companies(self._transport, self._environment)
+
+    @classmethod
+    def anonymous(
+        cls,
+        db: str,
+        *,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        base_url: str | None = None,
+        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_policy: RetryPolicy | None = None,
+    ) -> Self:
+        """A client that is an anonymous identity of ``db``'s module (no account needed)::
+
+            mp = Millpond.anonymous("alice/chat", token_file="~/.chat-token")
+            mp.call("alice/chat", "send_message", "hi")   # ctx.sender == mp.identity
+            rt = mp.realtime("alice/chat")
+
+        The identity's token is ``token``, else the one kept in ``token_file``, else a new
+        one the server makes (``modules.create_identity``), written to ``token_file``
+        (mode 0600) so the next run is the same identity. The token works on ``db`` only:
+        reducer calls, the module's schema and the realtime connection. A revoked token
+        raises ``AuthenticationError`` (``identity_revoked``): delete the file for a new
+        identity."""
+        path = Path(token_file).expanduser() if token_file is not None else None
+        if token is None and path is not None:
+            token = read_token_file(path)
+        options: dict[str, Any] = {
+            "base_url": base_url,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "retry_policy": retry_policy,
+        }
+        if token is None:
+            with cls(_keyless=True, **options) as minter:
+                token = (minter.modules.create_identity(db)).token
+            if path is not None:
+                write_token_file(path, token)
+        return cls(api_key=token, **options)
+
+    @property
+    def identity(self) -> str | None:
+        """The anonymous identity this client is (``anonymous()``); None for an API key."""
+        return self._transport.config.identity
 
     @property
     def base_url(self) -> str:

@@ -21,15 +21,27 @@ from pathlib import Path
 from typing import Any
 
 from ...models.modules import (
+    AnonymousIdentity,
     CallResult,
+    IdentityCreated,
     LogLine,
     ModulePublish,
     ModuleRollback,
+    ModuleSettings,
+    ModuleSettingsUpdate,
     ModuleVersion,
     ModuleVersionDetail,
     PublishResult,
 )
-from .._base import Call, TimeoutTypes, body, database_path, parse_list, parse_model
+from .._base import (
+    Call,
+    TimeoutTypes,
+    body,
+    database_path,
+    parse_list,
+    parse_model,
+    parse_none,
+)
 from ._transport import Transport
 
 
@@ -161,4 +173,71 @@ class Modules:
         """The module's log lines with an id above ``after``, oldest first."""
         path = f"{database_path(db, 'module', 'logs')}?after={int(after)}&limit={int(limit)}"
         call = Call("GET", path, parse_list(LogLine))
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    # -- identities and settings -----------------------------------------------------------
+
+    def create_identity(
+        self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> IdentityCreated:
+        """A new anonymous identity of ``db``'s module and its token (shown once: keep it;
+        ``Millpond.anonymous`` does this for you). Needs no API key."""
+        call = Call("POST", database_path(db, "identities"), parse_model(IdentityCreated))
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def identities(
+        self,
+        db: str,
+        *,
+        limit: int = 100,
+        revoked: bool = False,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[AnonymousIdentity]:
+        """``db``'s anonymous identities, newest first (owner and admins; ``revoked=True``
+        includes the revoked ones)."""
+        params = {"limit": str(int(limit)), "revoked": "true" if revoked else "false"}
+        call = Call(
+            "GET", database_path(db, "identities"), parse_list(AnonymousIdentity), params=params
+        )
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def revoke_identity(
+        self,
+        db: str,
+        identity: str,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> None:
+        """Revoke an anonymous identity: its token stops working and its sockets close."""
+        path = database_path(db, "identities", identity)
+        self._transport.request(
+            Call("DELETE", path, parse_none), timeout=timeout, max_retries=max_retries
+        )
+
+    def settings(
+        self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> ModuleSettings:
+        """The module's settings (``anonymous_access``)."""
+        call = Call("GET", database_path(db, "module", "settings"), parse_model(ModuleSettings))
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def update_settings(
+        self,
+        db: str,
+        *,
+        anonymous_access: bool | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> ModuleSettings:
+        """Change the module's settings: ``anonymous_access=False`` refuses every anonymous
+        identity's token at once (and closes their sockets)."""
+        request = ModuleSettingsUpdate(anonymous_access=anonymous_access)
+        call = Call(
+            "PATCH",
+            database_path(db, "module", "settings"),
+            parse_model(ModuleSettings),
+            json=body(request),
+        )
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)

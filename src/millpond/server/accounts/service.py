@@ -56,10 +56,19 @@ class Principal:
     """Set for a key bound to one flags environment: it may only call /v1/flags."""
     expires_at: datetime | None = None
     """When the key expires (live sockets are closed then)."""
+    anonymous_identity: str | None = None
+    """Set for an anonymous identity's token (``mpt_…``, server/modules/identities.py):
+    no user (``user_id`` 0), bound to ``database_id``, and only reaching the endpoints
+    marked ``anonymous_allowed`` (deps.py) and the realtime socket."""
+    database_id: int | None = None
 
     @property
     def can_write(self) -> bool:
         return self.scope == "write"
+
+    @property
+    def anonymous(self) -> bool:
+        return self.anonymous_identity is not None
 
 
 def hash_key(secret: str) -> bytes:

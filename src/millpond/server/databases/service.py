@@ -105,6 +105,8 @@ WHERE lower(u.username) = lower(%(owner)s) AND lower(d.name) = lower(%(name)s)
 
 def _role_of(row: DictRow, principal: Principal) -> AccessRole | None:
     role: AccessRole | None
+    if principal.anonymous:  # an anonymous identity reads public databases, nothing more
+        return None if row["is_private"] else "read"
     if row["owner_id"] == principal.user_id or principal.is_admin:
         role = "owner"
     elif row["collaborator_role"] is not None:

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Response
 
 from ...models.modules import (
+    AnonymousIdentity,
     CallResult,
+    IdentityCreated,
     LogLine,
     ModulePublish,
     ModuleRollback,
+    ModuleSettings,
+    ModuleSettingsUpdate,
     ModuleVersion,
     ModuleVersionDetail,
     PublishResult,
 )
-from ..deps import Caller, Svc
+from ..deps import Caller, Svc, anonymous_allowed
 from .service import ModuleService
 
 router = APIRouter(prefix="/v1/databases/{owner}/{name}")
@@ -37,6 +41,7 @@ async def publish(
 
 
 @router.get("/module")
+@anonymous_allowed
 async def module_schema(owner: str, name: str, svc: Svc, who: Caller) -> dict[str, Any]:
     """The running version and its definition (tables, reducers, records)."""
     return await _modules(svc).schema(who, f"{owner}/{name}")
@@ -80,6 +85,7 @@ async def logs(
 
 
 @router.post("/call/{reducer}", response_model=CallResult, response_model_by_alias=True)
+@anonymous_allowed
 async def call(
     owner: str,
     name: str,
@@ -92,3 +98,47 @@ async def call(
     (``reducer_failed`` with the reducer's message, ``reducer_error``, ``reducer_timeout``,
     ``reducer_crashed``)."""
     return await _modules(svc).call(who, f"{owner}/{name}", reducer, [] if args is None else args)
+
+
+@router.get("/module/settings", response_model=ModuleSettings)
+async def module_settings(owner: str, name: str, svc: Svc, who: Caller) -> ModuleSettings:
+    """The module's settings (owner and admins)."""
+    return await _modules(svc).identities.settings_of(who, f"{owner}/{name}")
+
+
+@router.patch("/module/settings", response_model=ModuleSettings)
+async def update_module_settings(
+    owner: str, name: str, body: ModuleSettingsUpdate, svc: Svc, who: Caller
+) -> ModuleSettings:
+    """Change the module's settings: ``anonymous_access`` off refuses every anonymous
+    identity's token at once and closes their sockets."""
+    identities = _modules(svc).identities
+    return await identities.update_settings(who, f"{owner}/{name}", body.anonymous_access)
+
+
+@router.post("/identities", response_model=IdentityCreated, status_code=201)
+async def create_identity(owner: str, name: str, svc: Svc) -> IdentityCreated:
+    """A new anonymous identity and its token (no API key needed): for public databases
+    with a module whose owner has not turned anonymous access off."""
+    return await _modules(svc).identities.create(f"{owner}/{name}")
+
+
+@router.get("/identities", response_model=list[AnonymousIdentity])
+async def list_identities(
+    owner: str,
+    name: str,
+    svc: Svc,
+    who: Caller,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    revoked: Annotated[bool, Query(description="Include revoked identities.")] = False,
+) -> list[AnonymousIdentity]:
+    """The database's anonymous identities, newest first (owner and admins)."""
+    return await _modules(svc).identities.list(who, f"{owner}/{name}", limit, revoked)
+
+
+@router.delete("/identities/{identity}", status_code=204)
+async def revoke_identity(owner: str, name: str, identity: str, svc: Svc, who: Caller) -> Response:
+    """Revoke an anonymous identity: its token is refused and its sockets are closed, on
+    every replica (owner and admins)."""
+    await _modules(svc).identities.revoke(who, f"{owner}/{name}", identity)
+    return Response(status_code=204)

@@ -40,7 +40,7 @@ from ..postgres.cluster import Cluster
 from ..store import Store
 from ..store.notifications import Invalidation
 from . import pool
-from .identities import user_identity
+from .identities import Identities, require_bound, sender_of
 from .publishing import Publisher, Version, check_upload
 
 _log = logging.getLogger("millpond.modules")
@@ -75,6 +75,7 @@ class ModuleService:
         self.secret = secret
         self.settings = settings
         self.publisher = Publisher(store, cluster, secret, settings)
+        self.identities = Identities(store, secret, settings)
         self.changes = Invalidation(cluster.control_conninfo, CHANNEL)
         self._active: dict[int, Active] = {}
         self._locks: dict[int, asyncio.Lock] = {}
@@ -159,6 +160,7 @@ class ModuleService:
     async def schema(self, principal: Principal, full_name: str) -> dict[str, Any]:
         """The running version's definition (what ``generate`` reads): any reader."""
         access = await resolve(self.store, principal, full_name)
+        require_bound(principal, access)
         latest = await self.publisher.latest(access.id)
         if latest is None:
             raise _no_module(access)
@@ -186,6 +188,7 @@ class ModuleService:
         connection_id: str | None = None,
     ) -> CallResult:
         access = await resolve(self.store, principal, full_name)
+        require_bound(principal, access)
         if not principal.can_write:
             raise ServiceError(403, "read_only_key", "a read-only API key cannot call reducers")
         for _ in range(3):  # a publish may swap the pool between lookup and call
@@ -194,7 +197,7 @@ class ModuleService:
             self._check_args(definition, active.definition, args)
             request_id = uuid.uuid4().hex
             ctx: dict[str, Any] = {
-                "sender": user_identity(self.secret, principal.user_id),
+                "sender": sender_of(self.secret, principal),
                 "connection_id": connection_id,
                 "timestamp": datetime.now(UTC).isoformat(),
                 "seed": secrets.randbits(63),

@@ -31,6 +31,15 @@ from ..databases.service import resolve
 from ..deps import Services
 from ..errors import ServiceError
 from ..limits import has_lone_surrogate, invalid_text_error, too_deep, too_deep_error
+from ..modules.identities import (
+    REFUSALS,
+    TOKEN_PREFIX,
+    Identities,
+    authenticate_token,
+    identity_verdict,
+    require_bound,
+    sender_of,
+)
 from ..postgres.availability import PostgresUnavailable
 from ..recheck import CLOSE_CODES, Rechecker, Verdict, database_verdict
 from ..store.notifications import Invalidation
@@ -98,27 +107,29 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
     sockets = live_sockets(svc, "realtime", [svc.store.invalidation])
     since = sockets.mark()
     token = bearer_token(ws)
-    principal = await authenticate(svc.store, token)
-    if principal is None:
-        await ws.close(4001, "unauthorized")
+    who = await _identify(svc, token, f"{owner}/{name}")
+    if isinstance(who, Refused):
+        await ws.close(who.code, who.reason)
         return
-    if principal.environment_id is not None:  # a key for the flags API only
-        await ws.close(4003, "environment_key")
-        return
+    principal, minted = who
+    if minted is not None:
+        token = minted
     try:
         access = await resolve(svc.store, principal, f"{owner}/{name}")
+        require_bound(principal, access)
     except ServiceError as exc:
         if exc.status >= 500:
             raise  # say, postgres_unavailable: closed with 1013, and the client retries
-        await ws.close(4004, exc.code)
+        await ws.close(4003 if exc.status == 403 else 4004, exc.code)
         return
-    if not take_socket(svc, principal):
+    account, limit = socket_budget(svc, principal, access.id)
+    if not svc.realtime_sockets.try_take(account, limit):
         await ws.close(4029, "limit_exceeded")
         return
     try:
         hub = await svc.realtime.hub(access.pg_name)
     except StreamLimit:
-        svc.realtime_sockets.give(principal.user_id)
+        svc.realtime_sockets.give(account)
         await ws.close(4029, "limit_exceeded")
         return
     client = Client(
@@ -129,10 +140,7 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
         reader=svc.realtime.reader(access.pg_name, access.sql_role),
     )
     full_name, db_id, sql_role = f"{owner}/{name}", access.id, access.sql_role
-    live = LiveSocket(
-        client.outbox,
-        lambda: database_verdict(svc.store, token, full_name, db_id, sql_role),
-    )
+    live = LiveSocket(client.outbox, _live_check(svc, principal, token, full_name, db_id, sql_role))
     sockets.add(live, (token, full_name, db_id, sql_role), principal.expires_at, since)
     hub.connect(client)
     session = Session(
@@ -143,12 +151,80 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
         _caller(svc, principal, full_name),
     )
     try:
-        await session.run()
+        await session.run(_hello(svc, principal, minted))
     finally:
-        svc.realtime_sockets.give(principal.user_id)
+        svc.realtime_sockets.give(account)
         sockets.discard(live)
         hub.disconnect(client)
         svc.realtime.release(hub)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A socket refused before it was served: its close code and reason."""
+
+    code: int
+    reason: str
+
+
+async def _identify(
+    svc: Services, token: str, full_name: str
+) -> tuple[Principal, str | None] | Refused:
+    """Who opens the socket, with the token minted for a new anonymous identity; or the
+    close (code, reason) that refuses it."""
+    modules = svc.extra.get("modules")
+    identities: Identities | None = getattr(modules, "identities", None)
+    if identities is not None and (not token or token.startswith(TOKEN_PREFIX)):
+        if token:
+            found = await authenticate_token(svc.store, identities.secret, token)
+            if isinstance(found, str):
+                status, code, _ = REFUSALS[found]
+                return Refused(4001 if status == 401 else 4003 if status == 403 else 4004, code)
+            return found, None
+        try:
+            created = await identities.create(full_name)
+        except ServiceError as exc:
+            if exc.status >= 500:
+                raise
+            if exc.status == 429:
+                return Refused(4029, exc.code)
+            if exc.code == "anonymous_disabled":
+                return Refused(4003, exc.code)
+            return Refused(4001, "unauthorized")  # no key, and no anonymous identities here
+        found = await authenticate_token(svc.store, identities.secret, created.token)
+        if isinstance(found, str):  # revoked or turned off in the meantime
+            return Refused(4003, REFUSALS[found][1])
+        return found, created.token
+    principal = await authenticate(svc.store, token)
+    if principal is None:
+        return Refused(4001, "unauthorized")
+    if principal.environment_id is not None:  # a key for the flags API only
+        return Refused(4003, "environment_key")
+    return principal, None
+
+
+def _live_check(
+    svc: Services, principal: Principal, token: str, full_name: str, db_id: int, sql_role: str
+) -> Callable[[], Awaitable[Verdict | None]]:
+    if principal.anonymous:
+        secret = svc.extra["modules"].secret  # type: ignore[attr-defined]
+        return lambda: identity_verdict(svc.store, secret, token)
+    return lambda: database_verdict(svc.store, token, full_name, db_id, sql_role)
+
+
+def _hello(svc: Services, principal: Principal, minted: str | None) -> dict[str, Any]:
+    """The greeting's identity fields: ``identity`` (the ``ctx.sender`` of the connection's
+    reducer calls), and ``token`` once, when the connection made a new anonymous one."""
+    secret = getattr(svc.extra.get("modules"), "secret", None)
+    if not isinstance(secret, bytes):
+        return {}
+    hello: dict[str, Any] = {
+        "identity": sender_of(secret, principal),
+        "anonymous": principal.anonymous,
+    }
+    if minted is not None:
+        hello["token"] = minted
+    return hello
 
 
 def _caller(svc: Services, principal: Principal, full_name: str) -> Caller | None:
@@ -166,15 +242,16 @@ def _caller(svc: Services, principal: Principal, full_name: str) -> Caller | Non
     return call
 
 
-def take_socket(svc: Services, principal: Principal) -> bool:
-    """Count one more open realtime socket of the caller's account (a user with its
-    service accounts), unless it has ``account_max_realtime_connections`` already."""
+def socket_budget(svc: Services, principal: Principal, database_id: int) -> tuple[int, int]:
+    """The tally a socket counts in and its limit: the caller's account (a user with its
+    service accounts) up to ``account_max_realtime_connections``; anonymous identities
+    per database, up to ``module_anonymous_max_connections``."""
     settings = svc.settings
+    if principal.anonymous:
+        return -database_id, settings.module_anonymous_max_connections
     if principal.is_admin and settings.account_limits_exempt_admins:
-        limit = 1 << 62
-    else:
-        limit = settings.account_max_realtime_connections
-    return svc.realtime_sockets.try_take(principal.user_id, limit)
+        return principal.user_id, 1 << 62
+    return principal.user_id, settings.account_max_realtime_connections
 
 
 class Session:

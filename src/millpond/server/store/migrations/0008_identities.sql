@@ -1,0 +1,23 @@
+-- Anonymous identities (server/modules/identities.py): a client without an account that
+-- connects to a public database with a module gets an identity and a token. Only the
+-- token's SHA-256 is kept; the token also carries an HMAC signature of the server secret.
+-- A revoked identity's row stays (revoked_at) so its token is told apart from an unknown
+-- one; the database's owner turns anonymous access off with databases.anonymous_access.
+ALTER TABLE databases ADD COLUMN anonymous_access boolean NOT NULL DEFAULT true;
+
+CREATE TABLE anonymous_identities (
+    identity     text PRIMARY KEY CHECK (identity ~ '^[0-9a-f]{64}$'),
+    database_id  bigint NOT NULL REFERENCES databases (id) ON DELETE CASCADE,
+    token_hash   bytea NOT NULL UNIQUE,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at   timestamptz
+);
+CREATE INDEX anonymous_identities_database ON anonymous_identities (database_id, created_at);
+
+-- a revocation reaches every replica's caches and live sockets at once
+CREATE TRIGGER anonymous_identities_auth_delete AFTER DELETE OR TRUNCATE ON anonymous_identities
+    FOR EACH STATEMENT EXECUTE FUNCTION millpond_notify_auth();
+CREATE TRIGGER anonymous_identities_auth_update AFTER UPDATE ON anonymous_identities
+    FOR EACH ROW WHEN (OLD.revoked_at IS DISTINCT FROM NEW.revoked_at)
+    EXECUTE FUNCTION millpond_notify_auth();
