@@ -497,11 +497,18 @@ def run_scenario(
     targets: list[int],
     writer_urls: list[str] | None = None,
     timeline: Callable[[list[Proxy]], None] = cut_all_halfway,
-    timeout: float = 20,
+    timeout: float = 60,
 ) -> Outcome:
     """Run the four clients (client i through a proxy to port ``targets[i]``) and the
     writers while ``timeline`` runs; then stop the writers, commit the marker (through
-    ``db.base_url``), let every client catch up with it and read what Postgres holds."""
+    ``db.base_url``), let every client catch up with it and read what Postgres holds.
+
+    ``timeout``: how long one connect, subscribe or unsubscribe may wait (the SDK's
+    default, 60 s). A subscribe answers once the WAL stream has passed its snapshot; the
+    scenario's 10k-row transactions put the stream seconds behind the writers on a busy
+    2-core machine, where the whole system shares this one process — measured at load 4-5:
+    subscribes waiting 3-9 s for a stream that never went silent (no stall; a backlog),
+    and one in about 50 runs over the 20 s this was before."""
     records = [Record(spec, random.Random(f"{seed}-{spec.name}")) for spec in SPECS]
     phases = Phases(len(records), timeout)
     writers = Writers(db, seed, writer_urls)

@@ -300,6 +300,21 @@ def test_committed_calls_reach_the_wal_and_failed_ones_do_not(
     assert events[private]["args"] is None and events[private]["reducer"] == "hidden"
 
 
+def test_quotes_and_backslashes_reach_the_settings_and_the_event_intact(
+    loop: Loop, pool: WorkerPool, mdb: Db
+) -> None:
+    # the worker quotes these into its BEGIN and COMMIT statements itself (libpq's escaping)
+    tricky = "it's \\' a \\\\ \"test\" ✓"
+    outcome = call(loop, pool, "whoami", request_id=tricky, connection_id=tricky)
+    assert outcome["status"] == "committed", outcome
+    assert outcome["return"]["request_id"] == tricky
+    request_id = uuid.uuid4().hex
+    opened = call(loop, pool, "open_account", 31, 1, tricky, request_id=request_id)
+    assert opened["status"] == "committed", opened
+    event = {e["request_id"]: e for e in reducer_events(mdb)}[request_id]
+    assert event["args"] == [31, 1, tricky]
+
+
 # -- apply ------------------------------------------------------------------------------
 
 INIT_MODULE = """

@@ -5,7 +5,6 @@ API, and ``Cache-Control: no-store`` on both. Headers a route set itself are kep
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONSOLE_CSP = (
@@ -25,8 +24,17 @@ COMMON = {
 }
 
 
-def headers_for(path: str) -> dict[str, str]:
+def _kind(path: str) -> str:
     if path == "/console" or path.startswith("/console/"):
+        return "console"
+    if path == "/docs" or path.startswith("/docs/"):
+        return "docs"
+    return "api"
+
+
+def headers_for(path: str) -> dict[str, str]:
+    kind = _kind(path)
+    if kind == "console":
         return {
             **COMMON,
             "content-security-policy": CONSOLE_CSP,
@@ -35,10 +43,17 @@ def headers_for(path: str) -> dict[str, str]:
             # form posts, and the console refuses posts from anywhere but itself
             "referrer-policy": "same-origin",
         }
-    if path == "/docs" or path.startswith("/docs/"):
+    if kind == "docs":
         return {**COMMON, "content-security-policy": DOCS_CSP}
     # the API's answers are private (query results, keys just made): never stored by a cache
     return {**COMMON, "content-security-policy": API_CSP, "cache-control": "no-store"}
+
+
+_RAW = {
+    kind: tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers_for(path).items())
+    for kind, path in (("console", "/console"), ("docs", "/docs"), ("api", "/"))
+}
+""":func:`headers_for` as raw ASGI headers, made once (not on every answer)."""
 
 
 class SecurityHeaders:
@@ -49,14 +64,14 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = headers_for(scope.get("path", ""))
+        extra = _RAW[_kind(scope.get("path", ""))]
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in extra.items():
-                    if name not in headers:
-                        headers[name] = value
+                headers = list(message.get("headers", ()))
+                present = {bytes(name).lower() for name, _ in headers}
+                headers.extend(header for header in extra if header[0] not in present)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, sending)

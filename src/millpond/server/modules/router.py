@@ -32,6 +32,23 @@ def _modules(svc: Svc) -> ModuleService:
     return service
 
 
+# first: routes are tried in order, and this is the hot one
+@router.post("/call/{reducer}", response_model=CallResult, response_model_by_alias=True)
+@anonymous_allowed
+async def call(
+    owner: str,
+    name: str,
+    reducer: str,
+    svc: Svc,
+    who: Caller,
+    args: Annotated[Any, Body(description="Arguments: a JSON array or object.")] = None,
+) -> CallResult:
+    """Call a reducer: one transaction, committed when it returns. A failed call is 422
+    (``reducer_failed`` with the reducer's message, ``reducer_error``, ``reducer_timeout``,
+    ``reducer_crashed``)."""
+    return await _modules(svc).call(who, f"{owner}/{name}", reducer, [] if args is None else args)
+
+
 @router.post("/module", response_model=PublishResult, status_code=201)
 async def publish(
     owner: str, name: str, body: ModulePublish, svc: Svc, who: Caller
@@ -82,22 +99,6 @@ async def logs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[LogLine]:
     return await _modules(svc).logs(who, f"{owner}/{name}", after, limit)
-
-
-@router.post("/call/{reducer}", response_model=CallResult, response_model_by_alias=True)
-@anonymous_allowed
-async def call(
-    owner: str,
-    name: str,
-    reducer: str,
-    svc: Svc,
-    who: Caller,
-    args: Annotated[Any, Body(description="Arguments: a JSON array or object.")] = None,
-) -> CallResult:
-    """Call a reducer: one transaction, committed when it returns. A failed call is 422
-    (``reducer_failed`` with the reducer's message, ``reducer_error``, ``reducer_timeout``,
-    ``reducer_crashed``)."""
-    return await _modules(svc).call(who, f"{owner}/{name}", reducer, [] if args is None else args)
 
 
 @router.get("/module/settings", response_model=ModuleSettings)

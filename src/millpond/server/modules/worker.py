@@ -46,6 +46,9 @@ RETRY_SQLSTATES = ("40001", "40P01")
 APPLY_LOCK_TIMEOUT = "5s"
 MAX_REPLY = 8 * 1024 * 1024
 _ISOLATION = {"serializable": "SERIALIZABLE", "read_committed": "READ COMMITTED"}
+_BEGIN = {level: f"BEGIN ISOLATION LEVEL {level};".encode() for level in _ISOLATION.values()}
+_EMIT = b"SELECT pg_catalog.pg_logical_emit_message(true, 'millpond.reducer', "
+_EMIT_END = b"::text), pg_catalog.pg_current_xact_id()::text; COMMIT"
 
 
 class CpuTimeExceeded(BaseException):
@@ -237,17 +240,30 @@ class Worker:
 
     def _begin(self, isolation: str, ctx: dict[str, Any]) -> None:
         conn = self._connection()
-        query = sql.SQL(
-            "BEGIN ISOLATION LEVEL {}; SELECT set_config('millpond.sender', {}, true), "
-            "set_config('millpond.connection_id', {}, true), "
-            "set_config('millpond.request_id', {}, true)"
-        ).format(
-            sql.SQL(isolation),
-            sql.Literal(str(ctx["sender"])),
-            sql.Literal(str(ctx.get("connection_id") or "")),
-            sql.Literal(str(ctx.get("request_id") or "")),
+        literal = self._literal
+        conn.execute(
+            b"".join(
+                (
+                    _BEGIN[isolation],
+                    b" SELECT set_config('millpond.sender', ",
+                    literal(str(ctx["sender"])),
+                    b", true), set_config('millpond.connection_id', ",
+                    literal(str(ctx.get("connection_id") or "")),
+                    b", true), set_config('millpond.request_id', ",
+                    literal(str(ctx.get("request_id") or "")),
+                    b", true)",
+                )
+            )
         )
-        conn.execute(query)
+
+    def _literal(self, value: str) -> bytes:
+        """``value`` as an SQL string literal, quoted by libpq for the connection's
+        encoding and ``standard_conforming_strings`` as they are now: what ``sql.Literal``
+        makes, at a tenth of its cost (a call sends four)."""
+        if "\x00" in value:
+            raise ValueError("PostgreSQL text cannot contain NUL (0x00) characters")
+        conn = self._connection()
+        return psycopg.pq.Escaping(conn.pgconn).escape_literal(value.encode(conn.info.encoding))
 
     def _commit(self, event: dict[str, Any] | None) -> int | None:
         """Commit; the transaction's xid (32 bits, as the WAL stream names it) when it
@@ -263,12 +279,7 @@ class Worker:
             conn.execute("COMMIT")
             return None
         text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-        cur = conn.execute(
-            sql.SQL(
-                "SELECT pg_catalog.pg_logical_emit_message(true, 'millpond.reducer', {}::text),"
-                " pg_catalog.pg_current_xact_id()::text; COMMIT"
-            ).format(sql.Literal(text))
-        )
+        cur = conn.execute(_EMIT + self._literal(text) + _EMIT_END)
         row = cur.fetchone()
         return int(str(row[1])) % 2**32 if row is not None else None
 

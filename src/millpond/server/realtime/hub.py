@@ -94,7 +94,9 @@ class Client:
     row filter would apply in ``Hub._encode`` and to the initial rows."""
     queries: dict[str, str] = field(default_factory=dict)  # query_id -> query key
     keys: frozenset[str] = frozenset()
-    syncing: list[Transaction] | None = None
+    syncing: list[tuple[Transaction, list[_Matched]]] | None = None
+    """While a subscribe reads its snapshot: the transactions streamed meanwhile that
+    concern the connection, each with its changes matched at dispatch (held in order)."""
     guard: Callable[[predicates.BoundQuery], None] | None = None
     """Checks each query before it is subscribed (raising :class:`SubscribeError` to
     refuse it): the flags stream confines a connection to its environment's rows."""
@@ -295,7 +297,10 @@ class Hub:
         raise AssertionError("unreachable")
 
     def _unusable(
-        self, snapshot: Snapshot, mark: tuple[int, int | None], held: list[Transaction]
+        self,
+        snapshot: Snapshot,
+        mark: tuple[int, int | None],
+        held: list[tuple[Transaction, list[_Matched]]],
     ) -> str | None:
         """Why the transactions cannot be positioned against ``snapshot`` (None: they can).
         ``mark``: the dispatch count and the newest xid dispatched when the subscription
@@ -311,7 +316,7 @@ class Hub:
         if unseen:
             return f"transaction {unseen[0]} was streamed before the subscribe but is not visible"
         first: Transaction | None = None
-        for tx in held:
+        for tx, _ in held:
             if not snapshot.sees(tx.xid):
                 first = first or tx
             elif first is not None:
@@ -503,14 +508,15 @@ class Hub:
         client.syncing = None
         cut = 0
         if snapshot is not None:
-            while cut < len(held) and snapshot.sees(held[cut].xid):
-                self._deliver_one(client, held[cut], client.keys)
+            while cut < len(held) and snapshot.sees(held[cut][0].xid):
+                tx, matched = held[cut]
+                self._deliver_one(client, tx, client.keys, matched)
                 cut += 1
         if applied is not None:
             client.send(applied)
         client.keys = keys
-        for tx in held[cut:]:
-            self._deliver_one(client, tx, keys)
+        for tx, matched in held[cut:]:  # matched at dispatch: the new queries were in
+            self._deliver_one(client, tx, keys, matched)
 
     # -- dispatch -------------------------------------------------------------------------
 
@@ -544,7 +550,7 @@ class Hub:
             if client is None:
                 continue
             if client.syncing is not None:
-                client.syncing.append(tx)
+                client.syncing.append((tx, matched))
             else:
                 groups[(client.keys, client.role if by_role else None)].append(client)
         for (keys, role), clients in groups.items():
