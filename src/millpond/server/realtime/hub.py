@@ -218,6 +218,7 @@ class Hub:
 
     async def _run(self) -> None:
         assert self._stream is not None
+        self._stream.waited = lambda: bool(self._waiters or self._xid_waiters)
         try:
             async for tx in self._stream.transactions():
                 if self.row_filter is not None:
