@@ -39,6 +39,7 @@ def server(data_dir: Path) -> Iterator[RunningServer]:
         realtime_idle_seconds=0.5,
         realtime_send_buffer_bytes=1024 * 1024,
         module_workers=1,  # one worker process per module: fewer to start in every test
+        module_issuer_allow_insecure=True,  # token issuers' keys from a local http server
         gateway_port=free_port(),  # not the default 5433: test sessions may run side by side
     )
     running = start_server(settings)

@@ -122,3 +122,51 @@ def test_module_settings_and_identities(user_cli: tuple[str, Cli], tmp_path: Pat
     refused = cli("identities", "create", db)
     assert refused.exit_code == 1 and "anonymous access off" in refused.stderr
     assert cli.json("module", "settings", db, "--anonymous") == {"anonymous_access": True}
+
+
+def test_module_issuers(user_cli: tuple[str, Cli], tmp_path: Path) -> None:
+    from tests.modules.test_issuers import Signer
+
+    name, cli = user_cli
+    cli.ok("db", "create", "idp")
+    db = f"{name}/idp"
+    source = tmp_path / "idp.py"
+    source.write_text(V1)
+    cli.json("publish", db, str(source))
+    assert cli.json("module", "issuers", "list", db) == []
+    assert cli.ok("module", "issuers", "list", db, table=True).stdout == "no issuers\n"
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [Signer("ES256", "k1").jwk]}))
+    issuer = "https://login.example.test"
+    added = cli.json(
+        "module",
+        "issuers",
+        "add",
+        db,
+        issuer,
+        "-a",
+        "app",
+        "--audience",
+        "web",
+        "--jwks-file",
+        str(jwks),
+        "--claim",
+        "email_verified=true",
+        "--claim",
+        "tier=gold",
+    )
+    assert added["audiences"] == ["app", "web"]
+    assert added["required_claims"] == {"email_verified": True, "tier": "gold"}
+    table = cli.ok("module", "issuers", "list", db, table=True).stdout
+    assert table.splitlines()[0].split() == ["ISSUER", "AUDIENCES", "KEYS", "CLAIMS"]
+    assert "inline" in table and "email_verified=True" in table
+    found = cli.json("module", "issuers", "list", db)
+    assert [i["issuer"] for i in found] == [issuer]
+    bad = cli("module", "issuers", "add", db, issuer, "-a", "app", "--claim", "novalue")
+    assert bad.exit_code == 2 and "NAME=VALUE" in bad.stderr
+    missing = cli("module", "issuers", "add", db, issuer, "-a", "x", "--jwks-file", "nope.json")
+    assert missing.exit_code == 2 and "cannot read the key set" in missing.stderr
+    out = cli.ok("module", "issuers", "remove", db, issuer, table=True).stdout
+    assert out == f"{db} no longer accepts tokens of {issuer}\n"
+    again = cli("module", "issuers", "remove", db, issuer)
+    assert again.exit_code == 1 and "module issuers list" in again.stderr

@@ -12,6 +12,7 @@ from . import (
     flags,
     generate,
     identities,
+    issuers,
     keys,
     modules,
     query,
@@ -132,6 +133,7 @@ app.command("logs")(modules.logs)
 app.command("generate")(generate.generate)
 app.add_typer(modules.app, name="module")
 app.add_typer(identities.app, name="identities")
+modules.app.add_typer(issuers.app, name="issuers")
 app.add_typer(keys.app, name="key")
 app.add_typer(service_accounts.app, name="service-account")
 app.add_typer(users.app, name="user")

@@ -32,7 +32,7 @@ from ..models import (
 from ..models.flags import Company as FlagCompany
 from ..models.flags import Flag, FlagCheck
 from ..models.flags import User as FlagUser
-from ..models.modules import AnonymousIdentity, IdentityCreated, ModuleVersion
+from ..models.modules import AnonymousIdentity, IdentityCreated, ModuleVersion, TokenIssuer
 from ..models.transfer import ExportJob, ImportJob
 
 
@@ -259,6 +259,17 @@ VIEWS: dict[type[BaseModel], View] = {
             Column("CREATED", lambda i: when(i.created_at)),
             Column("LAST USED", lambda i: when(i.last_used_at) or "never"),
             Column("REVOKED", lambda i: when(i.revoked_at) or "no"),
+        ),
+    ),
+    TokenIssuer: View(
+        "issuer",
+        (
+            Column("ISSUER", lambda i: i.issuer),
+            Column("AUDIENCES", lambda i: ", ".join(i.audiences)),
+            Column(
+                "KEYS", lambda i: "inline" if i.jwks is not None else i.jwks_uri or "discovered"
+            ),
+            Column("CLAIMS", lambda i: ", ".join(f"{k}={v}" for k, v in i.required_claims.items())),
         ),
     ),
     User: View(

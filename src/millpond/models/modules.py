@@ -133,3 +133,31 @@ class ModuleSettingsUpdate(RequestModel):
         description="Turn anonymous identities on or off (off: their tokens"
         " are refused and their sockets closed at once).",
     )
+
+
+class TokenIssuer(WireModel):
+    """A login provider whose tokens (OpenID Connect ID tokens, or any JWT it signs) a
+    database's module accepts as its end users' identities."""
+
+    issuer: str = Field(description="The tokens' ``iss``, exactly.")
+    audiences: list[str] = Field(description="A token's ``aud`` must name one of these.")
+    jwks_uri: str | None = Field(
+        default=None,
+        description="Where its public keys are fetched (none with ``jwks``; neither: the"
+        " issuer's ``/.well-known/openid-configuration`` says).",
+    )
+    jwks: dict[str, Any] | None = Field(
+        default=None, description="Its public keys, as a JSON Web Key Set."
+    )
+    required_claims: dict[str, Any] = Field(
+        default_factory=dict, description="Claims a token must carry, with these values."
+    )
+    created_at: datetime | None = None
+
+
+class TokenIssuerPut(RequestModel):
+    issuer: str = Field(min_length=1, max_length=1000)
+    audiences: list[str] = Field(min_length=1, max_length=20)
+    jwks_uri: str | None = Field(default=None, max_length=2000)
+    jwks: dict[str, Any] | None = None
+    required_claims: dict[str, Any] = Field(default_factory=dict, max_length=20)

@@ -62,6 +62,10 @@ class ReducerContext(Protocol):
     """The caller's identity."""
     connection_id: str | None
     """The caller's realtime connection, or None for an HTTP call."""
+    sender_auth: dict[str, Any] | None
+    """The claims of the caller's token when it came from a login provider the database
+    trusts (``iss``, ``sub``, ``email``…); None for millpond users and anonymous
+    identities."""
     timestamp: Timestamp
     """When the call started; the same on every retry of the call."""
     rng: random.Random

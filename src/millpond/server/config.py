@@ -401,6 +401,14 @@ class Settings(BaseSettings):
             "rate_limited), so strangers cannot fill the control database."
         ),
     )
+    module_issuer_allow_insecure: bool = Field(
+        False,
+        description=(
+            "Fetch token issuers' keys over plain http and from loopback, private and "
+            "link-local addresses too (on-premises login providers, tests). Off: https to "
+            "public addresses only, so a tenant cannot make the server fetch from its network."
+        ),
+    )
     module_anonymous_max_connections: int = Field(
         1000,
         ge=1,

@@ -16,6 +16,7 @@ from .errors import ServiceError
 from .flags.service import FlagService
 from .gateway import Gateway
 from .modules.identities import TOKEN_PREFIX, authenticate_token, refusal_error
+from .modules.jwt import looks_like_jwt
 from .postgres.cluster import Cluster
 from .postgres.supervisor import Supervisor
 from .query.service import QueryService
@@ -58,7 +59,9 @@ async def principal(request: Request) -> Principal:
         )
     token = token.strip()
     if token.startswith(TOKEN_PREFIX):
-        return await _anonymous(request, token)
+        return _end_user(request, await _anonymous(request, token))
+    if looks_like_jwt(token):
+        return _end_user(request, await _issued(request, token))
     who = await authenticate(services(request).store, token)
     if who is None:
         raise ServiceError(401, "unauthorized", "unknown, revoked or expired API key")
@@ -87,14 +90,33 @@ async def _anonymous(request: Request, token: str) -> Principal:
     who = await authenticate_token(svc.store, secret, token)
     if isinstance(who, str):
         raise refusal_error(who)
-    if request.scope.get("endpoint") not in _ANONYMOUS_ENDPOINTS:
-        raise ServiceError(
-            403,
-            "anonymous_identity",
-            "an anonymous identity's token can only call reducers, read the module's schema"
-            " and open the realtime socket of its database: use a millpond API key",
-        )
     return who
+
+
+async def _issued(request: Request, token: str) -> Principal:
+    """The end user of a token of an issuer the named database's owner trusts."""
+    issuers = getattr(services(request).extra.get("modules"), "issuers", None)
+    owner, name = request.path_params.get("owner"), request.path_params.get("name")
+    if issuers is None or owner is None or name is None:
+        raise _end_user_refused()
+    who: Principal = await issuers.authenticate(token, f"{owner}/{name}")
+    return who
+
+
+def _end_user(request: Request, who: Principal) -> Principal:
+    if request.scope.get("endpoint") not in _ANONYMOUS_ENDPOINTS:
+        raise _end_user_refused()
+    return who
+
+
+def _end_user_refused() -> ServiceError:
+    return ServiceError(
+        403,
+        "anonymous_identity",
+        "an end user's token (an anonymous identity's, or a login provider's) can only call"
+        " reducers, read the module's schema and open the realtime socket of its database:"
+        " use a millpond API key",
+    )
 
 
 async def _services(request: Request) -> Services:

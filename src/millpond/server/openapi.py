@@ -33,11 +33,13 @@ DESCRIPTIONS: dict[int, str] = {
     400: "The request cannot be carried out as sent: a body that is not JSON (`http_error`), "
     "nested too deep (`json_too_deep`) or not valid Unicode (`invalid_text`); SQL that "
     "fails (`sql_error`, `statement_timeout`); an unreadable import file.",
-    401: "Missing, unknown, revoked or expired API key (`unauthorized`), or a revoked "
-    "anonymous identity's token (`identity_revoked`).",
+    401: "Missing, unknown, revoked or expired API key (`unauthorized`), a revoked "
+    "anonymous identity's token (`identity_revoked`), or a login provider's token that does "
+    "not verify (`invalid_token`, `token_expired`, `token_not_yet_valid`, `token_audience`, "
+    "`unknown_issuer`).",
     403: "The key may not do this (e.g. `forbidden`, `read_only_key`, `admin_required`, "
     "`environment_key`, `environment_forbidden`, `invalid_signature`, `anonymous_identity`, "
-    "`anonymous_disabled`, `identity_other_database`), or a per-account "
+    "`anonymous_disabled`, `identity_other_database`, `claim_required`), or a per-account "
     "limit is reached (`limit_exceeded`).",
     404: "What the request names does not exist or is not visible to the caller (`*_not_found`).",
     409: "The request conflicts with the current state (e.g. `*_exists`, `key_conflict`, "
@@ -101,6 +103,9 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("POST", "/v1/databases/{owner}/{name}/identities"): frozenset({403, 404, 409, 429}),
     ("GET", "/v1/databases/{owner}/{name}/identities"): _LOOKUP,
     ("DELETE", "/v1/databases/{owner}/{name}/identities/{identity}"): _LOOKUP,
+    ("GET", "/v1/databases/{owner}/{name}/module/issuers"): _LOOKUP,
+    ("PUT", "/v1/databases/{owner}/{name}/module/issuers"): _LOOKUP,
+    ("DELETE", "/v1/databases/{owner}/{name}/module/issuers"): _LOOKUP,
     # query
     ("POST", "/v1/query"): frozenset({400, 404, 429}),
     # imports and exports

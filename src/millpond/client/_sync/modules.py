@@ -32,6 +32,8 @@ from ...models.modules import (
     ModuleVersion,
     ModuleVersionDetail,
     PublishResult,
+    TokenIssuer,
+    TokenIssuerPut,
 )
 from .._base import (
     Call,
@@ -241,3 +243,52 @@ class Modules:
             json=body(request),
         )
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    # -- login providers ---------------------------------------------------------------------
+
+    def issuers(
+        self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> builtins.list[TokenIssuer]:
+        """The login providers whose tokens ``db``'s module accepts (owner and admins)."""
+        call = Call("GET", database_path(db, "module", "issuers"), parse_list(TokenIssuer))
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def put_issuer(
+        self,
+        db: str,
+        issuer: str,
+        *,
+        audiences: builtins.list[str],
+        jwks: dict[str, Any] | None = None,
+        jwks_uri: str | None = None,
+        required_claims: dict[str, Any] | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> TokenIssuer:
+        """Accept the tokens of ``issuer`` (their ``iss``) for one of ``audiences``, signed
+        by the keys in ``jwks`` (a JSON Web Key Set), at ``jwks_uri``, or (neither) named by
+        the issuer's openid-configuration; with ``required_claims`` equal. Its end users
+        call reducers as ``sha256(issuer, subject)`` with the claims as ``ctx.sender_auth``."""
+        request = TokenIssuerPut(
+            issuer=issuer,
+            audiences=audiences,
+            jwks=jwks,
+            jwks_uri=jwks_uri,
+            required_claims=required_claims or {},
+        )
+        call = Call(
+            "PUT",
+            database_path(db, "module", "issuers"),
+            parse_model(TokenIssuer),
+            json=body(request),
+        )
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def remove_issuer(
+        self, db: str, issuer: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> None:
+        """Stop accepting ``issuer``'s tokens (their sockets close at once)."""
+        call = Call(
+            "DELETE", database_path(db, "module", "issuers"), parse_none, params={"issuer": issuer}
+        )
+        self._transport.request(call, timeout=timeout, max_retries=max_retries)

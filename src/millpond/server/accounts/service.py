@@ -56,19 +56,29 @@ class Principal:
     """Set for a key bound to one flags environment: it may only call /v1/flags."""
     expires_at: datetime | None = None
     """When the key expires (live sockets are closed then)."""
-    anonymous_identity: str | None = None
-    """Set for an anonymous identity's token (``mpt_…``, server/modules/identities.py):
-    no user (``user_id`` 0), bound to ``database_id``, and only reaching the endpoints
-    marked ``anonymous_allowed`` (deps.py) and the realtime socket."""
+    identity: str | None = None
+    """Set for an end user who is no millpond user (server/modules/identities.py): an
+    anonymous identity's token (``mpt_…``) or a token of an issuer the database's owner
+    trusts (``issuer``; server/modules/issuers.py). No user (``user_id`` 0), bound to
+    ``database_id``, reaching only the endpoints marked ``anonymous_allowed`` (deps.py)
+    and the realtime socket."""
     database_id: int | None = None
+    issuer: str | None = None
+    claims: Mapping[str, Any] | None = None
+    """The issuer's token's claims (``ctx.sender_auth``)."""
 
     @property
     def can_write(self) -> bool:
         return self.scope == "write"
 
     @property
+    def end_user(self) -> bool:
+        """Not a millpond user: an anonymous identity, or an issuer's token."""
+        return self.identity is not None
+
+    @property
     def anonymous(self) -> bool:
-        return self.anonymous_identity is not None
+        return self.identity is not None and self.issuer is None
 
 
 def hash_key(secret: str) -> bytes:

@@ -105,8 +105,9 @@ WHERE lower(u.username) = lower(%(owner)s) AND lower(d.name) = lower(%(name)s)
 
 def _role_of(row: DictRow, principal: Principal) -> AccessRole | None:
     role: AccessRole | None
-    if principal.anonymous:  # an anonymous identity reads public databases, nothing more
-        return None if row["is_private"] else "read"
+    if principal.end_user:  # an end user reads, nothing more: public databases, or any
+        # whose owner trusts the issuer of the user's token (server/modules/issuers.py)
+        return "read" if principal.issuer is not None or not row["is_private"] else None
     if row["owner_id"] == principal.user_id or principal.is_admin:
         role = "owner"
     elif row["collaborator_role"] is not None:

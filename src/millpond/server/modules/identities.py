@@ -155,14 +155,14 @@ async def authenticate_token(store: Store, secret: bytes, token: str) -> Princip
         is_admin=False,
         key_id="",
         scope="write",  # may call reducers; reads as a stranger (databases.service._role_of)
-        anonymous_identity=row["identity"],
+        identity=row["identity"],
         database_id=row["database_id"],
     )
 
 
 def require_bound(principal: Principal, access: Access) -> None:
-    """An anonymous identity's token works on its own database only."""
-    if principal.anonymous and principal.database_id != access.id:
+    """An end user's token works on its own database only."""
+    if principal.end_user and principal.database_id != access.id:
         raise ServiceError(
             403,
             "identity_other_database",
@@ -172,7 +172,7 @@ def require_bound(principal: Principal, access: Access) -> None:
 
 def sender_of(secret: bytes, principal: Principal) -> str:
     """The identity a reducer called by ``principal`` sees as ``ctx.sender``."""
-    return principal.anonymous_identity or user_identity(secret, principal.user_id)
+    return principal.identity or user_identity(secret, principal.user_id)
 
 
 # -- the service ---------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from ...models.modules import (
     ModuleVersion,
     ModuleVersionDetail,
     PublishResult,
+    TokenIssuer,
+    TokenIssuerPut,
 )
 from ..deps import Caller, Svc, anonymous_allowed
 from .service import ModuleService
@@ -142,4 +144,32 @@ async def revoke_identity(owner: str, name: str, identity: str, svc: Svc, who: C
     """Revoke an anonymous identity: its token is refused and its sockets are closed, on
     every replica (owner and admins)."""
     await _modules(svc).identities.revoke(who, f"{owner}/{name}", identity)
+    return Response(status_code=204)
+
+
+@router.get("/module/issuers", response_model=list[TokenIssuer])
+async def list_issuers(owner: str, name: str, svc: Svc, who: Caller) -> list[TokenIssuer]:
+    """The login providers whose tokens the module accepts (owner and admins)."""
+    return await _modules(svc).issuers.configured(who, f"{owner}/{name}")
+
+
+@router.put("/module/issuers", response_model=TokenIssuer)
+async def put_issuer(
+    owner: str, name: str, body: TokenIssuerPut, svc: Svc, who: Caller
+) -> TokenIssuer:
+    """Trust a login provider's tokens (or change how): its end users become identities
+    ``sha256(issuer, subject)`` with the token's claims as ``ctx.sender_auth``."""
+    return await _modules(svc).issuers.put(who, f"{owner}/{name}", body)
+
+
+@router.delete("/module/issuers", status_code=204)
+async def remove_issuer(
+    owner: str,
+    name: str,
+    svc: Svc,
+    who: Caller,
+    issuer: Annotated[str, Query(min_length=1, max_length=1000, description="Its ``iss``.")],
+) -> Response:
+    """Stop trusting a login provider: its tokens are refused and their sockets closed."""
+    await _modules(svc).issuers.remove(who, f"{owner}/{name}", issuer)
     return Response(status_code=204)

@@ -220,6 +220,7 @@ class Context:
 
     sender: Identity
     connection_id: str | None
+    sender_auth: dict[str, Any] | None
     timestamp: datetime.datetime
     rng: random.Random
     db: Tables

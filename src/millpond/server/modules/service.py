@@ -41,6 +41,7 @@ from ..store import Store
 from ..store.notifications import Invalidation
 from . import pool
 from .identities import Identities, require_bound, sender_of
+from .issuers import Issuers
 from .publishing import Publisher, Version, check_upload
 
 _log = logging.getLogger("millpond.modules")
@@ -76,6 +77,7 @@ class ModuleService:
         self.settings = settings
         self.publisher = Publisher(store, cluster, secret, settings)
         self.identities = Identities(store, secret, settings)
+        self.issuers = Issuers(store, settings)
         self.changes = Invalidation(cluster.control_conninfo, CHANNEL)
         self._active: dict[int, Active] = {}
         self._locks: dict[int, asyncio.Lock] = {}
@@ -199,6 +201,7 @@ class ModuleService:
             ctx: dict[str, Any] = {
                 "sender": sender_of(self.secret, principal),
                 "connection_id": connection_id,
+                "sender_auth": dict(principal.claims) if principal.claims is not None else None,
                 "timestamp": datetime.now(UTC).isoformat(),
                 "seed": secrets.randbits(63),
                 "request_id": request_id,

@@ -299,6 +299,7 @@ class Worker:
         return Context(
             sender=Identity(ctx["sender"]),
             connection_id=ctx.get("connection_id"),
+            sender_auth=ctx.get("sender_auth"),
             timestamp=datetime.datetime.fromisoformat(ctx["timestamp"]),
             rng=random.Random(int(ctx.get("seed", 0))),
             db=self.db,

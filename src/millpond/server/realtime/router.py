@@ -40,6 +40,8 @@ from ..modules.identities import (
     require_bound,
     sender_of,
 )
+from ..modules.issuers import Issuers
+from ..modules.jwt import looks_like_jwt
 from ..postgres.availability import PostgresUnavailable
 from ..recheck import CLOSE_CODES, Rechecker, Verdict, database_verdict
 from ..store.notifications import Invalidation
@@ -174,6 +176,14 @@ async def _identify(
     close (code, reason) that refuses it."""
     modules = svc.extra.get("modules")
     identities: Identities | None = getattr(modules, "identities", None)
+    issuers: Issuers | None = getattr(modules, "issuers", None)
+    if issuers is not None and looks_like_jwt(token):
+        try:
+            return await issuers.authenticate(token, full_name), None
+        except ServiceError as exc:
+            if exc.status >= 500:
+                raise
+            return Refused({401: 4001, 403: 4003}.get(exc.status, 4004), exc.code)
     if identities is not None and (not token or token.startswith(TOKEN_PREFIX)):
         if token:
             found = await authenticate_token(svc.store, identities.secret, token)
@@ -206,9 +216,11 @@ async def _identify(
 def _live_check(
     svc: Services, principal: Principal, token: str, full_name: str, db_id: int, sql_role: str
 ) -> Callable[[], Awaitable[Verdict | None]]:
+    modules: Any = svc.extra.get("modules")
+    if principal.issuer is not None:
+        return lambda: modules.issuers.verdict(token, full_name)
     if principal.anonymous:
-        secret = svc.extra["modules"].secret  # type: ignore[attr-defined]
-        return lambda: identity_verdict(svc.store, secret, token)
+        return lambda: identity_verdict(svc.store, modules.secret, token)
     return lambda: database_verdict(svc.store, token, full_name, db_id, sql_role)
 
 
@@ -222,6 +234,8 @@ def _hello(svc: Services, principal: Principal, minted: str | None) -> dict[str,
         "identity": sender_of(secret, principal),
         "anonymous": principal.anonymous,
     }
+    if principal.issuer is not None:
+        hello["issuer"] = principal.issuer
     if minted is not None:
         hello["token"] = minted
     return hello
@@ -247,7 +261,7 @@ def socket_budget(svc: Services, principal: Principal, database_id: int) -> tupl
     service accounts) up to ``account_max_realtime_connections``; anonymous identities
     per database, up to ``module_anonymous_max_connections``."""
     settings = svc.settings
-    if principal.anonymous:
+    if principal.end_user:
         return -database_id, settings.module_anonymous_max_connections
     if principal.is_admin and settings.account_limits_exempt_admins:
         return principal.user_id, 1 << 62

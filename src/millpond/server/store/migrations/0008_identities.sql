@@ -21,3 +21,19 @@ CREATE TRIGGER anonymous_identities_auth_delete AFTER DELETE OR TRUNCATE ON anon
 CREATE TRIGGER anonymous_identities_auth_update AFTER UPDATE ON anonymous_identities
     FOR EACH ROW WHEN (OLD.revoked_at IS DISTINCT FROM NEW.revoked_at)
     EXECUTE FUNCTION millpond_notify_auth();
+
+-- Login providers a database's module accepts tokens of (server/modules/issuers.py):
+-- an end user with such a token is the identity sha256(issuer, subject).
+CREATE TABLE module_token_issuers (
+    database_id     bigint NOT NULL REFERENCES databases (id) ON DELETE CASCADE,
+    issuer          text NOT NULL,
+    audiences       text[] NOT NULL,
+    jwks_uri        text,
+    jwks            jsonb,
+    required_claims jsonb NOT NULL DEFAULT '{}',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (database_id, issuer)
+);
+CREATE TRIGGER module_token_issuers_auth_change
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON module_token_issuers
+    FOR EACH STATEMENT EXECUTE FUNCTION millpond_notify_auth();
