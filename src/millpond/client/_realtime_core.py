@@ -69,11 +69,12 @@ CLOSE_CODES = {
     4013: "access_changed",
     4014: "visibility_changed",
     4015: "visibility_failed",
+    4016: "connection_rejected",
     4029: "limit_exceeded",
 }
 """The server's close codes (protocol doc)."""
 
-FATAL_CLOSE_CODES = frozenset({4000, 4001, 4003, 4004, 4012})
+FATAL_CLOSE_CODES = frozenset({4000, 4001, 4003, 4004, 4012, 4016})
 """Close codes after which reconnecting cannot help: the client stops for good."""
 
 

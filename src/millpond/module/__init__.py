@@ -23,6 +23,8 @@ publish owner/db path`` uploads it. See docs/modules.md::
 from ._context import Database, ReducerContext, SenderError, TableHandle
 from ._declare import (
     DeclarationError,
+    client_connected,
+    client_disconnected,
     column,
     index,
     init,
@@ -50,6 +52,8 @@ __all__ = [
     "SenderError",
     "TableHandle",
     "Timestamp",
+    "client_connected",
+    "client_disconnected",
     "column",
     "index",
     "init",

@@ -293,6 +293,39 @@ def reducer(
     return declare(fn) if fn is not None else declare
 
 
+LIFECYCLE = ("client_connected", "client_disconnected")
+
+
+def _lifecycle(kind: str, fn: F) -> F:
+    reducer_name = fn.__name__
+    _check_name(reducer_name, "reducer")
+    if any(d.lifecycle == kind for d, _ in REGISTRY.reducers.values()):
+        raise DeclarationError(f"@{kind} is declared twice")
+    if reducer_name in REGISTRY.reducers:
+        raise DeclarationError(f"reducer {reducer_name} is declared twice")
+    if _params(fn, f"@{kind} {reducer_name}"):
+        raise DeclarationError(f"@{kind} {reducer_name}: it takes the context (ctx) only")
+    doc = inspect.getdoc(fn) or ""
+    definition = ReducerDef(reducer_name, (), True, "serializable", doc, kind)
+    REGISTRY.reducers[reducer_name] = (definition, fn)
+    return fn
+
+
+def client_connected(fn: F) -> F:
+    """Declare the reducer run, in its own transaction, when a realtime connection to the
+    database opens (``def on_connect(ctx: ReducerContext) -> None``; ``ctx.sender`` and
+    ``ctx.connection_id`` name it). Raising ``SenderError`` refuses the connection with
+    its message."""
+    return _lifecycle("client_connected", fn)
+
+
+def client_disconnected(fn: F) -> F:
+    """Declare the reducer run when a realtime connection ends, for any reason (closed,
+    lost, timed out, the server stopped or died): once per connection, by whichever server
+    notices first."""
+    return _lifecycle("client_disconnected", fn)
+
+
 def init(fn: F) -> F:
     """Declare the function run once, in the transaction of the module's first publish
     (``def init(ctx: ReducerContext) -> None``); if it fails, the publish fails."""

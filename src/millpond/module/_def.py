@@ -100,6 +100,9 @@ class ReducerDef:
     """``serializable`` (serialization failures retried with the same context) or
     ``read_committed``."""
     doc: str = ""
+    lifecycle: str | None = None
+    """``client_connected`` or ``client_disconnected``: run by the server when a realtime
+    connection opens or ends, never called by clients."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,19 @@ class ModuleDef:
             if reducer.name == name:
                 return reducer
         raise KeyError(name)
+
+    def lifecycle(self, kind: str) -> ReducerDef | None:
+        """The reducer run at ``client_connected`` or ``client_disconnected``, if any."""
+        for reducer in self.reducers:
+            if reducer.lifecycle == kind:
+                return reducer
+        return None
+
+    @property
+    def tracks_connections(self) -> bool:
+        """Whether realtime connections are recorded (``millpond_connections``) so that
+        every one gets its ``client_disconnected``, even after a crash."""
+        return any(r.lifecycle is not None for r in self.reducers)
 
     def record(self, name: str) -> RecordDef:
         for record in self.records:
@@ -185,4 +201,5 @@ def _reducer(data: dict[str, Any]) -> ReducerDef:
         private=data["private"],
         isolation=data["isolation"],
         doc=data.get("doc", ""),
+        lifecycle=data.get("lifecycle"),
     )

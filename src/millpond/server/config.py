@@ -409,6 +409,22 @@ class Settings(BaseSettings):
             "public addresses only, so a tenant cannot make the server fetch from its network."
         ),
     )
+    module_replica_heartbeat_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "How often a server says it is alive (module_replicas) and sweeps the realtime "
+            "connections of servers that are gone, running their client_disconnected."
+        ),
+    )
+    module_replica_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "A server not heard from for this long is gone: another runs client_disconnected "
+            "for the connections it held."
+        ),
+    )
     module_anonymous_max_connections: int = Field(
         1000,
         ge=1,

@@ -247,8 +247,9 @@ class WorkerPool:
             raise failure
         return self.module or ModuleDef()
 
-    async def call(self, reducer: str, args: Any, ctx: dict[str, Any]) -> dict[str, Any]:
-        """Run one reducer call on a free worker; its outcome."""
+    async def call(self, reducer: str | None, args: Any, ctx: dict[str, Any]) -> dict[str, Any]:
+        """Run one reducer call on a free worker; its outcome. (``None``: a lifecycle
+        call's bookkeeping only, for a module without that reducer.)"""
         message = {"op": "call", "reducer": reducer, "args": args, "ctx": ctx}
         return await self._run(message)
 

@@ -117,6 +117,8 @@ def grant_statements(module: ModuleDef, pg_name: str) -> list[sql.Composed]:
                 name, reducer
             )
         )
+    if module.tracks_connections:
+        out += schema.connections_statements(ro, rw, reducer)
     return out
 
 

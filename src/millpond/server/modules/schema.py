@@ -36,6 +36,38 @@ def check_module(module: ModuleDef) -> None:
     records = {r.name for r in module.records}
     for table in module.tables:
         _check_table(table, records)
+    for kind in ("client_connected", "client_disconnected"):
+        found = [r for r in module.reducers if r.lifecycle == kind]
+        if len(found) > 1 or any(r.params for r in found):
+            raise SchemaError(f"@{kind}: at most one, taking the context only")
+    if any(
+        r.lifecycle not in (None, "client_connected", "client_disconnected")
+        for r in module.reducers
+    ):
+        raise SchemaError("unknown lifecycle reducer kind")
+
+
+CONNECTIONS = "millpond_connections"
+"""The realtime connections of a module with lifecycle reducers, in its database: a row
+is inserted in the transaction of ``client_connected`` and deleted in that of
+``client_disconnected``, so each connection gets exactly one of each, even when the
+server that held it died (another finds its rows)."""
+
+
+def connections_statements(
+    ro: sql.Identifier, rw: sql.Identifier, reducer: sql.Identifier
+) -> list[sql.Composed]:
+    """The connections table, readable and writable by the reducer role only."""
+    table = sql.Identifier("public", CONNECTIONS)
+    return [
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (connection_id text PRIMARY KEY,"
+            " identity text NOT NULL, replica text NOT NULL,"
+            " connected_at timestamptz NOT NULL DEFAULT now())"
+        ).format(table),
+        sql.SQL("REVOKE ALL ON TABLE {} FROM PUBLIC, {}, {}").format(table, ro, rw),
+        sql.SQL("GRANT SELECT, INSERT, DELETE ON TABLE {} TO {}").format(table, reducer),
+    ]
 
 
 def _check_table(table: TableDef, records: set[str]) -> None:

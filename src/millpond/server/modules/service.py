@@ -42,6 +42,7 @@ from ..store.notifications import Invalidation
 from . import pool
 from .identities import Identities, require_bound, sender_of
 from .issuers import Issuers
+from .lifecycle import Lifecycle
 from .publishing import Publisher, Version, check_upload
 
 _log = logging.getLogger("millpond.modules")
@@ -78,6 +79,7 @@ class ModuleService:
         self.publisher = Publisher(store, cluster, secret, settings)
         self.identities = Identities(store, secret, settings)
         self.issuers = Issuers(store, settings)
+        self.lifecycle = Lifecycle(self)
         self.changes = Invalidation(cluster.control_conninfo, CHANNEL)
         self._active: dict[int, Active] = {}
         self._locks: dict[int, asyncio.Lock] = {}
@@ -86,6 +88,7 @@ class ModuleService:
 
     async def start(self) -> None:
         await self.changes.start()
+        await self.lifecycle.start()
         self._reaper = asyncio.create_task(self._reap(), name="modules-reaper")
 
     async def close(self) -> None:
@@ -93,6 +96,7 @@ class ModuleService:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.lifecycle.close()
         await self.changes.stop()
         for active in list(self._active.values()):
             await active.pool.close()
@@ -252,6 +256,12 @@ class ModuleService:
                 "reducer_not_found",
                 f"the module of {access.full_name} has no reducer {name!r} (it has: {known})",
             ) from None
+        if reducer.lifecycle is not None:
+            raise ServiceError(
+                403,
+                "reducer_lifecycle",
+                f"reducer {name!r} is @{reducer.lifecycle}: the server runs it, no one calls it",
+            )
         if reducer.private and not access.at_least("admin"):
             raise ServiceError(
                 403, "reducer_private", f"reducer {name!r} is private: the owner and admins only"

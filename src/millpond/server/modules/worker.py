@@ -51,6 +51,10 @@ _EMIT = b"SELECT pg_catalog.pg_logical_emit_message(true, 'millpond.reducer', "
 _EMIT_END = b"::text), pg_catalog.pg_current_xact_id()::text; COMMIT"
 
 
+class _AlreadyDone(Exception):
+    """A ``client_disconnected`` whose connection another server has seen to."""
+
+
 class CpuTimeExceeded(BaseException):
     """Raised by SIGXCPU: the call used its CPU budget (a BaseException, so that a
     module's ``except Exception`` does not swallow it)."""
@@ -130,6 +134,9 @@ class Worker:
 
     def call(self, message: dict[str, Any]) -> dict[str, Any]:
         name = message.get("reducer")
+        lifecycle = message["ctx"].get("lifecycle")
+        if name is None and lifecycle is not None:  # only the bookkeeping: no such reducer
+            return self._track_only(lifecycle, message["ctx"])
         if not isinstance(name, str) or name not in self.registry.reducers:
             return _outcome("error", f"the module has no reducer {name!r}")
         definition, function = self.registry.reducers[name]
@@ -137,6 +144,8 @@ class Worker:
         ctx = message["ctx"]
 
         def body(context: Context) -> Any:
+            if lifecycle is not None and not self._track(lifecycle, ctx):
+                raise _AlreadyDone
             return function(context, **bind_args(definition, args, self.module, self.records))
 
         event = {
@@ -149,6 +158,31 @@ class Worker:
             "status": "committed",
         }
         return self.transaction(_ISOLATION[definition.isolation], ctx, body, event)
+
+    def _track_only(self, lifecycle: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+        def body(context: Context) -> None:
+            if not self._track(lifecycle, ctx):
+                raise _AlreadyDone
+
+        return self.transaction("READ COMMITTED", ctx, body, None)
+
+    def _track(self, lifecycle: dict[str, Any], ctx: dict[str, Any]) -> bool:
+        """Record a connection opening, or remove it as it ends: False if it was gone
+        already (another server ran its ``client_disconnected``)."""
+        conn = self._connection()
+        connection_id = str(ctx.get("connection_id") or "")
+        if lifecycle.get("kind") == "client_connected":
+            conn.execute(
+                "INSERT INTO public.millpond_connections (connection_id, identity, replica)"
+                " VALUES (%s, %s, %s)",
+                (connection_id, str(ctx["sender"]), str(lifecycle.get("replica") or "")),
+            )
+            return True
+        cur = conn.execute(
+            "DELETE FROM public.millpond_connections WHERE connection_id = %s RETURNING 1",
+            (connection_id,),
+        )
+        return cur.fetchone() is not None
 
     def apply(self, message: dict[str, Any]) -> dict[str, Any]:
         statements = [str(s) for s in message.get("statements", [])]
@@ -211,6 +245,9 @@ class Worker:
             xid = self._commit(event)
         except CpuTimeExceeded:
             return self._failed("timeout", f"the call used more than {self._cpu()} s of CPU")
+        except _AlreadyDone:
+            self._rollback()
+            return _outcome("skipped", "the connection's client_disconnected already ran")
         except SenderError as exc:
             return self._failed("failed", str(exc))
         except MemoryError:

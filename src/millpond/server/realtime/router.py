@@ -42,6 +42,7 @@ from ..modules.identities import (
 )
 from ..modules.issuers import Issuers
 from ..modules.jwt import looks_like_jwt
+from ..modules.lifecycle import Lifecycle
 from ..postgres.availability import PostgresUnavailable
 from ..recheck import CLOSE_CODES, Rechecker, Verdict, database_verdict
 from ..store.notifications import Invalidation
@@ -134,8 +135,24 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
         svc.realtime_sockets.give(account)
         await ws.close(4029, "limit_exceeded")
         return
+    client_id = f"c_{secrets.token_hex(8)}"
+    lifecycle: Lifecycle | None = getattr(svc.extra.get("modules"), "lifecycle", None)
+    tracked, refused = False, None
+    if lifecycle is not None:
+        identity = _hello(svc, principal, None).get("identity", "")
+        try:
+            tracked, refused = await lifecycle.connected(access, identity, client_id)
+        except BaseException:
+            svc.realtime_sockets.give(account)
+            svc.realtime.release(hub)
+            raise
+        if refused is not None:
+            svc.realtime_sockets.give(account)
+            svc.realtime.release(hub)
+            await ws.close(4016, refused)
+            return
     client = Client(
-        f"c_{secrets.token_hex(8)}",
+        client_id,
         Outbox(svc.settings.realtime_send_buffer_bytes),
         identity=principal,
         role=access.sql_role,
@@ -159,6 +176,8 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
         sockets.discard(live)
         hub.disconnect(client)
         svc.realtime.release(hub)
+        if tracked and lifecycle is not None:
+            lifecycle.disconnected(access, identity, client_id)
 
 
 @dataclass(frozen=True)

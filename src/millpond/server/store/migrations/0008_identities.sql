@@ -37,3 +37,12 @@ CREATE TABLE module_token_issuers (
 CREATE TRIGGER module_token_issuers_auth_change
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON module_token_issuers
     FOR EACH STATEMENT EXECUTE FUNCTION millpond_notify_auth();
+
+-- The servers running modules (server/modules/lifecycle.py): each says it is alive here;
+-- the realtime connections of one not heard from for module_replica_timeout_s get their
+-- client_disconnected from another.
+CREATE TABLE module_replicas (
+    id         text PRIMARY KEY,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    seen_at    timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,223 @@
+"""Lifecycle reducers: ``@client_connected`` and ``@client_disconnected``.
+
+A module that declares either has its realtime connections recorded in its database
+(``millpond_connections``, schema.py): the ``client_connected`` transaction inserts the
+connection's row (and runs the reducer, whose ``SenderError`` refuses the connection),
+the ``client_disconnected`` one deletes it (and runs the reducer) — or does nothing if the
+row is gone already. So each connection gets exactly one of each, whoever runs it:
+
+- the server that held the connection, when it ends for any reason it sees (closed,
+  lost, heartbeat timeout, this server stopping);
+- after a crash, any server: each one says it is alive in ``module_replicas`` every
+  ``module_replica_heartbeat_s``, and sweeps, as often, the connections of servers not
+  heard from for ``module_replica_timeout_s`` (a restarted server is a new one).
+
+HTTP reducer calls do not run them (SpacetimeDB runs them around each HTTP call): an
+HTTP call is no connection, and the bar would be three transactions per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from millpond.module._def import ModuleDef
+
+from ..databases.service import Access
+from ..errors import ServiceError
+from . import pool
+from .schema import CONNECTIONS
+
+if TYPE_CHECKING:
+    from .service import ModuleService
+
+_log = logging.getLogger("millpond.modules")
+_SWEEP_BATCH = 1000
+_MAX_REASON_BYTES = 120  # a WebSocket close reason is at most 123 bytes
+
+
+class Lifecycle:
+    def __init__(self, service: ModuleService) -> None:
+        self.service = service
+        self.replica = f"r_{uuid.uuid4().hex}"
+        self._task: asyncio.Task[None] | None = None
+        self._ending: set[asyncio.Task[None]] = set()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def connected(
+        self, access: Access, identity: str, connection_id: str
+    ) -> tuple[bool, str | None]:
+        """Run ``client_connected`` for a new realtime connection: (whether the module
+        tracks it, so it needs its ``disconnected``; why it is refused, or None)."""
+        try:
+            outcome = await self._run(access, "client_connected", identity, connection_id)
+        except ServiceError as exc:
+            if exc.code == "module_not_found":
+                return False, None
+            raise
+        if outcome is None:
+            return False, None
+        if outcome.get("status") == "committed":
+            return True, None
+        message = str(outcome.get("message") or outcome.get("status") or "refused")
+        if outcome.get("status") != "failed":  # a bug, not the module's answer
+            message = f"client_connected {outcome.get('status')}: {message}"
+        return False, _clip(message)
+
+    def disconnected(self, access: Access, identity: str, connection_id: str) -> None:
+        """Run ``client_disconnected`` for a connection that ended (in the background: it
+        must not wait for the socket; the sweep runs it if this one cannot)."""
+        task = asyncio.create_task(self._disconnect(access, identity, connection_id))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
+    async def _disconnect(self, access: Access, identity: str, connection_id: str) -> None:
+        try:
+            await self._run(access, "client_disconnected", identity, connection_id)
+        except Exception:  # the sweep will find its row
+            _log.warning(
+                "client_disconnected of %s on %s left to the sweep",
+                connection_id,
+                access.full_name,
+                exc_info=True,
+            )
+
+    async def _run(
+        self, access: Access, kind: str, identity: str, connection_id: str
+    ) -> dict[str, Any] | None:
+        service = self.service
+        for _ in range(3):  # a publish may swap the pool between lookup and call
+            active = await service._active_for(access)
+            module: ModuleDef = active.definition
+            if not module.tracks_connections:
+                return None
+            reducer = module.lifecycle(kind)
+            request_id = uuid.uuid4().hex
+            ctx = {
+                "sender": identity,
+                "connection_id": connection_id,
+                "sender_auth": None,
+                "timestamp": datetime.now(UTC).isoformat(),
+                "seed": secrets.randbits(63),
+                "request_id": request_id,
+                "lifecycle": {"kind": kind, "replica": self.replica},
+            }
+            active.last_used = time.monotonic()
+            try:
+                name = reducer.name if reducer is not None else None
+                outcome = await active.pool.call(name, [], ctx)
+            except pool.PoolClosed:
+                continue
+            if reducer is not None:
+                await service._keep_logs(access, active.version, reducer.name, request_id, outcome)
+            return outcome
+        raise RuntimeError(f"the module of {access.full_name} is being replaced")
+
+    # -- servers that died ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._beat()
+        self._task = asyncio.create_task(self._loop(), name="modules-lifecycle")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._ending:
+            await asyncio.gather(*self._ending, return_exceptions=True)
+        with contextlib.suppress(Exception):  # gone: others sweep its connections at once
+            await self.service.store.execute(
+                "DELETE FROM module_replicas WHERE id = %s", (self.replica,)
+            )
+
+    async def _beat(self) -> None:
+        await self.service.store.execute(
+            "INSERT INTO module_replicas (id) VALUES (%s)"
+            " ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+            (self.replica,),
+        )
+
+    async def _loop(self) -> None:
+        every = self.service.settings.module_replica_heartbeat_s
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._beat()
+                await self.sweep()
+            except Exception:
+                _log.warning("the lifecycle sweep failed; trying again", exc_info=True)
+
+    async def sweep(self) -> int:
+        """Run ``client_disconnected`` for the connections of servers that are gone; how
+        many ran."""
+        store, timeout = self.service.store, self.service.settings.module_replica_timeout_s
+        live = [
+            row["id"]
+            for row in await store.fetchall(
+                "SELECT id FROM module_replicas WHERE seen_at > now() - make_interval(secs => %s)",
+                (timeout,),
+            )
+        ]
+        ran = 0
+        for access in await self._tracking():
+            for identity, connection_id in await self._stale(access, live):
+                outcome = await self._run(access, "client_disconnected", identity, connection_id)
+                ran += outcome is not None and outcome.get("status") == "committed"
+        return ran
+
+    async def _tracking(self) -> list[Access]:
+        """The databases whose newest ready module tracks connections."""
+        rows = await self.service.store.fetchall(
+            "SELECT DISTINCT ON (v.database_id) v.database_id, v.definition, d.pg_name,"
+            " u.username AS owner, d.name, d.is_private, d.storage_limit_bytes"
+            " FROM module_versions v JOIN databases d ON d.id = v.database_id"
+            " JOIN users u ON u.id = d.owner_id"
+            " WHERE v.state = 'ready' AND d.state = 'ready'"
+            " ORDER BY v.database_id, v.version DESC"
+        )
+        found = []
+        for row in rows:
+            reducers = row["definition"].get("reducers") or []
+            if any(r.get("lifecycle") for r in reducers):
+                found.append(
+                    Access(
+                        id=row["database_id"],
+                        pg_name=row["pg_name"],
+                        owner=row["owner"],
+                        name=row["name"],
+                        is_private=row["is_private"],
+                        storage_limit_bytes=row["storage_limit_bytes"],
+                        role="owner",
+                    )
+                )
+        return found
+
+    async def _stale(self, access: Access, live: list[str]) -> list[tuple[str, str]]:
+        conninfo = self.service.publisher.conninfo(access, "reducer", "millpond-sweep")
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                cur = await conn.execute(
+                    f"SELECT identity::text, connection_id::text FROM public.{CONNECTIONS}"
+                    " WHERE NOT (replica = ANY(%s)) LIMIT %s",
+                    (live, _SWEEP_BATCH),
+                )
+                return [(str(a), str(b)) for a, b in await cur.fetchall()]
+        except psycopg.Error:  # not there (a module from before), or the database is busy
+            return []
+
+
+def _clip(message: str) -> str:
+    data = message.encode()
+    if len(data) <= _MAX_REASON_BYTES:
+        return message
+    return data[: _MAX_REASON_BYTES - 3].decode(errors="ignore") + "..."
