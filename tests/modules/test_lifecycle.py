@@ -5,8 +5,10 @@ killed, exactly once from another server; no client may call either."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -179,3 +181,39 @@ def test_a_killed_servers_connections_get_their_disconnect_once(
         assert rows == [[0]]
         for rt in sockets:
             rt.close()
+
+
+def test_declarations_and_bindings() -> None:
+    from millpond.codegen.python import generate_python
+    from millpond.module import DeclarationError, ModuleDef, _declare
+
+    _declare.reset()
+    lobby = types.ModuleType("lobby_module")
+    sys.modules[lobby.__name__] = lobby  # type hints resolve in the module's globals
+    try:
+        exec(compile(MODULE, "lobby.py", "exec", dont_inherit=True), lobby.__dict__)
+        module = _declare.collect(_declare.REGISTRY)
+    finally:
+        _declare.reset()
+        del sys.modules[lobby.__name__]
+    assert module.tracks_connections
+    on_connect = module.lifecycle("client_connected")
+    assert on_connect is not None and on_connect.name == "on_connect" and on_connect.private
+    again = ModuleDef.from_json(module.to_json())
+    assert again.lifecycle("client_disconnected") == module.lifecycle("client_disconnected")
+    files = generate_python({"version": 1, "definition": module.to_json()}, "a/lobby")
+    assert "def ban(" in files["reducers.py"] and "on_connect" not in files["reducers.py"]
+    # one of each, taking the context only
+    for source, message in (
+        ("@client_connected\ndef a(ctx): pass\n@client_connected\ndef b(ctx): pass\n", "twice"),
+        ("@client_disconnected\ndef a(ctx, x: int): pass\n", r"the context \(ctx\) only"),
+    ):
+        _declare.reset()
+        try:
+            with pytest.raises(DeclarationError, match=message):
+                exec(
+                    "from millpond.module import client_connected, client_disconnected\n" + source,
+                    {},
+                )
+        finally:
+            _declare.reset()
