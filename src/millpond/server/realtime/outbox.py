@@ -1,8 +1,9 @@
 """A connection's send buffer, bounded in bytes.
 
 The change stream never waits for a client: ``put`` is synchronous and never blocks.
-When a client falls so far behind that its unsent messages exceed ``max_bytes``, the
-outbox drops everything and marks itself ``overflowed``; the connection's writer then
+When a client falls so far behind that its unsent messages exceed ``max_bytes`` (one
+message alone may be larger), the outbox drops everything and marks itself
+``overflowed``; the connection's writer then
 closes the socket with ``slow_consumer``. Server memory per connection stays bounded.
 """
 
@@ -34,7 +35,9 @@ class Outbox:
         if self.closed or self.overflowed:
             return False
         size = len(message)
-        if self._bytes + size > self.max_bytes:
+        # one message may be larger than the whole buffer (a subscription's initial rows):
+        # it is in memory already, and refusing it would refuse that subscription forever
+        if self._queue and self._bytes + size > self.max_bytes:
             self.overflowed = True
             self._queue.clear()
             self._bytes = 0
