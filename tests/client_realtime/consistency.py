@@ -126,7 +126,11 @@ class Record:
             else:
                 mirror[row["id"]] = dict(new)
 
+        def disconnected(info: Any) -> None:  # why: the summary says each close code
+            self.count(f"closed {info.code}")
+
         rt.on_connect(reconnected)
+        rt.on_disconnect(disconnected)
         rt.on_subscription_applied(applied)
         rt.on_transaction(transaction)
         rt.table("items").on_row_update(changed)
