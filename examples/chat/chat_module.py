@@ -8,6 +8,8 @@ from millpond.module import (
     ReducerContext,
     SenderError,
     Timestamp,
+    client_connected,
+    client_disconnected,
     index,
     primary_key,
     reducer,
@@ -46,6 +48,26 @@ def set_name(ctx: ReducerContext, name: str) -> None:
         ctx.db.user.insert(User(identity=ctx.sender, name=name, online=True))
     else:
         user.name = name
+        ctx.db.user.update(user)
+
+
+@client_connected
+def identity_connected(ctx: ReducerContext) -> None:
+    """A client connected: its user is online (a new one, nameless, is made)."""
+    user = ctx.db.user.find(ctx.sender)
+    if user is None:
+        ctx.db.user.insert(User(identity=ctx.sender, online=True))
+    else:
+        user.online = True
+        ctx.db.user.update(user)
+
+
+@client_disconnected
+def identity_disconnected(ctx: ReducerContext) -> None:
+    """A client's connection ended (even if its server died): its user is offline."""
+    user = ctx.db.user.find(ctx.sender)
+    if user is not None:
+        user.online = False
         ctx.db.user.update(user)
 
 

@@ -53,6 +53,8 @@ def main(database: str) -> int:
         def on_rename(old: User, new: User, event: Event) -> None:
             if old.name != new.name:
                 say(f"{old.name or old.identity[:8]} is now {new.name}")
+            elif old.online != new.online and new.identity != rt.identity:
+                say(f"{user_name(rt, new.identity)} is {'online' if new.online else 'offline'}")
 
         rt.subscribe(['SELECT * FROM "user"', "SELECT * FROM message"])
         for message in sorted(Message.iter(rt), key=lambda m: m.id):

@@ -100,6 +100,7 @@ def test_two_users_chat(
     guest_env = {**env, "MILLPOND_API_KEY": "", "CHAT_TOKEN_FILE": str(tmp_path / "bob.token")}
     bob = Client(guest_env, database)
     alice_client = Client(env, database)
+    bob_code: int | None = None
     try:
         for client in (bob, alice_client):
             client.expect("connected; type a message, /name NAME, or Ctrl-D to quit")
@@ -112,8 +113,10 @@ def test_two_users_chat(
         bob.type("hi Alice")
         alice_client.expect("Bob: hi Alice")
         alice_client.expect("Alice: hello from alice")  # her own message comes back too
+        bob_code = bob.quit()
+        alice_client.expect("Bob is offline")  # the module's client_disconnected
     finally:
-        codes = [bob.quit(), alice_client.quit()]
+        codes = [bob.quit() if bob_code is None else bob_code, alice_client.quit()]
     assert codes == [0, 0], (bob.seen, alice_client.seen)
     # the guest comes back as the same identity: still Bob
     again = Client(guest_env, database)
