@@ -122,6 +122,16 @@ def test_module_settings_and_identities(user_cli: tuple[str, Cli], tmp_path: Pat
     refused = cli("identities", "create", db)
     assert refused.exit_code == 1 and "anonymous access off" in refused.stderr
     assert cli.json("module", "settings", db, "--anonymous") == {"anonymous_access": True}
+    # who is connected: recorded only for a module with lifecycle reducers
+    untracked = cli("identities", "connected", db)
+    assert untracked.exit_code == 1 and "not recorded" in untracked.stderr
+    source.write_text(
+        V1.replace("reducer, primary_key", "reducer, primary_key, client_connected")
+        + "\n@client_connected\ndef hello(ctx: ReducerContext) -> None:\n    pass\n"
+    )
+    cli.json("publish", db, str(source))
+    assert cli.json("identities", "connected", db) == []
+    assert cli.ok("identities", "connected", db, table=True).stdout == "no connections\n"
 
 
 def test_module_issuers(user_cli: tuple[str, Cli], tmp_path: Path) -> None:

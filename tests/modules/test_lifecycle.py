@@ -217,3 +217,32 @@ def test_declarations_and_bindings() -> None:
                 )
         finally:
             _declare.reset()
+
+
+def test_who_is_connected(server: ServerThread, make_user: MakeUser) -> None:
+    username, key = make_user(prefix="life-who")
+    db = _database(server.url, key, username)
+    with Millpond(key, server.url) as mp:
+        assert mp.modules.connections(db.full_name) == []
+        with mp.realtime(db.full_name) as rt:
+            (found,) = mp.modules.connections(db.full_name)
+            assert (found.identity, found.connection_id) == (rt.identity, rt.connection_id)
+        _eventually(lambda: mp.modules.connections(db.full_name) == [])
+    _, stranger = make_user(prefix="life-who-s")
+    r = httpx.get(f"{db.url}/connections", headers={"Authorization": f"Bearer {stranger}"})
+    assert r.status_code == 403, r.text
+    plain_user, plain_key = make_user(prefix="life-plain")
+    r = httpx.post(
+        f"{server.url}/v1/databases",
+        json={"name": "plain"},
+        headers={"Authorization": f"Bearer {plain_key}"},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    plain = Db(SimpleNamespace(url=server.url), plain_key, f"{plain_user}/plain")  # type: ignore[arg-type]
+    no_lifecycle = MODULE.split("@client_connected")[0].replace(
+        ", client_connected, client_disconnected", ""
+    )
+    assert plain.publish(no_lifecycle).status_code == 201
+    r = plain("GET", "/connections")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "connections_not_tracked"

@@ -32,7 +32,13 @@ from ..models import (
 from ..models.flags import Company as FlagCompany
 from ..models.flags import Flag, FlagCheck
 from ..models.flags import User as FlagUser
-from ..models.modules import AnonymousIdentity, IdentityCreated, ModuleVersion, TokenIssuer
+from ..models.modules import (
+    AnonymousIdentity,
+    Connection,
+    IdentityCreated,
+    ModuleVersion,
+    TokenIssuer,
+)
 from ..models.transfer import ExportJob, ImportJob
 
 
@@ -259,6 +265,15 @@ VIEWS: dict[type[BaseModel], View] = {
             Column("CREATED", lambda i: when(i.created_at)),
             Column("LAST USED", lambda i: when(i.last_used_at) or "never"),
             Column("REVOKED", lambda i: when(i.revoked_at) or "no"),
+        ),
+    ),
+    Connection: View(
+        "connection",
+        (
+            Column("IDENTITY", lambda c: c.identity),
+            Column("CONNECTION", lambda c: c.connection_id),
+            Column("SINCE", lambda c: when(c.connected_at)),
+            Column("SERVER", lambda c: c.server),
         ),
     ),
     TokenIssuer: View(

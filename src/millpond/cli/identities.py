@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ..models.modules import AnonymousIdentity
+from ..models.modules import AnonymousIdentity, Connection
 from ._context import database_name, group, state
 from ._output import show_list, show_one
 
@@ -62,3 +62,12 @@ def revoke(
     with st.client() as mp:
         mp.modules.revoke_identity(database, identity)
     typer.echo(f"revoked {identity} of {database}")
+
+
+@app.command()
+def connected(ctx: typer.Context, database: Database) -> None:
+    """Who is connected now: the database's open realtime connections, with their
+    identities (a module with @client_connected or @client_disconnected records them)."""
+    st = state(ctx)
+    with st.client() as mp:
+        show_list(st.format, mp.modules.connections(database), Connection)

@@ -161,3 +161,12 @@ class TokenIssuerPut(RequestModel):
     jwks_uri: str | None = Field(default=None, max_length=2000)
     jwks: dict[str, Any] | None = None
     required_claims: dict[str, Any] = Field(default_factory=dict, max_length=20)
+
+
+class Connection(WireModel):
+    """A realtime connection to a module's database, as its lifecycle reducers know it."""
+
+    connection_id: str
+    identity: str
+    connected_at: datetime
+    server: str = Field(description="The server (replica) that holds it.")

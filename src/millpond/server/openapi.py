@@ -103,6 +103,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("POST", "/v1/databases/{owner}/{name}/identities"): frozenset({403, 404, 409, 429}),
     ("GET", "/v1/databases/{owner}/{name}/identities"): _LOOKUP,
     ("DELETE", "/v1/databases/{owner}/{name}/identities/{identity}"): _LOOKUP,
+    ("GET", "/v1/databases/{owner}/{name}/connections"): _CHANGE,
     ("GET", "/v1/databases/{owner}/{name}/module/issuers"): _LOOKUP,
     ("PUT", "/v1/databases/{owner}/{name}/module/issuers"): _LOOKUP,
     ("DELETE", "/v1/databases/{owner}/{name}/module/issuers"): _LOOKUP,

@@ -23,6 +23,7 @@ from typing import Any
 from ...models.modules import (
     AnonymousIdentity,
     CallResult,
+    Connection,
     IdentityCreated,
     LogLine,
     ModulePublish,
@@ -292,3 +293,11 @@ class Modules:
             "DELETE", database_path(db, "module", "issuers"), parse_none, params={"issuer": issuer}
         )
         self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def connections(
+        self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> builtins.list[Connection]:
+        """Who is connected: ``db``'s open realtime connections, as its module's lifecycle
+        reducers recorded them (owner and admins)."""
+        call = Call("GET", database_path(db, "connections"), parse_list(Connection))
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)

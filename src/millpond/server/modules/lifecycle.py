@@ -31,7 +31,9 @@ import psycopg
 
 from millpond.module._def import ModuleDef
 
-from ..databases.service import Access
+from ...models.modules import Connection
+from ..accounts.service import Principal
+from ..databases.service import Access, resolve
 from ..errors import ServiceError
 from . import pool
 from .schema import CONNECTIONS
@@ -201,6 +203,29 @@ class Lifecycle:
                     )
                 )
         return found
+
+    async def connections(self, principal: Principal, full_name: str) -> list[Connection]:
+        """The database's open realtime connections (of a module with lifecycle
+        reducers), oldest first: owner and admins."""
+        access = await resolve(self.service.store, principal, full_name, need="admin")
+        conninfo = self.service.publisher.conninfo(access, "reducer", "millpond-connections")
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                cur = await conn.execute(
+                    f"SELECT connection_id::text, identity::text, connected_at, replica::text"
+                    f" FROM public.{CONNECTIONS} ORDER BY connected_at, connection_id LIMIT 10000"
+                )
+                rows = await cur.fetchall()
+        except psycopg.errors.UndefinedTable:
+            raise ServiceError(
+                409,
+                "connections_not_tracked",
+                f"the module of {access.full_name} has no @client_connected or"
+                " @client_disconnected reducer, so its connections are not recorded",
+            ) from None
+        return [
+            Connection(connection_id=a, identity=b, connected_at=c, server=d) for a, b, c, d in rows
+        ]
 
     async def _stale(self, access: Access, live: list[str]) -> list[tuple[str, str]]:
         conninfo = self.service.publisher.conninfo(access, "reducer", "millpond-sweep")

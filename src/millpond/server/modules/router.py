@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from ...models.modules import (
     AnonymousIdentity,
     CallResult,
+    Connection,
     IdentityCreated,
     LogLine,
     ModulePublish,
@@ -173,3 +174,10 @@ async def remove_issuer(
     """Stop trusting a login provider: its tokens are refused and their sockets closed."""
     await _modules(svc).issuers.remove(who, f"{owner}/{name}", issuer)
     return Response(status_code=204)
+
+
+@router.get("/connections", response_model=list[Connection])
+async def connections(owner: str, name: str, svc: Svc, who: Caller) -> list[Connection]:
+    """Who is connected: the open realtime connections of a module with lifecycle
+    reducers, oldest first (owner and admins)."""
+    return await _modules(svc).lifecycle.connections(who, f"{owner}/{name}")
