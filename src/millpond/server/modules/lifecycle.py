@@ -52,6 +52,7 @@ class Lifecycle:
         self.replica = f"r_{uuid.uuid4().hex}"
         self._task: asyncio.Task[None] | None = None
         self._ending: set[asyncio.Task[None]] = set()
+        self._tracking_of: dict[int, tuple[int, bool]] = {}
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -60,6 +61,8 @@ class Lifecycle:
     ) -> tuple[bool, str | None]:
         """Run ``client_connected`` for a new realtime connection: (whether the module
         tracks it, so it needs its ``disconnected``; why it is refused, or None)."""
+        if not await self._tracks(access):  # (no worker is started to learn that)
+            return False, None
         try:
             outcome = await self._run(access, "client_connected", identity, connection_id)
         except ServiceError as exc:
@@ -74,6 +77,27 @@ class Lifecycle:
         if outcome.get("status") != "failed":  # a bug, not the module's answer
             message = f"client_connected {outcome.get('status')}: {message}"
         return False, _clip(message)
+
+    async def _tracks(self, access: Access) -> bool:
+        """Whether the database's newest module has lifecycle reducers (kept until the
+        next publish anywhere: the ``millpond_modules`` notification)."""
+        changes = self.service.changes
+        cached = self._tracking_of.get(access.id)
+        if changes.live and cached is not None and cached[0] == changes.generation:
+            return cached[1]
+        generation = changes.generation
+        row = await self.service.store.fetchone(
+            "SELECT EXISTS (SELECT FROM jsonb_array_elements(definition->'reducers') r"
+            " WHERE r->>'lifecycle' IS NOT NULL) AS tracks FROM module_versions"
+            " WHERE database_id = %s AND state = 'ready' ORDER BY version DESC LIMIT 1",
+            (access.id,),
+        )
+        tracks = bool(row is not None and row["tracks"])
+        if changes.live:
+            if len(self._tracking_of) > 10_000:
+                self._tracking_of.clear()
+            self._tracking_of[access.id] = (generation, tracks)
+        return tracks
 
     def disconnected(self, access: Access, identity: str, connection_id: str) -> None:
         """Run ``client_disconnected`` for a connection that ended (in the background: it
