@@ -402,3 +402,22 @@ def test_token_format() -> None:
     assert read_token(b"other", token) is None
     assert read_token(b"k", token + "x") is None
     assert read_token(b"k", token.replace("mpt_42", "mpt_43")) is None
+
+
+def test_end_users_never_see_private_tables(chat: Db, tmp_path: Path) -> None:
+    from millpond import SubscriptionError
+
+    with Millpond.anonymous(chat.full_name, base_url=chat.base, token_file=tmp_path / "t") as mp:
+        with mp.realtime(chat.full_name) as rt:
+            rt.subscribe(["SELECT * FROM message"])  # public: fine
+            with pytest.raises(SubscriptionError) as info:
+                rt.subscribe(["SELECT * FROM note"])  # private: the reducers' only
+            assert "note" in str(info.value)
+        token = mp._transport.config.api_key
+    r = httpx.post(
+        f"{chat.base}/v1/query",
+        json={"database": chat.full_name, "sql": "SELECT * FROM note"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    _error(r, 403, "anonymous_identity")
