@@ -429,8 +429,8 @@ class Settings(BaseSettings):
         1000,
         ge=1,
         description=(
-            "Open realtime connections of anonymous identities per database on one replica "
-            "(more: close 4029 limit_exceeded)."
+            "Open realtime connections of end users (anonymous identities and login providers' "
+            "users) per database on one replica (more: close 4029 limit_exceeded)."
         ),
     )
 
