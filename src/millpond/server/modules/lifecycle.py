@@ -180,6 +180,8 @@ class Lifecycle:
             try:
                 await self._beat()
                 await self.sweep()
+            except (ServiceError, psycopg.Error) as exc:  # Postgres down or restarting
+                _log.warning("the lifecycle sweep waits for Postgres: %s", exc)
             except Exception:
                 _log.warning("the lifecycle sweep failed; trying again", exc_info=True)
 

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from psycopg_pool import PoolTimeout
 from starlette.websockets import WebSocketDisconnected
@@ -361,6 +362,12 @@ class Session:
         except (PoolTimeout, PostgresUnavailable) as exc:  # busy or down: come back later
             _log.warning("realtime connection %s: %s; closed with 1013", self.client.id, exc)
             self.client.outbox.close(1013, "postgres_unavailable")
+        except psycopg.OperationalError as exc:  # its session ended: Postgres is stopping
+            _log.warning("realtime connection %s: %s; closed with 1013", self.client.id, exc)
+            self.client.outbox.close(1013, "postgres_unavailable")
+        except TimeoutError:  # the change stream did not reach a subscribe's snapshot
+            _log.warning("realtime connection %s: the stream fell behind", self.client.id)
+            self.client.outbox.close(4011, "stream_failed")
         except Exception:
             _log.exception("realtime connection %s failed", self.client.id)
             self.client.outbox.close(1011, "internal_error")
