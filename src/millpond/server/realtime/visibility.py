@@ -189,6 +189,8 @@ class RowFilter:
         table = f"{schema}.{name}"
         try:
             rule = await self._read_rule(schema, name, role)
+        except psycopg.OperationalError:
+            raise  # Postgres went away (stopping, restarting): the session closes with 1013
         except (psycopg.Error, RowSecurityError) as exc:
             raise RowSecurityError(f"row-level security of {table} unreadable: {exc}") from exc
         # what the stream knows stays: a change there since is announced anew anyway
