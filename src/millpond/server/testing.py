@@ -15,6 +15,7 @@ import uvicorn
 from ..models import UserCreated
 from .app import create_app
 from .config import Settings
+from .postgres.embedded import EmbeddedPostgres
 
 
 def free_port() -> int:
@@ -36,6 +37,12 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=60)
+        if self.settings.database_url is None:
+            # never leave the embedded Postgres running past the test session: if the
+            # lifespan did not get to stop it, this does (an orphaned postmaster exits
+            # once its data directory is gone, and takes its socket's path with it —
+            # which a later session in the same directory may be using)
+            EmbeddedPostgres(self.settings.data_dir).stop()
 
 
 def start_server(settings: Settings, timeout: float = 90) -> ServerThread:
@@ -53,7 +60,12 @@ def start_server(settings: Settings, timeout: float = 90) -> ServerThread:
         on_fatal=stop_instead_of_exiting,
     )
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=10,  # connections a test left open do not hold it up
     )
     server = uvicorn.Server(config)
     servers.append(server)
