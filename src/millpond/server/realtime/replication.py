@@ -115,7 +115,11 @@ async def ensure_publication(
                 which = sql.SQL("TABLE {}").format(
                     sql.SQL(", ").join(sql.Identifier("public", t) for t in tables)
                 )
-            with contextlib.suppress(psycopg.errors.DuplicateObject):  # a replica raced us
+            # a replica raced us: it created it first (DuplicateObject), or at the same
+            # time (the catalog's unique index: UniqueViolation)
+            with contextlib.suppress(
+                psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation
+            ):
                 await conn.execute(
                     sql.SQL("CREATE PUBLICATION {} FOR {}").format(sql.Identifier(name), which)
                 )
