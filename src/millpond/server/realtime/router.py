@@ -140,7 +140,7 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
     lifecycle: Lifecycle | None = getattr(svc.extra.get("modules"), "lifecycle", None)
     tracked, refused = False, None
     if lifecycle is not None:
-        identity = _hello(svc, principal, None).get("identity", "")
+        identity = sender_of(lifecycle.service.secret, principal)
         try:
             tracked, refused = await lifecycle.connected(access, identity, client_id)
         except BaseException:
@@ -189,6 +189,11 @@ class Refused:
     reason: str
 
 
+def _refused(status: int, code: str) -> Refused:
+    """The close for an end user's token refused with HTTP ``status`` (401, 403, else 404)."""
+    return Refused({401: 4001, 403: 4003}.get(status, 4004), code)
+
+
 async def _identify(
     svc: Services, token: str, full_name: str
 ) -> tuple[Principal, str | None] | Refused:
@@ -203,13 +208,13 @@ async def _identify(
         except ServiceError as exc:
             if exc.status >= 500:
                 raise
-            return Refused({401: 4001, 403: 4003}.get(exc.status, 4004), exc.code)
+            return _refused(exc.status, exc.code)
     if identities is not None and (not token or token.startswith(TOKEN_PREFIX)):
         if token:
             found = await authenticate_token(svc.store, identities.secret, token)
             if isinstance(found, str):
                 status, code, _ = REFUSALS[found]
-                return Refused(4001 if status == 401 else 4003 if status == 403 else 4004, code)
+                return _refused(status, code)
             return found, None
         try:
             created = await identities.create(full_name)
