@@ -111,6 +111,7 @@ def test_external_postgres_by_url(tmp_path: Path) -> None:
             port=free_port(),
             data_dir=tmp_path / "data",
             database_url=external.url(),
+            gateway_port=free_port(),
         )
         running = start_server(settings)
         try:

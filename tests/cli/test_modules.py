@@ -180,3 +180,33 @@ def test_module_issuers(user_cli: tuple[str, Cli], tmp_path: Path) -> None:
     assert out == f"{db} no longer accepts tokens of {issuer}\n"
     again = cli("module", "issuers", "remove", db, issuer)
     assert again.exit_code == 1 and "module issuers list" in again.stderr
+
+
+def test_schedules(user_cli: tuple[str, Cli], tmp_path: Path) -> None:
+    from tests.modules.test_schedules import MODULE
+
+    name, cli = user_cli
+    cli.ok("db", "create", "alarms")
+    db = f"{name}/alarms"
+    source = tmp_path / "alarms.py"
+    source.write_text(V1)
+    cli.json("publish", db, str(source))
+    plain = cli("schedules", db)
+    assert plain.exit_code == 1 and "no schedule table" in plain.stderr
+    source.write_text(MODULE)
+    cli.json("publish", db, str(source), "--delete-data")
+    assert cli.json("schedules", db) == []
+    assert cli.ok("schedules", db, table=True).stdout == "no schedules\n"
+    cli.json("call", db, "remind_every", '"tick"', "3600000")
+    cli.json("call", db, "remind_in", '"later"', "3600000")
+    listed = cli.json("schedules", db)
+    shown = sorted((s["state"], s["interval_us"], s["reducer"]) for s in listed)
+    assert shown == [("due", None, "remind"), ("recurring", 3_600_000_000, "remind")]
+    table = cli.ok("schedules", db, "--limit", "1", table=True).stdout.splitlines()
+    assert table[0].split()[:4] == ["TABLE", "SCHEDULED", "ID", "REDUCER"] and len(table) == 3
+    assert table[2].split()[:4] == [
+        "reminder",
+        str(listed[0]["scheduled_id"]),
+        "remind",
+        listed[0]["state"],
+    ]

@@ -174,6 +174,7 @@ def test_reconnect_after_a_server_restart(tmp_path: Path) -> None:
         data_dir=tmp_path / "data",
         statement_timeout_ms=5000,
         realtime_idle_seconds=0.5,
+        gateway_port=free_port(),
     )
     running = start_server(settings)
     try:

@@ -134,3 +134,127 @@ def test_two_users_chat(
         check=True,
     )
     assert logs.stdout.count("message from") == 3
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "millpond.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+def test_the_chat_ends_consistent_when_its_server_is_killed(tmp_path: Path) -> None:
+    """Kill the server mid-session: the clients come back with the restarted server, every
+    message once; once they leave, every user is offline (the killed server's connections
+    got their client_disconnected from the new one); the hourly clean-up survived, runs
+    and deletes only old messages; the muted table stays the module's."""
+    import json
+
+    import httpx
+    from tests.client_realtime.test_failover import Replica
+
+    from millpond.server.postgres.embedded import EmbeddedPostgres
+
+    external = EmbeddedPostgres(tmp_path / "pg")
+    external.start()
+    server = Replica(tmp_path / "server", external.url())
+    server.env |= {
+        "MILLPOND_MODULE_REPLICA_HEARTBEAT_S": "0.5",
+        "MILLPOND_MODULE_REPLICA_TIMEOUT_S": "3",
+        "MILLPOND_MODULE_WORKERS": "1",
+    }
+    clients: list[Client] = []
+    try:
+        server.start()
+        key = (server.data_dir / "admin-key").read_text().strip()
+        env = {**os.environ, "MILLPOND_URL": server.url, "MILLPOND_API_KEY": key}
+        database = "admin/chat"
+        _cli(env, "db", "create", "chat", "--public")
+        _cli(env, "publish", database, str(EXAMPLE / "chat_module.py"))
+        _cli(env, "generate", database, "--out", str(tmp_path / "module_bindings"))
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+        guest_env = {**env, "MILLPOND_API_KEY": "", "CHAT_TOKEN_FILE": str(tmp_path / "g.token")}
+        alice, guest = Client(env, database), Client(guest_env, database)
+        clients += [alice, guest]
+        for client in clients:
+            client.expect("connected; type a message, /name NAME, or Ctrl-D to quit")
+        alice.type("/name Alice")
+        alice.type("before the crash")
+        guest.expect("Alice: before the crash")
+
+        server.kill()
+        server.start()  # the same port: the clients reconnect by themselves
+        alice.type("after the restart")
+        guest.expect("Alice: after the restart", timeout=60)
+        guest.type("/name Guest")
+        codes = [c.quit() for c in clients]
+        assert codes == [0, 0], (alice.seen, guest.seen)
+
+        def query(sql: str) -> list[list[object]]:
+            r = httpx.post(
+                f"{server.url}/v1/query",
+                json={"database": database, "sql": sql},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+            rows: list[list[object]] = r.json()["data"]
+            return rows
+
+        def settled() -> bool:
+            online = query('SELECT count(*) FROM "user" WHERE online')
+            left = query("SELECT count(*) FROM millpond_connections")
+            return online == [[0]] and left == [[0]]
+
+        deadline = time.monotonic() + 60
+        while not settled():
+            assert time.monotonic() < deadline, query('SELECT * FROM "user"')
+            time.sleep(0.1)
+        texts = [r[0] for r in query("SELECT text FROM message ORDER BY id")]
+        assert texts == ["before the crash", "after the restart"]
+        assert sorted(r[0] for r in query('SELECT name FROM "user"')) == ["Alice", "Guest"]
+
+        # the hourly clean-up is still scheduled; run it now: only old messages go
+        [recurring] = json.loads(_cli(env, "schedules", database))
+        assert recurring["reducer"] == "clean_up" and recurring["state"] == "recurring"
+        [[me]] = query("SELECT identity FROM \"user\" WHERE name = 'Alice'")
+        query(
+            f"INSERT INTO message (sender, sent, text) VALUES ('{me}', now() - interval '2 days',"
+            " 'ancient'); INSERT INTO clean_up (scheduled_at)"
+            " VALUES (jsonb_build_object('time', now()))"
+        )
+        deadline = time.monotonic() + 30
+        while query("SELECT count(*) FROM message WHERE text = 'ancient'") != [[0]]:
+            assert time.monotonic() < deadline, "the clean-up did not run"
+            time.sleep(0.1)
+        assert [r[0] for r in query("SELECT text FROM message ORDER BY id")] == texts
+        assert len(json.loads(_cli(env, "schedules", database))) == 1
+
+        # muted: the owner's private reducer and table; the guest cannot send, nor read it
+        [[guest_id]] = query("SELECT identity FROM \"user\" WHERE name = 'Guest'")
+        _cli(env, "call", database, "mute", json.dumps(guest_id))
+        guest = Client(guest_env, database)
+        clients.append(guest)
+        guest.expect("connected; type a message, /name NAME, or Ctrl-D to quit")
+        guest.type("let me speak")
+        guest.expect("! You are muted")
+        assert guest.quit() == 0
+        token = (tmp_path / "g.token").read_text().strip()
+        r = httpx.post(
+            f"{server.url}/v1/databases/{database}/call/send_message",
+            json=["sneaky"],
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 422 and "muted" in r.text
+    finally:
+        for client in clients:
+            if client.proc.poll() is None:
+                client.proc.kill()
+        server.stop()
+        external.stop()

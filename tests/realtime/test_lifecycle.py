@@ -153,7 +153,10 @@ def test_postgres_without_logical_wal_is_reported(tmp_path: Path) -> None:
         external._write_conf = lambda: None  # type: ignore[method-assign]
         external.start()
         settings = Settings(
-            port=free_port(), data_dir=tmp_path / "data", database_url=external.url()
+            port=free_port(),
+            data_dir=tmp_path / "data",
+            database_url=external.url(),
+            gateway_port=free_port(),
         )
         running = start_server(settings)
         try:

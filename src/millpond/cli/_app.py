@@ -16,6 +16,7 @@ from . import (
     keys,
     modules,
     query,
+    schedules,
     service_accounts,
     status,
     track,
@@ -133,6 +134,7 @@ app.command("logs")(modules.logs)
 app.command("generate")(generate.generate)
 app.add_typer(modules.app, name="module")
 app.add_typer(identities.app, name="identities")
+app.command("schedules")(schedules.schedules)
 modules.app.add_typer(issuers.app, name="issuers")
 app.add_typer(keys.app, name="key")
 app.add_typer(service_accounts.app, name="service-account")

@@ -37,9 +37,17 @@ from ..models.modules import (
     Connection,
     IdentityCreated,
     ModuleVersion,
+    Schedule,
     TokenIssuer,
 )
 from ..models.transfer import ExportJob, ImportJob
+
+
+def _every(interval_us: int | None) -> str:
+    if interval_us is None:
+        return "once"
+    seconds = interval_us / 1_000_000
+    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"
 
 
 class OutputFormat(StrEnum):
@@ -274,6 +282,20 @@ VIEWS: dict[type[BaseModel], View] = {
             Column("CONNECTION", lambda c: c.connection_id),
             Column("SINCE", lambda c: when(c.connected_at)),
             Column("SERVER", lambda c: c.server),
+        ),
+    ),
+    Schedule: View(
+        "schedule",
+        (
+            Column("TABLE", lambda s: s.table),
+            Column("SCHEDULED ID", lambda s: str(s.scheduled_id)),
+            Column("REDUCER", lambda s: s.reducer),
+            Column("STATE", lambda s: s.state),
+            Column("DUE", lambda s: when(s.due) or "-"),
+            Column("EVERY", lambda s: _every(s.interval_us)),
+            Column("ATTEMPTS", lambda s: str(s.attempts)),
+            Column("LAST RUN", lambda s: when(s.last_run) or "-"),
+            Column("LAST ERROR", lambda s: s.last_error or ""),
         ),
     ),
     TokenIssuer: View(

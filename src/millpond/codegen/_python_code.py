@@ -32,6 +32,7 @@ _SCALARS: dict[str, tuple[str, str]] = {
     "uuid": ("_uuid.UUID", "_wire.uuid_"),
     "jsonb": ("_t.Any", "_wire.json"),
     "identity": ("_wire.Identity", "_wire.identity"),
+    "schedule_at": ("_dt.datetime | _dt.timedelta", "_wire.schedule_at"),
 }
 _IMPORTS = {
     "_abc": "import collections.abc as _abc",

@@ -93,6 +93,15 @@ def timestamp(value: Any) -> datetime.datetime:
     return result
 
 
+def schedule_at(value: Any) -> datetime.datetime | datetime.timedelta:
+    """A schedule table's ``scheduled_at``: ``{"time": …}`` or ``{"interval_us": n}``."""
+    if isinstance(value, dict) and set(value) == {"time"}:
+        return timestamp(value["time"])
+    if isinstance(value, dict) and set(value) == {"interval_us"}:
+        return datetime.timedelta(microseconds=int_(value["interval_us"]))
+    raise _bad('{"time": …} or {"interval_us": n}', value)
+
+
 def date(value: Any) -> datetime.date:
     return datetime.date.fromisoformat(text(value))
 

@@ -332,8 +332,12 @@ def generate_python(schema: Mapping[str, Any], database: str) -> dict[str, str]:
     top = header(schema, database)
     records = [Record.of(r) for r in definition.get("records", ())]
     tables = [Table.of(t) for t in definition.get("tables", ())]
-    # lifecycle reducers are run by the server, never called: no bindings for them
-    reducers = [Reducer.of(r) for r in definition.get("reducers", ()) if not r.get("lifecycle")]
+    # lifecycle and scheduled reducers are run by the server, never called: no bindings
+    reducers = [
+        Reducer.of(r)
+        for r in definition.get("reducers", ())
+        if not r.get("lifecycle") and not r.get("scheduled")
+    ]
     _check_names([r.class_name for r in records] + [t.class_name for t in tables])
     _check_records(records, tables, reducers)
     wire = resources.files(__package__).joinpath("_wire.py").read_text()

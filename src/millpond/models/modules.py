@@ -170,3 +170,20 @@ class Connection(WireModel):
     identity: str
     connected_at: datetime
     server: str = Field(description="The server (replica) that holds it.")
+
+
+class Schedule(WireModel):
+    """One row of a module's schedule tables, as the scheduler sees it."""
+
+    table: str
+    scheduled_id: int
+    reducer: str
+    state: Literal["due", "recurring", "failed"] = Field(
+        description="due: one run, at `due`; recurring: every `interval_us`, next at `due`;"
+        " failed: a one-shot run that failed every attempt (kept, not run again)."
+    )
+    due: datetime | None = Field(description="The next intended run (None when failed).")
+    interval_us: int | None = None
+    attempts: int = Field(description="Failed runs since the last one that committed.")
+    last_run: datetime | None = None
+    last_error: str | None = None

@@ -35,7 +35,7 @@ from ._declare import (
     unique,
 )
 from ._def import ModuleDef
-from ._types import F32, F64, I16, I32, I64, Identity, PgType, Timestamp
+from ._types import F32, F64, I16, I32, I64, Identity, PgType, ScheduleAt, Timestamp
 
 __all__ = [
     "F32",
@@ -49,6 +49,7 @@ __all__ = [
     "ModuleDef",
     "PgType",
     "ReducerContext",
+    "ScheduleAt",
     "SenderError",
     "TableHandle",
     "Timestamp",

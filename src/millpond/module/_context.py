@@ -5,9 +5,10 @@ protocols are the contract modules are written against (and type-checked with)."
 
 from __future__ import annotations
 
+import datetime
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ._types import Identity, Timestamp
@@ -73,6 +74,24 @@ class ReducerContext(Protocol):
     db: Database
     log: logging.Logger
     """Lines go to the module's log (``millpond logs owner/db``)."""
+
+    due: Timestamp | None
+    """When a scheduled run was due (its intended time, not when it started); None for
+    other calls."""
+
+    def schedule(
+        self,
+        reducer: str | Callable[..., Any],
+        *,
+        at: Timestamp | None = None,
+        in_: datetime.timedelta | None = None,
+        every: datetime.timedelta | None = None,
+        **columns: Any,
+    ) -> Any:
+        """Schedule a scheduled reducer (or its name): insert a row into its schedule
+        table, due once ``at`` a time or ``in_`` a delay, or ``every`` interval, with
+        ``columns`` for the row's other columns; the row as stored."""
+        ...
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         """Run any SQL in the call's transaction, with parameters (``%s`` or

@@ -134,18 +134,25 @@ def table(
     primary_key: Iterable[str] | None = None,
     unique: Iterable[Iterable[str]] = (),
     indexes: Iterable[Iterable[str]] = (),
+    scheduled: str | Callable[..., Any] | None = None,
 ) -> Any:
     """Declare a table: ``@table(public=True) class Message: ...``. The class becomes a
     keyword-only dataclass whose instances are the table's rows. ``primary_key`` names a
     composite key (otherwise one column is marked ``primary_key()``); ``unique`` and
     ``indexes`` list column groups. Private tables (the default) are readable by the
-    database's owner and the module only."""
+    database's owner and the module only.
+
+    ``scheduled="reducer"`` makes it a schedule table: each row calls that reducer (with
+    the row) when its ``scheduled_at: ScheduleAt`` is due; its key is ``scheduled_id: int =
+    primary_key(auto_inc=True)``. See docs/modules.md, "Scheduled reducers"."""
 
     def declare(cls: type[T]) -> type[T]:
         row_cls = _dataclass(cls, f"table {cls.__name__}")
         definition = _table_def(
             row_cls, name or snake_case(cls.__name__), public, primary_key, unique, indexes
         )
+        if scheduled is not None:
+            definition = _schedule_table(definition, scheduled)
         setattr(row_cls, TABLE_MARK, definition)
         REGISTRY.tables.append(row_cls)
         return row_cls
@@ -211,6 +218,27 @@ def _table_def(
         unique=tuple(dict.fromkeys([*uniques, *(tuple(g) for g in unique_groups)])),
         indexes=index_defs,
     )
+
+
+SCHEDULE_KEY = "scheduled_id"
+SCHEDULE_AT = "scheduled_at"
+
+
+def _schedule_table(table: TableDef, reducer: str | Callable[..., Any]) -> TableDef:
+    name = reducer if isinstance(reducer, str) else getattr(reducer, "__name__", "")
+    where = f"table {table.name} (scheduled={name!r})"
+    _check_name(name, f"{where}: reducer")
+    key = [c for c in table.columns if c.name == SCHEDULE_KEY]
+    if table.primary_key != (SCHEDULE_KEY,) or not key[0].auto_inc:
+        raise DeclarationError(
+            f"{where}: a schedule table's key is {SCHEDULE_KEY}: int = primary_key(auto_inc=True)"
+        )
+    at = [c for c in table.columns if c.name == SCHEDULE_AT]
+    if not at or at[0].type != TypeRef("schedule_at"):
+        raise DeclarationError(f"{where}: declare {SCHEDULE_AT}: ScheduleAt")
+    if any(c.type.name == "schedule_at" for c in table.columns if c.name != SCHEDULE_AT):
+        raise DeclarationError(f"{where}: only {SCHEDULE_AT} is a ScheduleAt")
+    return dataclasses.replace(table, scheduled=name)
 
 
 def record(cls: type[T]) -> type[T]:
@@ -351,6 +379,10 @@ def _params(fn: Callable[..., Any], where: str) -> tuple[ParamDef, ...]:
             raise DeclarationError(f"{where}: *args and **kwargs are not supported")
         if p.name not in hints:
             raise DeclarationError(f"{where}: parameter {p.name} needs a type hint")
+        table_def = getattr(hints[p.name], TABLE_MARK, None)
+        if isinstance(table_def, TableDef):  # a scheduled reducer's row (checked in collect)
+            params.append(ParamDef(p.name, TypeRef("jsonb", record=f"table:{table_def.name}")))
+            continue
         ref = _type_ref(hints[p.name], f"{where}, parameter {p.name}")
         if p.default is inspect.Parameter.empty:
             params.append(ParamDef(p.name, ref))
@@ -367,6 +399,35 @@ def _field(f: dataclasses.Field[Any], hint: Any, where: str) -> ParamDef:
     ref = _type_ref(hint, where)
     default, has_default = _default(f, ref, where)
     return ParamDef(f.name, ref, default, has_default)
+
+
+def _link_schedules(tables: list[TableDef], reducers: list[ReducerDef]) -> list[ReducerDef]:
+    """Mark each schedule table's reducer, checking it takes exactly that table's row;
+    a row parameter anywhere else is refused."""
+    by_reducer = {t.scheduled: t for t in tables if t.scheduled is not None}
+    linked = []
+    for definition in reducers:
+        table_def = by_reducer.pop(definition.name, None)
+        rows = [p for p in definition.params if (p.type.record or "").startswith("table:")]
+        if table_def is None:
+            if rows:
+                raise DeclarationError(
+                    f"reducer {definition.name}: parameter {rows[0].name} is a table row;"
+                    " only a schedule table's reducer takes one (@table(scheduled=...))"
+                )
+            linked.append(definition)
+            continue
+        where = f"reducer {definition.name} (scheduled by table {table_def.name})"
+        if definition.lifecycle is not None or len(definition.params) != 1 or not rows:
+            raise DeclarationError(
+                f"{where}: it takes the context and one {table_def.class_name} row"
+            )
+        if rows[0].type.record != f"table:{table_def.name}":
+            raise DeclarationError(f"{where}: its parameter is a {table_def.class_name} row")
+        linked.append(dataclasses.replace(definition, scheduled=table_def.name))
+    for name, table_def in by_reducer.items():
+        raise DeclarationError(f"table {table_def.name}: scheduled={name!r}, no such @reducer")
+    return linked
 
 
 def collect(registry: Registry) -> ModuleDef:
@@ -388,9 +449,12 @@ def collect(registry: Registry) -> ModuleDef:
         )
         records.append(RecordDef(cls.__name__, fields))
     init_name = registry.init.__name__ if registry.init is not None else None
+    reducers = _link_schedules(tables, [d for d, _ in registry.reducers.values()])
+    for linked in reducers:  # the worker runs reducers by their registered definitions
+        registry.reducers[linked.name] = (linked, registry.reducers[linked.name][1])
     return ModuleDef(
         tables=tuple(tables),
-        reducers=tuple(d for d, _ in registry.reducers.values()),
+        reducers=tuple(reducers),
         records=tuple(records),
         init=init_name,
     )

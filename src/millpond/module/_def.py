@@ -28,9 +28,11 @@ SCALARS = (
     "uuid",
     "jsonb",
     "identity",
+    "schedule_at",
 )
 """Column and argument types. ``identity`` is stored as ``text`` (64 lowercase hex digits,
-checked by a constraint); a record type is stored as ``jsonb``."""
+checked by a constraint); a record type and ``schedule_at`` (the ``scheduled_at`` column of a
+schedule table) are stored as ``jsonb``."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class TableDef:
     public: bool = False
     unique: tuple[tuple[str, ...], ...] = ()
     indexes: tuple[IndexDef, ...] = ()
+    scheduled: str | None = None
+    """A schedule table: the reducer each row calls when its ``scheduled_at`` is due."""
 
     def column(self, name: str) -> ColumnDef:
         for column in self.columns:
@@ -103,6 +107,9 @@ class ReducerDef:
     lifecycle: str | None = None
     """``client_connected`` or ``client_disconnected``: run by the server when a realtime
     connection opens or ends, never called by clients."""
+    scheduled: str | None = None
+    """The schedule table whose due rows this reducer is run with (its one argument is the
+    row); run by the server, never called by clients."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,11 @@ class ModuleDef:
         """Whether realtime connections are recorded (``millpond_connections``) so that
         every one gets its ``client_disconnected``, even after a crash."""
         return any(r.lifecycle is not None for r in self.reducers)
+
+    @property
+    def schedule_tables(self) -> tuple[TableDef, ...]:
+        """The tables whose rows schedule reducer runs (``@table(scheduled=...)``)."""
+        return tuple(t for t in self.tables if t.scheduled is not None)
 
     def record(self, name: str) -> RecordDef:
         for record in self.records:
@@ -191,6 +203,7 @@ def _table(data: dict[str, Any]) -> TableDef:
         public=data["public"],
         unique=tuple(tuple(u) for u in data["unique"]),
         indexes=tuple(IndexDef(i["name"], tuple(i["columns"])) for i in data["indexes"]),
+        scheduled=data.get("scheduled"),
     )
 
 
@@ -202,4 +215,5 @@ def _reducer(data: dict[str, Any]) -> ReducerDef:
         isolation=data["isolation"],
         doc=data.get("doc", ""),
         lifecycle=data.get("lifecycle"),
+        scheduled=data.get("scheduled"),
     )

@@ -30,6 +30,11 @@ class Identity(str):
 Timestamp = datetime.datetime
 """A point in time (timezone-aware); ``timestamptz`` in Postgres."""
 
+ScheduleAt = datetime.datetime | datetime.timedelta
+"""When a schedule table's row is due (``scheduled_at``): a time (one run) or an interval
+(a run every interval, the first one interval after the row was inserted). Stored as
+``jsonb``: ``{"time": "<ISO 8601>"}`` or ``{"interval_us": <microseconds>}``."""
+
 
 @dataclasses.dataclass(frozen=True)
 class PgType:
@@ -66,6 +71,8 @@ RECORD_MARK = "__millpond_record__"
 def type_ref(hint: Any, where: str) -> TypeRef:
     """The :class:`TypeRef` of a type hint (resolved, with extras); a ``TypeError`` naming
     ``where`` when the type cannot be stored."""
+    if hint == ScheduleAt:
+        return TypeRef("schedule_at")
     nullable = False
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):

@@ -263,6 +263,35 @@ def _identity(value: Any, where: str) -> Identity:
         ) from None
 
 
+def schedule_at(value: Any, where: str) -> datetime.datetime | datetime.timedelta:
+    """A ``scheduled_at`` from JSON: ``{"time": "<ISO 8601>"}`` or ``{"interval_us": n}``
+    (n > 0); a time or an interval given as such is taken as it is."""
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ArgumentError(where, "a scheduled time needs a timezone (e.g. UTC)")
+        return value
+    if isinstance(value, datetime.timedelta):
+        if value <= datetime.timedelta(0):
+            raise ArgumentError(where, f"an interval must be positive, not {value}")
+        return value
+    problem = f'expected {{"time": "<ISO 8601>"}} or {{"interval_us": n}}, got {_show(value)}'
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ArgumentError(where, problem)
+    if "time" in value:
+        return _timestamptz(value["time"], where)
+    micros = value.get("interval_us")
+    if not isinstance(micros, int) or isinstance(micros, bool):
+        raise ArgumentError(where, problem)
+    return schedule_at(datetime.timedelta(microseconds=micros), where)
+
+
+def schedule_json(value: datetime.datetime | datetime.timedelta) -> dict[str, Any]:
+    """The stored (JSON) form of a ``scheduled_at``."""
+    if isinstance(value, datetime.timedelta):
+        return {"interval_us": value // datetime.timedelta(microseconds=1)}
+    return {"time": value.isoformat()}
+
+
 _CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
     "numeric": _numeric,
     "text": _text,
@@ -272,6 +301,7 @@ _CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
     "date": _date,
     "uuid": _uuid,
     "identity": _identity,
+    "schedule_at": schedule_at,
 }
 
 
@@ -313,6 +343,8 @@ def to_json(value: Any) -> Any:
         return str(value) if isinstance(value, Identity) else value
     if isinstance(value, datetime.datetime | datetime.date):
         return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return schedule_json(value)
     if isinstance(value, decimal.Decimal):
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -392,6 +424,8 @@ def to_db(value: Any, ref: TypeRef) -> Any:
         return None
     if ref.name == "jsonb":
         return Jsonb(to_json(value))
+    if ref.name == "schedule_at":
+        return Jsonb(schedule_json(schedule_at(value, "scheduled_at")))
     wrap = _WRAPPERS.get(ref.name)
     if wrap is None:
         return list(value) if ref.array else value
@@ -407,6 +441,8 @@ def from_db(value: Any, ref: TypeRef, records: Mapping[str, type] | None = None)
         return [from_db(v, item, records) for v in value]
     if ref.name == "identity":
         return Identity(value)
+    if ref.name == "schedule_at":
+        return schedule_at(value, "scheduled_at")
     if ref.record is not None and records is not None and ref.record in records:
         return _convert(value, ref, _class_lookup(records), records, ref.record, 0)
     return value

@@ -425,6 +425,24 @@ class Settings(BaseSettings):
             "for the connections it held."
         ),
     )
+    module_schedule_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "How often a server looks for databases with schedule tables that no server runs "
+            "(one server runs each database's schedules; another takes over this long after "
+            "it stops or dies). Due runs themselves start on time, not on this poll."
+        ),
+    )
+    module_schedule_attempts: int = Field(
+        3,
+        ge=1,
+        description=(
+            "Runs of a one-shot scheduled reducer that fails before its schedule row is kept "
+            "as failed (not run again; `millpond schedules` shows it); an interval schedule's "
+            "failed run is recorded and the next one runs on time."
+        ),
+    )
     module_anonymous_max_connections: int = Field(
         1000,
         ge=1,

@@ -31,6 +31,7 @@ from ...models.modules import (
     ModuleVersion,
     ModuleVersionDetail,
     PublishResult,
+    Schedule,
     TokenIssuer,
     TokenIssuerPut,
 )
@@ -298,4 +299,18 @@ class AsyncModules:
         """Who is connected: ``db``'s open realtime connections, as its module's lifecycle
         reducers recorded them (owner and admins)."""
         call = Call("GET", database_path(db, "connections"), parse_list(Connection))
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def schedules(
+        self,
+        db: str,
+        *,
+        limit: int = 1000,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[Schedule]:
+        """``db``'s scheduled reducer runs (its schedule tables' rows): one-shot and
+        recurring, soonest first, failed ones last (owner and admins)."""
+        path = database_path(db, "schedules")
+        call = Call("GET", path, parse_list(Schedule), params={"limit": str(limit)})
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)

@@ -36,6 +36,7 @@ from ..accounts.service import Principal
 from ..databases.service import Access, resolve
 from ..errors import ServiceError
 from . import pool
+from .publishing import ready_modules
 from .schema import CONNECTIONS
 
 if TYPE_CHECKING:
@@ -205,30 +206,11 @@ class Lifecycle:
 
     async def _tracking(self) -> list[Access]:
         """The databases whose newest ready module tracks connections."""
-        rows = await self.service.store.fetchall(
-            "SELECT DISTINCT ON (v.database_id) v.database_id, v.definition, d.pg_name,"
-            " u.username AS owner, d.name, d.is_private, d.storage_limit_bytes"
-            " FROM module_versions v JOIN databases d ON d.id = v.database_id"
-            " JOIN users u ON u.id = d.owner_id"
-            " WHERE v.state = 'ready' AND d.state = 'ready'"
-            " ORDER BY v.database_id, v.version DESC"
-        )
-        found = []
-        for row in rows:
-            reducers = row["definition"].get("reducers") or []
-            if any(r.get("lifecycle") for r in reducers):
-                found.append(
-                    Access(
-                        id=row["database_id"],
-                        pg_name=row["pg_name"],
-                        owner=row["owner"],
-                        name=row["name"],
-                        is_private=row["is_private"],
-                        storage_limit_bytes=row["storage_limit_bytes"],
-                        role="owner",
-                    )
-                )
-        return found
+        return [
+            access
+            for access, definition in await ready_modules(self.service.store)
+            if any(r.get("lifecycle") for r in definition.get("reducers") or [])
+        ]
 
     async def connections(self, principal: Principal, full_name: str) -> list[Connection]:
         """The database's open realtime connections (of a module with lifecycle

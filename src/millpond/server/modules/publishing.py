@@ -100,13 +100,13 @@ def _bad_files(message: str, field: str = "files") -> ServiceError:
     return ServiceError(400, "invalid_module_files", message, {"field": field})
 
 
-def grant_statements(module: ModuleDef, pg_name: str) -> list[sql.Composed]:
+def grant_statements(module: ModuleDef, pg_name: str) -> list[sql.Composable]:
     """A module's tables are written by its reducers (and the owner, who owns them):
     the database's writers keep only what their visibility gives (``SELECT`` on public
     tables, nothing on private ones); the reducer role gets the rest."""
     roles = provision.DatabaseRoles(pg_name)
     ro, rw, reducer = (sql.Identifier(roles.role(r)) for r in ("ro", "rw", "reducer"))
-    out: list[sql.Composed] = []
+    out: list[sql.Composable] = []
     for table in module.tables:
         name = schema.qualified(table.name)
         out.append(sql.SQL("REVOKE ALL ON TABLE {} FROM {}, {}").format(name, ro, rw))
@@ -119,7 +119,38 @@ def grant_statements(module: ModuleDef, pg_name: str) -> list[sql.Composed]:
         )
     if module.tracks_connections:
         out += schema.connections_statements(ro, rw, reducer)
+    if module.schedule_tables:
+        out += schema.schedules_statements(module, ro, rw, reducer)
     return out
+
+
+async def ready_modules(store: Store) -> list[tuple[Access, dict[str, Any]]]:
+    """Every ready database's newest ready module: its access (as the owner) and its
+    definition's JSON — what the server runs without a caller (lifecycle sweeps,
+    schedules)."""
+    rows = await store.fetchall(
+        "SELECT DISTINCT ON (v.database_id) v.database_id, v.definition, d.pg_name,"
+        " u.username AS owner, d.name, d.is_private, d.storage_limit_bytes"
+        " FROM module_versions v JOIN databases d ON d.id = v.database_id"
+        " JOIN users u ON u.id = d.owner_id"
+        " WHERE v.state = 'ready' AND d.state = 'ready'"
+        " ORDER BY v.database_id, v.version DESC"
+    )
+    return [
+        (
+            Access(
+                id=row["database_id"],
+                pg_name=row["pg_name"],
+                owner=row["owner"],
+                name=row["name"],
+                is_private=row["is_private"],
+                storage_limit_bytes=row["storage_limit_bytes"],
+                role="owner",
+            ),
+            row["definition"],
+        )
+        for row in rows
+    ]
 
 
 class Publisher:

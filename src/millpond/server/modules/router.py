@@ -20,6 +20,7 @@ from ...models.modules import (
     ModuleVersion,
     ModuleVersionDetail,
     PublishResult,
+    Schedule,
     TokenIssuer,
     TokenIssuerPut,
 )
@@ -181,3 +182,16 @@ async def connections(owner: str, name: str, svc: Svc, who: Caller) -> list[Conn
     """Who is connected: the open realtime connections of a module with lifecycle
     reducers, oldest first (owner and admins)."""
     return await _modules(svc).lifecycle.connections(who, f"{owner}/{name}")
+
+
+@router.get("/schedules", response_model=list[Schedule])
+async def schedules(
+    owner: str,
+    name: str,
+    svc: Svc,
+    who: Caller,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+) -> list[Schedule]:
+    """The scheduled reducer runs of the database's schedule tables: one-shot and recurring,
+    soonest first, failed ones last (owner and admins)."""
+    return await _modules(svc).scheduler.schedules(who, f"{owner}/{name}", limit)

@@ -13,7 +13,7 @@ import io
 import logging
 import random
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -63,6 +63,14 @@ class TableAccess:
         self._delete = self._sql("DELETE FROM {t} WHERE {key}")
         self._count = self._sql("SELECT count(*) FROM {t}")
         self._all = self._sql("SELECT {cols} FROM {t} ORDER BY {order}")
+
+    @property
+    def definition(self) -> TableDef:
+        return self._table
+
+    @property
+    def row_class(self) -> type:
+        return self._class
 
     def _sql(self, template: str, **parts: sql.Composable) -> bytes:
         order = sql.SQL(", ").join(sql.Identifier(c.name) for c in self._key)
@@ -200,6 +208,16 @@ class Tables:
     def __dir__(self) -> list[str]:
         return sorted(self._handles)
 
+    def schedule_of(self, reducer: str) -> TableAccess:
+        """The schedule table whose rows run ``reducer``."""
+        for handle in self._handles.values():
+            if handle.definition.scheduled == reducer:
+                return handle
+        raise ValueError(
+            f"reducer {reducer!r} has no schedule table: declare one with"
+            f" @table(scheduled={reducer!r}) (see docs/modules.md, Scheduled reducers)"
+        )
+
 
 def table_handles(
     conn: psycopg.Connection[Any], row_classes: list[type], records: Mapping[str, type]
@@ -226,6 +244,34 @@ class Context:
     db: Tables
     log: logging.Logger
     _conn: psycopg.Connection[Any]
+
+    due: datetime.datetime | None = None
+
+    def schedule(
+        self,
+        reducer: str | Callable[..., Any],
+        *,
+        at: datetime.datetime | None = None,
+        in_: datetime.timedelta | None = None,
+        every: datetime.timedelta | None = None,
+        **columns: Any,
+    ) -> Any:
+        """Schedule ``reducer`` (a scheduled reducer, or its name) by inserting a row into
+        its schedule table: once ``at`` a time or ``in_`` a delay, or ``every`` interval;
+        ``columns`` are the row's other columns. The row as stored."""
+        if sum(x is not None for x in (at, in_, every)) != 1:
+            raise TypeError("ctx.schedule takes one of at=, in_= or every=")
+        name = reducer if isinstance(reducer, str) else getattr(reducer, "__name__", "")
+        handle = self.db.schedule_of(name)
+        when: datetime.datetime | datetime.timedelta
+        if every is not None:
+            when = every
+        elif in_ is not None:
+            when = self.timestamp + in_
+        else:
+            assert at is not None
+            when = at
+        return handle.insert(handle.row_class(scheduled_at=when, **columns))
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         with self._conn.cursor(row_factory=dict_row) as cursor:

@@ -36,6 +36,7 @@ def check_module(module: ModuleDef) -> None:
     records = {r.name for r in module.records}
     for table in module.tables:
         _check_table(table, records)
+    _check_schedules(module)
     for kind in ("client_connected", "client_disconnected"):
         found = [r for r in module.reducers if r.lifecycle == kind]
         if len(found) > 1 or any(r.params for r in found):
@@ -68,6 +69,145 @@ def connections_statements(
         sql.SQL("REVOKE ALL ON TABLE {} FROM PUBLIC, {}, {}").format(table, ro, rw),
         sql.SQL("GRANT SELECT, INSERT, DELETE ON TABLE {} TO {}").format(table, reducer),
     ]
+
+
+SCHEDULES = "millpond_schedules"
+"""The due calls of a module's schedule tables, in its database: one row per schedule row,
+kept by a trigger on each schedule table (insert schedules, update reschedules, delete
+and truncate cancel) and advanced by the run that claims it (scheduler.py)."""
+SCHEDULE_CHANNEL = "millpond_schedules"
+"""Notified (by the trigger, so at commit) when a schedule row is added or changed."""
+
+_SCHEDULE_DUE = """
+CREATE OR REPLACE FUNCTION public.millpond_schedule_due(
+    tbl text, at jsonb, OUT due timestamptz, OUT every_us int8)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    IF jsonb_typeof(at) = 'object' AND (SELECT count(*) FROM jsonb_object_keys(at)) = 1 THEN
+        IF jsonb_typeof(at -> 'time') = 'string' THEN
+            due := (at ->> 'time')::timestamptz;
+            RETURN;
+        ELSIF jsonb_typeof(at -> 'interval_us') = 'number'
+                AND (at ->> 'interval_us') ~ '^[0-9]{1,15}$'
+                AND (at ->> 'interval_us')::int8 > 0 THEN
+            every_us := (at ->> 'interval_us')::int8;
+            due := now() + make_interval(secs => every_us / 1000000.0);
+            RETURN;
+        END IF;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = '23514', MESSAGE = format(
+        '%s.scheduled_at is {"time": "<ISO 8601>"} or {"interval_us": n > 0}, not %s',
+        tbl, at);
+END $f$
+"""
+
+_SCHEDULE_TRIGGER = """
+CREATE OR REPLACE FUNCTION public.millpond_schedule() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    next record;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM public.millpond_schedules WHERE tbl = TG_TABLE_NAME;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.scheduled_id = OLD.scheduled_id AND NEW.scheduled_at = OLD.scheduled_at THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        DELETE FROM public.millpond_schedules WHERE tbl = TG_TABLE_NAME AND id = OLD.scheduled_id;
+        IF TG_OP = 'DELETE' THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    next := public.millpond_schedule_due(TG_TABLE_NAME, NEW.scheduled_at);
+    INSERT INTO public.millpond_schedules (tbl, id, reducer, due, every_us)
+        VALUES (TG_TABLE_NAME, NEW.scheduled_id, TG_ARGV[0], next.due, next.every_us);
+    PERFORM pg_notify('millpond_schedules', TG_TABLE_NAME);
+    RETURN NULL;
+END $f$
+"""
+
+
+def schedules_statements(
+    module: ModuleDef, ro: sql.Identifier, rw: sql.Identifier, reducer: sql.Identifier
+) -> list[sql.Composable]:
+    """The schedule queue, its trigger on every schedule table (rows there before the table
+    became one are queued too), and the queue rows of tables that are no longer schedule
+    tables removed. Run on every publish: each statement may run again."""
+    queue = sql.Identifier("public", SCHEDULES)
+    out: list[sql.Composable] = [
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (tbl text NOT NULL, id int8 NOT NULL,"
+            " reducer text NOT NULL, due timestamptz, every_us int8,"
+            " attempts int4 NOT NULL DEFAULT 0, last_run timestamptz, last_error text,"
+            " PRIMARY KEY (tbl, id))"
+        ).format(queue),
+        sql.SQL("CREATE INDEX IF NOT EXISTS millpond_schedules_due ON {} (due)").format(queue),
+        sql.SQL("REVOKE ALL ON TABLE {} FROM PUBLIC, {}, {}").format(queue, ro, rw),
+        sql.SQL("GRANT SELECT, UPDATE, DELETE ON TABLE {} TO {}").format(queue, reducer),
+        sql.SQL(_SCHEDULE_DUE),
+        sql.SQL(_SCHEDULE_TRIGGER),
+    ]
+    for fn in ("millpond_schedule_due(text, jsonb)", "millpond_schedule()"):
+        out.append(sql.SQL("REVOKE ALL ON FUNCTION public." + fn + " FROM PUBLIC"))
+    tables = module.schedule_tables
+    out.append(
+        sql.SQL("DELETE FROM {} WHERE NOT (tbl = ANY({}))").format(
+            queue, sql.Literal([t.name for t in tables])
+        )
+    )
+    for table in tables:
+        out += _schedule_table_statements(table, queue)
+    return out
+
+
+def _schedule_table_statements(table: TableDef, queue: sql.Identifier) -> list[sql.Composable]:
+    name, reducer = qualified(table.name), sql.Literal(table.scheduled)
+    return [
+        sql.SQL("DROP TRIGGER IF EXISTS millpond_schedule ON {}").format(name),
+        sql.SQL("DROP TRIGGER IF EXISTS millpond_schedule_truncate ON {}").format(name),
+        sql.SQL(
+            "CREATE TRIGGER millpond_schedule AFTER INSERT OR UPDATE OR DELETE ON {}"
+            " FOR EACH ROW EXECUTE FUNCTION public.millpond_schedule({})"
+        ).format(name, reducer),
+        sql.SQL(
+            "CREATE TRIGGER millpond_schedule_truncate AFTER TRUNCATE ON {}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION public.millpond_schedule({})"
+        ).format(name, reducer),
+        sql.SQL("UPDATE {} SET reducer = {} WHERE tbl = {}").format(
+            queue, reducer, sql.Literal(table.name)
+        ),
+        sql.SQL(
+            "INSERT INTO {q} (tbl, id, reducer, due, every_us)"
+            " SELECT {n}, t.scheduled_id, {r}, d.due, d.every_us FROM {t} t,"
+            " LATERAL public.millpond_schedule_due({n}, t.scheduled_at) d"
+            " ON CONFLICT (tbl, id) DO NOTHING"
+        ).format(q=queue, n=sql.Literal(table.name), r=reducer, t=name),
+    ]
+
+
+def _check_schedules(module: ModuleDef) -> None:
+    """A schedule table's shape and the link to its reducer, both ways."""
+    tables = {t.name: t for t in module.schedule_tables}
+    for table in tables.values():
+        where = f"table {table.name}"
+        key = [c for c in table.columns if c.name == "scheduled_id"]
+        at = [c for c in table.columns if c.name == "scheduled_at"]
+        if table.primary_key != ("scheduled_id",) or not key[0].auto_inc:
+            raise SchemaError(f"{where}: a schedule table's key is an auto_inc scheduled_id")
+        if not at or at[0].type != TypeRef("schedule_at"):
+            raise SchemaError(f"{where}: a schedule table has scheduled_at: ScheduleAt")
+        reducers = [r for r in module.reducers if r.name == table.scheduled]
+        if len(reducers) != 1 or reducers[0].scheduled != table.name:
+            raise SchemaError(f"{where}: its reducer {table.scheduled!r} is not linked to it")
+    for reducer in module.reducers:
+        if reducer.scheduled is not None and (
+            reducer.scheduled not in tables or len(reducer.params) != 1
+        ):
+            raise SchemaError(f"reducer {reducer.name}: no schedule table {reducer.scheduled}")
 
 
 def _check_table(table: TableDef, records: set[str]) -> None:
@@ -126,7 +266,7 @@ def qualified(name: str) -> sql.Identifier:
 
 def column_type(ref: TypeRef) -> sql.Composable:
     """The Postgres type of a column or argument type."""
-    name = {"identity": "text"}.get(ref.name, ref.name)
+    name = {"identity": "text", "schedule_at": "jsonb"}.get(ref.name, ref.name)
     return sql.SQL(name + ("[]" if ref.array else ""))
 
 

@@ -44,6 +44,7 @@ from .identities import Identities, require_bound, sender_of
 from .issuers import Issuers
 from .lifecycle import Lifecycle
 from .publishing import Publisher, Version, check_upload
+from .scheduler import Scheduler
 
 _log = logging.getLogger("millpond.modules")
 CHANNEL = "millpond_modules"
@@ -80,6 +81,7 @@ class ModuleService:
         self.identities = Identities(store, secret, settings)
         self.issuers = Issuers(store, settings)
         self.lifecycle = Lifecycle(self)
+        self.scheduler = Scheduler(self)
         self.changes = Invalidation(cluster.control_conninfo, CHANNEL)
         self._active: dict[int, Active] = {}
         self._locks: dict[int, asyncio.Lock] = {}
@@ -89,6 +91,7 @@ class ModuleService:
     async def start(self) -> None:
         await self.changes.start()
         await self.lifecycle.start()
+        await self.scheduler.start()
         self._reaper = asyncio.create_task(self._reap(), name="modules-reaper")
 
     async def close(self) -> None:
@@ -96,6 +99,7 @@ class ModuleService:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        await self.scheduler.close()
         await self.lifecycle.close()
         await self.changes.stop()
         for active in list(self._active.values()):
@@ -261,6 +265,13 @@ class ModuleService:
                 403,
                 "reducer_lifecycle",
                 f"reducer {name!r} is @{reducer.lifecycle}: the server runs it, no one calls it",
+            )
+        if reducer.scheduled is not None:
+            raise ServiceError(
+                403,
+                "reducer_scheduled",
+                f"reducer {name!r} runs when a row of table {reducer.scheduled} is due:"
+                " insert a row there (or ctx.schedule in a reducer) to schedule it",
             )
         if reducer.private and not access.at_least("admin"):
             raise ServiceError(

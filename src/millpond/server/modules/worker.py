@@ -36,7 +36,7 @@ from millpond.module import _declare
 from millpond.module._context import SenderError
 from millpond.module._def import ModuleDef
 from millpond.module._types import Identity
-from millpond.module._values import bind_args, to_json
+from millpond.module._values import bind_args, schedule_json, to_json
 
 from . import sandbox
 from .protocol import Decoder, FrameError, encode
@@ -53,6 +53,26 @@ _EMIT_END = b"::text), pg_catalog.pg_current_xact_id()::text; COMMIT"
 
 class _AlreadyDone(Exception):
     """A ``client_disconnected`` whose connection another server has seen to."""
+
+
+class _NotDue(Exception):
+    """A scheduled run another server claimed already, or whose row was cancelled or
+    rescheduled meanwhile."""
+
+
+# the scheduled run's claim: the queue row as the scheduler saw it, locked; a one-shot row
+# is deleted with its schedule row (the trigger), an interval one moves to its next
+# intended time after now (anchored on the first: no drift; missed ticks are skipped)
+_CLAIM = (
+    b"SELECT every_us FROM public.millpond_schedules"
+    b" WHERE tbl = %s AND id = %s AND due = %s::timestamptz FOR UPDATE"
+)
+_ADVANCE = (
+    b"UPDATE public.millpond_schedules SET attempts = 0, last_error = NULL,"
+    b" last_run = now(), due = due + make_interval(secs => every_us / 1000000.0 *"
+    b" (floor(extract(epoch FROM clock_timestamp() - due) * 1000000 / every_us) + 1))"
+    b" WHERE tbl = %s AND id = %s RETURNING due"
+)
 
 
 class CpuTimeExceeded(BaseException):
@@ -106,6 +126,7 @@ class Worker:
         self.db = Tables({})
         self._jitter = random.Random()
         self._in_call = False
+        self._next_due: str | None = None
 
     # -- start ------------------------------------------------------------------------
 
@@ -146,6 +167,13 @@ class Worker:
         def body(context: Context) -> Any:
             if lifecycle is not None and not self._track(lifecycle, ctx):
                 raise _AlreadyDone
+            if definition.scheduled is not None:
+                row = self._claim(definition.scheduled, ctx)
+                if not definition.private:
+                    shown = to_json(row)
+                    shown["scheduled_at"] = schedule_json(row.scheduled_at)
+                    event["args"] = [shown]
+                return function(context, row)
             return function(context, **bind_args(definition, args, self.module, self.records))
 
         event = {
@@ -157,7 +185,11 @@ class Worker:
             "timestamp": ctx["timestamp"],
             "status": "committed",
         }
-        return self.transaction(_ISOLATION[definition.isolation], ctx, body, event)
+        self._next_due = None
+        outcome = self.transaction(_ISOLATION[definition.isolation], ctx, body, event)
+        if self._next_due is not None and outcome["status"] == "committed":
+            outcome["next_due"] = self._next_due  # an interval's next tick (scheduler.py)
+        return outcome
 
     def _track_only(self, lifecycle: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
         def body(context: Context) -> None:
@@ -183,6 +215,28 @@ class Worker:
             (connection_id,),
         )
         return cur.fetchone() is not None
+
+    def _claim(self, table: str, ctx: dict[str, Any]) -> Any:
+        """Claim the due run ``ctx["schedule"]`` names: its row (``_NotDue`` when it is not
+        due any more)."""
+        schedule = ctx.get("schedule") or {}
+        key, due = int(schedule.get("id", 0)), str(schedule.get("due", ""))
+        if schedule.get("table") != table or not due:
+            raise _NotDue
+        conn = self._connection()
+        claimed = conn.execute(_CLAIM, (table, key, due), prepare=True).fetchone()
+        if claimed is None:
+            raise _NotDue
+        handle = getattr(self.db, table)
+        row = handle.find(key)
+        if row is None:  # the trigger keeps both in step; an owner's SQL may not (scheduler.py)
+            raise _NotDue
+        if claimed[0] is None:
+            handle.delete(row)
+        else:
+            following = conn.execute(_ADVANCE, (table, key), prepare=True).fetchone()
+            self._next_due = following[0].isoformat() if following is not None else None
+        return row
 
     def apply(self, message: dict[str, Any]) -> dict[str, Any]:
         statements = [str(s) for s in message.get("statements", [])]
@@ -248,6 +302,9 @@ class Worker:
         except _AlreadyDone:
             self._rollback()
             return _outcome("skipped", "the connection's client_disconnected already ran")
+        except _NotDue:
+            self._rollback()
+            return _outcome("skipped", "the scheduled run is not due any more")
         except SenderError as exc:
             return self._failed("failed", str(exc))
         except MemoryError:
@@ -342,6 +399,7 @@ class Worker:
             db=self.db,
             log=self.log,
             _conn=self._connection(),
+            due=_due(ctx),
         )
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -378,6 +436,13 @@ def _outcome(
     if status == "error":
         outcome["traceback"] = traceback
     return outcome
+
+
+def _due(ctx: dict[str, Any]) -> datetime.datetime | None:
+    schedule = ctx.get("schedule")
+    if not isinstance(schedule, dict) or not isinstance(schedule.get("due"), str):
+        return None
+    return datetime.datetime.fromisoformat(schedule["due"])
 
 
 def _retryable(exc: BaseException) -> bool:

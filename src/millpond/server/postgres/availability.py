@@ -9,7 +9,6 @@ that talks to Postgres consults it so that, meanwhile, callers get a fast 503
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -17,6 +16,7 @@ import psycopg
 from psycopg_pool import PoolClosed, PoolTimeout
 
 from ..errors import ServiceError
+from ..waiting import wait_event
 
 RETRY_AFTER_S = 1
 
@@ -70,8 +70,7 @@ class Availability:
         self._suspicion.set()
 
     async def wait_suspicion(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._suspicion.wait(), timeout)
+        await wait_event(self._suspicion, timeout)
         self._suspicion.clear()
 
     async def guard(self, getting: Coroutine[Any, Any, T]) -> T:

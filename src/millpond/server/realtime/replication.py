@@ -25,6 +25,7 @@ from psycopg.abc import PQGen
 from psycopg.waiting import Wait
 
 from ..postgres import privileged
+from ..waiting import wait_readable
 from . import pgoutput
 
 _log = logging.getLogger("millpond.realtime")
@@ -51,24 +52,6 @@ def _now_pg_micros() -> int:
 _TIMED_OUT = b""
 
 
-async def _wait_readable(fd: int, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(fd, wake)
-    try:
-        await asyncio.wait_for(ready, timeout)
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        loop.remove_reader(fd)
-
-
 async def _read_copy(pgconn: pq.abc.PGconn, timeout: float) -> bytes | None:
     """Next CopyData payload; ``_TIMED_OUT`` after ``timeout`` s of silence; None at the
     end of the stream. (Not psycopg's ``wait``: cancelling it would cancel the stream.)"""
@@ -78,7 +61,7 @@ async def _read_copy(pgconn: pq.abc.PGconn, timeout: float) -> bytes | None:
             return bytes(data)
         if nbytes == -1:
             return None
-        if not await _wait_readable(pgconn.socket, timeout):
+        if not await wait_readable(pgconn.socket, timeout):
             return _TIMED_OUT
         pgconn.consume_input()
 

@@ -38,6 +38,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from ...backoff import Backoff
+from ..waiting import wait_event
 from . import jobs
 from .errors import Interrupted, JobError
 from .progress import Progress
@@ -140,8 +141,7 @@ class TransferWorker:
                     self._lost_leases()
                 await asyncio.sleep(backoff.next_delay())
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.transfer_poll_s)
+            await wait_event(self._wake, self.settings.transfer_poll_s)
 
     async def _listen(self) -> None:
         backoff = Backoff(base=0.2, cap=5.0)
