@@ -453,3 +453,25 @@ def test_generated_bindings_decode_schedule_rows_and_leave_out_their_reducer(
         sys.path.remove(str(tmp_path))
         for module in [m for m in sys.modules if m.startswith("alarm_bindings")]:
             del sys.modules[module]
+
+
+def test_a_database_with_running_schedules_is_deleted_cleanly(
+    server: ServerThread, make_user: MakeUser
+) -> None:
+    username, key = make_user(prefix="sched-del")
+    db = _database(server.url, key, username, name="doomed")
+    assert db.call("remind_every", ["doomed", 100]).status_code == 200
+    _eventually(lambda: len(_ran(db, "doomed")) >= 2)  # its schedules run on this server
+    r = httpx.delete(
+        f"{server.url}/v1/databases/{db.full_name}",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+    assert r.status_code == 204, r.text
+    r = httpx.post(
+        f"{server.url}/v1/databases",
+        json={"name": "doomed"},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text  # the name is free again, nothing left behind

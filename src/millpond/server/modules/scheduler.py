@@ -28,7 +28,7 @@ import logging
 import secrets
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -84,12 +84,11 @@ def module_identity(secret: bytes, database_id: int) -> str:
 
 @dataclass
 class Stats:
-    """What this server's schedules did (for tests and ``/v1/status``-like views)."""
+    """What this server's scheduled runs did."""
 
     committed: int = 0
     failed: int = 0
     skipped: int = 0
-    lateness_ms: list[float] = field(default_factory=list)
 
 
 class Scheduler:
@@ -192,6 +191,13 @@ class Scheduler:
             with contextlib.suppress(Exception):
                 await self._lease.close()
             self._lease = None
+
+    async def forget(self, pg_name: str) -> None:
+        """A database is being deleted: stop running its schedules (and close their
+        sessions) first."""
+        for database_id, running in list(self._running.items()):
+            if running.access.pg_name == pg_name:
+                await self._release(database_id)
 
     def runs(self, database_id: int) -> bool:
         """Whether this server runs the database's schedules now."""
@@ -368,10 +374,6 @@ class _Database:
             except pool.PoolClosed:
                 continue
             await service._keep_logs(self.access, active.version, reducer.name, request_id, outcome)
-            if outcome.get("status") == "committed":
-                stats = self.scheduler.stats
-                stats.lateness_ms.append((started - due).total_seconds() * 1000)
-                del stats.lateness_ms[:-100_000]
             return outcome
         raise RuntimeError(f"the module of {self.access.full_name} is being replaced")
 

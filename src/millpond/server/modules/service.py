@@ -109,7 +109,9 @@ class ModuleService:
             await asyncio.gather(*self._draining, return_exceptions=True)
 
     async def drop(self, pg_name: str) -> None:
-        """A database is being deleted: stop its workers (their sessions would block it)."""
+        """A database is being deleted: stop its workers and schedules (their sessions
+        would block it)."""
+        await self.scheduler.forget(pg_name)
         for database_id, active in list(self._active.items()):
             if active.pool.name == pg_name:
                 self._active.pop(database_id, None)
