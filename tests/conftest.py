@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,9 +20,20 @@ import httpx
 import pytest
 
 from millpond.server.config import Settings
+from millpond.server.postgres.embedded import TEMPLATE_ENV
 from millpond.server.testing import ServerThread, free_port, start_server
 
 RunningServer = ServerThread
+
+# every embedded Postgres of this session (the session server's, the tests' own, those of
+# `millpond up` subprocesses) is a copy of one initdb'd cluster: dozens of initdbs cost
+# minutes (see postgres/embedded.py; the copies share a superuser password)
+_TEMPLATE = Path(tempfile.gettempdir()) / f"millpond-pg-template-{os.getpid()}"
+os.environ.setdefault(TEMPLATE_ENV, str(_TEMPLATE))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shutil.rmtree(_TEMPLATE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,10 @@ SUPERUSER = "millpond"
 SYSTEM_USER = "millpond-pg"
 PORT = 5432
 _SOCKET_LOCK = f".s.PGSQL.{PORT}.lock"
+TEMPLATE_ENV = "MILLPOND_PG_TEMPLATE"
+"""A directory: new clusters are copies of the one kept there (made by the first
+``initdb``), instead of an ``initdb`` each. For test suites, which make dozens: the
+copies share the template's superuser password, so never for a real installation."""
 
 _CONF = """\
 # written by millpond; edit settings in postgresql.auto.conf (ALTER SYSTEM) instead
@@ -110,9 +114,12 @@ class EmbeddedPostgres:
     # -- steps ----------------------------------------------------------------------------
 
     def _initdb(self) -> None:
-        _log.info("initialising embedded Postgres in %s", self.pgdata)
         if self.pgdata.exists():
             shutil.rmtree(self.pgdata)  # a half-made cluster from an interrupted initdb
+        template = os.environ.get(TEMPLATE_ENV)
+        if template and self._copy_template(Path(template)):
+            return
+        _log.info("initialising embedded Postgres in %s", self.pgdata)
         self.pgdata.mkdir(mode=0o700)
         password = secrets.token_urlsafe(32)
         _write_private(self.password_file, password + "\n")
@@ -136,6 +143,35 @@ class EmbeddedPostgres:
             )
         finally:
             pwfile.unlink(missing_ok=True)
+        if template:
+            self._save_template(Path(template))
+
+    def _copy_template(self, template: Path) -> bool:
+        """A copy of the template cluster instead of an ``initdb`` (tests: 0.1 s, not 3)."""
+        if not (template / "pg" / "PG_VERSION").exists():
+            return False
+        _log.info("copying the embedded Postgres template %s to %s", template, self.pgdata)
+        shutil.copytree(template / "pg", self.pgdata)
+        self.pgdata.chmod(0o700)
+        _write_private(self.password_file, (template / "pg-password").read_text())
+        if self._run_as:
+            for path in [self.pgdata, *self.pgdata.rglob("*")]:
+                _chown(path, self._run_as)
+        return True
+
+    def _save_template(self, template: Path) -> None:
+        """Keep this fresh cluster as the template (made whole elsewhere, then renamed
+        into place: a process that starts meanwhile sees all of it or none)."""
+        if (template / "pg" / "PG_VERSION").exists():
+            return
+        template.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=template.parent, prefix=".template-"))
+        try:
+            shutil.copytree(self.pgdata, staging / "pg")
+            shutil.copy2(self.password_file, staging / "pg-password")
+            staging.rename(template)
+        except OSError:  # another process made it first
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _launch(self) -> None:
         # lock files left by a dead postmaster, maybe a zombie its parent (pg_ctl exited,
