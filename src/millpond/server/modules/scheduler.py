@@ -10,7 +10,8 @@ row per schedule row with the time it is ``due`` (and ``every_us`` for an interv
   the lock with it, and another server takes over at its next look.
 - **On time.** The holder ``LISTEN``\\ s in the database (the trigger notifies at commit),
   reads the runs due within the next :data:`_LOOKAHEAD_S`, and starts each one at its
-  time on the module's workers.
+  time on the module's workers — by Postgres's clock (each read measures the offset of
+  ours), since due times are Postgres's: a server whose clock is ahead never runs early.
 - **Once.** The run's own transaction claims the queue row as it was read (``FOR
   UPDATE``, the same ``due``): a one-shot row is deleted, an interval moves to its next
   intended time. So a run commits exactly once even if two servers overlap (one finds
@@ -29,7 +30,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -56,12 +57,14 @@ _MAX_ERROR = 2000
 _RETRY_BASE_S = 1.0
 
 _DUE_SQL = sql.SQL(
-    "SELECT tbl, id, due FROM public.{q} WHERE due < now() + make_interval(secs => %s)"
+    "SELECT tbl, id, due, clock_timestamp() FROM public.{q}"
+    " WHERE due < now() + make_interval(secs => %s)"
     " ORDER BY due LIMIT %s"
 ).format(q=sql.Identifier(SCHEDULES))
 _LISTEN_SQL = sql.SQL("LISTEN {}").format(sql.Identifier(SCHEDULE_CHANNEL))
 _NEXT_SQL = sql.SQL(
-    "SELECT min(due) AS due FROM public.{q} WHERE due >= now() + make_interval(secs => %s)"
+    "SELECT min(due) AS due, clock_timestamp() FROM public.{q}"
+    " WHERE due >= now() + make_interval(secs => %s)"
 ).format(q=sql.Identifier(SCHEDULES))
 _FAILED_SQL = sql.SQL(
     "UPDATE public.{q} SET attempts = attempts + 1, last_error = %(error)s, last_run = now(),"
@@ -250,6 +253,7 @@ class _Database:
         self._wake = asyncio.Event()
         self._pending: dict[tuple[str, int, datetime], asyncio.TimerHandle] = {}
         self._finished: dict[tuple[str, int, datetime], float] = {}
+        self._skew = timedelta(0)
         self._running: set[asyncio.Task[None]] = set()
         self._gate = asyncio.Semaphore(max(1, 2 * self.service.settings.module_workers))
         self._task = asyncio.create_task(self._run(), name=f"schedules-{access.pg_name}")
@@ -300,27 +304,34 @@ class _Database:
             while True:
                 self._wake.clear()
                 rows = await (await conn.execute(_DUE_SQL, (_LOOKAHEAD_S, _BATCH))).fetchall()
-                for tbl, key, due in rows:
+                for tbl, key, due, clock in rows:
+                    self._skew = clock - datetime.now(UTC)
                     self._plan(str(tbl), int(key), due)
                 if len(rows) >= _BATCH:
                     await asyncio.sleep(_LOOKAHEAD_S / 2)  # the runs planned go first
                     continue
                 row = await (await conn.execute(_NEXT_SQL, (_LOOKAHEAD_S,))).fetchone()
-                await self._sleep(row[0] if row is not None else None)
+                assert row is not None
+                self._skew = row[1] - datetime.now(UTC)
+                await self._sleep(row[0])
 
     async def _sleep(self, due: datetime | None) -> None:
-        wait = 60.0 if due is None else (due - datetime.now(UTC)).total_seconds()
+        wait = 60.0 if due is None else (due - self._now()).total_seconds()
         wait = max(0.01, min(60.0, wait - _LOOKAHEAD_S / 2))
         await wait_event(self._wake, wait)
         now = time.monotonic()
         self._finished = {s: t for s, t in self._finished.items() if t > now}
+
+    def _now(self) -> datetime:
+        """Postgres's time now: due times are its, and its clock may not be ours."""
+        return datetime.now(UTC) + self._skew
 
     def _plan(self, tbl: str, key: int, due: datetime) -> None:
         slot = (tbl, key, due)
         if slot in self._pending or slot in self._finished:
             return
         loop = asyncio.get_running_loop()
-        delay = max(0.0, (due - datetime.now(UTC)).total_seconds())
+        delay = max(0.0, (due - self._now()).total_seconds())
         self._pending[slot] = loop.call_later(delay, self._start, slot)
 
     def _start(self, slot: tuple[str, int, datetime]) -> None:
