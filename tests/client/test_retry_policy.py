@@ -130,3 +130,20 @@ def test_negative_delays_refused() -> None:
         RetryPolicy(base=-1)
     with pytest.raises(ValueError):
         RetryPolicy(cap=-1)
+
+
+def test_jitter_leaves_the_random_modules_sequence_alone() -> None:
+    """An application that seeded ``random`` gets the same numbers with the SDK retrying
+    (or reconnecting, in another thread) in between."""
+    from millpond.backoff import Backoff
+
+    random.seed(99)
+    expected = [random.random() for _ in range(3)]
+    random.seed(99)
+    policy, backoff = RetryPolicy(base=0.1, cap=1.0), Backoff(base=0.1, cap=1.0)
+    got = []
+    for _ in range(3):
+        policy.delay(3)
+        backoff.next_delay()
+        got.append(random.random())
+    assert got == expected
