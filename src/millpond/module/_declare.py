@@ -134,6 +134,7 @@ def table(
     primary_key: Iterable[str] | None = None,
     unique: Iterable[Iterable[str]] = (),
     indexes: Iterable[Iterable[str]] = (),
+    visible_if: str | None = None,
     scheduled: str | Callable[..., Any] | None = None,
 ) -> Any:
     """Declare a table: ``@table(public=True) class Message: ...``. The class becomes a
@@ -144,7 +145,12 @@ def table(
 
     ``scheduled="reducer"`` makes it a schedule table: each row calls that reducer (with
     the row) when its ``scheduled_at: ScheduleAt`` is due; its key is ``scheduled_id: int =
-    primary_key(auto_inc=True)``. See docs/modules.md, "Scheduled reducers"."""
+    primary_key(auto_inc=True)``. See docs/modules.md, "Scheduled reducers".
+
+    ``visible_if="owner = :sender"`` (public tables): readers see only the rows for which
+    this SQL condition over the columns holds, ``:sender`` being their identity; Postgres
+    enforces it (row-level security) on every path. See docs/modules.md, "Row
+    visibility"."""
 
     def declare(cls: type[T]) -> type[T]:
         row_cls = _dataclass(cls, f"table {cls.__name__}")
@@ -153,6 +159,9 @@ def table(
         )
         if scheduled is not None:
             definition = _schedule_table(definition, scheduled)
+        if visible_if is not None:
+            check_visible_if(definition.name, definition.public, visible_if)
+            definition = dataclasses.replace(definition, visible_if=visible_if)
         setattr(row_cls, TABLE_MARK, definition)
         REGISTRY.tables.append(row_cls)
         return row_cls
@@ -239,6 +248,26 @@ def _schedule_table(table: TableDef, reducer: str | Callable[..., Any]) -> Table
     if any(c.type.name == "schedule_at" for c in table.columns if c.name != SCHEDULE_AT):
         raise DeclarationError(f"{where}: only {SCHEDULE_AT} is a ScheduleAt")
     return dataclasses.replace(table, scheduled=name)
+
+
+VISIBLE_IF_PLACEHOLDER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+"""``:name`` in a ``visible_if`` (not ``::type``, not ``a[1:n]``): only ``:sender``."""
+
+
+def check_visible_if(table_name: str, public: bool, expression: object) -> None:
+    """A row visibility rule is SQL over the table's columns (Postgres checks it when the
+    module is published), on a public table, with ``:sender`` its only placeholder."""
+    where = f"table {table_name}: visible_if"
+    if not public:
+        raise DeclarationError(
+            f"{where} is for public tables (public=True): a private one is the owner's"
+            " and the module's only"
+        )
+    if not isinstance(expression, str) or not expression.strip() or "\x00" in expression:
+        raise DeclarationError(f"{where}: an SQL condition over its columns, as a string")
+    names = {m.group(1) for m in VISIBLE_IF_PLACEHOLDER.finditer(expression)} - {"sender"}
+    if names:
+        raise DeclarationError(f"{where}: unknown placeholder :{min(names)} (only :sender)")
 
 
 def record(cls: type[T]) -> type[T]:

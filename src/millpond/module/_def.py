@@ -75,6 +75,9 @@ class TableDef:
     public: bool = False
     unique: tuple[tuple[str, ...], ...] = ()
     indexes: tuple[IndexDef, ...] = ()
+    visible_if: str | None = None
+    """A public table's row visibility rule: SQL over its columns, ``:sender`` the
+    caller's identity; enforced by row-level security (server/modules/row_visibility.py)."""
     scheduled: str | None = None
     """A schedule table: the reducer each row calls when its ``scheduled_at`` is due."""
 
@@ -203,6 +206,7 @@ def _table(data: dict[str, Any]) -> TableDef:
         public=data["public"],
         unique=tuple(tuple(u) for u in data["unique"]),
         indexes=tuple(IndexDef(i["name"], tuple(i["columns"])) for i in data["indexes"]),
+        visible_if=data.get("visible_if"),
         scheduled=data.get("scheduled"),
     )
 

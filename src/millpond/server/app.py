@@ -41,6 +41,7 @@ from .gateway import Gateway
 from .headers import SecurityHeaders
 from .limits import BodyLimits, lone_surrogate
 from .modules import router as modules_router
+from .modules.row_visibility import RowRules
 from .modules.service import ModuleService
 from .openapi import install as document_openapi
 from .postgres import provision
@@ -140,6 +141,7 @@ async def start_services(
     await flags.start()
     modules = ModuleService(store, cluster, secret, settings)
     await modules.start()
+    query.row_rules = RowRules(store, modules.changes)
     databases.drop_hooks.append(modules.drop)
     supervisor = Supervisor(cluster, settings, on_fatal)
     supervisor.on_recovered.append(lambda: _drop_dead_connections(store, query))

@@ -104,6 +104,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/v1/databases/{owner}/{name}/identities"): _LOOKUP,
     ("DELETE", "/v1/databases/{owner}/{name}/identities/{identity}"): _LOOKUP,
     ("GET", "/v1/databases/{owner}/{name}/connections"): _CHANGE,
+    ("GET", "/v1/databases/{owner}/{name}/schedules"): _CHANGE,
     ("GET", "/v1/databases/{owner}/{name}/module/issuers"): _LOOKUP,
     ("PUT", "/v1/databases/{owner}/{name}/module/issuers"): _LOOKUP,
     ("DELETE", "/v1/databases/{owner}/{name}/module/issuers"): _LOOKUP,

@@ -15,6 +15,8 @@ Per connection:
    the derived password, healed like the query service's pools if the role changed its
    password), forwards ParameterStatus and ReadyForQuery, and gives the client its own
    BackendKeyData: the client never sees the role's password nor Postgres' cancel key.
+   The session starts with the proof of the key's identity (``millpond.identity``, a
+   startup parameter the client cannot override; ``modules/row_visibility.py``).
 4. **Relay.** Bytes both ways with no parsing (``endpoint.py``).
 
 Cancel requests carrying a gateway-issued key are sent on to Postgres with the real key.
@@ -52,6 +54,8 @@ from ..budget import BudgetExceeded, ConnectionBudget
 from ..config import Settings
 from ..databases.service import Access, resolve
 from ..errors import ServiceError
+from ..modules import row_visibility
+from ..modules.identities import sender_of
 from ..postgres import privileged, provision
 from ..postgres.availability import PostgresUnavailable
 from ..postgres.cluster import Cluster
@@ -333,7 +337,7 @@ class Gateway:
         started = False
         try:
             await self._charge(relay, principal)
-            login = await self._login(access, params)
+            login = await self._login(access, params, sender_of(self.secret, principal))
             try:
                 if relay.closing is not None:  # revoked while we were logging in
                     raise _Closing(relay.closing)
@@ -445,15 +449,23 @@ class Gateway:
         if self._by_cancel_key.get(relay.client_key) is relay:
             del self._by_cancel_key[relay.client_key]
 
-    async def _login(self, access: Access, client_params: dict[str, str]) -> upstream.Login:
+    async def _login(
+        self, access: Access, client_params: dict[str, str], identity: str
+    ) -> upstream.Login:
         assert self._address is not None
         role = provision.DatabaseRoles(access.pg_name).role(access.sql_role)
         password = provision.role_password(self.secret, role)
         params = {
             k: v
             for k, v in client_params.items()
-            if k not in _OWN_PARAMS and not k.startswith("_pq_.")
+            if k not in _OWN_PARAMS
+            and not k.startswith("_pq_.")
+            and k.lower() != row_visibility.SETTING
         }
+        # the proof of the key's identity for row visibility rules: a startup parameter
+        # (Postgres applies it after the client's options; RESET comes back to it), never
+        # in a statement's text
+        params[row_visibility.SETTING] = row_visibility.proof(self.secret, access.pg_name, identity)
         if access.sql_role == "ro":  # a convenience: the privileges are the wall
             options = params.get("options", "")
             params["options"] = f"{options} -c default_transaction_read_only=on".strip()

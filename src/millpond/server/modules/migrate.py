@@ -8,7 +8,9 @@ publisher must pass the flag; the plan still carries the statements): dropping a
 a column or an index, changing a column's type or the primary key, a new NOT NULL
 column without a default (fails unless the table is empty), reordering columns (Postgres
 keeps the old physical order; no statements). Visibility (``public``, ``private``) and
-reducer changes are steps without statements: grants are the caller's.
+reducer changes are steps without statements: grants are the caller's. So are row
+visibility rules (``visible_if``), made again by every publish (``row_visibility``); a
+rule removed is a step that drops its policies and turns row-level security off.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from psycopg import sql
 
 from millpond.module._def import ColumnDef, ModuleDef, TableDef, TypeRef
 
-from . import schema
+from . import row_visibility, schema
 from .schema import qualified
 
 
@@ -30,7 +32,7 @@ class Step:
     """``create_table``, ``drop_table``, ``add_column``, ``drop_column``, ``change_type``,
     ``set_not_null``, ``drop_not_null``, ``change_default``, ``change_auto_inc``,
     ``reorder_columns``, ``change_key``, ``add_unique``, ``drop_unique``, ``add_index``,
-    ``drop_index``, ``change_visibility``, ``add_reducer``, ``drop_reducer``,
+    ``drop_index``, ``change_visibility``, ``change_visible_if``, ``add_reducer``, ``drop_reducer``,
     ``change_reducer``."""
     description: str
     """One line of :meth:`Plan.diff_text`."""
@@ -79,9 +81,10 @@ def plan(old: ModuleDef | None, new: ModuleDef) -> Plan:
 
 
 def _create_table(table: TableDef, module: ModuleDef) -> Step:
-    return Step(
-        "create_table", f"+ table {table.name}", statements=schema.table_statements(table, module)
-    )
+    line = f"+ table {table.name}"
+    if table.visible_if is not None:
+        line += f" visible_if {_rule(table.visible_if)}"
+    return Step("create_table", line, statements=schema.table_statements(table, module))
 
 
 def _drop_table(table: TableDef) -> Step:
@@ -105,7 +108,19 @@ def _table_steps(old: TableDef, new: TableDef, module: ModuleDef) -> list[Step]:
     if old.public != new.public:
         change = f"{_visibility(old.public)} -> {_visibility(new.public)}"
         steps.append(Step("change_visibility", f"~ table {new.name} {change}"))
+    if old.visible_if != new.visible_if:
+        steps.append(_change_visible_if(new.name, old.visible_if, new.visible_if))
     return steps
+
+
+def _change_visible_if(table: str, old: str | None, new: str | None) -> Step:
+    line = f"~ table {table} visible_if {_rule(old)} -> {_rule(new)}"
+    statements = row_visibility.drop_statements(table) if new is None else []
+    return Step("change_visible_if", line, statements=statements)
+
+
+def _rule(expression: str | None) -> str:
+    return "none" if expression is None else json.dumps(expression)
 
 
 def _visibility(public: bool) -> str:

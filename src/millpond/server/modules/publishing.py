@@ -28,7 +28,7 @@ from ..errors import ServiceError
 from ..postgres import provision
 from ..postgres.cluster import Cluster
 from ..store import Store
-from . import migrate, pool, schema
+from . import migrate, pool, row_visibility, schema
 
 _PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 _LOCK_CLASS = 0x6D6F64  # "mod"
@@ -256,6 +256,7 @@ class Publisher:
         statements = [
             *plan.statements,
             *grant_statements(definition, access.pg_name),
+            *row_visibility.statements(definition, access.pg_name, self.secret),
             marker,
         ]
         ctx = {

@@ -14,6 +14,7 @@ import re
 
 from psycopg import sql
 
+from millpond.module._declare import DeclarationError, check_visible_if
 from millpond.module._def import SCALARS, ColumnDef, IndexDef, ModuleDef, TableDef, TypeRef
 from millpond.module._values import ArgumentError, from_json, to_db
 
@@ -223,6 +224,11 @@ def _check_table(table: TableDef, records: set[str]) -> None:
     for group in groups:
         if not group or len(set(group)) != len(group) or not set(group) <= set(names):
             raise SchemaError(f"{where}: bad column list {list(group)}")
+    if table.visible_if is not None:  # Postgres checks the SQL itself at publish
+        try:
+            check_visible_if(table.name, table.public, table.visible_if)
+        except DeclarationError as exc:
+            raise SchemaError(str(exc)) from None
 
 
 def _check_type(ref: TypeRef, records: set[str], where: str) -> None:

@@ -21,6 +21,10 @@ that grew the database past it is rolled back with ``storage_limit_exceeded``.
 
 Every statement the server itself runs in a tenant's session names its catalogs with
 their schema (``pg_catalog.…``): the session's ``search_path`` is the tenant's.
+
+Row visibility rules (``modules/row_visibility.py``): when the database's module has any,
+a caller connected as a reader or writer gets the proof of its identity in its session
+first (one round trip, a bind parameter), and ``DISCARD ALL`` takes it away with the rest.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ from ..budget import BudgetExceeded, ConnectionBudget
 from ..config import Settings
 from ..databases.service import Access, resolve
 from ..errors import ServiceError
+from ..modules import row_visibility
+from ..modules.identities import sender_of
+from ..modules.row_visibility import RowRules
 from ..postgres import privileged, provision
 from ..postgres.availability import connection_lost, unavailable
 from ..postgres.cluster import Cluster
@@ -87,6 +94,9 @@ class QueryService:
         self._types: dict[str, dict[int, str]] = {}
         self._lock = asyncio.Lock()
         self._releasing: set[asyncio.Task[None]] = set()
+        self.row_rules: RowRules | None = None
+        """Which databases have row visibility rules (set by the app: their callers'
+        sessions get the proof of their identity, ``modules/row_visibility.py``)."""
 
     # -- pools ------------------------------------------------------------------------------
 
@@ -197,6 +207,7 @@ class QueryService:
         availability = self.cluster.availability
         availability.check()  # Postgres is known to be down: 503 at once
         access = await resolve(self.store, principal, request.database)
+        proof = await self._proof(principal, access)
         pool = await self.pool_for(access.pg_name, access.sql_role)
         started = time.perf_counter()
         account = principal.user_id
@@ -211,7 +222,7 @@ class QueryService:
             self.budget.unhold(account)
             raise
         try:
-            result = await self._run_in(conn, access, request)
+            result = await self._run_in(conn, access, request, proof)
         except psycopg.OperationalError as exc:
             if connection_lost(exc):
                 availability.suspect()
@@ -277,12 +288,27 @@ class QueryService:
     async def _reclaim_idle(self, limit: int) -> int:
         return await reclaim_idle(list(self._pools.values()), limit)
 
+    async def _proof(self, principal: Principal, access: Access) -> str | None:
+        """The proof of the caller's identity for a database whose row visibility rules
+        apply to its role (the owner's role sees every row); None otherwise."""
+        if access.sql_role == "owner" or self.row_rules is None:
+            return None
+        if not await self.row_rules.active(access.id):
+            return None
+        return row_visibility.proof(self.secret, access.pg_name, sender_of(self.secret, principal))
+
     async def _run_in(
-        self, conn: AsyncConnection[Any], access: Access, request: QueryRequest
+        self,
+        conn: AsyncConnection[Any],
+        access: Access,
+        request: QueryRequest,
+        proof: str | None = None,
     ) -> dict[str, Any]:
         refused = transaction_control(request.sql)
         if refused is not None:
             raise _transaction_control(refused)
+        if proof is not None:  # a parameter: other sessions of the role see the text
+            await conn.execute(row_visibility.SET_PROOF_SQL, (proof,))  # DISCARD ALL ends it
         read_only = access.sql_role == "ro"
         limit = None if read_only else access.storage_limit_bytes
         begin = "BEGIN READ ONLY;" if read_only else "BEGIN;"

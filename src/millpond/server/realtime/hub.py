@@ -32,7 +32,10 @@ Row-level security
 Each connection acts as its SQL role: its initial rows are read as that role, and the
 images of a transaction's changes to tables under row-level security are judged for
 each role before the fan-out (``visibility.RowFilter``); a connection gets only the
-images its role may see. Tables without it take the path above unchanged.
+images its role may see. Policies bound to the caller's identity (row visibility
+rules) are judged per viewer, its role and identity (``Client.viewer``), and its
+initial rows are read with the proof of its identity set. Tables without row-level
+security take the path above unchanged.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from .visibility import (
     Closing,
     RowFilter,
     RowSecurityError,
+    Viewer,
     Visibility,
 )
 
@@ -89,9 +93,8 @@ class Client:
     id: str
     outbox: Outbox
     identity: Any = None
-    """Who the connection acts for: today the API key's principal (access to the whole
-    database is checked at connect). The seam for end-user identities: a per-identity
-    row filter would apply in ``Hub._encode`` and to the initial rows."""
+    """Who the connection acts for: the API key's or end user's principal (access to the
+    whole database is checked at connect)."""
     queries: dict[str, str] = field(default_factory=dict)  # query_id -> query key
     keys: frozenset[str] = frozenset()
     syncing: list[tuple[Transaction, list[_Matched]]] | None = None
@@ -103,7 +106,15 @@ class Client:
     role: str | None = None
     """The SQL role its own ``SELECT`` runs as (row-level security is judged for it)."""
     reader: SnapshotReader | None = None
-    """Reads its initial rows (as ``role``); None: the hub's reader."""
+    """Reads its initial rows (as ``role``, with the proof of ``sender``); None: the hub's
+    reader."""
+    sender: str | None = None
+    """Its identity, as row visibility rules judge it (``ctx.sender`` of its calls)."""
+
+    @property
+    def viewer(self) -> Viewer | None:
+        """Who row-level security judges it as; None: no role (the hub's own reads)."""
+        return None if self.role is None else (self.role, self.sender)
 
     def send(self, message: dict[str, Any]) -> None:
         self.outbox.put(json.dumps(message, separators=(",", ":")))
@@ -374,12 +385,12 @@ class Hub:
     async def _check_rows(self, tx: Transaction, row_filter: RowFilter) -> None:
         """Judge ``tx``'s row images for each role (before it is fanned out)."""
         try:
-            verdict, closing = await row_filter.check(tx, self.index.has_table, self._roles)
+            verdict, closing = await row_filter.check(tx, self.index.has_table, self._viewers)
         except Exception:  # fail closed: nobody gets rows no check passed
             _log.exception("row-level security check failed on %s", self.pg_name)
             verdict, closing = Visibility(), []
             verdict.checked.update(id(c) for c in tx.changes if c.kind != "truncate")
-            roles = self._roles()
+            roles = {role for role, _ in self._viewers()}
             closing = [
                 Closing(f"{c.relation.schema}.{c.relation.name}", r, CODE_FAILED, REASON_FAILED)
                 for c in tx.changes
@@ -388,8 +399,8 @@ class Hub:
         tx.row_security = verdict
         self._close(closing)
 
-    def _roles(self) -> set[str]:
-        return {c.role for c in self.clients.values() if c.role is not None}
+    def _viewers(self) -> set[Viewer]:
+        return {c.viewer for c in self.clients.values() if c.viewer is not None}
 
     def _close(self, closing: list[Closing]) -> None:
         """Disconnect the subscribers of each (role, table) named."""
@@ -544,8 +555,7 @@ class Hub:
         for m in matched:
             for key in m.old_keys | m.new_keys:
                 touched.update(self.queries[key].clients)
-        by_role = tx.row_security is not None
-        groups: dict[tuple[frozenset[str], str | None], list[Client]] = defaultdict(list)
+        groups: dict[tuple[frozenset[str], Viewer | None], list[Client]] = defaultdict(list)
         for client_id in touched:
             client = self.clients.get(client_id)
             if client is None:
@@ -553,9 +563,9 @@ class Hub:
             if client.syncing is not None:
                 client.syncing.append((tx, matched))
             else:
-                groups[(client.keys, client.role if by_role else None)].append(client)
-        for (keys, role), clients in groups.items():
-            message = self._encode(tx, matched, keys, role)
+                groups[(client.keys, _seen_as(tx, client))].append(client)
+        for (keys, viewer), clients in groups.items():
+            message = self._encode(tx, matched, keys, viewer)
             if message is not None:
                 for client in clients:
                     client.outbox.put(message)
@@ -568,7 +578,7 @@ class Hub:
         matched: list[_Matched] | None = None,
     ) -> None:
         found = matched if matched is not None else self._match(tx)
-        message = self._encode(tx, found, keys, client.role)
+        message = self._encode(tx, found, keys, _seen_as(tx, client))
         if message is not None:
             client.outbox.put(message)
 
@@ -604,16 +614,16 @@ class Hub:
         tx: Transaction,
         matched: list[_Matched],
         keys: frozenset[str],
-        role: str | None = None,
+        viewer: Viewer | None = None,
     ) -> str | None:
-        """The message for connections with queries ``keys`` (and SQL role ``role``)."""
+        """The message for connections with queries ``keys`` (seen as ``viewer``)."""
         tables: dict[str, dict[str, Any]] = {}
         verdict = tx.row_security if isinstance(tx.row_security, Visibility) else None
         for m in matched:
             change = m.change
             before, after = bool(m.old_keys & keys), bool(m.new_keys & keys)
             if verdict is not None and (before or after):
-                seen_old, seen_new = verdict.allows(role, change)
+                seen_old, seen_new = verdict.allows(viewer, change)
                 before, after = before and seen_old, after and seen_new
             if not (before or after):
                 continue
@@ -684,6 +694,13 @@ def reducer_event(tx: Transaction) -> dict[str, Any] | None:
     for message in tx.messages:
         if message.prefix == events.PREFIX:
             return events.decode(message.content)
+    return None
+
+
+def _seen_as(tx: Transaction, client: Client) -> Viewer | None:
+    """Whose row-level security verdict on ``tx`` the client gets (None: no verdict)."""
+    if isinstance(tx.row_security, Visibility):
+        return tx.row_security.seen_as(client.role, client.sender)
     return None
 
 

@@ -152,12 +152,14 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
             svc.realtime.release(hub)
             await ws.close(4016, refused)
             return
+    sender = sender_of(svc.query.secret, principal)  # row visibility rules judge it so
     client = Client(
         client_id,
         Outbox(svc.settings.realtime_send_buffer_bytes),
         identity=principal,
         role=access.sql_role,
-        reader=svc.realtime.reader(access.pg_name, access.sql_role),
+        reader=svc.realtime.reader(access.pg_name, access.sql_role, sender),
+        sender=sender,
     )
     full_name, db_id, sql_role = f"{owner}/{name}", access.id, access.sql_role
     live = LiveSocket(client.outbox, _live_check(svc, principal, token, full_name, db_id, sql_role))

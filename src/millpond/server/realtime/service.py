@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from ..modules import row_visibility
 from ..postgres import privileged, provision
 from ..postgres.cluster import Cluster
 from ..query.adapters import register_json_loaders
@@ -74,9 +75,12 @@ class PoolSnapshotReader:
     database owner's own role (it owns every table its users made), not a privileged
     session."""
 
-    def __init__(self, pool: PoolSource, owner_pool: PoolSource) -> None:
+    def __init__(self, pool: PoolSource, owner_pool: PoolSource, proof: str | None = None) -> None:
         self.pool = pool
         self.owner_pool = owner_pool
+        self.proof = proof
+        """Set (``millpond.identity``) while the initial rows are read: row visibility
+        rules see the subscriber's identity."""
         self._full: set[int] = set()
 
     async def table_info(self, schema: str, name: str) -> TableInfo | None:
@@ -129,6 +133,8 @@ class PoolSnapshotReader:
                 " SET LOCAL IntervalStyle = 'iso_8601'; SET LOCAL extra_float_digits = 1;"
                 " SET LOCAL bytea_output = 'hex'; SET LOCAL search_path = pg_catalog, pg_temp"
             )
+            if self.proof is not None:  # a parameter: never in the statement's text
+                await conn.execute(row_visibility.SET_LOCAL_PROOF_SQL, (self.proof,))
             cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
             await cur.execute(_SNAPSHOT_SQL)
             snap_text, lsn_text, torn = (await cur.fetchone()) or ("", "0/0", False)
@@ -182,9 +188,11 @@ class RealtimeService:
             hub.row_filter = RowFilter(lambda role: self._role_pool(pg_name, role))
         return hub
 
-    def reader(self, pg_name: str, role: provision.SqlRole) -> PoolSnapshotReader:
+    def reader(
+        self, pg_name: str, role: provision.SqlRole, identity: str | None = None
+    ) -> PoolSnapshotReader:
         """Reads a subscriber's initial rows as its own role (so row-level security
-        applies to them as to its ``SELECT``)."""
+        applies to them as to its ``SELECT``), as ``identity`` for row visibility rules."""
 
         async def pool() -> AsyncConnectionPool[Any]:
             return await self.query.pool_for(pg_name, role)
@@ -192,7 +200,10 @@ class RealtimeService:
         async def owner_pool() -> AsyncConnectionPool[Any]:
             return await self.query.pool_for(pg_name, "owner")
 
-        return PoolSnapshotReader(pool, owner_pool)
+        proof = None
+        if identity is not None:
+            proof = row_visibility.proof(self.query.secret, pg_name, identity)
+        return PoolSnapshotReader(pool, owner_pool, proof)
 
     async def _role_pool(self, pg_name: str, role: str) -> AsyncConnectionPool[Any]:
         if role not in ("owner", "rw", "ro"):

@@ -14,8 +14,18 @@ gets a :class:`Rule`, asked of Postgres as that role:
 
 A transaction's images of such a table are then judged in one query per (transaction,
 table, role), as that role: the policies' expressions over the images (the table's row
-type, aliased by the table's name as in the policies' text). An image the query does
+type, aliased by the table's name as in the policies' text; the images a parameter, so
+no other session of the role reads them in ``pg_stat_activity``). An image the query does
 not accept — or any error — is not sent.
+
+Row visibility rules (``modules/row_visibility.py``) bind a policy to the subscriber's
+identity: a rule whose policies' text calls ``millpond.sender()`` is judged per *viewer*
+(role and identity), still in one query per (transaction, table, role): the identities of
+the role's subscribers are its second parameter, each call of ``millpond.sender()`` in the
+text (outside literals and quoted names) is the judged viewer's identity, and the query
+answers (viewer, image) pairs. The judge is the server, which knows its subscribers'
+identities: no proof is set on the judging session (a policy that reaches the identity
+only inside another function sees none there, and streams nothing that needs it).
 
 Rules are cached per (table, role) and read anew when the stream announces the table
 anew (pgoutput re-sends a relation after DDL or a GRANT/REVOKE on it: ``CREATE/ALTER/
@@ -35,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,12 +54,16 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from ..modules.row_visibility import SENDER_CALL
 from .pgoutput import UNCHANGED, Change, Relation, Transaction
 
 _log = logging.getLogger("millpond.realtime")
 
 PoolFor = Callable[[str], Awaitable[AsyncConnectionPool[Any]]]
 """The connection pool of a subscriber's SQL role (``owner``, ``rw``, ``ro``)."""
+Viewer = tuple[str, str | None]
+"""Who row-level security judges a subscriber as: its SQL role and its identity (None:
+it has none)."""
 
 # the catalog is read with only pg_catalog on the path (the tenant's path may put its
 # own operators first); so the policies' text is deparsed with every other name
@@ -113,27 +128,64 @@ class Rule:
     def sees_none(self) -> bool:
         return not self.readable or (self.active and not self.permissive)
 
-    def query(self, images: str) -> sql.Composed:
-        """Of the JSON array ``images``, the (1-based) positions of the visible ones. A
-        literal, not a parameter: the policies' text is SQL, '%' included."""
-        either = sql.SQL(" OR ").join(sql.SQL("({})").format(sql.SQL(q)) for q in self.permissive)
+    @property
+    def per_identity(self) -> bool:
+        """Its policies call ``millpond.sender()``: what a viewer sees depends on its
+        identity."""
+        policies = (*self.permissive, *self.restrictive)
+        return self.active and any(_for_viewers(q) != q for q in policies)
+
+    def query(self) -> sql.Composed:
+        """Of the JSON array of images (the first parameter), the (1-based) positions of
+        the visible ones; for a rule per identity, the (viewer, image) positions of the
+        visible ones, each viewer's identity (the second parameter, a text array) standing
+        for ``millpond.sender()``. The policies' text is SQL: its '%' are doubled."""
+        per = self.per_identity
+
+        def text(policy: str) -> sql.SQL:
+            return sql.SQL((_for_viewers(policy) if per else policy).replace("%", "%%"))
+
+        either = sql.SQL(" OR ").join(sql.SQL("({})").format(text(q)) for q in self.permissive)
         condition = sql.SQL(" AND ").join(
             [sql.SQL("({})").format(either)]
-            + [sql.SQL("({})").format(sql.SQL(q)) for q in self.restrictive]
+            + [sql.SQL("({})").format(text(q)) for q in self.restrictive]
         )
         table = sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
         return sql.SQL(
-            "SELECT mp_rows.n FROM pg_catalog.jsonb_array_elements({images}::pg_catalog.jsonb)"
-            " WITH ORDINALITY AS mp_rows(image, n)"
+            "SELECT {columns} FROM pg_catalog.jsonb_array_elements({images}::pg_catalog.jsonb)"
+            " WITH ORDINALITY AS mp_rows(image, n){viewers}"
             " WHERE coalesce((SELECT {condition} FROM"
             " pg_catalog.jsonb_populate_record(NULL::{table}, mp_rows.image) AS {alias}),"
             " false)"
         ).format(
-            images=sql.Literal(images),
+            columns=sql.SQL(f"{_VIEWERS}.n, mp_rows.n" if per else "mp_rows.n"),
+            images=sql.Placeholder(),
+            viewers=sql.SQL(
+                f", pg_catalog.unnest({{}}::pg_catalog.text[]) WITH ORDINALITY AS {_VIEWERS}"
+                "(identity, n)"
+                if per
+                else ""
+            ).format(sql.Placeholder()),
             condition=condition,
             table=table,
             alias=sql.Identifier(self.name),
         )
+
+
+_VIEWERS = "millpond_viewers"
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+def _for_viewers(policy: str) -> str:
+    """A policy's deparsed text with each call of ``millpond.sender()`` (outside string
+    literals and quoted names) made the judged viewer's identity."""
+    parts, position = [], 0
+    for quoted in _QUOTED.finditer(policy):
+        parts += [policy[position : quoted.start()].replace(SENDER_CALL, f"{_VIEWERS}.identity")]
+        parts.append(quoted.group())
+        position = quoted.end()
+    parts.append(policy[position:].replace(SENDER_CALL, f"{_VIEWERS}.identity"))
+    return "".join(parts)
 
 
 @dataclass
@@ -143,16 +195,27 @@ class Visibility:
 
     checked: set[int] = field(default_factory=set)
     """``id()`` of the changes that were subject to a check."""
-    seen: dict[str, dict[int, tuple[bool, bool]]] = field(default_factory=dict)
+    seen: dict[Viewer, dict[int, tuple[bool, bool]]] = field(default_factory=dict)
+    by_identity: bool = False
+    """A rule bound to identities was judged: viewers of one role may see different
+    images (else each role's verdict is also under ``(role, None)``)."""
 
-    def allows(self, role: str | None, change: Change) -> tuple[bool, bool]:
-        """(old image visible, new image visible) for ``role``; a change never checked
-        for this role (it connected meanwhile, or the check failed) shows nothing."""
+    def seen_as(self, role: str | None, identity: str | None) -> Viewer | None:
+        """The viewer whose verdict a connection gets: its own, or its role's when no
+        rule of the transaction depends on the identity (so the role's connections share
+        one message)."""
+        if role is None:
+            return None
+        return (role, identity if self.by_identity else None)
+
+    def allows(self, viewer: Viewer | None, change: Change) -> tuple[bool, bool]:
+        """(old image visible, new image visible) for ``viewer``; a change never checked
+        for this viewer (it connected meanwhile, or the check failed) shows nothing."""
         if id(change) not in self.checked:
             return True, True
-        if role is None:
+        if viewer is None:
             return False, False
-        return self.seen.get(role, {}).get(id(change), (False, False))
+        return self.seen.get(viewer, {}).get(id(change), (False, False))
 
 
 @dataclass(frozen=True)
@@ -198,13 +261,16 @@ class RowFilter:
         return self._store(table, role, rule)
 
     async def check(
-        self, tx: Transaction, subscribed: Callable[[str], bool], roles: Callable[[], set[str]]
+        self,
+        tx: Transaction,
+        subscribed: Callable[[str], bool],
+        viewers: Callable[[], set[Viewer]],
     ) -> tuple[Visibility | None, list[Closing]]:
-        """Judge ``tx``'s images of tables under row-level security; None when it has
-        none (the fast path)."""
+        """Judge ``tx``'s images of tables under row-level security for the ``viewers``
+        subscribed; None when it has none (the fast path)."""
         by_table: dict[str, list[Change]] = {}
         closing: list[Closing] = []
-        present: set[str] | None = None
+        present: set[Viewer] | None = None
         for change in tx.changes:
             rel = change.relation
             table = f"{rel.schema}.{rel.name}"
@@ -212,14 +278,14 @@ class RowFilter:
                 continue
             known = self._enabled.get(table)
             if known is None or known.relation is not rel:
-                present = roles() if present is None else present
-                closing += await self._announced(table, rel, present)
+                present = viewers() if present is None else present
+                closing += await self._announced(table, rel, {role for role, _ in present})
                 known = self._enabled[table]
             if known.enabled:
                 by_table.setdefault(table, []).append(change)
         if not by_table:
             return None, closing
-        present = roles() if present is None else present
+        present = viewers() if present is None else present
         visibility = Visibility()
         for table, changes in by_table.items():
             closing += await self._judge(visibility, table, changes, present)
@@ -283,61 +349,66 @@ class RowFilter:
     # -- judging images ---------------------------------------------------------------------
 
     async def _judge(
-        self, visibility: Visibility, table: str, changes: list[Change], roles: set[str]
+        self, visibility: Visibility, table: str, changes: list[Change], viewers: set[Viewer]
     ) -> list[Closing]:
         visibility.checked.update(id(c) for c in changes)
         closing = []
-        for role in sorted(roles):
+        for role in sorted({role for role, _ in viewers}):
             rule = self._rules.get((table, role))
+            identities = sorted({i for r, i in viewers if r == role}, key=lambda i: i or "")
             try:
                 if rule is None:  # the role subscribed since the table was announced
                     rel = changes[0].relation
                     rule = await self._read_rule(rel.schema, rel.name, role)
                     closing += self._store(table, role, rule)
-                seen = visibility.seen.setdefault(role, {})
-                seen.update(await self._visible(role, rule, changes))
+                verdicts = await self._visible(role, rule, changes, identities)
             except (psycopg.Error, RowSecurityError) as exc:
                 _log.warning("row-level security check on %s for %s failed: %s", table, role, exc)
                 closing.append(_failed(table, role))
+                continue
+            if rule.per_identity and not (rule.sees_all or rule.sees_none):
+                visibility.by_identity = True
+            else:  # the same for every identity: the role's verdict
+                verdicts[None] = next(iter(verdicts.values()))
+            for identity, seen in verdicts.items():
+                visibility.seen.setdefault((role, identity), {}).update(seen)
         return closing
 
     async def _visible(
-        self, role: str, rule: Rule, changes: list[Change]
-    ) -> dict[int, tuple[bool, bool]]:
+        self, role: str, rule: Rule, changes: list[Change], identities: list[str | None]
+    ) -> dict[str | None, dict[int, tuple[bool, bool]]]:
+        """For each identity of the role: (old, new) image visible, per change."""
         if rule.sees_all or rule.sees_none:
-            return {id(c): (rule.sees_all, rule.sees_all) for c in changes}
+            same = {id(c): (rule.sees_all, rule.sees_all) for c in changes}
+            return dict.fromkeys(identities, same)
         images: list[dict[str, Any]] = []
         for change in changes:
             for image in (change.old, change.new):
                 if image is not None:
                     images.append({k: v for k, v in image.items() if v is not UNCHANGED})
-        accepted = await self._accepted(role, rule, images)
-        result: dict[int, tuple[bool, bool]] = {}
-        position = 0
-        for change in changes:
-            flags = []
-            for image in (change.old, change.new):
-                if image is None:
-                    flags.append(False)
-                else:
-                    position += 1
-                    flags.append(position in accepted)
-            result[id(change)] = (flags[0], flags[1])
-        return result
+        if not rule.per_identity:
+            accepted = await self._accepted(role, rule, [json.dumps(images)])
+            return dict.fromkeys(identities, _flags(changes, {n for _, n in accepted}))
+        accepted = await self._accepted(role, rule, [json.dumps(images), identities])
+        by_viewer: list[set[int]] = [set() for _ in identities]
+        for viewer, n in accepted:
+            by_viewer[viewer - 1].add(n)
+        return {i: _flags(changes, seen) for i, seen in zip(identities, by_viewer, strict=True)}
 
-    async def _accepted(self, role: str, rule: Rule, images: list[dict[str, Any]]) -> set[int]:
-        """One round trip, on a connection of the role's pool kept for these checks
-        (once more on a new one if that connection was lost meanwhile)."""
-        query = rule.query(json.dumps(images))
+    async def _accepted(self, role: str, rule: Rule, params: list[Any]) -> list[tuple[int, int]]:
+        """The (viewer, image) positions the rule's query accepts (viewer 1 for a rule of
+        the role as a whole): one round trip, on a connection of the role's pool kept for
+        these checks (once more on a new one if that connection was lost meanwhile)."""
+        query = rule.query()
         for attempt in range(2):
             conn = await self._session(role)
             try:
                 cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
-                await cur.execute(query)
-                accepted = {int(row[0]) for row in await cur.fetchall()}
+                await cur.execute(query, params)
+                rows = await cur.fetchall()
                 if self._sessions[role][0].max_size < _KEEP_MIN_POOL:
                     await self._give_back(role)  # a small pool: others need it more
-                return accepted
+                return [(int(r[0]), int(r[1])) if len(r) == 2 else (1, int(r[0])) for r in rows]
             except psycopg.OperationalError:
                 await self._give_back(role)
                 if attempt:
@@ -376,6 +447,23 @@ class RowFilter:
                 await self._give_back(role)
             except Exception:  # a pool closing meanwhile: nothing to give back to
                 _log.debug("row filter connection of %s not returned", role, exc_info=True)
+
+
+def _flags(changes: list[Change], accepted: set[int]) -> dict[int, tuple[bool, bool]]:
+    """(old, new) visible per change, from the positions of the accepted images (the
+    images of ``changes`` in order, old before new)."""
+    result: dict[int, tuple[bool, bool]] = {}
+    position = 0
+    for change in changes:
+        flags = []
+        for image in (change.old, change.new):
+            if image is None:
+                flags.append(False)
+            else:
+                position += 1
+                flags.append(position in accepted)
+        result[id(change)] = (flags[0], flags[1])
+    return result
 
 
 def _failed(table: str, role: str) -> Closing:

@@ -45,6 +45,8 @@ from ..budget import check_count
 from ..config import Settings
 from ..databases.service import Access, resolve
 from ..errors import ServiceError, invalid, not_found
+from ..modules import row_visibility
+from ..modules.identities import user_identity
 from ..postgres import provision
 from ..postgres.cluster import Cluster
 from ..store import Store
@@ -566,13 +568,18 @@ class TransferService:
         except ServiceError as exc:
             raise JobError(exc.code, exc.message) from exc
 
-    def _connect(self, access: Access) -> psycopg.Connection[Any]:
+    def _connect(self, access: Access, identity: str | None = None) -> psycopg.Connection[Any]:
+        """A session of the job's role; as ``identity`` for row visibility rules (its
+        proof a startup option: never in a statement's text)."""
         role = provision.DatabaseRoles(access.pg_name).role(access.sql_role)
         timeout_ms = int(self.settings.transfer_job_timeout_s * 1000)
         options = (
             f"-c statement_timeout={timeout_ms} -c lock_timeout=30000 -c DateStyle=ISO,YMD"
             " -c TimeZone=UTC"
         )
+        if identity is not None:
+            proof = row_visibility.proof(self.secret, access.pg_name, identity)
+            options += f" -c {row_visibility.SETTING}={proof}"
         conninfo = self.cluster.role_conninfo(
             access.pg_name,
             role,
@@ -699,8 +706,10 @@ class TransferService:
             table=params.get("table_name"),
         )
 
+        identity = user_identity(self.secret, row["user_id"])  # what its rules show it
+
         def work() -> exporter.Exported:
-            conn = self._connect(access)
+            conn = self._connect(access, identity)
             try:
                 return exporter.Exporter(conn, spec, out, progress).run()
             finally:
