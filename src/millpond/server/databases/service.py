@@ -121,6 +121,20 @@ def _role_of(row: DictRow, principal: Principal) -> AccessRole | None:
     return role
 
 
+def access_of(row: DictRow, role: AccessRole) -> Access:
+    """The :class:`Access` of a ``databases`` row (with ``owner``, its owner's name) in
+    ``role``."""
+    return Access(
+        id=row["id"],
+        pg_name=row["pg_name"],
+        owner=row["owner"],
+        name=row["name"],
+        is_private=row["is_private"],
+        storage_limit_bytes=row["storage_limit_bytes"],
+        role=role,
+    )
+
+
 async def resolve(
     store: Store, principal: Principal, full_name: str, need: AccessRole = "read"
 ) -> Access:
@@ -136,15 +150,7 @@ async def resolve(
     role = _role_of(row, principal) if row is not None else None
     if row is None or role is None:
         raise not_found("database_not_found", f"no database {full_name!r} visible to you")
-    access = Access(
-        id=row["id"],
-        pg_name=row["pg_name"],
-        owner=row["owner"],
-        name=row["name"],
-        is_private=row["is_private"],
-        storage_limit_bytes=row["storage_limit_bytes"],
-        role=role,
-    )
+    access = access_of(row, role)
     if not access.at_least(need):
         if not principal.can_write:
             raise forbidden("this API key is read-only", "read_only_key")

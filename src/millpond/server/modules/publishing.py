@@ -23,7 +23,7 @@ from millpond.module._def import ModuleDef
 
 from ...models.modules import ModulePublish, PlanStep, PublishResult
 from ..config import Settings
-from ..databases.service import Access
+from ..databases.service import Access, access_of
 from ..errors import ServiceError
 from ..postgres import provision
 from ..postgres.cluster import Cluster
@@ -129,28 +129,14 @@ async def ready_modules(store: Store) -> list[tuple[Access, dict[str, Any]]]:
     definition's JSON — what the server runs without a caller (lifecycle sweeps,
     schedules)."""
     rows = await store.fetchall(
-        "SELECT DISTINCT ON (v.database_id) v.database_id, v.definition, d.pg_name,"
+        "SELECT DISTINCT ON (v.database_id) v.database_id AS id, v.definition, d.pg_name,"
         " u.username AS owner, d.name, d.is_private, d.storage_limit_bytes"
         " FROM module_versions v JOIN databases d ON d.id = v.database_id"
         " JOIN users u ON u.id = d.owner_id"
         " WHERE v.state = 'ready' AND d.state = 'ready'"
         " ORDER BY v.database_id, v.version DESC"
     )
-    return [
-        (
-            Access(
-                id=row["database_id"],
-                pg_name=row["pg_name"],
-                owner=row["owner"],
-                name=row["name"],
-                is_private=row["is_private"],
-                storage_limit_bytes=row["storage_limit_bytes"],
-                role="owner",
-            ),
-            row["definition"],
-        )
-        for row in rows
-    ]
+    return [(access_of(row, "owner"), row["definition"]) for row in rows]
 
 
 class Publisher:

@@ -44,7 +44,7 @@ from ..errors import ServiceError
 from ..waiting import wait_event
 from . import pool
 from .publishing import ready_modules
-from .schema import SCHEDULE_CHANNEL, SCHEDULES
+from .schema import NEXT_TICK, SCHEDULE_CHANNEL, SCHEDULES
 
 if TYPE_CHECKING:
     from .service import ModuleService
@@ -68,11 +68,10 @@ _NEXT_SQL = sql.SQL(
 ).format(q=sql.Identifier(SCHEDULES))
 _FAILED_SQL = sql.SQL(
     "UPDATE public.{q} SET attempts = attempts + 1, last_error = %(error)s, last_run = now(),"
-    " due = CASE WHEN every_us IS NOT NULL THEN due + make_interval(secs => every_us"
-    " / 1000000.0 * (floor(extract(epoch FROM clock_timestamp() - due) * 1000000 / every_us)"
-    " + 1)) WHEN attempts + 1 < %(attempts)s THEN clock_timestamp() + make_interval(secs =>"
-    " %(base)s * 2 ^ attempts) END WHERE tbl = %(tbl)s AND id = %(id)s AND due = %(due)s"
-).format(q=sql.Identifier(SCHEDULES))
+    " due = CASE WHEN every_us IS NOT NULL THEN {next} WHEN attempts + 1 < %(attempts)s"
+    " THEN clock_timestamp() + make_interval(secs => %(base)s * 2 ^ attempts) END"
+    " WHERE tbl = %(tbl)s AND id = %(id)s AND due = %(due)s"
+).format(q=sql.Identifier(SCHEDULES), next=sql.SQL(NEXT_TICK))
 _LIST_SQL = sql.SQL(
     "SELECT tbl, id, reducer, due, every_us, attempts, last_run, last_error FROM public.{q}"
     " ORDER BY due NULLS LAST, tbl, id LIMIT %s"
@@ -254,6 +253,7 @@ class _Database:
         self._pending: dict[tuple[str, int, datetime], asyncio.TimerHandle] = {}
         self._finished: dict[tuple[str, int, datetime], float] = {}
         self._skew = timedelta(0)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._gate = asyncio.Semaphore(max(1, 2 * self.service.settings.module_workers))
         self._task = asyncio.create_task(self._run(), name=f"schedules-{access.pg_name}")
@@ -301,6 +301,7 @@ class _Database:
         async with await psycopg.AsyncConnection.connect(
             self._conninfo("millpond-schedules"), autocommit=True
         ) as conn:
+            self._conn = conn
             while True:
                 self._wake.clear()
                 rows = await (await conn.execute(_DUE_SQL, (_LOOKAHEAD_S, _BATCH))).fetchall()
@@ -410,10 +411,7 @@ class _Database:
             "id": key,
             "due": due,
         }
-        async with await psycopg.AsyncConnection.connect(
-            self._conninfo("millpond-schedules"), autocommit=True
-        ) as conn:
-            await conn.execute(_FAILED_SQL, params)
+        await self._execute(_FAILED_SQL, params)
 
     async def _drop_orphan(self, tbl: str, key: int, due: datetime) -> None:
         """A queue row whose schedule row is gone (the owner's SQL with triggers off)."""
@@ -422,7 +420,16 @@ class _Database:
             " AND NOT EXISTS (SELECT FROM public.{t} WHERE scheduled_id = s.id)"
         ).format(q=sql.Identifier(SCHEDULES), t=sql.Identifier(tbl))
         with contextlib.suppress(psycopg.Error):
-            async with await psycopg.AsyncConnection.connect(
-                self._conninfo("millpond-schedules"), autocommit=True
-            ) as conn:
-                await conn.execute(query, (tbl, key, due))
+            await self._execute(query, (tbl, key, due))
+
+    async def _execute(self, query: sql.Composed, params: Any) -> None:
+        """On the reading loop's connection (psycopg takes turns on it); on one of its own
+        if that one is gone."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            await conn.execute(query, params)
+            return
+        async with await psycopg.AsyncConnection.connect(
+            self._conninfo("millpond-schedules"), autocommit=True
+        ) as own:
+            await own.execute(query, params)

@@ -76,6 +76,12 @@ SCHEDULES = "millpond_schedules"
 """The due calls of a module's schedule tables, in its database: one row per schedule row,
 kept by a trigger on each schedule table (insert schedules, update reschedules, delete
 and truncate cancel) and advanced by the run that claims it (scheduler.py)."""
+NEXT_TICK = (
+    "due + make_interval(secs => every_us / 1000000.0"
+    " * (floor(extract(epoch FROM clock_timestamp() - due) * 1000000 / every_us) + 1))"
+)
+"""An interval's next intended time after now, anchored on ``due`` (no drift; the ticks
+missed meanwhile skipped): for the run that advances it and for one that failed."""
 SCHEDULE_CHANNEL = "millpond_schedules"
 """Notified (by the trigger, so at commit) when a schedule row is added or changed."""
 

@@ -41,6 +41,7 @@ from millpond.module._values import bind_args, schedule_json, to_json
 from . import sandbox
 from .protocol import Decoder, FrameError, encode
 from .runtime import Capture, Context, Logs, Tables, module_logger, table_handles
+from .schema import NEXT_TICK
 
 RETRY_SQLSTATES = ("40001", "40P01")
 APPLY_LOCK_TIMEOUT = "5s"
@@ -68,10 +69,8 @@ _CLAIM = (
     b" WHERE tbl = %s AND id = %s AND due = %s::timestamptz FOR UPDATE"
 )
 _ADVANCE = (
-    b"UPDATE public.millpond_schedules SET attempts = 0, last_error = NULL,"
-    b" last_run = now(), due = due + make_interval(secs => every_us / 1000000.0 *"
-    b" (floor(extract(epoch FROM clock_timestamp() - due) * 1000000 / every_us) + 1))"
-    b" WHERE tbl = %s AND id = %s RETURNING due"
+    b"UPDATE public.millpond_schedules SET attempts = 0, last_error = NULL, last_run = now(),"
+    b" due = " + NEXT_TICK.encode() + b" WHERE tbl = %s AND id = %s RETURNING due"
 )
 
 
