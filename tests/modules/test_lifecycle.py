@@ -18,10 +18,9 @@ import pytest
 from tests.client_realtime.test_failover import Replica
 
 from millpond import Millpond, RealtimeError
-from millpond.server.postgres.embedded import EmbeddedPostgres
 from millpond.server.testing import ServerThread
 
-from .test_service import Db
+from .test_service import Db, published, two_replicas
 
 MakeUser = Callable[..., tuple[str, str]]
 
@@ -67,17 +66,7 @@ MODULE = textwrap.dedent(
 
 
 def _database(base_url: str, key: str, username: str) -> Db:
-    r = httpx.post(
-        f"{base_url}/v1/databases",
-        json={"name": "lobby", "is_private": False},
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=60,
-    )
-    assert r.status_code == 201, r.text
-    db = Db(SimpleNamespace(url=base_url), key, f"{username}/lobby")  # type: ignore[arg-type]
-    r = db.publish(MODULE)
-    assert r.status_code == 201, r.text
-    return db
+    return published(base_url, key, f"{username}/lobby", MODULE)
 
 
 def _user(db: Db, identity: str) -> list[object] | None:
@@ -140,24 +129,14 @@ def test_a_refusing_client_connected_rejects_the_connection(
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
-    external = EmbeddedPostgres(tmp_path / "pg")
-    external.start()
-    a = Replica(tmp_path / "a", external.url())
-    b = Replica(tmp_path / "b", external.url())
-    for replica in (a, b):  # a dead server is noticed within seconds, not the default 30
-        replica.env |= {
-            "MILLPOND_MODULE_REPLICA_HEARTBEAT_S": "0.5",
-            "MILLPOND_MODULE_REPLICA_TIMEOUT_S": "3",
-            "MILLPOND_MODULE_WORKERS": "1",
-        }
-    try:
-        a.start()
-        b.start()
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
-        external.stop()
+    # a dead server is noticed within seconds, not the default 30
+    with two_replicas(
+        tmp_path,
+        MILLPOND_MODULE_REPLICA_HEARTBEAT_S="0.5",
+        MILLPOND_MODULE_REPLICA_TIMEOUT_S="3",
+        MILLPOND_MODULE_WORKERS="1",
+    ) as pair:
+        yield pair
 
 
 def test_a_killed_servers_connections_get_their_disconnect_once(

@@ -13,7 +13,6 @@ import time
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -24,10 +23,9 @@ from millpond.module import _declare
 from millpond.module._def import ModuleDef, TypeRef
 from millpond.module._values import ArgumentError, from_json, schedule_json, to_db
 from millpond.server.modules import schema
-from millpond.server.postgres.embedded import EmbeddedPostgres
 from millpond.server.testing import ServerThread
 
-from .test_service import Db
+from .test_service import Db, published, two_replicas
 
 MakeUser = Callable[..., tuple[str, str]]
 
@@ -88,17 +86,7 @@ MODULE = textwrap.dedent(
 
 
 def _database(base_url: str, key: str, username: str, name: str = "alarms") -> Db:
-    r = httpx.post(
-        f"{base_url}/v1/databases",
-        json={"name": name, "is_private": False},
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=60,
-    )
-    assert r.status_code == 201, r.text
-    db = Db(SimpleNamespace(url=base_url), key, f"{username}/{name}")  # type: ignore[arg-type]
-    r = db.publish(MODULE)
-    assert r.status_code == 201, r.text
-    return db
+    return published(base_url, key, f"{username}/{name}", MODULE)
 
 
 def _rows(db: Db, query: str) -> list[list[Any]]:
@@ -379,20 +367,10 @@ def test_schedule_at_values() -> None:
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[tuple[Replica, Replica]]:
-    external = EmbeddedPostgres(tmp_path / "pg")
-    external.start()
-    a = Replica(tmp_path / "a", external.url())
-    b = Replica(tmp_path / "b", external.url())
-    for replica in (a, b):
-        replica.env |= {"MILLPOND_MODULE_SCHEDULE_POLL_S": "0.2", "MILLPOND_MODULE_WORKERS": "1"}
-    try:
-        a.start()
-        b.start()
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
-        external.stop()
+    with two_replicas(
+        tmp_path, MILLPOND_MODULE_SCHEDULE_POLL_S="0.2", MILLPOND_MODULE_WORKERS="1"
+    ) as pair:
+        yield pair
 
 
 def test_two_servers_run_each_due_call_once_and_survive_a_kill(

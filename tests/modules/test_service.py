@@ -5,18 +5,23 @@ and reducer events reaching a subscriber with their rows."""
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from tests.client_realtime.test_failover import Replica
 
 from millpond import BadRequestError, Millpond, NotFoundError, ReducerError
 from millpond.client._realtime_core import Session
 from millpond.client.realtime import RealtimeError
+from millpond.server.postgres.embedded import EmbeddedPostgres
 from millpond.server.testing import ServerThread
 
 CHAT = textwrap.dedent(
@@ -101,6 +106,40 @@ class Db:
             headers={"Authorization": f"Bearer {key or self.key}"},
             timeout=60,
         )
+
+
+def published(base_url: str, key: str, full_name: str, source: str) -> Db:
+    """A new public database ``full_name`` with ``source`` published as its module."""
+    r = httpx.post(
+        f"{base_url}/v1/databases",
+        json={"name": full_name.split("/")[1], "is_private": False},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+    db = Db(SimpleNamespace(url=base_url), key, full_name)  # type: ignore[arg-type]
+    r = db.publish(source)
+    assert r.status_code == 201, r.text
+    return db
+
+
+@contextlib.contextmanager
+def two_replicas(tmp_path: Path, **env: str) -> Iterator[tuple[Replica, Replica]]:
+    """Two ``millpond up`` servers, with ``env``, on one Postgres of their own."""
+    external = EmbeddedPostgres(tmp_path / "pg")
+    external.start()
+    a = Replica(tmp_path / "a", external.url())
+    b = Replica(tmp_path / "b", external.url())
+    for replica in (a, b):
+        replica.env |= env
+    try:
+        a.start()
+        b.start()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+        external.stop()
 
 
 @pytest.fixture(scope="module")
