@@ -17,9 +17,14 @@ from ._output import OutputFormat, plural, to_json
 class Language(StrEnum):
     python = "python"
     json = "json"
+    spacetimedb_python = "spacetimedb-python"
 
 
-DEFAULT_OUT = {Language.python: Path("module_bindings"), Language.json: Path(".")}
+DEFAULT_OUT = {
+    Language.python: Path("module_bindings"),
+    Language.json: Path("."),
+    Language.spacetimedb_python: Path("module_bindings"),
+}
 
 
 def generate(
@@ -33,7 +38,9 @@ def generate(
         typer.Option(
             "--lang",
             help="python: a package of typed bindings; json: the module's schema as "
-            "schema.json (for other languages' tools).",
+            "schema.json (for other languages' tools); spacetimedb-python: the files "
+            "SpacetimeDB 0.7's generator wrote, for the unmodified spacetimedb-sdk 0.7 "
+            "(docs/compat.md).",
         ),
     ] = Language.python,
     out: Annotated[
@@ -71,7 +78,7 @@ def generate(
         files = generate_files(lang.value, schema, database)
     except GenerateError as exc:
         fail(f"cannot generate bindings of {database}'s module: {exc}")
-    written, removed = _write(folder, files, stale=lang is Language.python)
+    written, removed = _write(folder, files, stale=lang is not Language.json)
     if st.format is OutputFormat.json:
         typer.echo(
             to_json(

@@ -88,12 +88,21 @@ def generate(lang: str, schema: Mapping[str, Any], database: str) -> dict[str, s
             if isinstance(exc, GenerateError):
                 raise
             raise GenerateError(f"malformed module definition ({exc!r})") from exc
+    if lang == "spacetimedb-python":
+        from .spacetimedb import generate_spacetimedb
+
+        try:
+            return generate_spacetimedb(schema, database)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            if isinstance(exc, GenerateError):
+                raise
+            raise GenerateError(f"malformed module definition ({exc!r})") from exc
     if lang == "json":
         return generate_json(schema, database)
     raise GenerateError(f"unknown language {lang!r}: one of {', '.join(LANGUAGES)}")
 
 
-LANGUAGES = ("python", "json")
+LANGUAGES = ("python", "json", "spacetimedb-python")
 
 __all__ = [
     "LANGUAGES",

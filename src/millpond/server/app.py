@@ -28,6 +28,7 @@ from .accounts import router as accounts_router
 from .accounts.service import bootstrap_admin
 from .budget import CAPACITY_SQL, ConnectionBudget, capacity_of, streams_of
 from .compat import schematic as schematic_compat
+from .compat.spacetimedb import router as spacetimedb_compat
 from .config import Settings
 from .console import router as console_router
 from .databases import router as databases_router
@@ -233,6 +234,7 @@ def create_app(
     app.include_router(flags_router.router)
     app.include_router(flags_stream.router)
     app.include_router(schematic_compat.router)
+    app.include_router(spacetimedb_compat.router)
     app.include_router(console_router.router)
 
     @app.get("/v1/health", response_model=Health)

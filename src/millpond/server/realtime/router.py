@@ -105,12 +105,35 @@ def live_sockets(
 
 @router.websocket("/v1/realtime/{owner}/{name}")
 async def realtime(ws: WebSocket, owner: str, name: str) -> None:
-    svc: Services = ws.app.state.services
     offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    await serve(ws, owner, name, bearer_token(ws))
+
+
+def _plain_session(
+    ws: WebSocket, hub: Hub, client: Client, heartbeat: float, caller: Caller | None, access: Any
+) -> Session:
+    return Session(ws, hub, client, heartbeat, caller)
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """What differs between the protocols served over the hub (millpond's, and the
+    compatibility ones under ``server/compat/``): the outbox, which encodes the hub's
+    messages for the wire, and the session, which reads the client's."""
+
+    outbox: Callable[[int], Outbox] = Outbox
+    session: Callable[[WebSocket, Hub, Client, float, Caller | None, Any], Session] = _plain_session
+
+
+async def serve(
+    ws: WebSocket, owner: str, name: str, token: str, flavor: Flavor = Flavor()
+) -> None:
+    """Serve an accepted socket on ``owner/name`` for the holder of ``token`` (an API
+    key, a login provider's JWT, an anonymous identity's token, or "" for a new one)."""
+    svc: Services = ws.app.state.services
     sockets = live_sockets(svc, "realtime", [svc.store.invalidation])
     since = sockets.mark()
-    token = bearer_token(ws)
     who = await _identify(svc, token, f"{owner}/{name}")
     if isinstance(who, Refused):
         await ws.close(who.code, who.reason)
@@ -155,7 +178,7 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
     sender = sender_of(svc.query.secret, principal)  # row visibility rules judge it so
     client = Client(
         client_id,
-        Outbox(svc.settings.realtime_send_buffer_bytes),
+        flavor.outbox(svc.settings.realtime_send_buffer_bytes),
         identity=principal,
         role=access.sql_role,
         reader=svc.realtime.reader(access.pg_name, access.sql_role, sender),
@@ -165,12 +188,13 @@ async def realtime(ws: WebSocket, owner: str, name: str) -> None:
     live = LiveSocket(client.outbox, _live_check(svc, principal, token, full_name, db_id, sql_role))
     sockets.add(live, (token, full_name, db_id, sql_role), principal.expires_at, since)
     hub.connect(client)
-    session = Session(
+    session = flavor.session(
         ws,
         hub,
         client,
         svc.settings.realtime_heartbeat_ms / 1000,
         _caller(svc, principal, full_name),
+        access,
     )
     try:
         await session.run(_hello(svc, principal, minted))
