@@ -8,6 +8,7 @@ import typer
 
 from .._version import __version__
 from . import (
+    compat,
     db,
     flags,
     generate,
@@ -142,6 +143,7 @@ app.add_typer(users.app, name="user")
 app.command("track")(track.track)
 app.add_typer(flags.app, name="flags")
 app.add_typer(flags.companies_app, name="companies")
+app.add_typer(compat.app, name="compat")
 
 
 def main() -> None:

@@ -41,6 +41,11 @@ def up(
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None
     }
     settings = Settings(**overrides)
+    try:
+        tls = settings.http_tls()
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
 
     def announce(created: UserCreated, path: Path) -> None:
         typer.echo(
@@ -53,7 +58,10 @@ def up(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    typer.echo(f"millpond on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
+    scheme = "https" if tls else "http"
+    typer.echo(
+        f"millpond on {scheme}://{settings.host}:{settings.port} (data in {settings.data_dir})"
+    )
     if settings.gateway_enabled:
         typer.echo(
             f"Postgres gateway on {settings.gateway_host}:{settings.gateway_port}"
@@ -65,4 +73,6 @@ def up(
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )

@@ -17,6 +17,14 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     port: int = Field(8000, description="Port the HTTP API listens on.")
+    tls_cert: Path | None = Field(
+        None,
+        description=(
+            "PEM certificate (chain) the HTTP API serves HTTPS with (with `tls_key`). "
+            "Unset: plain HTTP."
+        ),
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of `tls_cert`.")
     data_dir: Path = Field(
         Path(".millpond"),
         description="Directory for the embedded Postgres cluster, the admin key and secrets.",
@@ -465,3 +473,12 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.database_url is None
+
+    def http_tls(self) -> tuple[str, str] | None:
+        """(certificate, key) files of HTTPS (``tls_cert``, ``tls_key``), or None for plain
+        HTTP; one without the other is an error."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both MILLPOND_TLS_CERT and MILLPOND_TLS_KEY, or neither")
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return str(self.tls_cert), str(self.tls_key)

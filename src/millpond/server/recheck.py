@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Literal, TypeVar
 
-from .accounts.service import KEY_PREFIX, Principal, authenticate, hash_key
+from .accounts.service import KEY_PREFIX, Principal, authenticate, canonical_key, hash_key
 from .databases.service import resolve
 from .errors import ServiceError
 from .store import Store
@@ -186,7 +186,7 @@ class Rechecker(Generic[T]):
 
 async def why_invalid(store: Store, api_key: str) -> Verdict:
     """Why ``api_key`` does not authenticate (it did not, just now)."""
-    if not api_key.startswith(KEY_PREFIX):
+    if not canonical_key(api_key).startswith(KEY_PREFIX):
         return Verdict(
             "unauthorized",
             "password authentication failed: the password must be a millpond API key",

@@ -59,6 +59,7 @@ def start_server(settings: Settings, timeout: float = 90) -> ServerThread:
         announce=lambda created, _path: announced.append(created),
         on_fatal=stop_instead_of_exiting,
     )
+    tls = settings.http_tls()
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -66,6 +67,8 @@ def start_server(settings: Settings, timeout: float = 90) -> ServerThread:
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=10,  # connections a test left open do not hold it up
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
     server = uvicorn.Server(config)
     servers.append(server)
@@ -78,8 +81,9 @@ def start_server(settings: Settings, timeout: float = 90) -> ServerThread:
         time.sleep(0.05)
     key_file = settings.data_dir / "admin-key"
     admin_key = announced[0].api_key.secret if announced else key_file.read_text().strip()
+    scheme = "https" if tls else "http"
     return ServerThread(
-        f"http://{settings.host}:{settings.port}", settings, admin_key, server, thread
+        f"{scheme}://{settings.host}:{settings.port}", settings, admin_key, server, thread
     )
 
 

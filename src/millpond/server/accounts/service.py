@@ -4,6 +4,11 @@ Keys look like ``mp_<40 random base62 characters>`` (238 bits). Only their SHA-2
 stored — the key is random and long, so a fast hash is enough and lookups stay O(1).
 A key belongs to a user, or to a service account (and through it to a user), and has a
 scope: ``read`` or ``write``.
+
+bit.io's SDK accepts only keys that are ``v2_`` and word characters: ``v2_<random part>``
+is another spelling of the key ``mp_<random part>`` (the same secret, the same key, the
+same strength); :func:`canonical_key` turns either into the ``mp_`` form before it is
+hashed or compared.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ..errors import ServiceError, conflict, forbidden, invalid, not_found
 from ..store import Store
 
 KEY_PREFIX = "mp_"
+BITIO_KEY_PREFIX = "v2_"
 _ALPHABET = string.ascii_letters + string.digits
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,38}")  # used with fullmatch
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -81,8 +87,20 @@ class Principal:
         return self.identity is not None and self.issuer is None
 
 
+def canonical_key(secret: str) -> str:
+    """The ``mp_`` spelling of a key given in either spelling (``mp_…`` or ``v2_…``)."""
+    if secret.startswith(BITIO_KEY_PREFIX):
+        return KEY_PREFIX + secret[len(BITIO_KEY_PREFIX) :]
+    return secret
+
+
+def bitio_spelling(secret: str) -> str:
+    """The ``v2_`` spelling of an ``mp_`` key, for bit.io's SDK."""
+    return BITIO_KEY_PREFIX + canonical_key(secret)[len(KEY_PREFIX) :]
+
+
 def hash_key(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+    return hashlib.sha256(canonical_key(secret).encode()).digest()
 
 
 def new_secret() -> str:
@@ -138,7 +156,7 @@ WHERE k.secret_hash = %s AND k.revoked_at IS NULL
 
 async def authenticate(store: Store, secret: str) -> Principal | None:
     """The principal of a valid key, or None (unknown, revoked or expired)."""
-    if not secret.startswith(KEY_PREFIX):
+    if not canonical_key(secret).startswith(KEY_PREFIX):
         return None
     digest = hash_key(secret)
     row = await store.cache.get_or_load(

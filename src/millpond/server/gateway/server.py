@@ -49,7 +49,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from ..accounts.service import Principal, authenticate
+from ..accounts.service import Principal, authenticate, canonical_key
 from ..budget import BudgetExceeded, ConnectionBudget
 from ..config import Settings
 from ..databases.service import Access, resolve
@@ -308,7 +308,7 @@ class Gateway:
         kind, payload = await client.read_message()
         if kind != b"p":
             raise pq.ProtocolViolation(f"expected password response, got message type {kind!r}")
-        api_key = pq.parse_password(payload)
+        api_key = canonical_key(pq.parse_password(payload))  # bit.io's v2_ spelling too
         since = self._rechecker.mark()
         principal = await authenticate(self.store, api_key)
         if principal is None:

@@ -45,25 +45,36 @@ def ensure_self_signed(data_dir: Path, listen_host: str) -> tuple[Path, Path]:
     cert_path, key_path = data_dir / CERT_FILE, data_dir / KEY_FILE
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
     hostname = socket.gethostname()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "millpond gateway")])
-    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    names = ["localhost"]
     if hostname and hostname != "localhost":
-        names.append(x509.DNSName(hostname))
+        names.append(hostname)
     addresses = {"127.0.0.1", "::1"}
     if listen_host not in ("", "0.0.0.0", "::", "localhost"):
         try:
             addresses.add(str(ipaddress.ip_address(listen_host)))
         except ValueError:
             if listen_host != hostname:
-                names.append(x509.DNSName(listen_host))
-    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in sorted(addresses)]
+                names.append(listen_host)
+    write_self_signed(cert_path, key_path, "millpond gateway", names, sorted(addresses))
+    _log.info("generated a self-signed TLS certificate for the gateway: %s", cert_path)
+    return cert_path, key_path
+
+
+def write_self_signed(
+    cert_path: Path, key_path: Path, common_name: str, names: list[str], addresses: list[str]
+) -> None:
+    """Write a new self-signed server certificate (its own CA) for these DNS names and IP
+    addresses, and its key (mode 0600)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    alt += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     now = datetime.now(UTC)
     certificate = (
         x509.CertificateBuilder()
@@ -73,7 +84,7 @@ def ensure_self_signed(data_dir: Path, listen_host: str) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
         .not_valid_after(now + _VALID_FOR)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -92,7 +103,7 @@ def ensure_self_signed(data_dir: Path, listen_host: str) -> tuple[Path, Path]:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -100,8 +111,6 @@ def ensure_self_signed(data_dir: Path, listen_host: str) -> tuple[Path, Path]:
     )
     _write(key_path, key_pem, 0o600)
     _write(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
-    _log.info("generated a self-signed TLS certificate for the gateway: %s", cert_path)
-    return cert_path, key_path
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:

@@ -192,8 +192,11 @@ class TransferService:
         content_type: str = "",
         options: ImportOptions | None = None,
         base_url: str = "",
+        db_name: str | None = None,
     ) -> ImportJob:
-        """An import of an uploaded file (``body``, multipart) or of ``options.file_url``."""
+        """An import of an uploaded file (``body``, multipart) or of ``options.file_url``.
+        ``db_name``: the database, when the form does not name it (bit.io's has it in
+        its path)."""
         job_id = jobs.new_id("import")
         folder = self.job_dir(job_id)
         async with self.store.transaction() as conn:  # refuse before receiving the file
@@ -205,9 +208,12 @@ class TransferService:
             if body is not None:
                 folder.mkdir(mode=0o700)
                 received = await self._receive(
-                    body, content_type, folder / "upload", "write", principal
+                    body, content_type, folder / "upload", "write", principal, db_name
                 )
-                options = self._import_options(received.fields)
+                fields = received.fields
+                options = self._import_options(
+                    {**fields, "db_name": db_name} if db_name else fields
+                )
                 if received.path is not None:
                     file_path, size = received.path, received.size
                     file_name = options.file_name or received.file_name
@@ -247,9 +253,10 @@ class TransferService:
         dest: Path,
         need: str,
         principal: Principal,
+        db_name: str | None = None,
     ) -> upload.Upload:
         async def before_file(fields: dict[str, str]) -> None:
-            db = fields.get("db_name") or fields.get("database")
+            db = db_name or fields.get("db_name") or fields.get("database")
             if db:  # refuse before the upload when the database says no
                 await resolve(self.store, principal, db, need=need)  # type: ignore[arg-type]
 
