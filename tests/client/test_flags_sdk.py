@@ -177,7 +177,7 @@ def test_a_context_answers_from_one_snapshot(env: FlagsEnv, mp: Millpond) -> Non
 
 def test_flags_resource(env: FlagsEnv, mp: Millpond) -> None:
     called("create", "get", "list", "update", "toggle", "delete", "restore", "rules")
-    called("set_rules", "ruleset", "audit")
+    called("set_rules", "ruleset", "rulesets", "audit")
     made = mp.flags.create("new", name="New", rules=[GOLD_RULE])
     assert made.key == "new" and made.default_value is False
     assert mp.flags.get("new").name == "New"
@@ -188,7 +188,13 @@ def test_flags_resource(env: FlagsEnv, mp: Millpond) -> None:
     assert len(mp.flags.rules("new")) == 1
     assert mp.flags.set_rules("new", []) == []
     assert mp.flags.ruleset("new").flag.key == "new"
+    version = mp.flags.get("new").version
+    assert sorted(r.flag.key for r in mp.flags.rulesets()) == ["beta", "gold", "new"]
+    assert mp.flags.rulesets(since_version=version) == []
     mp.flags.delete("new")
+    (deleted,) = mp.flags.rulesets(since_version=version)  # a delta has the deleted ones
+    assert deleted.flag.key == "new" and deleted.flag.deleted_at is not None
+    assert "new" not in [r.flag.key for r in mp.flags.rulesets()]
     with pytest.raises(NotFoundError):
         mp.flags.get("new")
     assert mp.flags.get("new", include_deleted=True).deleted_at is not None

@@ -169,6 +169,17 @@ def test_tables_map_to_orm_classes(engine: Engine) -> None:
 
 
 def test_without_sqlalchemy_the_error_says_what_to_install() -> None:
-    code = "import sys; sys.modules['sqlalchemy'] = None; import millpond.flags"
+    # millpond.flags imports each name when first used: FlypperStorage needs no SQLAlchemy
+    code = (
+        "import sys; sys.modules['sqlalchemy'] = None; import millpond.flags;"
+        " from millpond.flags import FlypperStorage; from millpond.flags import SqlAlchemyFlagStore"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 1 and 'pip install "millpond[sqlalchemy]"' in done.stderr
+    assert "SqlAlchemyFlagStore" in done.stderr
+
+
+def test_without_flypper_the_error_says_what_to_install() -> None:
+    code = "import sys; sys.modules['flypper'] = None; from millpond.flags import FlypperStorage"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1 and "pip install flypper==0.1.7" in done.stderr

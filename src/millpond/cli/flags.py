@@ -238,6 +238,40 @@ def restore(ctx: typer.Context, key: FlagKey, environment: Environment = None) -
         show_one(st.format, mp.flags.restore(key))
 
 
+@app.command("import-flypper")
+def import_flypper(
+    ctx: typer.Context,
+    url: Annotated[
+        str,
+        typer.Argument(
+            metavar="URL",
+            help="The SQLAlchemy URL of the database holding flypper-sqlalchemy's tables, "
+            "e.g. postgresql+psycopg://user:password@host/app (needs SQLAlchemy and the "
+            "database's driver).",
+            show_default=False,
+        ),
+    ],
+    environment: Environment = None,
+) -> None:
+    """Copy flypper-sqlalchemy's flags (its flypper_flags table) into the environment:
+    each created, updated or left unchanged, deleted ones kept deleted; running it again
+    changes nothing. Exits 1 if a flag could not be copied (the others are)."""
+    from ..flags import import_flypper as copy
+
+    st = state(ctx)
+    with st.client(environment=environment) as mp:
+        done = copy(mp, url)
+    failed = [(name, str(outcome)) for name, outcome in done if isinstance(outcome, Exception)]
+    copied = [(name, outcome) for name, outcome in done if not isinstance(outcome, Exception)]
+    summary = {"flags": [{"name": n, "outcome": o} for n, o in copied]}
+    lines = [f"{outcome} flag {name}" for name, outcome in copied] or ["no flags to import"]
+    show_action(st.format, summary | {"failed": dict(failed)}, "\n".join(lines))
+    for name, error in failed:
+        typer.echo(f"error: flag {name!r} was not imported: {error}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def check(
     ctx: typer.Context,

@@ -75,6 +75,13 @@ A condition on a company or user absent from the check is false, whatever its op
   missing or "") is enabled iff :func:`rollout_bucket` ``(flag key, actor) <``
   :func:`rollout_threshold` ``(percentage)``: stable, salted by the flag key, monotone in
   the percentage; 100 enables every actor present, 0 none. The operator is ignored.
+* ``flypper_rollout``: flypper 0.1.7's percentage gate, bit for bit: ``percentage == 100``
+  holds for everyone (even with no company/user); otherwise the actor is the key named by
+  ``actor_key`` read as a flypper entry name (``user_<key>`` / ``company_<key>``; any other
+  name is a user key), false when missing, and the condition holds iff
+  :func:`flypper_bucket` ``(actor) / 100 <= percentage`` — unsalted (flags at one
+  percentage enable the same actors), so 0 still enables bucket 0. ``actor_entity`` and the
+  operator are ignored.
 * Unknown or incomplete conditions (no trait key, no event name, unsupported operator)
   never hold. Other operators than those listed never hold.
 
@@ -116,6 +123,7 @@ from ._flags._compiled import (
     compile_ruleset,
     not_found,
 )
+from ._flags._conditions import flypper_actor
 from ._flags._context import (
     CompanyContext,
     EvalContext,
@@ -123,7 +131,14 @@ from ._flags._context import (
     MetricsInput,
     UserContext,
 )
-from ._flags._rollout import BUCKETS, in_rollout, rollout_bucket, rollout_threshold
+from ._flags._rollout import (
+    BUCKETS,
+    flypper_bucket,
+    in_flypper_rollout,
+    in_rollout,
+    rollout_bucket,
+    rollout_threshold,
+)
 from ._flags._time import EPOCH, PERIODS, bucket_start, period_reset_at, period_start
 from ._flags._values import as_number, as_text, compare, is_empty
 
@@ -147,6 +162,9 @@ __all__ = [
     "compile_flag",
     "compile_ruleset",
     "evaluate",
+    "flypper_actor",
+    "flypper_bucket",
+    "in_flypper_rollout",
     "in_rollout",
     "is_empty",
     "not_found",

@@ -13,26 +13,59 @@ the same engine and the same client as the server's flags::
     mp.check_flag("new-editor", user={"id": "42"})
 
 Needs SQLAlchemy 2 (``pip install "millpond[sqlalchemy]"``).
+
+flypper itself on a millpond server: :class:`FlypperStorage` (flypper's storage interface,
+for flypper's ``Client``, ``Context`` and ``FlypperWebUI``; needs ``flypper``), and
+:func:`import_flypper` (flypper-sqlalchemy's tables into millpond; needs SQLAlchemy).
+Each name is imported when first used, so one dependency missing only stops what needs it.
 """
 
 from __future__ import annotations
 
-try:
-    import sqlalchemy  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
-    from ..errors import ConfigurationError
+import importlib
+from typing import TYPE_CHECKING, Any
 
-    raise ConfigurationError(
-        'millpond.flags needs SQLAlchemy 2: pip install "millpond[sqlalchemy]"'
-    ) from exc
+from ..errors import ConfigurationError
 
-from ._store import FlagRow, SqlAlchemyFlagStore, StoreContext
-from ._tables import build_flags_table, build_metadata_table
+if TYPE_CHECKING:
+    from ._flypper import import_flypper
+    from ._flypper_storage import FlypperStorage
+    from ._store import FlagRow, SqlAlchemyFlagStore, StoreContext
+    from ._tables import build_flags_table, build_metadata_table
+
+_SQLALCHEMY = ("sqlalchemy", 'SQLAlchemy 2: pip install "millpond[sqlalchemy]"')
+_FLYPPER = ("flypper", "flypper: pip install flypper==0.1.7")
+_WHERE: dict[str, tuple[str, tuple[str, str] | None]] = {
+    "FlagRow": ("._store", _SQLALCHEMY),
+    "SqlAlchemyFlagStore": ("._store", _SQLALCHEMY),
+    "StoreContext": ("._store", _SQLALCHEMY),
+    "build_flags_table": ("._tables", _SQLALCHEMY),
+    "build_metadata_table": ("._tables", _SQLALCHEMY),
+    "FlypperStorage": ("._flypper_storage", _FLYPPER),
+    "import_flypper": ("._flypper", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, needs = _WHERE[name]
+    if needs is not None:
+        try:
+            importlib.import_module(needs[0])
+        except ImportError as exc:
+            raise ConfigurationError(f"millpond.flags.{name} needs {needs[1]}") from exc
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FlagRow",
+    "FlypperStorage",
     "SqlAlchemyFlagStore",
     "StoreContext",
     "build_flags_table",
     "build_metadata_table",
+    "import_flypper",
 ]

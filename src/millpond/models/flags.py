@@ -45,7 +45,9 @@ RuleType = Literal[
 ]
 """Rule types, listed in evaluation order (see :mod:`millpond.engine.flags`)."""
 
-ConditionType = Literal["company", "user", "plan", "trait", "metric", "actor_list", "rollout"]
+ConditionType = Literal[
+    "company", "user", "plan", "trait", "metric", "actor_list", "rollout", "flypper_rollout"
+]
 
 ConditionOperator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "is_empty", "not_empty"]
 
@@ -237,8 +239,13 @@ class Condition(WireModel):
     * ``actor_list``: the ``actor_entity`` shares a key with an entry of ``actors`` (``eq``), or
       with none of them (``ne``) (flypper's enabled_for_actors);
     * ``rollout``: the ``actor_entity``'s key ``actor_key`` (its id when unset) falls in the
-      first ``percentage`` percent of a hash salted by the flag key (flypper's
-      enabled_for_percentage_of_actors).
+      first ``percentage`` percent of a hash salted by the flag key;
+    * ``flypper_rollout``: flypper's own percentage gate, hashed as flypper 0.1.7 hashes (so a
+      flag made through flypper enables the same actors): 100 holds for everyone; otherwise
+      the actor is the key named by ``actor_key`` read as a flypper entry name
+      (``user_<key>`` / ``company_<key>``, any other name a user key) and the condition holds
+      iff ``(md5(actor) as a big-endian integer % 10000) / 100 <= percentage`` (not salted by
+      the flag; ``actor_entity`` and the operator are ignored).
     """
 
     id: str | None = Field(default=None, description="Condition id")
@@ -289,13 +296,15 @@ class Condition(WireModel):
     )
     actor_key: str | None = Field(
         default=None,
-        description="rollout: the key hashed (e.g. email); unset: the entity's id",
+        description="rollout: the key hashed (e.g. email); unset: the entity's id. "
+        "flypper_rollout: flypper's entry name (user_id, company_id, email…). actor_list: "
+        "flypper's entry name when made through flypper (not used in evaluation)",
     )
     percentage: float = Field(
         default=0.0,
         ge=0.0,
         le=100.0,
-        description="rollout: share of actors enabled, 0 to 100, in steps of 0.01",
+        description="rollout, flypper_rollout: share of actors enabled, 0 to 100, in steps of 0.01",
     )
 
 

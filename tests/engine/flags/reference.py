@@ -167,6 +167,20 @@ def holds(c: Condition, flag_key: str, company: Entity | None, user: Entity | No
         if not actor:
             return False
         return bucket(flag_key, actor) < round(c.percentage * 100)
+    if kind == "flypper_rollout":
+        # flypper 0.1.7's Flag._is_enabled_for_percentage_of_actors, restated
+        if c.percentage == 100.0:
+            return True
+        name = c.actor_key or ""
+        prefix, _, rest = name.partition("_")
+        if prefix in ("user", "company") and rest:
+            entity, name = (company if prefix == "company" else user), rest
+        else:
+            entity = user
+        if not c.actor_key or entity is None or name not in entity.keys:
+            return False
+        digest = hashlib.md5(entity.keys[name].encode()).digest()
+        return (int.from_bytes(digest, "big") % 100_00) / 100.00 <= c.percentage
     return False
 
 

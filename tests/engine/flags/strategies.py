@@ -62,7 +62,18 @@ key_dicts = st.dictionaries(st.sampled_from(KEY_NAMES), st.sampled_from(KEY_VALU
 @st.composite
 def conditions(draw: st.DrawFn) -> Condition:
     kind = draw(
-        st.sampled_from(["company", "user", "plan", "trait", "metric", "actor_list", "rollout"])
+        st.sampled_from(
+            [
+                "company",
+                "user",
+                "plan",
+                "trait",
+                "metric",
+                "actor_list",
+                "rollout",
+                "flypper_rollout",
+            ]
+        )
     )
     fields: dict[str, Any] = {"condition_type": kind, "operator": draw(operators)}
     if kind in ("company", "user"):
@@ -88,6 +99,12 @@ def conditions(draw: st.DrawFn) -> Condition:
     elif kind == "actor_list":
         fields["actor_entity"] = draw(entity_types)
         fields["actors"] = draw(st.lists(key_dicts, max_size=3))
+    elif kind == "flypper_rollout":
+        names = [*KEY_NAMES, *(f"{e}_{k}" for e in ("user", "company") for k in KEY_NAMES)]
+        fields["actor_key"] = draw(st.sampled_from([*names, "user_", None]))
+        fields["percentage"] = draw(
+            st.one_of(st.sampled_from([0.0, 100.0, 50.0, 12.34]), st.floats(0, 100))
+        )
     else:
         fields["actor_entity"] = draw(entity_types)
         fields["actor_key"] = draw(st.sampled_from([*KEY_NAMES, None]))

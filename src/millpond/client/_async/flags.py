@@ -321,6 +321,20 @@ class AsyncFlags:
         call = Call("GET", await self._flag(key, "/ruleset"), parse_model(FlagRuleset))
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
+    async def rulesets(
+        self,
+        *,
+        since_version: int | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[FlagRuleset]:
+        """Every live flag's ruleset; ``since_version``: those changed after that
+        environment version, deleted ones included (``flag.deleted_at`` set), by version
+        (delta sync)."""
+        params = {} if since_version is None else {"since_version": str(since_version)}
+        call = Call("GET", await self._path("/rulesets"), parse_list(FlagRuleset), params=params)
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
     async def audit(
         self,
         *,

@@ -9,7 +9,7 @@ from hashlib import sha256
 from millpond.models.flags import Condition, Rule
 
 from ._context import EvalContext, MetricKey
-from ._rollout import BUCKETS, rollout_threshold
+from ._rollout import BUCKETS, in_flypper_rollout, rollout_threshold
 from ._values import ORDERED, as_number, comparator, compare
 
 Predicate = Callable[[EvalContext], bool]
@@ -33,6 +33,7 @@ _COST = {
     "trait": 3,
     "metric": 4,
     "rollout": 8,
+    "flypper_rollout": 9,
 }
 _GROUP_COST = 5
 
@@ -206,6 +207,31 @@ def _rollout(condition: Condition, flag_key: str) -> Predicate:
     return share
 
 
+def flypper_actor(actor_key: str) -> tuple[bool, str]:
+    """A flypper entry name as (of_company, key): ``company_<key>`` / ``user_<key>`` name
+    that entity's key, any other name is a user key (millpond's flypper convention)."""
+    entity, sep, key = actor_key.partition("_")
+    if sep and key and entity in ("user", "company"):
+        return entity == "company", key
+    return False, actor_key
+
+
+def _flypper_rollout(condition: Condition) -> Predicate:
+    percentage = condition.percentage
+    if percentage == 100.0:
+        return always
+    if not condition.actor_key:
+        return never
+    of_company, key = flypper_actor(condition.actor_key)
+
+    def share(ctx: EvalContext) -> bool:
+        entity = ctx.company if of_company else ctx.user
+        actor = entity.keys.get(key) if entity is not None else None
+        return actor is not None and in_flypper_rollout(actor, percentage)
+
+    return share
+
+
 def compile_condition(condition: Condition, flag_key: str) -> Predicate:
     """The condition as a predicate; unknown or incomplete conditions never hold."""
     kind = condition.condition_type
@@ -223,6 +249,8 @@ def compile_condition(condition: Condition, flag_key: str) -> Predicate:
         return _actor_list(condition)
     if kind == "rollout":
         return _rollout(condition, flag_key)
+    if kind == "flypper_rollout":
+        return _flypper_rollout(condition)
     return never
 
 

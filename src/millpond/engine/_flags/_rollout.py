@@ -1,10 +1,11 @@
 """Percentage rollouts: a stable bucket per (flag, actor), salted by the flag key so that
-different flags enable different actors first."""
+different flags enable different actors first; and flypper's own hashing (unsalted md5), so
+flags made through flypper enable the same actors as flypper does."""
 
 from __future__ import annotations
 
 import math
-from hashlib import sha256
+from hashlib import md5, sha256
 
 BUCKETS = 10_000
 """Buckets 0…9999: a percentage with two decimals maps to a whole number of buckets."""
@@ -32,3 +33,22 @@ def in_rollout(flag_key: str, actor: str, percentage: float) -> bool:
     """Whether the actor is in the flag's rollout at this percentage: its bucket is below the
     threshold, so raising the percentage never removes an actor."""
     return rollout_bucket(flag_key, actor) < rollout_threshold(percentage)
+
+
+def flypper_bucket(actor: str) -> int:
+    """flypper's bucket of an actor, in ``[0, BUCKETS)``: the whole 16-byte
+    ``md5(utf8(actor))`` as a big-endian unsigned integer, modulo ``BUCKETS`` (no salt: the
+    same for every flag)."""
+    digest = md5(actor.encode("utf-8", "surrogatepass"), usedforsecurity=False).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def in_flypper_rollout(actor: str | None, percentage: float) -> bool:
+    """Whether flypper 0.1.7 enables the actor at this percentage: 100 enables everyone
+    (even without an actor); otherwise ``flypper_bucket(actor) / 100 <= percentage``, the
+    same float arithmetic as flypper's (so 0 still enables the actors of bucket 0)."""
+    if percentage == 100.0:
+        return True
+    if actor is None:
+        return False
+    return flypper_bucket(actor) / 100.0 <= percentage
