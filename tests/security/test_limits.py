@@ -52,7 +52,9 @@ def bystander(server: ServerThread, make_user: Callable[..., tuple[str, str]]) -
 
 def error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert r.status_code == status, (r.status_code, r.text[:500])
-    body = r.json()["error"]
+    body = r.json()
+    if isinstance(body["error"], dict):  # else Schematic's shape, under /compat/schematic
+        body = body["error"]
     assert body["code"] == code, body
     return dict(body)
 

@@ -27,6 +27,7 @@ from ..models import Health, PostgresHealth, UserCreated
 from .accounts import router as accounts_router
 from .accounts.service import bootstrap_admin
 from .budget import CAPACITY_SQL, ConnectionBudget, capacity_of, streams_of
+from .compat import bitio as bitio_compat
 from .compat import schematic as schematic_compat
 from .compat.spacetimedb import router as spacetimedb_compat
 from .config import Settings
@@ -220,6 +221,7 @@ def create_app(
         BodyLimits, max_bytes=settings.max_request_bytes, max_depth=settings.max_json_depth
     )
     app.add_middleware(CatchAll)
+    app.add_middleware(schematic_compat.SchematicErrors)  # its errors in Schematic's shape
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, even CatchAll's
     # routers are tried in this order, and every route before a match costs a regex and
     # more (some 10% of a reducer call's CPU in the server when modules came after the
@@ -235,6 +237,7 @@ def create_app(
     app.include_router(flags_stream.router)
     app.include_router(schematic_compat.router)
     app.include_router(spacetimedb_compat.router)
+    app.include_router(bitio_compat.router)
     app.include_router(console_router.router)
 
     @app.get("/v1/health", response_model=Health)
@@ -311,6 +314,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(conn: Request | WebSocket, exc: ServiceError) -> JSONResponse | None:
         if isinstance(conn, WebSocket):  # say, Postgres went down while it connected
+            if exc.status != 503:
+                _log.warning("a socket failed with %s %s: %s", exc.status, exc.code, exc.message)
             await _close_socket(conn, 1013 if exc.status == 503 else 1011, exc.code)
             return None
         headers = getattr(exc, "headers", None)  # say, Retry-After of postgres_unavailable

@@ -61,6 +61,8 @@ _NONE: frozenset[int] = frozenset()
 _LOOKUP = frozenset({404})
 _CREATE = frozenset({409})
 _CHANGE = frozenset({404, 409})
+_SCHEMATIC_READ = frozenset({400, 404})
+_SCHEMATIC_WRITE = frozenset({400, 404, 409})
 
 # The statuses beyond the derived ones (see the module's docstring), per (method, path).
 ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
@@ -187,10 +189,76 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("POST", F + "/events"): _CHANGE,
     ("GET", F + "/events"): _LOOKUP,
     ("GET", F + "/audit"): _LOOKUP,
-    # compat: Schematic
-    ("POST", "/compat/schematic/flags/{key}/check"): _LOOKUP,
-    ("POST", "/compat/schematic/flags/check"): _LOOKUP,
-    ("POST", "/compat/schematic/event-batch"): _CHANGE,
+    # compat: Schematic (invalid input is 400 there)
+    ("POST", "/compat/schematic/flags/{key}/check"): _SCHEMATIC_READ,
+    ("POST", "/compat/schematic/flags/check"): _SCHEMATIC_READ,
+    ("POST", "/compat/schematic/event-batch"): _SCHEMATIC_WRITE,
+    ("POST", "/compat/schematic/events"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/flags"): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/flags/count"): _SCHEMATIC_READ,
+    ("POST", "/compat/schematic/flags"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/flags/{flag_id}"): _SCHEMATIC_READ,
+    ("PUT", "/compat/schematic/flags/{flag_id}"): _SCHEMATIC_WRITE,
+    ("DELETE", "/compat/schematic/flags/{flag_id}"): _SCHEMATIC_WRITE,
+    ("PUT", "/compat/schematic/flags/{flag_id}/rules"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/features"): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/features/count"): _SCHEMATIC_READ,
+    ("POST", "/compat/schematic/features"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/features/{feature_id}"): _SCHEMATIC_READ,
+    ("PUT", "/compat/schematic/features/{feature_id}"): _SCHEMATIC_WRITE,
+    ("DELETE", "/compat/schematic/features/{feature_id}"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/flag-checks"): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/flag-checks/count"): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/flag-checks/latest"): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/flag-checks/{flag_check_id}"): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/companies"): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/companies/count"): _SCHEMATIC_READ,
+    ("POST", "/compat/schematic/companies"): _SCHEMATIC_WRITE,
+    ("POST", "/compat/schematic/companies/create"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/companies/lookup"): _SCHEMATIC_READ,
+    ("POST", "/compat/schematic/companies/delete"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/companies/{company_id}"): _SCHEMATIC_READ,
+    ("DELETE", "/compat/schematic/companies/{company_id}"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/users"): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/users/count"): _SCHEMATIC_READ,
+    ("POST", "/compat/schematic/users"): _SCHEMATIC_WRITE,
+    ("POST", "/compat/schematic/users/create"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/users/lookup"): _SCHEMATIC_READ,
+    ("POST", "/compat/schematic/users/delete"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/users/{user_id}"): _SCHEMATIC_READ,
+    ("DELETE", "/compat/schematic/users/{user_id}"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/company-memberships"): _SCHEMATIC_READ,
+    ("POST", "/compat/schematic/company-memberships"): _SCHEMATIC_WRITE,
+    ("DELETE", "/compat/schematic/company-memberships/{company_membership_id}"): _SCHEMATIC_WRITE,
+    ("POST", "/compat/schematic/company-traits"): _SCHEMATIC_WRITE,
+    ("POST", "/compat/schematic/user-traits"): _SCHEMATIC_WRITE,
+    ("GET", "/compat/schematic/entity-key-definitions"): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/entity-key-definitions/count"): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/entity-trait-definitions"): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/entity-trait-definitions/count"): _SCHEMATIC_READ,
+    ("POST", "/compat/schematic/entity-trait-definitions"): _SCHEMATIC_READ,
+    (
+        "GET",
+        "/compat/schematic/entity-trait-definitions/{entity_trait_definition_id}",
+    ): _SCHEMATIC_READ,
+    ("GET", "/compat/schematic/entity-trait-values"): _SCHEMATIC_READ,
+    # compat: bit.io (/v2beta)
+    ("POST", "/v2beta/query"): frozenset({400, 404, 429}),
+    ("GET", "/v2beta/db/"): _NONE,
+    ("POST", "/v2beta/db/"): _CREATE,
+    ("GET", "/v2beta/db/{owner}/{name}"): _LOOKUP,
+    ("PATCH", "/v2beta/db/{owner}/{name}"): _CHANGE,
+    ("DELETE", "/v2beta/db/{owner}/{name}"): _LOOKUP,
+    ("POST", "/v2beta/db/{owner}/{name}/import/"): frozenset({400, 404, 413}),
+    ("GET", "/v2beta/import/{import_id}"): _LOOKUP,
+    ("POST", "/v2beta/db/{owner}/{name}/export/"): _LOOKUP,
+    ("GET", "/v2beta/export/{export_id}"): _LOOKUP,
+    ("GET", "/v2beta/service-account/"): _NONE,
+    ("GET", "/v2beta/service-account/{service_account_id}"): _LOOKUP,
+    ("POST", "/v2beta/service-account/{service_account_id}/api-key/"): _LOOKUP,
+    ("DELETE", "/v2beta/service-account/{service_account_id}/api-key/"): _LOOKUP,
+    ("POST", "/v2beta/api-key/"): _NONE,
+    ("DELETE", "/v2beta/api-key/"): _LOOKUP,
     # health
     ("GET", "/v1/health"): _NONE,
 }
@@ -223,6 +291,7 @@ _DOWNLOAD = ("GET", "/v1/exports/{job_id}/download")
 _AUTH_DEPENDENCIES: tuple[Callable[..., Any], ...] = (principal, schematic._caller)
 
 _ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
+_SCHEMATIC_ERROR = {"$ref": "#/components/schemas/SchematicError"}
 
 
 def install(app: FastAPI) -> None:
@@ -286,10 +355,11 @@ def _document(operation: dict[str, Any], method: str, path: str, route: APIRoute
     responses = operation["responses"]
     if key in _UPSERTS:
         responses["201"] = {**responses["200"], "description": "Created"}
+    envelope = _SCHEMATIC_ERROR if path.startswith(schematic.PREFIX + "/") else _ENVELOPE
     for status in sorted(error_statuses(method, path, route)):
         responses[str(status)] = {
             "description": DESCRIPTIONS[status],
-            "content": {"application/json": {"schema": _ENVELOPE}},
+            "content": {"application/json": {"schema": envelope}},
         }
 
 
@@ -307,7 +377,7 @@ def _has_inputs(dependant: Dependant) -> bool:
 
 def _add_components(schema: dict[str, Any]) -> None:
     models = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ErrorEnvelope, ImportOptions):
+    for model in (ErrorEnvelope, ImportOptions, schematic.SchematicError):
         found = model.model_json_schema(ref_template="#/components/schemas/{model}")
         models.update(found.pop("$defs", {}))
         models[model.__name__] = found
