@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -233,6 +234,11 @@ class Realtime:
         try:
             item = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
         except queue.Empty:
+            if timeout <= 0:
+                # let the connection's thread have the GIL: in the loop ``while …:
+                # rt.update()`` it would otherwise wait for a whole switch interval (5 ms)
+                # to hand over each message
+                time.sleep(0)
             return 0
         done = 0
         more = self._inbox.qsize()  # what is there now, not what keeps coming
