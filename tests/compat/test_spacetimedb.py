@@ -344,7 +344,6 @@ def test_quickstart_chat_between_a_user_and_an_anonymous_guest(
     assert back.kind("connected")["identity"] == guest_hello["identity"]
     again = back.kind("applied")
     assert "Hello, World!" in again["messages"] and "from the guest" in again["messages"]
-    assert alice.quit()["error"] is None
 
 
 def test_a_module_named_without_its_owner(
@@ -357,8 +356,7 @@ def test_a_module_named_without_its_owner(
     client = SdkClient(bindings(), _host(base_url), "chatqs", None)
     clients.append(client)
     assert client.kind("connected")["token"].startswith("mpt_")
-    client.kind("applied")
-    assert client.quit()["error"] is None
+    client.kind("applied")  # (its clean close is the quickstart test's guest's)
 
 
 def test_refusals_close_the_socket_with_a_reason(
