@@ -135,3 +135,25 @@ def test_usage_errors(env: tuple[str, Cli]) -> None:
     bad_rule = cli("flags", "create", "x", *e, "--rules", '[{"value": "maybe"}]')
     assert bad_rule.exit_code == 1 and "validation_error" in bad_rule.stderr
     assert cli.json("flags", "list", *e) == []  # nothing was made
+
+
+def test_environments_and_their_keys(user_cli: tuple[str, Cli]) -> None:
+    _, cli = user_cli
+    name = unique("prod")
+    made = cli.json("flags", "environments", "create", name, "--type", "production")
+    assert made["name"] == name and made["environment_type"] == "production"
+    listed = cli.json("flags", "environments", "list")
+    assert made["id"] in [e["id"] for e in listed]
+    table = cli.ok("flags", "environments", "list", table=True).stdout
+    assert "TYPE" in table and name in table and "production" in table
+    key = cli.json("flags", "keys", "create", "-e", name, "--name", "web", "--scope", "read")
+    assert key["secret"].startswith("mp_") and key["scope"] == "read"
+    # the bound key reaches that environment's flags with no -e, and reads only
+    app = cli.as_(key["secret"])
+    assert app.json("flags", "list") == []
+    refused = app("flags", "create", "gold")
+    assert refused.exit_code == 1 and "read-only" in refused.output
+    # a bad type is a usage error that lists the choices; nothing is made
+    bad = cli("flags", "environments", "create", unique("x"), "--type", "prod")
+    assert bad.exit_code == 2 and "development" in bad.output
+    assert len(cli.json("flags", "environments", "list")) == len(listed)

@@ -30,6 +30,7 @@ from ..models import (
     UserCreated,
 )
 from ..models.flags import Company as FlagCompany
+from ..models.flags import Environment as FlagEnvironment
 from ..models.flags import Flag, FlagCheck
 from ..models.flags import User as FlagUser
 from ..models.modules import (
@@ -183,6 +184,15 @@ VIEWS: dict[type[BaseModel], View] = {
             Column("KEYS", lambda c: ", ".join(f"{k}={v}" for k, v in c.keys.items())),
             Column("NAME", lambda c: cell(c.name)),
             Column("PLAN", lambda c: cell(c.plan_id)),
+        ),
+    ),
+    FlagEnvironment: View(
+        "environment",
+        (
+            Column("ID", lambda e: e.id),
+            Column("NAME", lambda e: e.name),
+            Column("TYPE", lambda e: e.environment_type),
+            Column("CREATED", lambda e: when(e.created_at)),
         ),
     ),
     FlagUser: View(

@@ -5,16 +5,38 @@ companies and users they are checked for, in one flags environment (``-e ENV``, 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
 from ..client import Millpond
-from ..models.flags import Company, Flag, FlagCheck, User
+from ..models.flags import Company, EnvironmentType, Flag, FlagCheck, User
+from ..models.flags import Environment as FlagEnvironment
 from ._context import confirm, group, state
 from ._output import show_action, show_list, show_one
 
 ENVIRONMENT_ENV = "MILLPOND_ENVIRONMENT"
+
+
+class EnvironmentKind(StrEnum):
+    development = "development"
+    staging = "staging"
+    production = "production"
+
+
+_ENVIRONMENT_TYPES: dict[EnvironmentKind, EnvironmentType] = {
+    EnvironmentKind.development: "development",
+    EnvironmentKind.staging: "staging",
+    EnvironmentKind.production: "production",
+}
+
+
+class KeyKind(StrEnum):
+    read = "read"
+    write = "write"
+
+
 PAGE = 1000
 """Flags listed per request (the server's most)."""
 
@@ -22,6 +44,16 @@ app = group(
     "Feature flags: list, create, update, toggle, delete, restore and check them. Rules "
     "are JSON (see docs/api.md); `millpond flags check` asks the server for a company/user."
 )
+environments_app = group(
+    "Your account's flags environments (development, production…): list them, create one. "
+    "An application gets a key bound to one: `millpond flags keys create -e ENV`."
+)
+keys_app = group(
+    "Keys bound to one flags environment: they reach its flags, companies and users only "
+    "(the key to give an application)."
+)
+app.add_typer(environments_app, name="environments")
+app.add_typer(keys_app, name="keys")
 companies_app = group(
     "The companies (and their users) flags are checked for: list, get, create or update, "
     "delete. Companies and users are addressed by any of their keys (id=acme)."
@@ -93,6 +125,52 @@ def _rules(value: str | None) -> list[dict[str, Any]]:
 
 
 # -- flags ---------------------------------------------------------------------------------
+
+
+@environments_app.command("list")
+def environments_list(ctx: typer.Context) -> None:
+    """List your account's environments (an account key: not one bound to an environment)."""
+    st = state(ctx)
+    with st.client() as mp:
+        show_list(st.format, mp.flags.environments(), FlagEnvironment)
+
+
+@environments_app.command("create")
+def environments_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Its name, e.g. production.")],
+    environment_type: Annotated[
+        EnvironmentKind | None,
+        typer.Option("--type", help="What it is for (default: development).", show_default=False),
+    ] = None,
+) -> None:
+    """Create an environment of your account.
+
+    \b
+        millpond flags environments create production --type production
+        millpond flags keys create -e production --name web
+    """
+    st = state(ctx)
+    with st.client() as mp:
+        kind = _ENVIRONMENT_TYPES[environment_type] if environment_type else None
+        show_one(st.format, mp.flags.create_environment(name, environment_type=kind))
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    environment: Environment = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="A name to know it by.", show_default=False)
+    ] = None,
+    scope: Annotated[
+        KeyKind, typer.Option("--scope", help="read: checks only; write: changes too.")
+    ] = KeyKind.write,
+) -> None:
+    """Create a key bound to an environment (-e; its secret is shown once)."""
+    st = state(ctx)
+    with st.client(environment=environment) as mp:
+        show_one(st.format, mp.flags.create_key(name=name, scope=scope.value))
 
 
 @app.command("list")
