@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -137,3 +138,20 @@ def test_external_postgres_by_url(tmp_path: Path) -> None:
         assert external.is_running(), "an external Postgres is not stopped by millpond"
     finally:
         external.stop()
+
+
+def test_ports_in_use_are_reported_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _up(tmp_path / "a", port)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 2, out
+        assert f"port {port} on 127.0.0.1 is in use" in out and "millpond up --port" in out
+        assert not (tmp_path / "a" / "admin-key").exists()  # nothing was set up
+        proc = _up(tmp_path / "b", free_port(), env={"MILLPOND_GATEWAY_PORT": str(port)})
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 2, out
+        assert f"the gateway's port {port}" in out and "MILLPOND_GATEWAY_ENABLED=false" in out
+        assert not (tmp_path / "b" / "admin-key").exists()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from ..server.config import Settings
 
 
 def up(
@@ -47,6 +52,11 @@ def up(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
 
+    busy = _busy_ports(settings)
+    if busy:
+        typer.echo(f"error: {busy}", err=True)
+        raise typer.Exit(2)
+
     def announce(created: UserCreated, path: Path) -> None:
         typer.echo(
             f"\nCreated admin user '{created.user.username}'. Its API key (shown only once):\n\n"
@@ -76,3 +86,33 @@ def up(
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
     )
+
+
+def _in_use(host: str, port: int) -> bool:
+    """Whether ``host:port`` cannot be listened on now because something else does."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _busy_ports(settings: Settings) -> str | None:
+    """What is in the way, before anything starts (Postgres, the admin key…): the HTTP
+    port, or the gateway's unless the gateway is off; None when both are free."""
+    if settings.port and _in_use(settings.host, settings.port):
+        return (
+            f"port {settings.port} on {settings.host} is in use (another millpond up?):"
+            f" stop it, or choose another port: millpond up --port {settings.port + 1}"
+        )
+    gateway = settings.gateway_port
+    if settings.gateway_enabled and gateway and _in_use(settings.gateway_host, gateway):
+        return (
+            f"the gateway's port {gateway} on {settings.gateway_host} is in use: set"
+            f" MILLPOND_GATEWAY_PORT to another one (e.g. {gateway + 1}), or"
+            " MILLPOND_GATEWAY_ENABLED=false to run without direct connections"
+        )
+    return None
