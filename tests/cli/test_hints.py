@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import typer.main
+from typer.testing import CliRunner
 
 from millpond.cli import app
 
@@ -67,3 +68,48 @@ def test_a_wrong_command_is_caught() -> None:
     assert _problem(root, ["nosuch"]) == "no command 'nosuch'"
     assert _problem(root, ["db", "list"]) is None
     assert _problem(root, ["logs", "alice", "chat"]) is None
+
+
+def test_the_root_options_work_anywhere_on_the_line() -> None:
+    from millpond.cli._context import hoist_global_options
+
+    root = typer.main.get_command(app)
+    assert hoist_global_options(root, ["db", "list", "--format", "table"]) == [
+        "--format",
+        "table",
+        "db",
+        "list",
+    ]
+    assert hoist_global_options(root, ["query", "-d", "a/b", "SELECT 1", "--url=http://x"]) == [
+        "--url=http://x",
+        "query",
+        "-d",
+        "a/b",
+        "SELECT 1",
+    ]
+    # the command's own option of that name stays with it: import's file format
+    line = ["import", "a/b", "f.csv", "--format", "csv", "--key", "mp_x"]
+    assert hoist_global_options(root, line) == [
+        "--key",
+        "mp_x",
+        "import",
+        "a/b",
+        "f.csv",
+        "--format",
+        "csv",
+    ]
+    # nothing after --, and options before the command stay where they are
+    line = ["--timeout", "5", "query", "-d", "a/b", "--", "--format"]
+    assert hoist_global_options(root, line) == line
+
+
+def test_a_root_option_after_the_command_takes_effect(base_url: str, admin_key: str) -> None:
+    runner = CliRunner()
+    env = {"MILLPOND_API_KEY": None, "MILLPOND_URL": None}
+    result = runner.invoke(app, ["db", "list", "--url", base_url, "--key", admin_key], env=env)
+    assert result.exit_code == 0, result.output
+    table = runner.invoke(
+        app, ["db", "list", "--format", "table", "--url", base_url, "--key", admin_key], env=env
+    )
+    assert table.exit_code == 0, table.output
+    assert "NAME" in table.output or table.output == "no databases\n"  # a table, not JSON

@@ -36,11 +36,13 @@ exit 1 when the server refuses or cannot be reached (2 for bad usage).
 
 The API key comes from --key, else MILLPOND_API_KEY, else the admin key file that
 `millpond up` writes ($MILLPOND_DATA_DIR/admin-key, else ./.millpond/admin-key), so on the
-machine running the server the commands just work. Root options go before the command:
+machine running the server the commands just work. Root options (--url, --key, --format,
+--timeout) go anywhere on the line, except where the command has an option of that name
+(import and export have their own --format, the file's):
 
 \b
     millpond db create shop
-    millpond --format table db list
+    millpond db list --format table
     millpond query -d admin/shop -q 'SELECT count(*) FROM orders'
     millpond query -d admin/shop -f migrations.sql
     MILLPOND_URL=https://db.example.com MILLPOND_API_KEY=mp_... millpond me

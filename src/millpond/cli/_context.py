@@ -215,10 +215,58 @@ def error_lines(exc: MillpondError, st: State | None) -> list[str]:
     return [f"error: {exc}"]
 
 
+GLOBAL_OPTIONS = frozenset({"--url", "-k", "--key", "--format", "--timeout"})
+"""The root's options that take a value; accepted anywhere on the line."""
+
+
+def hoist_global_options(root: Any, args: list[str]) -> list[str]:
+    """``args`` with the root's options moved before the subcommand when they come after
+    it (``millpond db list --format table``), unless the command has an option of that
+    name itself (``millpond import --format csv``); nothing moves after ``--``."""
+    command, first = root, None
+    i = 0
+    while i < len(args) and hasattr(command, "commands"):
+        token = args[i]
+        if token == "--":
+            break
+        if token.startswith("-"):
+            i += 2 if token in GLOBAL_OPTIONS else 1
+            continue
+        sub = command.commands.get(token)
+        if sub is None:
+            break
+        first = i if first is None else first
+        command = sub
+        i += 1
+    if first is None:
+        return args
+    own = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    front, rest = list(args[:first]), []
+    i = first
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            rest += args[i:]
+            break
+        name = token.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS and name not in own:
+            takes_next = "=" not in token and i + 1 < len(args)
+            front += args[i : i + 2] if takes_next else [token]
+            i += 2 if takes_next else 1
+            continue
+        rest.append(token)
+        i += 1
+    return front + rest
+
+
 class ClientGroup(TyperGroup):
     """The root command group. Any ``MillpondError`` a command raises is printed here as
     ``error: <message> (<code>)`` plus a hint on stderr, with exit code 1, never a
-    traceback."""
+    traceback. The root's options may come anywhere on the line
+    (:func:`hoist_global_options`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return list(super().parse_args(ctx, hoist_global_options(self, list(args))))
 
     def invoke(self, ctx: Any) -> Any:  # the Context class of the click typer runs on
         try:
