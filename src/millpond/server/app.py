@@ -45,6 +45,8 @@ from .limits import BodyLimits, lone_surrogate
 from .modules import router as modules_router
 from .modules.row_visibility import RowRules
 from .modules.service import ModuleService
+from .observability import router as metrics_router
+from .observability.metrics import MeasureRequests, Metrics
 from .openapi import install as document_openapi
 from .postgres import provision
 from .postgres.availability import connection_lost, unavailable
@@ -199,10 +201,13 @@ def create_app(
     """``on_fatal(reason)`` runs when the embedded Postgres died and could not be
     restarted; by default it ends the process with a non-zero status."""
     settings = settings or Settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = await start_services(settings, announce, on_fatal)
+        app.state.services.extra["metrics"] = metrics
+        metrics.watch(app.state.services)
         try:
             yield
         finally:
@@ -222,6 +227,7 @@ def create_app(
     )
     app.add_middleware(CatchAll)
     app.add_middleware(schematic_compat.SchematicErrors)  # its errors in Schematic's shape
+    app.add_middleware(MeasureRequests, metrics=metrics)  # the answers as clients get them
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, even CatchAll's
     # routers are tried in this order, and every route before a match costs a regex and
     # more (some 10% of a reducer call's CPU in the server when modules came after the
@@ -239,6 +245,7 @@ def create_app(
     app.include_router(spacetimedb_compat.router)
     app.include_router(bitio_compat.router)
     app.include_router(console_router.router)
+    app.include_router(metrics_router.router)
 
     @app.get("/v1/health", response_model=Health)
     async def health(request: Request) -> Health:

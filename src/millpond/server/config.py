@@ -192,6 +192,14 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    metrics_token: str | None = Field(
+        None,
+        min_length=16,
+        description=(
+            "A bearer token that may read `/metrics` (Prometheus), for a scraper that should"
+            " hold no API key; a server admin's key always may. At least 16 characters."
+        ),
+    )
 
     # -- Postgres wire-protocol gateway (direct connections with an API key) -----------
     gateway_enabled: bool = Field(
