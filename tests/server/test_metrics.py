@@ -3,6 +3,7 @@ every other caller is refused, and nothing about it needs an API key of the scra
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 
@@ -80,3 +81,22 @@ def test_only_admins_and_the_token_read_them(scraped: ServerThread) -> None:
             r = http.get("/metrics", headers=headers)
             assert r.status_code == status, r.text
             assert r.json()["error"]["code"] == code
+
+
+def test_request_ids_and_the_access_log(
+    scraped: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.INFO, logger="millpond.access"),
+        httpx.Client(base_url=scraped.url, timeout=30) as http,
+    ):
+        mine = http.get("/v1/health", headers={"X-Request-Id": "trace-42.a"})
+        made = http.get("/v1/health?access_token=mp_secret")
+        odd = http.get("/v1/health", headers={"X-Request-Id": "no spaces or " + "x" * 70})
+    assert mine.headers["x-request-id"] == "trace-42.a"
+    assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
+    assert re.fullmatch(r"[0-9a-f]{32}", odd.headers["x-request-id"])  # refused: a new one
+    lines = [r.getMessage() for r in caplog.records if r.name == "millpond.access"]
+    assert any(re.fullmatch(r"GET /v1/health 200 [0-9.]+ms id=trace-42\.a", x) for x in lines)
+    assert f"id={made.headers['x-request-id']}" in "\n".join(lines)
+    assert "mp_secret" not in caplog.text  # the query string is never logged

@@ -46,7 +46,7 @@ from .modules import router as modules_router
 from .modules.row_visibility import RowRules
 from .modules.service import ModuleService
 from .observability import router as metrics_router
-from .observability.metrics import MeasureRequests, Metrics
+from .observability.metrics import Metrics, ObserveRequests
 from .openapi import install as document_openapi
 from .postgres import provision
 from .postgres.availability import connection_lost, unavailable
@@ -227,7 +227,8 @@ def create_app(
     )
     app.add_middleware(CatchAll)
     app.add_middleware(schematic_compat.SchematicErrors)  # its errors in Schematic's shape
-    app.add_middleware(MeasureRequests, metrics=metrics)  # the answers as clients get them
+    # the answers as clients get them: counted, timed, given an id, logged
+    app.add_middleware(ObserveRequests, metrics=metrics, access_log=settings.access_log)
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, even CatchAll's
     # routers are tried in this order, and every route before a match costs a regex and
     # more (some 10% of a reducer call's CPU in the server when modules came after the

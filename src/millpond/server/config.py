@@ -192,6 +192,13 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    access_log: bool = Field(
+        True,
+        description=(
+            "Log each HTTP request (method, path without its query string, status,"
+            " milliseconds, request id) at info level on the `millpond.access` logger."
+        ),
+    )
     metrics_token: str | None = Field(
         None,
         min_length=16,

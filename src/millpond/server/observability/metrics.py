@@ -1,5 +1,6 @@
 """The server's Prometheus metrics, in a registry of its own per app (never the
-process-wide default one: tests run several apps in one process).
+process-wide default one: tests run several apps in one process), and its access log
+(:class:`ObserveRequests`).
 
 - ``millpond_http_requests_total{method, route, status}`` and
   ``millpond_http_request_duration_seconds{method, route}``: every HTTP request, by the
@@ -13,7 +14,10 @@ process-wide default one: tests run several apps in one process).
 
 from __future__ import annotations
 
+import logging
+import re
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..._version import __version__
 
+_access = logging.getLogger("millpond.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -80,12 +86,18 @@ class _Live(Collector):
         yield gateway
 
 
-class MeasureRequests:
-    """Counts and times every HTTP request by its route's template (pure ASGI)."""
+class ObserveRequests:
+    """Every HTTP request (pure ASGI): counted and timed by its route's template; given
+    an id — the caller's ``X-Request-Id`` when it is a plain token of at most 64
+    characters, else a new one — sent back in ``X-Request-Id`` and put in the request's
+    state (``request.state.request_id``); and, with ``access_log``, one line on the
+    ``millpond.access`` logger: method, path (never the query string: it may carry a
+    token), status, milliseconds, id."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,17 +105,41 @@ class MeasureRequests:
             return
         started = time.perf_counter()
         status = 500
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
 
-        async def measured(message: Message) -> None:
+        async def observed(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
-            await self.app(scope, receive, measured)
+            await self.app(scope, receive, observed)
         finally:
+            seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope.get("method", "")
             self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(method, route).observe(seconds)
+            if self.access_log:
+                _access.info(
+                    "%s %s %s %.1fms id=%s",
+                    method,
+                    scope.get("path", ""),
+                    status,
+                    seconds * 1000,
+                    request_id,
+                )
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = bytes(value).decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex
