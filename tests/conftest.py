@@ -32,8 +32,15 @@ _TEMPLATE = Path(tempfile.gettempdir()) / f"millpond-pg-template-{os.getpid()}"
 os.environ.setdefault(TEMPLATE_ENV, str(_TEMPLATE))
 
 
+# the CLI's saved logins (`millpond login`) of whoever runs the tests never reach them
+_CONFIG = Path(tempfile.gettempdir()) / f"millpond-test-config-{os.getpid()}"
+os.environ["MILLPOND_CONFIG_DIR"] = str(_CONFIG)
+os.environ.pop("MILLPOND_PROFILE", None)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     shutil.rmtree(_TEMPLATE, ignore_errors=True)
+    shutil.rmtree(_CONFIG, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,7 @@ def test_missing_key(cli: Cli, empty_dir: Path) -> None:
     assert result.exit_code == 1
     assert result.stdout == ""
     first = result.stderr.splitlines()[0]
-    assert first.startswith("error: no API key: pass --key KEY or set MILLPOND_API_KEY")
+    assert first.startswith("error: no API key: run `millpond login`, pass --key KEY or set")
     assert str(empty_dir / "admin-key") in first
     assert "hint:" in result.stderr
     assert "Traceback" not in result.stderr

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
+from . import _profiles as profiles
 from . import (
     compat,
     db,
@@ -15,6 +16,7 @@ from . import (
     identities,
     issuers,
     keys,
+    login,
     modules,
     query,
     schedules,
@@ -27,6 +29,7 @@ from . import (
 )
 from ._context import DEFAULT_TIMEOUT, DEFAULT_URL, KEY_ENV, URL_ENV, ClientGroup, State
 from ._output import OutputFormat
+from ._profiles import PROFILE_ENV
 
 HELP = """millpond: Postgres databases, realtime, reducers and feature flags, self-hosted.
 
@@ -105,6 +108,17 @@ def _root(
             help="Give up on a request after this long.",
         ),
     ] = DEFAULT_TIMEOUT,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            envvar=PROFILE_ENV,
+            metavar="NAME",
+            help="The saved login to use (millpond login): its URL and key, unless --url or "
+            "--key say otherwise. Default: the one named default, if any.",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -120,11 +134,33 @@ def _root(
         # compared by name: typer may bring its own copy of click's ParameterSource
         from_env = getattr(ctx.get_parameter_source("key"), "name", None) == "ENVIRONMENT"
         source = KEY_ENV if from_env else "--key"
-    ctx.obj = State(url=url, key=key or None, key_source=source, format=output, timeout=timeout)
+    # compared by name: typer may bring its own copy of click's ParameterSource
+    url_given = getattr(ctx.get_parameter_source("url"), "name", None) != "DEFAULT"
+    if profile is not None:
+        profiles.check_name(profile)
+    saved = profiles.get(profile or profiles.DEFAULT_PROFILE) if not (key and url_given) else None
+    if profile is not None and saved is None and not key and ctx.invoked_subcommand != "login":
+        raise typer.BadParameter(
+            f"no saved login {profile!r}: make it with `millpond login --profile {profile}`",
+            param_hint="--profile",
+        )
+    if saved is not None and not url_given:
+        url = saved.url
+    ctx.obj = State(
+        url=url,
+        key=key or None,
+        key_source=source,
+        format=output,
+        timeout=timeout,
+        profile=profile,
+    )
 
 
 app.command("up")(up.up)
 app.command("health")(status.health)
+app.command("login")(login.login)
+app.command("logout")(login.logout)
+app.command("whoami")(login.whoami)
 app.command("me")(status.me)
 app.add_typer(db.app, name="db")
 app.command("query")(query.query)

@@ -26,6 +26,7 @@ from ..errors import (
     MillpondError,
     TimeoutError,
 )
+from . import _profiles as profiles
 from ._output import OutputFormat
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -66,10 +67,19 @@ class State:
     """The SQL of ``millpond query``, to point at an SQL error's position."""
     database: str | None = None
     """The database of ``millpond query``, for hints."""
+    profile: str | None = None
+    """The saved login (``millpond login``) to use: ``--profile``, else
+    ``$MILLPOND_PROFILE``, else ``default`` when there is one."""
 
     def _resolve_key(self) -> str:
+        """``--key``, else ``$MILLPOND_API_KEY``, else the profile's saved key, else the
+        admin key file of a local ``millpond up``."""
         if self.key:
             return self.key
+        saved = profiles.get(self.profile or profiles.DEFAULT_PROFILE)
+        if saved is not None:
+            self.key, self.key_source = saved.key, f"profile {saved.name} (millpond login)"
+            return saved.key
         path = admin_key_path()
         try:
             key = path.read_text().strip()
@@ -82,8 +92,8 @@ class State:
             ) from exc
         if not key:
             raise NoKeyError(
-                f"no API key: pass --key KEY or set {KEY_ENV} "
-                f"(no admin key file at {path.absolute()} either)"
+                f"no API key: run `millpond login`, pass --key KEY or set {KEY_ENV} "
+                f"(no saved login, and no admin key file at {path.absolute()} either)"
             )
         self.key, self.key_source = key, str(path)
         return key
@@ -215,7 +225,7 @@ def error_lines(exc: MillpondError, st: State | None) -> list[str]:
     return [f"error: {exc}"]
 
 
-GLOBAL_OPTIONS = frozenset({"--url", "-k", "--key", "--format", "--timeout"})
+GLOBAL_OPTIONS = frozenset({"--url", "-k", "--key", "--format", "--timeout", "--profile"})
 """The root's options that take a value; accepted anywhere on the line."""
 
 
