@@ -155,3 +155,28 @@ def test_ports_in_use_are_reported_before_anything_starts(tmp_path: Path) -> Non
         assert proc.returncode == 2, out
         assert f"the gateway's port {port}" in out and "MILLPOND_GATEWAY_ENABLED=false" in out
         assert not (tmp_path / "b" / "admin-key").exists()
+
+
+def test_scripts_up_starts_from_the_installed_checkout_offline(tmp_path: Path) -> None:
+    """The README's first command, run again after the install: no reinstall, so no
+    package index needed (pip is pointed at none: had it run, the start would fail)."""
+    root = Path(__file__).resolve().parent.parent
+    port = free_port()
+    env = {
+        **os.environ,
+        "MILLPOND_GATEWAY_PORT": str(free_port()),
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(tmp_path / "nothing"),
+    }
+    proc = subprocess.Popen(
+        [str(root / "scripts" / "up"), "--port", str(port), "--data-dir", str(tmp_path / "d")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+    finally:
+        out = _interrupt(proc)
+    assert f"millpond on http://127.0.0.1:{port}" in out
