@@ -157,3 +157,28 @@ def test_environments_and_their_keys(user_cli: tuple[str, Cli]) -> None:
     bad = cli("flags", "environments", "create", unique("x"), "--type", "prod")
     assert bad.exit_code == 2 and "development" in bad.output
     assert len(cli.json("flags", "environments", "list")) == len(listed)
+
+
+def test_lists_page_and_say_when_they_stop(
+    env: tuple[str, Cli], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import millpond.cli.flags as flags_cli
+
+    env_id, cli = env
+    e = ["-e", env_id]
+    for i in range(5):
+        cli.ok("flags", "create", f"f{i}", *e)
+        cli.ok("companies", "upsert", f"id=c{i}", *e)
+    monkeypatch.setattr(flags_cli, "PAGE", 2)  # so --all takes three pages
+    cut = cli("flags", "list", *e, "--limit", "3")
+    assert cut.exit_code == 0 and [f["key"] for f in json.loads(cut.stdout)] == ["f0", "f1", "f2"]
+    assert "the first 3 shown; --all for every one" in cut.stderr
+    every = cli("flags", "list", *e, "--all")
+    assert [f["key"] for f in json.loads(every.stdout)] == [f"f{i}" for i in range(5)]
+    assert every.stderr == ""
+    exact = cli("flags", "list", *e, "--limit", "5")
+    assert len(json.loads(exact.stdout)) == 5 and exact.stderr == ""
+    companies = cli("companies", "list", *e, "--all")
+    assert len(json.loads(companies.stdout)) == 5 and companies.stderr == ""
+    few = cli("companies", "list", *e, "--limit", "1")
+    assert len(json.loads(few.stdout)) == 1 and "the first 1 shown" in few.stderr

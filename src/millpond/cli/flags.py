@@ -5,8 +5,9 @@ companies and users they are checked for, in one flags environment (``-e ENV``, 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -38,7 +39,8 @@ class KeyKind(StrEnum):
 
 
 PAGE = 1000
-"""Flags listed per request (the server's most)."""
+"""Items listed per request (the server's most)."""
+T = TypeVar("T")
 
 app = group(
     "Feature flags: list, create, update, toggle, delete, restore and check them. Rules "
@@ -173,16 +175,47 @@ def keys_create(
         show_one(st.format, mp.flags.create_key(name=name, scope=scope.value))
 
 
+Limit = Annotated[
+    int, typer.Option("--limit", min=1, help="Show at most this many.", show_default=True)
+]
+All = Annotated[bool, typer.Option("--all", help="Show every one (pages through them).")]
+
+
+def pages(
+    fetch: Callable[[int, str | None], list[T]], cursor: Callable[[T], str], limit: int, every: bool
+) -> list[T]:
+    """Up to ``limit`` items (every one with ``every``), fetched a page (of at most
+    :data:`PAGE`) at a time after the last one's ``cursor``; when more are left out than
+    shown, stderr says so and how to see them."""
+    found: list[T] = []
+    while every or len(found) < limit:
+        want = PAGE if every else min(PAGE, limit - len(found))
+        page = fetch(want, cursor(found[-1]) if found else None)
+        found += page
+        if len(page) < want:
+            return found
+    if fetch(1, cursor(found[-1])):
+        typer.echo(f"(the first {limit} shown; --all for every one, --limit N for more)", err=True)
+    return found
+
+
 @app.command("list")
 def list_(
     ctx: typer.Context,
     environment: Environment = None,
     deleted: Annotated[bool, typer.Option("--deleted", help="Include deleted flags.")] = False,
+    limit: Limit = 100,
+    every: All = False,
 ) -> None:
     """List the flags by key."""
     st = state(ctx)
     with st.client(environment=environment) as mp:
-        show_list(st.format, mp.flags.list(include_deleted=deleted), Flag)
+
+        def fetch(n: int, after: str | None) -> list[Flag]:
+            return mp.flags.list(include_deleted=deleted, limit=n, after=after)
+
+        flags: list[Flag] = pages(fetch, lambda f: f.key, limit, every)
+        show_list(st.format, flags, Flag)
 
 
 @app.command()
@@ -402,14 +435,26 @@ def companies_list(
     environment: Environment = None,
     q: Annotated[str | None, typer.Option("--q", metavar="TEXT", help="Name contains.")] = None,
     users: Annotated[bool, typer.Option("--users", help="List users instead.")] = False,
+    limit: Limit = 100,
+    every: All = False,
 ) -> None:
     """List companies (or users) by id."""
     st = state(ctx)
     with st.client(environment=environment) as mp:
         if users:
-            show_list(st.format, mp.companies.list_users(q=q), User)
+
+            def users_page(n: int, after: str | None) -> list[User]:
+                return mp.companies.list_users(q=q, limit=n, after=after)
+
+            found_users: list[User] = pages(users_page, lambda u: u.id, limit, every)
+            show_list(st.format, found_users, User)
         else:
-            show_list(st.format, mp.companies.list_companies(q=q), Company)
+
+            def companies_page(n: int, after: str | None) -> list[Company]:
+                return mp.companies.list_companies(q=q, limit=n, after=after)
+
+            found: list[Company] = pages(companies_page, lambda c: c.id, limit, every)
+            show_list(st.format, found, Company)
 
 
 @companies_app.command("get")
