@@ -266,6 +266,11 @@ def _ensure_system_user(name: str) -> None:
     try:
         pwd.getpwnam(name)
     except KeyError:
+        _log.warning(
+            "running as root: creating the system user %s (no home, no login shell) to run"
+            " the embedded Postgres, which refuses to run as root",
+            name,
+        )
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
             check=True,
@@ -285,4 +290,10 @@ def _make_traversable(path: Path) -> None:
     for parent in [path, *path.parents]:
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
+            _log.warning(
+                "running as root: letting other users traverse %s (chmod o+x, not o+r), so"
+                " the embedded Postgres' user reaches %s",
+                parent,
+                path,
+            )
             parent.chmod(mode | stat.S_IXOTH)
