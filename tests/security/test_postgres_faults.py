@@ -238,6 +238,12 @@ def test_a_dead_postmaster_means_fast_503s_a_clear_health_and_a_refusing_gateway
             return "postmaster exited" in health["postgres"]["error"]
 
         wait_for(health_says_why, FAST_S, "health did not say the postmaster exited")
+        # a load balancer takes the replica out (ready: 503), nobody restarts it (live: 200)
+        ready = faulty.http.get("/v1/health/ready")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["error"]["code"] == "not_ready"
+        assert "postmaster exited" in ready.json()["error"]["message"]
+        assert faulty.http.get("/v1/health/live").status_code == 200
 
         # every request answers 503 postgres_unavailable at once, never 500, never a hang
         for _ in range(10):
@@ -273,6 +279,7 @@ def test_a_dead_postmaster_means_fast_503s_a_clear_health_and_a_refusing_gateway
 
     # everything works again, with the data intact
     assert faulty.ok("SELECT id, name FROM items ORDER BY id") == before
+    assert faulty.http.get("/v1/health/ready").json()["postgres"]["ok"] is True
     faulty.ok("INSERT INTO items VALUES (1000, 'after the restart')")
     assert faulty.ok("SELECT name FROM items WHERE id = 1000") == [["after the restart"]]
     with psycopg.connect(faulty.gateway_dsn(), autocommit=True) as conn:

@@ -27,6 +27,10 @@ def user(make_user: Callable[..., tuple[str, str]]) -> tuple[str, str]:
 
 def test_health_needs_no_key(api: Api) -> None:
     assert api("GET", "/v1/health").status_code == 200
+    live = api("GET", "/v1/health/live")
+    assert live.status_code == 200 and live.json()["status"] == "ok"
+    ready = api("GET", "/v1/health/ready")  # Postgres answers: ready
+    assert ready.status_code == 200 and ready.json()["postgres"]["ok"] is True
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from .databases import (
     DatabaseCreate,
     DatabaseUpdate,
 )
-from .health import Health, PostgresHealth
+from .health import Health, Liveness, PostgresHealth
 from .query import Column, DataFormat, QueryRequest, QueryResult
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "Health",
     "KeyRevoke",
     "KeyScope",
+    "Liveness",
     "Me",
     "PostgresHealth",
     "QueryRequest",

@@ -19,3 +19,8 @@ class Health(WireModel):
     status: Literal["ok", "degraded"]
     version: str
     postgres: PostgresHealth
+
+
+class Liveness(WireModel):
+    status: Literal["ok"]
+    version: str

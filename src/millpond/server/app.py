@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
-from ..models import Health, PostgresHealth, UserCreated
+from ..models import Health, Liveness, PostgresHealth, UserCreated
 from .accounts import router as accounts_router
 from .accounts.service import bootstrap_admin
 from .budget import CAPACITY_SQL, ConnectionBudget, capacity_of, streams_of
@@ -250,7 +250,24 @@ def create_app(
 
     @app.get("/v1/health", response_model=Health)
     async def health(request: Request) -> Health:
+        """Always 200 while the server answers: ``status`` says whether Postgres does."""
         return await _health(request.app.state.services)
+
+    @app.get("/v1/health/live", response_model=Liveness)
+    async def live() -> Liveness:
+        """Liveness: the process serves (Postgres may be down: do not restart for that)."""
+        return Liveness(status="ok", version=__version__)
+
+    @app.get("/v1/health/ready", response_model=Health)
+    async def ready(request: Request) -> Health:
+        """Readiness: 200 when requests can be served (Postgres answers), else 503
+        ``not_ready`` with the reason (take this replica out of the balancer)."""
+        found = await _health(request.app.state.services)
+        if not found.postgres.ok:
+            raise ServiceError(
+                503, "not_ready", f"Postgres: {found.postgres.error}", found.model_dump()
+            )
+        return found
 
     document_openapi(app)
     return app

@@ -261,6 +261,8 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("DELETE", "/v2beta/api-key/"): _LOOKUP,
     # health
     ("GET", "/v1/health"): _NONE,
+    ("GET", "/v1/health/live"): _NONE,
+    ("GET", "/v1/health/ready"): _NONE,
 }
 
 # Routes that need a key but whose key is never refused with 403.
