@@ -10,6 +10,7 @@ import os
 import select
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import asyncpg
@@ -115,9 +116,9 @@ def test_psycopg(tenant: Tenant, port: int) -> None:
                     out += chunk
         conn.commit()
         assert out.decode().split() == ["1", *map(str, range(10, 1010))]
-        # the client sees the gateway's backend key, not Postgres'
+        # the client is told the backend's own pid (with a cancel secret of the gateway's)
         real_pid = conn.execute("SELECT pg_backend_pid()").fetchone()
-        assert real_pid is not None and conn.info.backend_pid != real_pid[0]
+        assert real_pid is not None and conn.info.backend_pid == real_pid[0]
         user = conn.execute("SELECT current_user").fetchone()
         assert user is not None and user[0].endswith("_owner")
 
@@ -129,8 +130,8 @@ def test_psycopg_listen_notify(tenant: Tenant, port: int) -> None:
     ):
         listener.execute("LISTEN news")
         talker.execute("NOTIFY news, 'hello'")
-        got = [(n.channel, n.payload) for n in listener.notifies(timeout=10, stop_after=1)]
-        assert got == [("news", "hello")]
+        got = [(n.channel, n.payload, n.pid) for n in listener.notifies(timeout=10, stop_after=1)]
+        assert got == [("news", "hello", talker.info.backend_pid)]  # a pid the client knows
 
 
 def test_psycopg_over_tls(tenant: Tenant, port: int) -> None:
@@ -280,3 +281,21 @@ def test_sqlalchemy(tenant: Tenant, port: int) -> None:
             assert conn.execute(sa.text("SELECT current_database()")).scalar() != tenant.database
     finally:
         engine.dispose()
+
+
+def test_terminating_a_backend_by_the_pid_the_client_knows(tenant: Tenant, port: int) -> None:
+    """``pg_terminate_backend(conn.info.backend_pid)`` ends that very session, and its
+    client learns why (AdminShutdown), as on a direct connection."""
+    with (
+        psycopg.connect(tenant.dsn(port), autocommit=True) as victim,
+        psycopg.connect(tenant.dsn(port), autocommit=True) as other,
+    ):
+        ended = other.execute("SELECT pg_terminate_backend(%s)", (victim.info.backend_pid,))
+        assert ended.fetchone() == (True,)
+        with pytest.raises(psycopg.OperationalError) as raised:
+            for _ in range(50):  # the termination reaches the socket asynchronously
+                victim.execute("SELECT 1")
+                time.sleep(0.05)
+        assert isinstance(raised.value, psycopg.errors.AdminShutdown) or "terminat" in str(
+            raised.value
+        )

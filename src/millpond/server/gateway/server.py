@@ -14,7 +14,8 @@ Per connection:
 3. **Upstream.** The gateway logs in to Postgres itself as that role (SCRAM-SHA-256 with
    the derived password, healed like the query service's pools if the role changed its
    password), forwards ParameterStatus and ReadyForQuery, and gives the client its own
-   BackendKeyData: the client never sees the role's password nor Postgres' cancel key.
+   BackendKeyData (the backend's real pid, a secret of the gateway's): the client never
+   sees the role's password nor Postgres' cancel secret.
    The session starts with the proof of the key's identity (``millpond.identity``, a
    startup parameter the client cannot override; ``modules/row_visibility.py``).
 4. **Relay.** Bytes both ways with no parsing (``endpoint.py``).
@@ -342,6 +343,10 @@ class Gateway:
                 if relay.closing is not None:  # revoked while we were logging in
                     raise _Closing(relay.closing)
                 relay.backend_key = login.backend_key
+                # the backend's own pid, with a secret of the gateway's: what the client
+                # reads in pg_backend_pid(), NOTIFY payloads and pg_stat_activity matches
+                # what it was told, and only the gateway holds Postgres' cancel secret
+                relay.client_key = self._new_cancel_key(login.backend_key[0])
                 relay.send_cancel = lambda: self._spawn(self._cancel_backend(login.backend_key))
                 self._by_cancel_key[relay.client_key] = relay
                 greeting = (
@@ -503,9 +508,11 @@ class Gateway:
             _log.warning("removing role-level settings of role %s", role)
             await asyncio.to_thread(provision.reset_role_settings, self.cluster, role)
 
-    def _new_cancel_key(self) -> tuple[int, int]:
+    def _new_cancel_key(self, pid: int | None = None) -> tuple[int, int]:
+        """A (pid, secret) to give a client: the backend's ``pid`` when known (else a
+        random one, until it is), and a random secret no live connection has."""
         while True:
-            key = (secrets.randbelow(2**31 - 1) + 1, secrets.randbits(32))
+            key = (pid or secrets.randbelow(2**31 - 1) + 1, secrets.randbits(32))
             if key not in self._by_cancel_key:
                 return key
 
