@@ -121,14 +121,14 @@ def generate_spacetimedb(schema: Mapping[str, Any], database: str) -> dict[str, 
     top = header(schema, database)
     files: dict[str, str] = {}
     for record in module.records:
-        files[f"{file_name(record.name)}.py"] = top + _record(record, module)
+        files[f"{file_name(record.name)}.py"] = top + _record(record)
     for table in module.tables:
         name = file_name(table.class_name)
         if name.endswith("_reducer"):
             raise GenerateError(f"table {table.class_name}: 0.7 reads *_reducer files as reducers")
-        files[f"{name}.py"] = top + _table(table, module)
+        files[f"{name}.py"] = top + _table(table)
     for reducer in _callable(module):
-        files[f"{reducer.name}_reducer.py"] = top + _reducer(reducer, module)
+        files[f"{reducer.name}_reducer.py"] = top + _reducer(reducer)
     if len(files) != len(module.records) + len(module.tables) + len(_callable(module)):
         raise GenerateError("two of the module's tables or records have the same file name")
     return files
@@ -185,7 +185,7 @@ def _record_imports(kinds: list[TypeRef], own: str | None = None) -> str:
 # -- files -------------------------------------------------------------------------------
 
 
-def _record(record: RecordDef, module: ModuleDef) -> str:
+def _record(record: RecordDef) -> str:
     kinds = [f.type for f in record.fields]
     lines = [
         "",
@@ -195,13 +195,19 @@ def _record(record: RecordDef, module: ModuleDef) -> str:
         "from spacetimedb_sdk.spacetimedb_client import Identity, Address",
         _record_imports(kinds, record.name).rstrip("\n"),
         f"class {record.name}:",
-        "\tdef __init__(self, data: List[object]):",
-        "\t\tself.data = {}",
+        *_positional([(f.name, f.type) for f in record.fields]),
     ]
-    for i, f in enumerate(record.fields):
-        lines.append(f'\t\tself.data["{f.name}"] = {_decode(f.type, f"data[{i}]")}')
-    encoded = ", ".join(_encode(f.type, f"self.{f.name}") for f in record.fields)
-    lines += [
+    return "\n".join(lines)
+
+
+def _positional(fields: list[tuple[str, TypeRef]]) -> list[str]:
+    """A 0.7 class's ``__init__`` from a positional row, ``encode`` and ``__getattr__``."""
+    lines = ["\tdef __init__(self, data: List[object]):", "\t\tself.data = {}"]
+    for i, (name, kind) in enumerate(fields):
+        lines.append(f'\t\tself.data["{name}"] = {_decode(kind, f"data[{i}]")}')
+    encoded = ", ".join(_encode(kind, f"self.{name}") for name, kind in fields)
+    return [
+        *lines,
         "",
         "\tdef encode(self) -> List[object]:",
         f"\t\treturn [{encoded}]",
@@ -210,10 +216,9 @@ def _record(record: RecordDef, module: ModuleDef) -> str:
         "\t\treturn self.data.get(name)",
         "",
     ]
-    return "\n".join(line for line in lines if line is not None)
 
 
-def _table(table: TableDef, module: ModuleDef) -> str:
+def _table(table: TableDef) -> str:
     cls, cache = table.class_name, cache_name(table.class_name)
     kinds = [c.type for c in table.columns]
     unique = {u[0] for u in table.unique if len(u) == 1}
@@ -260,23 +265,11 @@ def _table(table: TableDef, module: ModuleDef) -> str:
         else:
             lines += [f"\tdef filter_by_{name}(cls, {name}) -> List[{cls}]:", f"\t\treturn {match}"]
         lines.append("")
-    lines += ["\tdef __init__(self, data: List[object]):", "\t\tself.data = {}"]
-    for i, column in enumerate(table.columns):
-        lines.append(f'\t\tself.data["{column.name}"] = {_decode(column.type, f"data[{i}]")}')
-    encoded = ", ".join(_encode(c.type, f"self.{c.name}") for c in table.columns)
-    lines += [
-        "",
-        "\tdef encode(self) -> List[object]:",
-        f"\t\treturn [{encoded}]",
-        "",
-        "\tdef __getattr__(self, name: str):",
-        "\t\treturn self.data.get(name)",
-        "",
-    ]
+    lines += _positional([(c.name, c.type) for c in table.columns])
     return "\n".join(lines)
 
 
-def _reducer(reducer: ReducerDef, module: ModuleDef) -> str:
+def _reducer(reducer: ReducerDef) -> str:
     name = reducer.name
     kinds = [p.type for p in reducer.params]
     params = ", ".join(f"{p.name}: {_hint(p.type)}" for p in reducer.params)

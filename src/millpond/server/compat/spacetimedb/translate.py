@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from millpond.codegen.spacetimedb import cache_name
@@ -282,12 +282,13 @@ def _update(table: _Table, ops: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _micros(value: Any) -> int:
+    """Microseconds since the epoch of an ISO timestamp; of now when there is none."""
     if isinstance(value, str):
         try:
             return sats.micros(value)
         except ValueError:
             pass
-    return sats.micros(datetime.now(UTC).isoformat())
+    return time.time_ns() // 1000
 
 
 def _reason(text: str) -> str:
