@@ -130,7 +130,13 @@ def run_millpond(server: Server, seconds: float, burst: int) -> dict[str, list[f
             time.sleep(0.2)
         time.sleep(0.5)
         rows = conn.execute("SELECT name, due, started FROM ran").fetchall()
+        stat = conn.execute(
+            "SELECT xact_commit, xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
     print("millpond:", _check(rows, burst))
+    if stat is not None:  # a serialization failure's retry is a rollback
+        print(f"millpond: transactions committed {stat[0]}, rolled back {stat[1]}")
     return {
         "once": _lateness([r for r in rows if r[0] != "tick"]),
         "tick": _lateness([r for r in rows if r[0] == "tick"]),

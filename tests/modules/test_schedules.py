@@ -453,3 +453,25 @@ def test_a_database_with_running_schedules_is_deleted_cleanly(
         timeout=60,
     )
     assert r.status_code == 201, r.text  # the name is free again, nothing left behind
+
+
+def test_a_serializable_run_reads_the_queue_by_its_key_not_whole(alarms: Db) -> None:
+    """The trigger that keeps the queue in step with a schedule table finds the queue row
+    by its primary key. (It compared the queue's text column with TG_TABLE_NAME, a name,
+    which made the plan a scan of the whole queue: a serializable run then took a
+    predicate lock on the whole queue, and concurrent runs failed with serialization
+    errors, about one in three under a burst.)"""
+    at = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)).isoformat()
+    assert alarms.call("remind_at", ["far-", at, 30]).status_code == 200
+    locks = _rows(
+        alarms,
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;"
+        " DELETE FROM reminder WHERE scheduled_id ="
+        " (SELECT max(scheduled_id) FROM reminder WHERE text LIKE 'far-%');"
+        " SELECT locktype, relation::regclass::text FROM pg_locks WHERE mode = 'SIReadLock'"
+        " AND pid = pg_backend_pid() AND relation IN"
+        " ('public.millpond_schedules'::regclass, 'public.millpond_schedules_pkey'::regclass)",
+    )
+    kinds = {(kind, relation) for kind, relation in locks}
+    assert ("relation", "millpond_schedules") not in kinds, kinds
+    assert ("page", "millpond_schedules_pkey") in kinds, kinds  # read through the key

@@ -544,3 +544,28 @@ def test_close_lets_calls_in_flight_finish_and_refuses_new_ones(
     assert balance(mdb, 7777) == 1
     for scratch, proc in started:  # nothing left behind
         assert not scratch.exists() and proc is not None and proc.returncode is not None
+
+
+def test_calls_in_one_batch_are_separate_transactions_and_a_crash_ends_the_batch(
+    loop: Loop, pool: WorkerPool, mdb: Db
+) -> None:
+    """``call_many`` (due scheduled runs): one transaction per call, an outcome each, in
+    order; a failed call rolls back alone; the worker dying ends the batch, and the calls
+    after it are ``not_run`` (not attempted: nothing of theirs committed)."""
+    calls = [
+        ("open_account", [40, 1], make_ctx()),
+        ("refuse", [45], make_ctx()),
+        ("open_account", [41, 1], make_ctx()),
+        ("leave", [], make_ctx()),
+        ("open_account", [42, 1], make_ctx()),
+    ]
+    replaced = pool.replaced
+    outcomes = loop.run(pool.call_many(calls))
+    statuses = [o["status"] for o in outcomes]
+    assert statuses == ["committed", "failed", "committed", "crashed", "not_run"], outcomes
+    assert balance(mdb, 40) == 1 and balance(mdb, 41) == 1
+    assert balance(mdb, 45) is None and balance(mdb, 42) is None
+    assert pool.replaced == replaced + 1
+    again = loop.run(pool.call_many([("open_account", [43, 1], make_ctx())] * 2))
+    assert [o["status"] for o in again] == ["committed", "error"], again  # (a duplicate key)
+    recovers(loop, pool, 44)

@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,22 @@ class Worker:
             await self._writer.drain()
             return await self._receive()
 
+    async def requests(
+        self, frame: bytes, count: int, timeout: float
+    ) -> AsyncGenerator[dict[str, Any]]:
+        """Send one framed message and yield its ``count`` answers, each within
+        ``timeout`` of the one before (``TimeoutError``, :class:`WorkerDied`)."""
+        assert self._writer is not None
+        if self.dead:
+            raise WorkerDied("the worker is gone")
+        async with asyncio.timeout(timeout):
+            self._writer.write(frame)
+            await self._writer.drain()
+        for _ in range(count):
+            async with asyncio.timeout(timeout):
+                reply = await self._receive()
+            yield reply
+
     @property
     def alive(self) -> bool:
         return not self.dead and self.proc is not None and self.proc.returncode is None
@@ -253,6 +270,20 @@ class WorkerPool:
         message = {"op": "call", "reducer": reducer, "args": args, "ctx": ctx}
         return await self._run(message)
 
+    async def call_many(
+        self, calls: list[tuple[str | None, Any, dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """Run several calls on one worker, one after the other, each in its own
+        transaction, for one round trip (scheduled runs that are due together); their
+        outcomes, in order. Each answer has the call timeout from the one before it. When
+        the worker dies or is recycled part way, the call it was running has that outcome
+        and the calls after it ``not_run``."""
+        message = {
+            "op": "calls",
+            "calls": [{"reducer": r, "args": a, "ctx": c} for r, a, c in calls],
+        }
+        return await self._run_many(message, len(calls))
+
     async def close(self) -> None:
         """Refuse new calls, let the ones in flight finish, then stop every worker."""
         self._closing = True
@@ -276,7 +307,64 @@ class WorkerPool:
         task.add_done_callback(self._call_done)
         return await asyncio.shield(task)
 
-    def _call_done(self, task: asyncio.Task[dict[str, Any]]) -> None:
+    async def _run_many(self, message: dict[str, Any], count: int) -> list[dict[str, Any]]:
+        if self._closing:
+            raise PoolClosed(f"the pool of {self.name} is closing")
+        self._in_flight += 1
+        task = asyncio.create_task(self._many_on_worker(message, count))
+        task.add_done_callback(self._call_done)
+        return await asyncio.shield(task)
+
+    async def _many_on_worker(self, message: dict[str, Any], count: int) -> list[dict[str, Any]]:
+        timeout = self.limits.call_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                worker = await self._idle_worker()
+        except TimeoutError:
+            return [
+                _outcome("timeout", f"no worker was free within {timeout} s")
+                for _ in message["calls"]
+            ]
+        message["id"] = worker.next_id()
+        try:
+            frame = encode(message)
+        except FrameError as exc:
+            self._idle.put_nowait(worker)
+            return [_outcome("error", f"the calls are too large: {exc}") for _ in message["calls"]]
+        replies: list[dict[str, Any]] = []
+        failure: dict[str, Any] | None = None
+        try:
+            async with contextlib.aclosing(worker.requests(frame, count, timeout)) as answers:
+                async for reply in answers:
+                    if reply.get("id") != message["id"] or reply.pop("index", None) != len(replies):
+                        failure = _outcome("crashed", "the worker answered out of turn")
+                        break
+                    reply.pop("id", None)
+                    recycle = reply.pop("recycle", False)
+                    replies.append(reply)
+                    if recycle:
+                        break
+        except TimeoutError:
+            failure = _outcome("timeout", f"the call took longer than {timeout} s")
+        except (WorkerDied, OSError):
+            await worker.wait_exit(1.0)
+            failure = _outcome("crashed", worker.exit_description())
+        except BaseException:
+            self._replace(worker)
+            raise
+        if failure is not None or len(replies) < count:
+            self._replace(worker)
+            if failure is not None:
+                replies.append(failure)
+            rest = count - len(replies)
+            replies.extend(
+                _outcome("not_run", "an earlier call ended its worker") for _ in range(rest)
+            )
+        else:
+            self._idle.put_nowait(worker)
+        return replies
+
+    def _call_done(self, task: asyncio.Task[Any]) -> None:
         self._in_flight -= 1
         if not self._in_flight:
             self._drained.set()

@@ -72,6 +72,15 @@ class TableAccess:
     def row_class(self) -> type:
         return self._class
 
+    def statement(self, template: str) -> bytes:
+        """``template`` with ``{t}`` (this table) and ``{cols}`` (its columns, in order)
+        filled in: for the server's own statements on the table (a scheduled run's claim)."""
+        return self._sql(template)
+
+    def row(self, values: Sequence[Any]) -> Any:
+        """A row of this table from its columns' values, in order."""
+        return self._row(values)
+
     def _sql(self, template: str, **parts: sql.Composable) -> bytes:
         order = sql.SQL(", ").join(sql.Identifier(c.name) for c in self._key)
         query = sql.SQL(template).format(

@@ -23,6 +23,7 @@ row per schedule row with the time it is ``due`` (and ``every_us`` for an interv
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -53,6 +54,7 @@ _log = logging.getLogger("millpond.modules")
 _LEASE_CLASS = 0x6D70_5363  # pg_advisory_lock(class, database id): "mpSc"
 _LOOKAHEAD_S = 0.25
 _BATCH = 2000
+_MAX_BATCH = 32
 _MAX_ERROR = 2000
 _RETRY_BASE_S = 1.0
 
@@ -255,7 +257,8 @@ class _Database:
         self._skew = timedelta(0)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._gate = asyncio.Semaphore(max(1, 2 * self.service.settings.module_workers))
+        self._ready: collections.deque[tuple[str, int, datetime]] = collections.deque()
+        self._dispatchers = max(1, 2 * self.service.settings.module_workers)
         self._task = asyncio.create_task(self._run(), name=f"schedules-{access.pg_name}")
         self._listener = asyncio.create_task(self._listen(), name=f"schedules-listen-{access.id}")
 
@@ -270,6 +273,7 @@ class _Database:
         for handle in self._pending.values():
             handle.cancel()
         self._pending.clear()
+        self._ready.clear()  # not started: due still, for whoever runs them next
         if self._running:  # runs in flight finish: their transactions decide
             await asyncio.gather(*self._running, return_exceptions=True)
 
@@ -336,58 +340,95 @@ class _Database:
         self._pending[slot] = loop.call_later(delay, self._start, slot)
 
     def _start(self, slot: tuple[str, int, datetime]) -> None:
-        task = asyncio.create_task(self._dispatch(slot))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        """A run fell due: queue it for the next free dispatcher (one per call the
+        workers can take at once)."""
+        self._ready.append(slot)
+        if len(self._running) < self._dispatchers:
+            task = asyncio.create_task(self._dispatch())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
-    async def _dispatch(self, slot: tuple[str, int, datetime]) -> None:
-        tbl, key, due = slot
-        outcome: dict[str, Any] | None = None
-        try:
-            async with self._gate:
-                outcome = await self._call(tbl, key, due)
-            await self._settle(tbl, key, due, outcome)
-        except Exception:
-            _log.warning(
-                "scheduled run %s/%s of %s", tbl, key, self.access.full_name, exc_info=True
-            )
-        finally:
-            # a read from before the run may still name the slot: not again
-            self._pending.pop(slot, None)
-            self._finished[slot] = time.monotonic() + 10 * _LOOKAHEAD_S
+    def _take(self) -> list[tuple[str, int, datetime]]:
+        """The next runs for one worker: all that are due, shared between the workers,
+        at most :data:`_MAX_BATCH` (one run when nothing queues: no waiting for company)."""
+        workers = max(1, self.service.settings.module_workers)
+        size = min(_MAX_BATCH, max(1, -(-len(self._ready) // workers)))
+        return [self._ready.popleft() for _ in range(min(size, len(self._ready)))]
+
+    async def _dispatch(self) -> None:
+        while self._ready:
+            slots = self._take()
+            outcomes: list[dict[str, Any] | None] = [None] * len(slots)
+            try:
+                outcomes = await self._call(slots)
+                for slot, outcome in zip(slots, outcomes, strict=True):
+                    await self._settle(*slot, outcome)
+            except Exception:
+                _log.warning(
+                    "scheduled runs of %s (%s)",
+                    self.access.full_name,
+                    ", ".join(f"{tbl}/{key}" for tbl, key, _ in slots),
+                    exc_info=True,
+                )
+            for slot, outcome in zip(slots, outcomes, strict=True):
+                self._after(slot, outcome)
+
+    def _after(self, slot: tuple[str, int, datetime], outcome: dict[str, Any] | None) -> None:
+        # a read from before the run may still name the slot: not again
+        self._pending.pop(slot, None)
+        self._finished[slot] = time.monotonic() + 10 * _LOOKAHEAD_S
         following = (outcome or {}).get("next_due")
         if isinstance(following, str):  # an interval's next tick: no need to read it
-            self._plan(tbl, key, datetime.fromisoformat(following))
+            self._plan(slot[0], slot[1], datetime.fromisoformat(following))
         elif (outcome or {}).get("status") != "committed":
             self._wake.set()  # rescheduled, failed or changed meanwhile: read again
 
-    async def _call(self, tbl: str, key: int, due: datetime) -> dict[str, Any] | None:
+    async def _call(self, slots: list[tuple[str, int, datetime]]) -> list[dict[str, Any] | None]:
+        """Run ``slots`` on one worker, each in its own transaction; their outcomes
+        (None: the table is no longer a schedule table)."""
         service = self.service
         for _ in range(3):  # a publish may swap the pool between lookup and call
             active = await service._active_for(self.access)
-            try:
-                reducer = active.definition.reducer(active.definition.table(tbl).scheduled or "")
-            except KeyError:
-                return None  # a table no longer scheduled: the next publish removes its rows
-            started = datetime.now(UTC)
-            request_id = uuid.uuid4().hex
-            ctx = {
-                "sender": self.sender,
-                "connection_id": None,
-                "sender_auth": None,
-                "timestamp": started.isoformat(),
-                "seed": secrets.randbits(63),
-                "request_id": request_id,
-                "schedule": {"table": tbl, "id": key, "due": due.isoformat()},
-            }
+            calls: list[tuple[str | None, Any, dict[str, Any]]] = []
+            runs: list[int] = []
+            for index, (tbl, key, due) in enumerate(slots):
+                try:
+                    scheduled = active.definition.table(tbl).scheduled or ""
+                    reducer = active.definition.reducer(scheduled)
+                except KeyError:
+                    continue  # a table no longer scheduled: the next publish removes its rows
+                calls.append((reducer.name, [], self._ctx(tbl, key, due)))
+                runs.append(index)
+            outcomes: list[dict[str, Any] | None] = [None] * len(slots)
+            if not calls:
+                return outcomes
             active.last_used = time.monotonic()
             try:
-                outcome = await active.pool.call(reducer.name, [], ctx)
+                if len(calls) == 1:
+                    done = [await active.pool.call(*calls[0])]
+                else:
+                    done = await active.pool.call_many(calls)
             except pool.PoolClosed:
                 continue
-            await service._keep_logs(self.access, active.version, reducer.name, request_id, outcome)
-            return outcome
+            for index, call, outcome in zip(runs, calls, done, strict=True):
+                name, _, ctx = call
+                await service._keep_logs(
+                    self.access, active.version, str(name), ctx["request_id"], outcome
+                )
+                outcomes[index] = outcome
+            return outcomes
         raise RuntimeError(f"the module of {self.access.full_name} is being replaced")
+
+    def _ctx(self, tbl: str, key: int, due: datetime) -> dict[str, Any]:
+        return {
+            "sender": self.sender,
+            "connection_id": None,
+            "sender_auth": None,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "seed": secrets.randbits(63),
+            "request_id": uuid.uuid4().hex,
+            "schedule": {"table": tbl, "id": key, "due": due.isoformat()},
+        }
 
     async def _settle(
         self, tbl: str, key: int, due: datetime, outcome: dict[str, Any] | None
@@ -396,6 +437,8 @@ class _Database:
         status = (outcome or {}).get("status")
         if status == "committed":
             stats.committed += 1
+            return
+        if status == "not_run":  # its batch's worker ended before it: not an attempt
             return
         if status == "skipped":
             stats.skipped += 1

@@ -110,12 +110,18 @@ END $f$
 
 _SCHEDULE_TRIGGER = """
 CREATE OR REPLACE FUNCTION public.millpond_schedule() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off AS $f$
 DECLARE
     next record;
+    -- the queue is read by its primary key, never scanned whole (enable_seqscan, and
+    -- TG_TABLE_NAME, a name, in a text variable: compared as a name it makes the plan
+    -- a scan): a serializable run that scans the queue takes a predicate lock on all of
+    -- it, and conflicts with every other run's write to it
+    tbl_name text := TG_TABLE_NAME;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        DELETE FROM public.millpond_schedules WHERE tbl = TG_TABLE_NAME;
+        DELETE FROM public.millpond_schedules WHERE tbl = tbl_name;
         RETURN NULL;
     END IF;
     IF TG_OP = 'UPDATE' THEN
@@ -124,15 +130,16 @@ BEGIN
         END IF;
     END IF;
     IF TG_OP <> 'INSERT' THEN
-        DELETE FROM public.millpond_schedules WHERE tbl = TG_TABLE_NAME AND id = OLD.scheduled_id;
+        DELETE FROM public.millpond_schedules
+            WHERE tbl = tbl_name AND id = OLD.scheduled_id;
         IF TG_OP = 'DELETE' THEN
             RETURN NULL;
         END IF;
     END IF;
     next := public.millpond_schedule_due(TG_TABLE_NAME, NEW.scheduled_at);
     INSERT INTO public.millpond_schedules (tbl, id, reducer, due, every_us)
-        VALUES (TG_TABLE_NAME, NEW.scheduled_id, TG_ARGV[0], next.due, next.every_us);
-    PERFORM pg_notify('millpond_schedules', TG_TABLE_NAME);
+        VALUES (tbl_name, NEW.scheduled_id, TG_ARGV[0], next.due, next.every_us);
+    PERFORM pg_notify('millpond_schedules', tbl_name);
     RETURN NULL;
 END $f$
 """

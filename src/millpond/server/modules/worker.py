@@ -4,7 +4,8 @@ It talks to the server on the socket ``FD`` (never stdin/stdout: module code may
 in frames of :mod:`.protocol`. The first message is ``start``: the worker connects to
 Postgres (``conninfo``, when given), confines itself (:mod:`.sandbox`), writes the module's
 files into ``SCRATCH``, imports the entry and answers with the module definition. Then it
-serves ``call`` (one reducer call, one transaction) and ``apply`` (the publish
+serves ``call`` (one reducer call, one transaction), ``calls`` (several, one after the
+other, each its own transaction, one answer frame each: due scheduled runs) and ``apply`` (the publish
 transaction: DDL statements and maybe ``@init``) until the socket closes or ``stop``.
 
 Outcomes are JSON: ``status`` (committed, failed, error, timeout), ``message``,
@@ -48,6 +49,21 @@ APPLY_LOCK_TIMEOUT = "5s"
 MAX_REPLY = 8 * 1024 * 1024
 _ISOLATION = {"serializable": "SERIALIZABLE", "read_committed": "READ COMMITTED"}
 _BEGIN = {level: f"BEGIN ISOLATION LEVEL {level};".encode() for level in _ISOLATION.values()}
+_SET_CONTEXT = (
+    b"SELECT set_config('millpond.sender', %s, true),"
+    b" set_config('millpond.connection_id', %s, true),"
+    b" set_config('millpond.request_id', %s, true)"
+)
+# the claim reads the queue by its key, never whole, even when the planner would scan a
+# small queue: a serializable run's scan takes a predicate lock on all of the queue and
+# conflicts with every other run's write to it (the module's own setting is put back)
+_NO_SEQSCAN = (
+    b"SELECT set_config('millpond.enable_seqscan', current_setting('enable_seqscan'), true),"
+    b" set_config('enable_seqscan', 'off', true)"
+)
+_SEQSCAN_AGAIN = (
+    b"SELECT set_config('enable_seqscan', current_setting('millpond.enable_seqscan'), true)"
+)
 _EMIT = b"SELECT pg_catalog.pg_logical_emit_message(true, 'millpond.reducer', "
 _EMIT_END = b"::text), pg_catalog.pg_current_xact_id()::text; COMMIT"
 
@@ -61,16 +77,22 @@ class _NotDue(Exception):
     rescheduled meanwhile."""
 
 
-# the scheduled run's claim: the queue row as the scheduler saw it, locked; a one-shot row
-# is deleted with its schedule row (the trigger), an interval one moves to its next
-# intended time after now (anchored on the first: no drift; missed ticks are skipped)
+# the scheduled run's claim, in one statement: the queue row as the scheduler saw it,
+# locked (c); a one-shot's schedule row deleted (d: its trigger deletes the queue row at
+# the statement's end), an interval's queue row moved to its next intended time after now
+# (u: anchored on the first, so no drift; missed ticks are skipped); and the schedule row
+# as it was (all parts see the statement's snapshot), with the interval's next time. No
+# row: not due any more (claimed, cancelled or moved), or its schedule row is gone.
 _CLAIM = (
-    b"SELECT every_us FROM public.millpond_schedules"
-    b" WHERE tbl = %s AND id = %s AND due = %s::timestamptz FOR UPDATE"
-)
-_ADVANCE = (
-    b"UPDATE public.millpond_schedules SET attempts = 0, last_error = NULL, last_run = now(),"
-    b" due = " + NEXT_TICK.encode() + b" WHERE tbl = %s AND id = %s RETURNING due"
+    "WITH c AS (SELECT every_us FROM public.millpond_schedules"
+    " WHERE tbl = %(tbl)s AND id = %(id)s AND due = %(due)s::timestamptz FOR UPDATE),"
+    " d AS (DELETE FROM {t} WHERE scheduled_id = %(id)s"
+    " AND EXISTS (SELECT FROM c WHERE every_us IS NULL)),"
+    " u AS (UPDATE public.millpond_schedules SET attempts = 0, last_error = NULL,"
+    " last_run = now(), due = " + NEXT_TICK + " WHERE tbl = %(tbl)s AND id = %(id)s"
+    " AND EXISTS (SELECT FROM c WHERE every_us IS NOT NULL) RETURNING due)"
+    " SELECT (SELECT due FROM u), {cols} FROM {t} WHERE scheduled_id = %(id)s"
+    " AND EXISTS (SELECT FROM c)"
 )
 
 
@@ -126,6 +148,9 @@ class Worker:
         self._jitter = random.Random()
         self._in_call = False
         self._next_due: str | None = None
+        self._claims: dict[str, bytes] = {}
+        self._first: tuple[bytes, dict[str, Any]] | None = None  # sent with BEGIN
+        self._opened: psycopg.Cursor[Any] | None = None  # its answer
 
     # -- start ------------------------------------------------------------------------
 
@@ -167,7 +192,7 @@ class Worker:
             if lifecycle is not None and not self._track(lifecycle, ctx):
                 raise _AlreadyDone
             if definition.scheduled is not None:
-                row = self._claim(definition.scheduled, ctx)
+                row = self._claimed(definition.scheduled)
                 if not definition.private:
                     shown = to_json(row)
                     shown["scheduled_at"] = schedule_json(row.scheduled_at)
@@ -185,7 +210,12 @@ class Worker:
             "status": "committed",
         }
         self._next_due = None
-        outcome = self.transaction(_ISOLATION[definition.isolation], ctx, body, event)
+        if definition.scheduled is not None:
+            self._first = self._claim_statement(definition.scheduled, ctx)
+        try:
+            outcome = self.transaction(_ISOLATION[definition.isolation], ctx, body, event)
+        finally:
+            self._first = self._opened = None
         if self._next_due is not None and outcome["status"] == "committed":
             outcome["next_due"] = self._next_due  # an interval's next tick (scheduler.py)
         return outcome
@@ -215,27 +245,26 @@ class Worker:
         )
         return cur.fetchone() is not None
 
-    def _claim(self, table: str, ctx: dict[str, Any]) -> Any:
-        """Claim the due run ``ctx["schedule"]`` names: its row (``_NotDue`` when it is not
-        due any more)."""
+    def _claim_statement(self, table: str, ctx: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """The claim of the due run ``ctx["schedule"]`` names, sent with the run's BEGIN
+        (one round trip: :meth:`_begin`)."""
         schedule = ctx.get("schedule") or {}
         key, due = int(schedule.get("id", 0)), str(schedule.get("due", ""))
+        query = self._claims.get(table)
+        if query is None:
+            query = self._claims[table] = getattr(self.db, table).statement(_CLAIM)
         if schedule.get("table") != table or not due:
-            raise _NotDue
-        conn = self._connection()
-        claimed = conn.execute(_CLAIM, (table, key, due), prepare=True).fetchone()
+            key = -1  # claims nothing: not a run of this table
+        return query, {"tbl": table, "id": key, "due": due or "-infinity"}
+
+    def _claimed(self, table: str) -> Any:
+        """The claimed run's row (``_NotDue`` when it is not due any more)."""
+        claimed = self._opened.fetchone() if self._opened is not None else None
         if claimed is None:
             raise _NotDue
-        handle = getattr(self.db, table)
-        row = handle.find(key)
-        if row is None:  # the trigger keeps both in step; an owner's SQL may not (scheduler.py)
-            raise _NotDue
-        if claimed[0] is None:
-            handle.delete(row)
-        else:
-            following = conn.execute(_ADVANCE, (table, key), prepare=True).fetchone()
-            self._next_due = following[0].isoformat() if following is not None else None
-        return row
+        following, *values = claimed
+        self._next_due = following.isoformat() if following is not None else None
+        return getattr(self.db, table).row(values)
 
     def apply(self, message: dict[str, Any]) -> dict[str, Any]:
         statements = [str(s) for s in message.get("statements", [])]
@@ -332,7 +361,24 @@ class Worker:
         return outcome
 
     def _begin(self, isolation: str, ctx: dict[str, Any]) -> None:
+        """BEGIN, and the call's context for Postgres (``millpond.sender``…); with the
+        statement :attr:`_first` names, in the same round trip (its cursor:
+        :attr:`_opened`)."""
         conn = self._connection()
+        if self._first is not None:
+            query, params = self._first
+            context = (
+                str(ctx["sender"]),
+                str(ctx.get("connection_id") or ""),
+                str(ctx.get("request_id") or ""),
+            )
+            with conn.pipeline():
+                conn.execute(_BEGIN[isolation], prepare=False)
+                conn.execute(_SET_CONTEXT, context, prepare=True)
+                conn.execute(_NO_SEQSCAN, prepare=True)
+                self._opened = conn.execute(query, params, prepare=True)
+                conn.execute(_SEQSCAN_AGAIN, prepare=True)
+            return
         literal = self._literal
         conn.execute(
             b"".join(
@@ -534,6 +580,10 @@ def serve(channel: Channel, worker: Worker) -> None:
         message = channel.receive()
         if message is None or message.get("op") == "stop":
             return
+        if message.get("op") == "calls":
+            if not _serve_calls(channel, worker, message):
+                return
+            continue
         try:
             outcome = dispatch(worker, message)
         except Exception as exc:  # a malformed message: say so, keep serving
@@ -543,6 +593,22 @@ def serve(channel: Channel, worker: Worker) -> None:
         channel.send({"id": message.get("id"), **outcome})
         if recycle:
             return
+
+
+def _serve_calls(channel: Channel, worker: Worker, message: dict[str, Any]) -> bool:
+    """``calls``: each call in its own transaction, one answer frame per call (with its
+    ``index``); False when the worker must exit (an outcome said ``recycle``)."""
+    for index, call in enumerate(message.get("calls") or []):
+        try:
+            outcome = worker.call({"op": "call", **call})
+        except Exception as exc:
+            outcome = _outcome("error", _describe(exc), traceback=traceback.format_exc())
+        recycle = bool(outcome.get("recycle"))
+        outcome.setdefault("recycle", False)
+        channel.send({"id": message.get("id"), "index": index, **outcome})
+        if recycle:
+            return False
+    return True
 
 
 def main(argv: list[str]) -> int:
