@@ -126,9 +126,9 @@ def test_user_admin_flow(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     assert carol.json("me")["user"]["username"] == name
     carol.ok("db", "create", "data")
 
-    assert name in [u["username"] for u in cli.json("user", "list")]
+    assert name in [u["username"] for u in cli.json("user", "list", "--all")]
     assert cli.json("user", "get", name)["id"] == created["user"]["id"]
-    lines = cli.ok("user", "list", table=True).stdout.splitlines()
+    lines = cli.ok("user", "list", "--all", table=True).stdout.splitlines()
     assert lines[0].split() == ["ID", "USERNAME", "ADMIN", "CREATED"]
     assert any(line.split()[1:3] == [name, "no"] for line in lines[2:])
 

@@ -162,14 +162,14 @@ def test_environments_and_their_keys(user_cli: tuple[str, Cli]) -> None:
 def test_lists_page_and_say_when_they_stop(
     env: tuple[str, Cli], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import millpond.cli.flags as flags_cli
+    import millpond.cli._paging as paging
 
     env_id, cli = env
     e = ["-e", env_id]
     for i in range(5):
         cli.ok("flags", "create", f"f{i}", *e)
         cli.ok("companies", "upsert", f"id=c{i}", *e)
-    monkeypatch.setattr(flags_cli, "PAGE", 2)  # so --all takes three pages
+    monkeypatch.setattr(paging, "PAGE", 2)  # so --all takes three pages
     cut = cli("flags", "list", *e, "--limit", "3")
     assert cut.exit_code == 0 and [f["key"] for f in json.loads(cut.stdout)] == ["f0", "f1", "f2"]
     assert "the first 3 shown; --all for every one" in cut.stderr

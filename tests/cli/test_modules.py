@@ -202,7 +202,9 @@ def test_schedules(user_cli: tuple[str, Cli], tmp_path: Path) -> None:
     listed = cli.json("schedules", db)
     shown = sorted((s["state"], s["interval_us"], s["reducer"]) for s in listed)
     assert shown == [("due", None, "remind"), ("recurring", 3_600_000_000, "remind")]
-    table = cli.ok("schedules", db, "--limit", "1", table=True).stdout.splitlines()
+    cut = cli("schedules", db, "--limit", "1", table=True)
+    assert cut.exit_code == 0 and "the first 1 shown; --all for every one" in cut.stderr
+    table = cut.stdout.splitlines()
     assert table[0].split()[:4] == ["TABLE", "SCHEDULED", "ID", "REDUCER"] and len(table) == 3
     assert table[2].split()[:4] == [
         "reminder",

@@ -115,6 +115,10 @@ def test_sync_and_async_have_one_surface() -> None:
             if name == "aclose":
                 continue
             assert _normalise(sig) == _normalise(sync[name]), (sync_cls, name)
+            if name.startswith("iter"):  # lists to the end: `async for` / `for`, page by page
+                assert inspect.isasyncgenfunction(getattr(async_cls, name)), (async_cls, name)
+                assert inspect.isgeneratorfunction(getattr(sync_cls, name)), (sync_cls, name)
+                continue
             is_coroutine = inspect.iscoroutinefunction(getattr(async_cls, name))
             assert is_coroutine == (name not in NOT_COROUTINES), (async_cls, name)
             assert not inspect.iscoroutinefunction(getattr(sync_cls, name))

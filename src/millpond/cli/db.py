@@ -16,6 +16,7 @@ from ..client._connections import conninfo, gateway_params
 from ..models import Collaborator, Database
 from ._context import confirm, database_name, group, path_segment, state
 from ._output import show_action, show_list, show_one
+from ._paging import All, Limit, whole
 
 app = group(
     "Databases: create, list, inspect, change, delete and share them. Databases are named "
@@ -51,11 +52,12 @@ StorageLimit = Annotated[
 
 
 @app.command("list")
-def list_(ctx: typer.Context) -> None:
+def list_(ctx: typer.Context, limit: Limit = 100, every: All = False) -> None:
     """List the databases you own or collaborate on."""
     st = state(ctx)
     with st.client() as mp:
-        show_list(st.format, mp.databases.list(), Database)
+        found = whole(mp.databases.list(), limit, every)
+    show_list(st.format, found, Database)
 
 
 @app.command()
@@ -164,11 +166,12 @@ def delete(
 
 
 @app.command()
-def collaborators(ctx: typer.Context, db: DbArg) -> None:
+def collaborators(ctx: typer.Context, db: DbArg, limit: Limit = 100, every: All = False) -> None:
     """List who a database is shared with, and their roles."""
     st = state(ctx)
     with st.client() as mp:
-        show_list(st.format, mp.databases.collaborators(db), Collaborator)
+        found = whole(mp.databases.collaborators(db), limit, every)
+    show_list(st.format, found, Collaborator)
 
 
 @app.command()

@@ -5,9 +5,8 @@ companies and users they are checked for, in one flags environment (``-e ENV``, 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
@@ -16,6 +15,7 @@ from ..models.flags import Company, EnvironmentType, Flag, FlagCheck, User
 from ..models.flags import Environment as FlagEnvironment
 from ._context import confirm, group, state
 from ._output import show_action, show_list, show_one
+from ._paging import PAGE, All, Limit, page_size, shown, whole
 
 ENVIRONMENT_ENV = "MILLPOND_ENVIRONMENT"
 
@@ -37,10 +37,6 @@ class KeyKind(StrEnum):
     read = "read"
     write = "write"
 
-
-PAGE = 1000
-"""Items listed per request (the server's most)."""
-T = TypeVar("T")
 
 app = group(
     "Feature flags: list, create, update, toggle, delete, restore and check them. Rules "
@@ -130,11 +126,12 @@ def _rules(value: str | None) -> list[dict[str, Any]]:
 
 
 @environments_app.command("list")
-def environments_list(ctx: typer.Context) -> None:
+def environments_list(ctx: typer.Context, limit: Limit = 100, every: All = False) -> None:
     """List your account's environments (an account key: not one bound to an environment)."""
     st = state(ctx)
     with st.client() as mp:
-        show_list(st.format, mp.flags.environments(), FlagEnvironment)
+        found = whole(mp.flags.environments(), limit, every)
+    show_list(st.format, found, FlagEnvironment)
 
 
 @environments_app.command("create")
@@ -175,30 +172,6 @@ def keys_create(
         show_one(st.format, mp.flags.create_key(name=name, scope=scope.value))
 
 
-Limit = Annotated[
-    int, typer.Option("--limit", min=1, help="Show at most this many.", show_default=True)
-]
-All = Annotated[bool, typer.Option("--all", help="Show every one (pages through them).")]
-
-
-def pages(
-    fetch: Callable[[int, str | None], list[T]], cursor: Callable[[T], str], limit: int, every: bool
-) -> list[T]:
-    """Up to ``limit`` items (every one with ``every``), fetched a page (of at most
-    :data:`PAGE`) at a time after the last one's ``cursor``; when more are left out than
-    shown, stderr says so and how to see them."""
-    found: list[T] = []
-    while every or len(found) < limit:
-        want = PAGE if every else min(PAGE, limit - len(found))
-        page = fetch(want, cursor(found[-1]) if found else None)
-        found += page
-        if len(page) < want:
-            return found
-    if fetch(1, cursor(found[-1])):
-        typer.echo(f"(the first {limit} shown; --all for every one, --limit N for more)", err=True)
-    return found
-
-
 @app.command("list")
 def list_(
     ctx: typer.Context,
@@ -210,12 +183,9 @@ def list_(
     """List the flags by key."""
     st = state(ctx)
     with st.client(environment=environment) as mp:
-
-        def fetch(n: int, after: str | None) -> list[Flag]:
-            return mp.flags.list(include_deleted=deleted, limit=n, after=after)
-
-        flags: list[Flag] = pages(fetch, lambda f: f.key, limit, every)
-        show_list(st.format, flags, Flag)
+        found = mp.flags.iter(include_deleted=deleted, page_size=page_size(limit, every))
+        flags = shown(found, limit, every)
+    show_list(st.format, flags, Flag)
 
 
 @app.command()
@@ -413,12 +383,7 @@ def check(
 
 
 def _every_flag(mp: Millpond) -> list[str]:
-    keys: list[str] = []
-    while True:
-        page = [f.key for f in mp.flags.list(limit=PAGE, after=keys[-1] if keys else None)]
-        keys += page
-        if len(page) < PAGE:
-            return keys
+    return [flag.key for flag in mp.flags.iter(page_size=PAGE)]
 
 
 def _error(result: FlagCheck) -> int:
@@ -439,21 +404,14 @@ def companies_list(
     every: All = False,
 ) -> None:
     """List companies (or users) by id."""
+    size = page_size(limit, every)
     st = state(ctx)
     with st.client(environment=environment) as mp:
         if users:
-
-            def users_page(n: int, after: str | None) -> list[User]:
-                return mp.companies.list_users(q=q, limit=n, after=after)
-
-            found_users: list[User] = pages(users_page, lambda u: u.id, limit, every)
+            found_users = shown(mp.companies.iter_users(q=q, page_size=size), limit, every)
             show_list(st.format, found_users, User)
         else:
-
-            def companies_page(n: int, after: str | None) -> list[Company]:
-                return mp.companies.list_companies(q=q, limit=n, after=after)
-
-            found: list[Company] = pages(companies_page, lambda c: c.id, limit, every)
+            found = shown(mp.companies.iter_companies(q=q, page_size=size), limit, every)
             show_list(st.format, found, Company)
 
 

@@ -9,11 +9,15 @@ import typer
 from ..models.modules import AnonymousIdentity, Connection
 from ._context import database_name, group, state
 from ._output import show_list, show_one
+from ._paging import All, Limit, capped, whole
 
 app = group(
     "Anonymous identities: clients without an account that a public database's module "
     "admits (turn that off with `millpond module settings OWNER/NAME --no-anonymous`)."
 )
+
+IDENTITIES_MOST = 1000
+"""The most identities the server lists (it has no cursor to page further)."""
 
 Database = Annotated[
     str,
@@ -28,14 +32,18 @@ def list_(
     revoked: Annotated[
         bool, typer.Option("--revoked", help="Include the revoked identities.")
     ] = False,
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=1000, help="Show at most this many.")
-    ] = 100,
+    limit: Limit = 100,
+    every: All = False,
 ) -> None:
-    """List the database's anonymous identities, newest first (owner and admins)."""
+    """List the database's anonymous identities, newest first (owner and admins; the
+    server lists the newest 1000 at most)."""
     st = state(ctx)
     with st.client() as mp:
-        found = mp.modules.identities(database, limit=limit, revoked=revoked)
+
+        def fetch(n: int) -> list[AnonymousIdentity]:
+            return mp.modules.identities(database, limit=n, revoked=revoked)
+
+        found = capped(fetch, IDENTITIES_MOST, limit, every)
     show_list(st.format, found, AnonymousIdentity)
 
 
@@ -65,9 +73,12 @@ def revoke(
 
 
 @app.command()
-def connected(ctx: typer.Context, database: Database) -> None:
+def connected(
+    ctx: typer.Context, database: Database, limit: Limit = 100, every: All = False
+) -> None:
     """Who is connected now: the database's open realtime connections, with their
     identities (a module with @client_connected or @client_disconnected records them)."""
     st = state(ctx)
     with st.client() as mp:
-        show_list(st.format, mp.modules.connections(database), Connection)
+        found = whole(mp.modules.connections(database), limit, every)
+    show_list(st.format, found, Connection)

@@ -11,6 +11,7 @@ import typer
 from ..models.modules import TokenIssuer
 from ._context import database_name, fail, group, state
 from ._output import show_list, show_one
+from ._paging import All, Limit, whole
 
 app = group(
     "Login providers (OpenID Connect, or any JWT issuer) whose tokens the module accepts: "
@@ -25,11 +26,12 @@ Issuer = Annotated[str, typer.Argument(metavar="ISSUER", help="The tokens' iss, 
 
 
 @app.command("list")
-def list_(ctx: typer.Context, database: Database) -> None:
+def list_(ctx: typer.Context, database: Database, limit: Limit = 100, every: All = False) -> None:
     """List the login providers the module trusts (owner and admins)."""
     st = state(ctx)
     with st.client() as mp:
-        show_list(st.format, mp.modules.issuers(database), TokenIssuer)
+        found = whole(mp.modules.issuers(database), limit, every)
+    show_list(st.format, found, TokenIssuer)
 
 
 def _claims(pairs: list[str]) -> dict[str, Any]:

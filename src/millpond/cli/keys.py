@@ -9,6 +9,7 @@ import typer
 from ..models import ApiKey, KeyScope
 from ._context import confirm, group, path_segment, state
 from ._output import plural, show_action, show_list, show_one
+from ._paging import All, Limit, whole
 
 app = group(
     "API keys: create, list and revoke them. They are the keys of whoever the current key "
@@ -56,11 +57,12 @@ def create(
 
 
 @app.command("list")
-def list_(ctx: typer.Context) -> None:
+def list_(ctx: typer.Context, limit: Limit = 100, every: All = False) -> None:
     """List the keys (ids, names, prefixes, scopes; never the secrets)."""
     st = state(ctx)
     with st.client() as mp:
-        show_list(st.format, mp.keys.list(), ApiKey)
+        found = whole(mp.keys.list(), limit, every)
+    show_list(st.format, found, ApiKey)
 
 
 @app.command()

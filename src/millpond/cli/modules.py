@@ -13,6 +13,7 @@ from ..client._async.modules import read_module
 from ..models.modules import LogLine, ModuleVersion
 from ._context import database_name, fail, group, state
 from ._output import OutputFormat, show_list, show_one, to_json
+from ._paging import All, Limit, whole
 
 app = group(
     "A database's module: its versions, one version's source, rolling back. Publish with "
@@ -167,11 +168,14 @@ def _show_lines(fmt: OutputFormat, items: list[LogLine], after: int) -> int:
 
 
 @app.command()
-def versions(ctx: typer.Context, database: Database) -> None:
+def versions(
+    ctx: typer.Context, database: Database, limit: Limit = 100, every: All = False
+) -> None:
     """List the module's published versions, newest (the running one) first."""
     st = state(ctx)
     with st.client() as mp:
-        show_list(st.format, mp.modules.versions(database), ModuleVersion)
+        found = whole(mp.modules.versions(database), limit, every)
+    show_list(st.format, found, ModuleVersion)
 
 
 @app.command()

@@ -9,6 +9,10 @@ import typer
 from ..models.modules import Schedule
 from ._context import database_name, state
 from ._output import show_list
+from ._paging import All, Limit, capped
+
+SCHEDULES_MOST = 10000
+"""The most schedules the server lists (it has no cursor to page further)."""
 
 
 def schedules(
@@ -17,14 +21,19 @@ def schedules(
         str,
         typer.Argument(metavar="OWNER/NAME", help="The database.", callback=database_name),
     ],
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=10000, help="Show at most this many.")
-    ] = 1000,
+    limit: Limit = 100,
+    every: All = False,
 ) -> None:
     """The database's scheduled reducer runs, soonest first: one-shot (`due`) and
     recurring rows of its schedule tables (@table(scheduled=...)), and, last, one-shot
     runs that failed every attempt (`failed`, with their last error; delete the row or
-    update its scheduled_at to run it again). Owner and admins."""
+    update its scheduled_at to run it again). Owner and admins; the server lists 10000 at
+    most."""
     st = state(ctx)
     with st.client() as mp:
-        show_list(st.format, mp.modules.schedules(database, limit=limit), Schedule)
+
+        def fetch(n: int) -> list[Schedule]:
+            return mp.modules.schedules(database, limit=n)
+
+        found = capped(fetch, SCHEDULES_MOST, limit, every)
+    show_list(st.format, found, Schedule)

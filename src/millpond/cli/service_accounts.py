@@ -9,6 +9,7 @@ import typer
 from ..models import ApiKey, ServiceAccount
 from ._context import confirm, group, path_segment, state
 from ._output import plural, show_action, show_list, show_one
+from ._paging import All, Limit, whole
 from .keys import ExpiresIn, KeyName, ReadOnly, scope
 
 app = group(
@@ -27,11 +28,12 @@ AccountId = Annotated[
 
 
 @app.command("list")
-def list_(ctx: typer.Context) -> None:
+def list_(ctx: typer.Context, limit: Limit = 100, every: All = False) -> None:
     """List your service accounts."""
     st = state(ctx)
     with st.client() as mp:
-        show_list(st.format, mp.service_accounts.list(), ServiceAccount)
+        found = whole(mp.service_accounts.list(), limit, every)
+    show_list(st.format, found, ServiceAccount)
 
 
 @app.command()
@@ -94,11 +96,14 @@ def create_key(
 
 
 @app.command("list-keys")
-def list_keys(ctx: typer.Context, account_id: AccountId) -> None:
+def list_keys(
+    ctx: typer.Context, account_id: AccountId, limit: Limit = 100, every: All = False
+) -> None:
     """List a service account's keys (never their secrets)."""
     st = state(ctx)
     with st.client() as mp:
-        show_list(st.format, mp.service_accounts.list_keys(account_id), ApiKey)
+        found = whole(mp.service_accounts.list_keys(account_id), limit, every)
+    show_list(st.format, found, ApiKey)
 
 
 @app.command("revoke-keys")

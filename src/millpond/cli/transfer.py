@@ -21,6 +21,7 @@ from ..models.transfer import (
 )
 from ._context import database_name, fail, state
 from ._output import OutputFormat, show_list, show_one
+from ._paging import All, Limit, page_size, shown
 
 IMPORT_FORMATS = get_args(ImportFormat)
 EXPORT_FORMATS = get_args(ExportFormat)
@@ -294,13 +295,12 @@ def jobs(
         str | None,
         typer.Option("--state", metavar="STATE", help="RECEIVED, PROCESSING, DONE or FAILED."),
     ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=1000, help="At most this many jobs.")
-    ] = 50,
     before: Annotated[
         str | None,
-        typer.Option("--before", metavar="JOB_ID", help="Only jobs older than this one (paging)."),
+        typer.Option("--before", metavar="JOB_ID", help="Only jobs older than this one."),
     ] = None,
+    limit: Limit = 100,
+    every: All = False,
 ) -> None:
     """List your import or export jobs, newest first.
 
@@ -317,7 +317,11 @@ def jobs(
     st = state(ctx)
     with st.client() as mp:
         resource = mp.imports if what == "import" else mp.exports
-        found = resource.list(
-            database=database, state=cast(JobState | None, wanted), limit=limit, before=before
+        jobs = resource.iter(
+            database=database,
+            state=cast(JobState | None, wanted),
+            before=before,
+            page_size=page_size(limit, every),
         )
+        found = shown(jobs, limit, every)
     show_list(st.format, found, ImportJob if what == "import" else ExportJob)

@@ -9,6 +9,7 @@ import typer
 from ..models import User
 from ._context import confirm, group, path_segment, state
 from ._output import show_action, show_list, show_one
+from ._paging import All, Limit, whole
 
 app = group(
     "Users (admin): create, list, inspect and delete them. A new user comes with a first API "
@@ -22,11 +23,12 @@ Username = Annotated[
 
 
 @app.command("list")
-def list_(ctx: typer.Context) -> None:
-    """List every user (admin)."""
+def list_(ctx: typer.Context, limit: Limit = 100, every: All = False) -> None:
+    """List the users, oldest first (admin)."""
     st = state(ctx)
     with st.client() as mp:
-        show_list(st.format, mp.users.list(), User)
+        found = whole(mp.users.list(), limit, every)
+    show_list(st.format, found, User)
 
 
 @app.command()

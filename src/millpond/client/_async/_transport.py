@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections.abc import AsyncIterator
 
 import httpx
 
 from .._base import Attempts, Call, ClientConfig, Retry, T, TimeoutTypes
+from .._paging import Pages
 
 
 class AsyncTransport:
@@ -52,6 +54,16 @@ class AsyncTransport:
             if not isinstance(outcome, Retry):
                 return outcome
             await asyncio.sleep(outcome.delay)
+
+    async def iterate(
+        self, pages: Pages[T], *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> AsyncIterator[T]:
+        """Every item of a paged list, one page requested at a time as they are consumed
+        (each page's request retried as any call)."""
+        while (call := pages.next_call()) is not None:
+            page = await self.request(call, timeout=timeout, max_retries=max_retries)
+            for item in pages.feed(page):
+                yield item
 
     async def aclose(self) -> None:
         """Close the HTTP client, unless it was passed in (then its owner closes it)."""

@@ -7,16 +7,19 @@ environment (see ``AsyncMillpond(environment=...)``)::
 
 A company or user is addressed by any of its keys. Upserts create or update (only the
 fields given change; traits are merged). ``identify()`` does the same without waiting.
+``list_companies()``/``list_users()`` answer one page; ``iter_companies()``/``iter_users()``
+take the same filters and go on to the end, a page (``page_size``) per request.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
 from ...models.flags import Company, MetricValue, TraitValue, User
 from .._base import Call, TimeoutTypes, parse_list, parse_model, parse_none, segment
+from .._paging import PAGE_SIZE, Pages
 from ._transport import AsyncTransport
 from .flags import EnvironmentSource
 
@@ -109,10 +112,31 @@ class AsyncCompanies:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[Company]:
-        """Companies by id; ``q``: name contains; next page with ``after=<last id>``."""
+        """One page of companies by id: at most ``limit`` (1-1000) after the id ``after``;
+        ``q``: name contains; ``plan_id``: on that plan. Every one: :meth:`iter_companies`."""
         params = _page(limit, after, q=q, plan_id=plan_id)
         call = Call("GET", await self._path("companies"), parse_list(Company), params=params)
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def iter_companies(
+        self,
+        *,
+        q: str | None = None,
+        plan_id: str | None = None,
+        after: str | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> AsyncIterator[Company]:
+        """Every company by id, as :meth:`list_companies` but to the end: ``page_size``
+        (1-1000) per request, each page fetched when the loop reaches it."""
+        params = _filters(q=q, plan_id=plan_id)
+        call = Call("GET", await self._path("companies"), parse_list(Company), params=params)
+        pages = Pages(call, _id, size=page_size, start=after)
+        async for company in self._transport.iterate(
+            pages, timeout=timeout, max_retries=max_retries
+        ):
+            yield company
 
     async def list_users(
         self,
@@ -124,10 +148,29 @@ class AsyncCompanies:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[User]:
-        """Users by id; ``q``: name contains; ``company_id``: members of that company."""
+        """One page of users by id: at most ``limit`` (1-1000) after the id ``after``;
+        ``q``: name contains; ``company_id``: members of that company. Every one:
+        :meth:`iter_users`."""
         params = _page(limit, after, q=q, company_id=company_id)
         call = Call("GET", await self._path("users"), parse_list(User), params=params)
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def iter_users(
+        self,
+        *,
+        q: str | None = None,
+        company_id: str | None = None,
+        after: str | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> AsyncIterator[User]:
+        """Every user by id, as :meth:`list_users` but to the end."""
+        params = _filters(q=q, company_id=company_id)
+        call = Call("GET", await self._path("users"), parse_list(User), params=params)
+        pages = Pages(call, _id, size=page_size, start=after)
+        async for user in self._transport.iterate(pages, timeout=timeout, max_retries=max_retries):
+            yield user
 
     async def delete_company(
         self, company_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
@@ -166,5 +209,13 @@ def _page(limit: int, after: str | None, **filters: str | None) -> dict[str, str
     params = {"limit": str(limit)}
     if after is not None:
         params["after"] = after
-    params.update({k: v for k, v in filters.items() if v is not None})
+    params.update(_filters(**filters))
     return params
+
+
+def _filters(**filters: str | None) -> dict[str, str]:
+    return {k: v for k, v in filters.items() if v is not None}
+
+
+def _id(item: Company | User) -> str:
+    return item.id

@@ -51,7 +51,8 @@ class AsyncDatabases:
     async def list(
         self, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> builtins.list[Database]:
-        """The databases the caller owns or collaborates on."""
+        """Every database the caller owns or collaborates on, in one answer: this list is
+        not paged."""
         call = Call("GET", "/v1/databases", parse_list(Database))
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
@@ -94,7 +95,7 @@ class AsyncDatabases:
     async def collaborators(
         self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> builtins.list[Collaborator]:
-        """Who the database is shared with, and their roles."""
+        """Who the database is shared with, and their roles, all in one answer (not paged)."""
         call = Call("GET", database_path(db, "collaborators"), parse_list(Collaborator))
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 

@@ -10,6 +10,8 @@ A job's ``state`` moves RECEIVED → PROCESSING → DONE or FAILED; a FAILED job
 in ``error_type`` and ``error_details`` (with the row and line for a bad value).
 ``file`` is a path or a binary file object; it is streamed, never read whole. Every
 method takes keyword-only ``timeout=`` and ``max_retries=`` (uploads are never retried).
+``list()`` answers one page of jobs; ``iter()`` takes the same filters and goes on to the
+oldest, a page (``page_size``) per request.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from time import monotonic
 from typing import IO, Any
@@ -47,6 +50,7 @@ from .._base import (
     segment,
     split_database,
 )
+from .._paging import PAGE_SIZE, Pages
 from ._transport import AsyncTransport
 
 FileInput = str | os.PathLike[str] | IO[bytes]
@@ -284,8 +288,9 @@ class Imports:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> list[ImportJob]:
-        """Your import jobs, newest first: of one ``database`` or ``state`` if given; the
-        next page with ``before=<the last job's id>``."""
+        """One page of your import jobs, newest first: of one ``database`` or ``state`` if
+        given; at most ``limit`` (1-1000) older than the job ``before``. Every one:
+        :meth:`iter`."""
         call = Call(
             "GET",
             "/v1/imports",
@@ -293,6 +298,25 @@ class Imports:
             params=_job_filter(database, state, limit, before),
         )
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def iter(
+        self,
+        *,
+        database: str | None = None,
+        state: JobState | None = None,
+        before: str | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> AsyncIterator[ImportJob]:
+        """Every import job, newest first, as :meth:`list` but to the end: ``page_size``
+        (1-1000) per request, each page fetched when the loop reaches it."""
+        call = Call(
+            "GET", "/v1/imports", parse_list(ImportJob), params=_job_filter(database, state)
+        )
+        pages = Pages(call, _job_id, param="before", size=page_size, start=before)
+        async for job in self._transport.iterate(pages, timeout=timeout, max_retries=max_retries):
+            yield job
 
     async def wait(
         self,
@@ -378,7 +402,8 @@ class Exports:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> list[ExportJob]:
-        """Your export jobs, newest first (as :meth:`Imports.list`)."""
+        """One page of your export jobs, newest first (as :meth:`Imports.list`). Every
+        one: :meth:`iter`."""
         call = Call(
             "GET",
             "/v1/exports",
@@ -386,6 +411,24 @@ class Exports:
             params=_job_filter(database, state, limit, before),
         )
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def iter(
+        self,
+        *,
+        database: str | None = None,
+        state: JobState | None = None,
+        before: str | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> AsyncIterator[ExportJob]:
+        """Every export job, newest first, as :meth:`list` but to the end."""
+        call = Call(
+            "GET", "/v1/exports", parse_list(ExportJob), params=_job_filter(database, state)
+        )
+        pages = Pages(call, _job_id, param="before", size=page_size, start=before)
+        async for job in self._transport.iterate(pages, timeout=timeout, max_retries=max_retries):
+            yield job
 
     async def wait(
         self,
@@ -470,9 +513,9 @@ class Exports:
 
 
 def _job_filter(
-    database: str | None, state: str | None, limit: int, before: str | None
+    database: str | None, state: str | None, limit: int | None = None, before: str | None = None
 ) -> dict[str, str]:
-    params = {"limit": str(limit)}
+    params = {} if limit is None else {"limit": str(limit)}
     if database is not None:
         split_database(database)
         params["database"] = database
@@ -481,3 +524,7 @@ def _job_filter(
     if before is not None:
         params["before"] = before
     return params
+
+
+def _job_id(job: ImportJob | ExportJob) -> str:
+    return job.id

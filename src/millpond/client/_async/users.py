@@ -34,7 +34,7 @@ class AsyncUsers:
     async def list(
         self, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> builtins.list[User]:
-        """Every user."""
+        """Every user, in one answer: this list is not paged."""
         call = Call("GET", "/v1/users", parse_list(User))
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import time
 import weakref
+from collections.abc import Iterator
 
 import httpx
 
 from .._base import Attempts, Call, ClientConfig, Retry, T, TimeoutTypes
+from .._paging import Pages
 
 
 class Transport:
@@ -54,6 +56,16 @@ class Transport:
             if not isinstance(outcome, Retry):
                 return outcome
             time.sleep(outcome.delay)
+
+    def iterate(
+        self, pages: Pages[T], *, timeout: TimeoutTypes = None, max_retries: int | None = None
+    ) -> Iterator[T]:
+        """Every item of a paged list, one page requested at a time as they are consumed
+        (each page's request retried as any call)."""
+        while (call := pages.next_call()) is not None:
+            page = self.request(call, timeout=timeout, max_retries=max_retries)
+            for item in pages.feed(page):
+                yield item
 
     def close(self) -> None:
         """Close the HTTP client, unless it was passed in (then its owner closes it)."""

@@ -14,12 +14,19 @@ features (``create_entitlement``), a company override (``create_override``) repl
 plan's grant; each has ``get_*``, ``update_*``, ``delete_*`` and a list (``features()``...).
 Every change is audited (``mp.flags.audit()``) and bumps the environment's version;
 recorded checks are in ``mp.flags.checks()``.
+
+A list method answers one page; its ``iter*`` twin (``iter()``, ``iter_features()``,
+``iter_audit()``...) takes the same filters and goes on to the end, fetching ``page_size``
+items per request as the loop asks for them::
+
+    for flag in mp.flags.iter(include_deleted=True):
+        print(flag.key)
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -41,7 +48,8 @@ from ...models.flags import (
     Plan,
     Rule,
 )
-from .._base import Call, TimeoutTypes, parse_list, parse_model, parse_none, segment
+from .._base import Call, M, TimeoutTypes, parse_list, parse_model, parse_none, segment
+from .._paging import PAGE_SIZE, Cursor, Pages
 from ._transport import Transport
 
 T = TypeVar("T")
@@ -67,6 +75,16 @@ def _given(**values: Any) -> dict[str, Any]:
 
 def _page(limit: int, after: str | None = None, **filters: str | None) -> dict[str, str]:
     return {"limit": str(limit), **_given(after=after, **filters)}
+
+
+def _key(flag: Flag) -> str:
+    return flag.key
+
+
+def _id(item: Any) -> Cursor:
+    """The cursor of the lists paged by id."""
+    cursor: Cursor = item.id
+    return cursor
 
 
 class Flags:
@@ -98,12 +116,32 @@ class Flags:
         call = Call(method, path, parse, json=json, params=params, idempotent=again)
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
+    def _each(
+        self,
+        rest: str,
+        model: type[M],
+        cursor: Callable[[M], Cursor],
+        filters: Mapping[str, str | None],
+        start: Cursor | None,
+        page_size: int,
+        timeout: TimeoutTypes,
+        max_retries: int | None,
+        *,
+        param: str = "after",
+    ) -> Iterator[M]:
+        """Every item of the paged list at ``<environment path><rest>``, page by page."""
+        call = Call("GET", self._path(rest), parse_list(model), params=_given(**filters))
+        pages = Pages(call, cursor, param=param, size=page_size, start=start)
+        for item in self._transport.iterate(pages, timeout=timeout, max_retries=max_retries):
+            yield item
+
     # -- environments ----------------------------------------------------------------------
 
     def environments(
         self, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> builtins.list[Environment]:
-        """Your account's environments (an account key, not a bound one)."""
+        """Every environment of your account (an account key, not a bound one), in one
+        answer: this list is not paged."""
         call = Call("GET", "/v1/flags/environments", parse_list(Environment))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
@@ -151,8 +189,10 @@ class Flags:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[Flag]:
-        """Flags by key; ``include_deleted`` adds soft-deleted ones; ``since_version``:
-        only those changed after that environment version (delta sync)."""
+        """One page of flags by key: at most ``limit`` (1-1000) after the key ``after``;
+        every flag: :meth:`iter`. ``include_deleted`` adds soft-deleted ones;
+        ``since_version``: every flag changed after that environment version, in one answer
+        (delta sync; ``limit`` and ``after`` do not apply)."""
         params = {"limit": str(limit), "include_deleted": str(include_deleted).lower()}
         if since_version is not None:
             params["since_version"] = str(since_version)
@@ -160,6 +200,22 @@ class Flags:
             params["after"] = after
         call = Call("GET", self._path("/flags"), parse_list(Flag), params=params)
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def iter(
+        self,
+        *,
+        include_deleted: bool = False,
+        after: str | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Iterator[Flag]:
+        """Every flag by key (after the key ``after``), as :meth:`list` but to the end:
+        ``page_size`` (1-1000) per request, each page fetched when the loop reaches it."""
+        filters = {"include_deleted": str(include_deleted).lower()}
+        flags = self._each("/flags", Flag, _key, filters, after, page_size, timeout, max_retries)
+        for flag in flags:
+            yield flag
 
     def get(
         self,
@@ -347,13 +403,41 @@ class Flags:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[AuditEntry]:
-        """Who changed what, newest first (``entity="flag", entity_id=<flag id>``...)."""
+        """One page of who changed what, newest first (``entity="flag",
+        entity_id=<flag id>``...): at most ``limit`` (1-1000) older than the entry id
+        ``before``; every entry: :meth:`iter_audit`."""
         params = {"limit": str(limit)}
         for name, value in (("entity", entity), ("entity_id", entity_id), ("before", before)):
             if value is not None:
                 params[name] = str(value)
         call = Call("GET", self._path("/audit"), parse_list(AuditEntry), params=params)
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def iter_audit(
+        self,
+        *,
+        entity: str | None = None,
+        entity_id: str | None = None,
+        before: int | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Iterator[AuditEntry]:
+        """Every audit entry, newest first, as :meth:`audit` but to the end."""
+        filters = {"entity": entity, "entity_id": entity_id}
+        entries = self._each(
+            "/audit",
+            AuditEntry,
+            _id,
+            filters,
+            before,
+            page_size,
+            timeout,
+            max_retries,
+            param="before",
+        )
+        for entry in entries:
+            yield entry
 
     def checks(
         self,
@@ -364,12 +448,38 @@ class Flags:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[CheckRecord]:
-        """Recorded checks, newest first (checks are recorded with the server's
-        ``MILLPOND_FLAGS_RECORD_CHECKS`` or ``?record=true``); ``flag``: one flag's."""
+        """One page of recorded checks, newest first (checks are recorded with the
+        server's ``MILLPOND_FLAGS_RECORD_CHECKS`` or ``?record=true``); ``flag``: one flag's;
+        at most ``limit`` (1-1000) older than the check id ``before``; every one:
+        :meth:`iter_checks`."""
         params = _page(limit, flag=flag, before=None if before is None else str(before))
         return self._send(
             "GET", "/checks", parse_list(CheckRecord), timeout, max_retries, params=params
         )
+
+    def iter_checks(
+        self,
+        *,
+        flag: str | None = None,
+        before: int | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Iterator[CheckRecord]:
+        """Every recorded check, newest first, as :meth:`checks` but to the end."""
+        checks = self._each(
+            "/checks",
+            CheckRecord,
+            _id,
+            {"flag": flag},
+            before,
+            page_size,
+            timeout,
+            max_retries,
+            param="before",
+        )
+        for check in checks:
+            yield check
 
     # -- features ------------------------------------------------------------------------
 
@@ -381,11 +491,25 @@ class Flags:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[Feature]:
-        """Features by id; next page with ``after=<last id>``."""
+        """One page of features by id: at most ``limit`` (1-1000) after the id ``after``;
+        every one: :meth:`iter_features`."""
         params = _page(limit, after)
         return self._send(
             "GET", "/features", parse_list(Feature), timeout, max_retries, params=params
         )
+
+    def iter_features(
+        self,
+        *,
+        after: str | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Iterator[Feature]:
+        """Every feature by id, as :meth:`features` but to the end."""
+        features = self._each("/features", Feature, _id, {}, after, page_size, timeout, max_retries)
+        for feature in features:
+            yield feature
 
     def get_feature(
         self, feature_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
@@ -462,9 +586,23 @@ class Flags:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[Plan]:
-        """Plans by id; next page with ``after=<last id>``."""
+        """One page of plans by id: at most ``limit`` (1-1000) after the id ``after``;
+        every one: :meth:`iter_plans`."""
         params = _page(limit, after)
         return self._send("GET", "/plans", parse_list(Plan), timeout, max_retries, params=params)
+
+    def iter_plans(
+        self,
+        *,
+        after: str | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Iterator[Plan]:
+        """Every plan by id, as :meth:`plans` but to the end."""
+        plans = self._each("/plans", Plan, _id, {}, after, page_size, timeout, max_retries)
+        for plan in plans:
+            yield plan
 
     def get_plan(
         self, plan_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
@@ -517,11 +655,30 @@ class Flags:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[Entitlement]:
-        """Entitlements by id, of one plan and/or one feature if given."""
+        """One page of entitlements by id, of one plan and/or one feature if given: at
+        most ``limit`` (1-1000) after the id ``after``; every one: :meth:`iter_entitlements`."""
         params = _page(limit, after, plan_id=plan_id, feature_id=feature_id)
         return self._send(
             "GET", "/entitlements", parse_list(Entitlement), timeout, max_retries, params=params
         )
+
+    def iter_entitlements(
+        self,
+        *,
+        plan_id: str | None = None,
+        feature_id: str | None = None,
+        after: str | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Iterator[Entitlement]:
+        """Every entitlement by id, as :meth:`entitlements` but to the end."""
+        filters = {"plan_id": plan_id, "feature_id": feature_id}
+        found = self._each(
+            "/entitlements", Entitlement, _id, filters, after, page_size, timeout, max_retries
+        )
+        for entitlement in found:
+            yield entitlement
 
     def get_entitlement(
         self, entitlement_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
@@ -597,11 +754,31 @@ class Flags:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[CompanyOverride]:
-        """Company overrides by id, of one company and/or one feature if given."""
+        """One page of company overrides by id, of one company and/or one feature if
+        given: at most ``limit`` (1-1000) after the id ``after``; every one:
+        :meth:`iter_overrides`."""
         params = _page(limit, after, company_id=company_id, feature_id=feature_id)
         return self._send(
             "GET", "/overrides", parse_list(CompanyOverride), timeout, max_retries, params=params
         )
+
+    def iter_overrides(
+        self,
+        *,
+        company_id: str | None = None,
+        feature_id: str | None = None,
+        after: str | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Iterator[CompanyOverride]:
+        """Every company override by id, as :meth:`overrides` but to the end."""
+        filters = {"company_id": company_id, "feature_id": feature_id}
+        found = self._each(
+            "/overrides", CompanyOverride, _id, filters, after, page_size, timeout, max_retries
+        )
+        for override in found:
+            yield override
 
     def get_override(
         self, override_id: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None

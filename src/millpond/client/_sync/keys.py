@@ -40,7 +40,7 @@ class Keys:
     def list(
         self, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> builtins.list[ApiKey]:
-        """The caller's keys, without their secrets."""
+        """Every key of the caller's, without their secrets, in one answer (not paged)."""
         call = Call("GET", "/v1/keys", parse_list(ApiKey))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from .._base import (
     parse_model,
     parse_none,
 )
+from .._paging import PAGE_SIZE, Pages
 from ._transport import Transport
 
 
@@ -109,7 +111,8 @@ class Modules:
     def versions(
         self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> builtins.list[ModuleVersion]:
-        """Every published version, newest first (the owner and admins only)."""
+        """Every published version, newest first (the owner and admins only), in one answer:
+        this list is not paged."""
         call = Call("GET", database_path(db, "module", "versions"), parse_list(ModuleVersion))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
@@ -174,10 +177,28 @@ class Modules:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[LogLine]:
-        """The module's log lines with an id above ``after``, oldest first."""
+        """One page of the module's log lines, oldest first: at most ``limit`` (1-1000)
+        with an id above ``after``. Every one (to now): :meth:`iter_logs`."""
         path = f"{database_path(db, 'module', 'logs')}?after={int(after)}&limit={int(limit)}"
         call = Call("GET", path, parse_list(LogLine))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def iter_logs(
+        self,
+        db: str,
+        *,
+        after: int = 0,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Iterator[LogLine]:
+        """Every log line with an id above ``after``, oldest first, as :meth:`logs` but
+        to the newest: ``page_size`` (1-1000) per request, each page fetched when the loop
+        reaches it."""
+        call = Call("GET", database_path(db, "module", "logs"), parse_list(LogLine))
+        pages = Pages(call, _line_id, size=page_size, start=int(after))
+        for line in self._transport.iterate(pages, timeout=timeout, max_retries=max_retries):
+            yield line
 
     # -- identities and settings -----------------------------------------------------------
 
@@ -199,7 +220,8 @@ class Modules:
         max_retries: int | None = None,
     ) -> builtins.list[AnonymousIdentity]:
         """``db``'s anonymous identities, newest first (owner and admins; ``revoked=True``
-        includes the revoked ones)."""
+        includes the revoked ones): the newest ``limit`` (1-1000) only, as the server has no
+        cursor to page further with."""
         params = {"limit": str(int(limit)), "revoked": "true" if revoked else "false"}
         call = Call(
             "GET", database_path(db, "identities"), parse_list(AnonymousIdentity), params=params
@@ -251,7 +273,8 @@ class Modules:
     def issuers(
         self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> builtins.list[TokenIssuer]:
-        """The login providers whose tokens ``db``'s module accepts (owner and admins)."""
+        """The login providers whose tokens ``db``'s module accepts (owner and admins),
+        all in one answer: this list is not paged."""
         call = Call("GET", database_path(db, "module", "issuers"), parse_list(TokenIssuer))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
@@ -299,7 +322,8 @@ class Modules:
         self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> builtins.list[Connection]:
         """Who is connected: ``db``'s open realtime connections, as its module's lifecycle
-        reducers recorded them (owner and admins)."""
+        reducers recorded them (owner and admins), all in one answer: this list is not
+        paged."""
         call = Call("GET", database_path(db, "connections"), parse_list(Connection))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
@@ -312,7 +336,12 @@ class Modules:
         max_retries: int | None = None,
     ) -> builtins.list[Schedule]:
         """``db``'s scheduled reducer runs (its schedule tables' rows): one-shot and
-        recurring, soonest first, failed ones last (owner and admins)."""
+        recurring, soonest first, failed ones last (owner and admins): the first ``limit``
+        (1-10000) only, as the server has no cursor to page further with."""
         path = database_path(db, "schedules")
         call = Call("GET", path, parse_list(Schedule), params={"limit": str(limit)})
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+
+def _line_id(line: LogLine) -> int:
+    return line.id

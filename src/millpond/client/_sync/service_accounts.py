@@ -40,7 +40,7 @@ class ServiceAccounts:
     def list(
         self, *, timeout: TimeoutTypes = None, max_retries: int | None = None
     ) -> builtins.list[ServiceAccount]:
-        """The calling user's service accounts."""
+        """Every service account of the calling user, in one answer (not paged)."""
         call = Call("GET", "/v1/service-accounts", parse_list(ServiceAccount))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
@@ -92,7 +92,8 @@ class ServiceAccounts:
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[ApiKey]:
-        """The service account's keys, without their secrets."""
+        """Every key of the service account, without their secrets, in one answer (not
+        paged)."""
         path = f"/v1/service-accounts/{seg(service_account_id)}/keys"
         call = Call("GET", path, parse_list(ApiKey))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
