@@ -150,6 +150,11 @@ class Record:
             f"{self.spec.name} ({self.spec.kind}, queries {self.final_queries}): "
             f"missing {missing}, extra {extra}, different {wrong}"
         ]
+        for epoch in sorted({e for e, _, _, _ in self.delivered}):
+            lsns = [lsn for e, lsn, _, _ in self.delivered if e == epoch]
+            lines.append(
+                f"  conn {epoch}: {len(lsns)} transactions, lsn {min(lsns):X}..{max(lsns):X}"
+            )
         for i in missing + extra + wrong:
             lines.append(f"  row {i}: Postgres {want.get(i)}, cache {self.final.get(i)}")
             lines.extend(f"    {line}" for line in self.history.get(i, ["(no change seen)"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import logging.config
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -35,6 +36,7 @@ def up(
         from ..models import UserCreated
         from ..server.app import create_app
         from ..server.config import Settings
+        from ..server.observability.logs import logging_config
     except ImportError as exc:  # pragma: no cover - depends on the install
         typer.echo(
             f"the server needs extra packages ({exc.name}): pip install 'millpond[server]'",
@@ -65,9 +67,9 @@ def up(
             "finds it.\n"
         )
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    # every logger (millpond's, uvicorn's, the access log, warnings) to one handler
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
+    logging.captureWarnings(True)
     scheme = "https" if tls else "http"
     typer.echo(
         f"millpond on {scheme}://{settings.host}:{settings.port} (data in {settings.data_dir})"
@@ -81,8 +83,9 @@ def up(
         create_app(settings, announce=announce),
         host=settings.host,
         port=settings.port,
+        log_config=logging_config(settings.log_level, settings.log_format),
         log_level=settings.log_level,
-        access_log=False,
+        access_log=False,  # the millpond.access logger has the line
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
     )

@@ -5,6 +5,7 @@ checks that every setting is documented there)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -192,6 +193,15 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description=(
+            "Format of the server's log lines on stderr (`millpond up`): `text`"
+            " (`LEVEL logger: message`) or `json`, one object per line with `time` (ISO 8601"
+            " UTC), `level`, `logger`, `message`, `request_id` (while serving a request) and"
+            " `exception`. Either way secrets (API keys, tokens, passwords) are redacted."
+        ),
+    )
     access_log: bool = Field(
         True,
         description=(

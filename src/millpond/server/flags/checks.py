@@ -13,6 +13,7 @@ counter of the events the checked flags are metered by.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,6 +108,8 @@ class Checker:
     def __init__(self, store: Store, cache: GenerationCache) -> None:
         self.store = store
         self.cache = cache
+        self.counts: Counter[tuple[str, bool]] = Counter()
+        """Flags checked on this replica, by (reason, value): ``/metrics`` reads them."""
 
     async def compiled(self, env_id: str) -> Compiled:
         found: Compiled = await self.cache.get_or_load(
@@ -206,6 +209,8 @@ class Checker:
                         user_id=ctx.user.id if ctx.user is not None else None,
                     )
                 )
+        for result in results:
+            self.counts[(result.reason, result.value)] += 1
         return results
 
     async def record(

@@ -9,27 +9,58 @@ process-wide default one: tests run several apps in one process), and its access
 - read when scraped: ``millpond_up`` (1: Postgres reachable), ``millpond_realtime_connections``
   (open realtime and SpacetimeDB sockets), ``millpond_realtime_streams`` (databases
   streamed, each a replication connection), ``millpond_realtime_subscriptions`` (distinct
-  queries subscribed), ``millpond_gateway_sessions``, ``millpond_info{version}``.
+  queries subscribed), ``millpond_gateway_sessions``, ``millpond_info{version}``;
+  ``millpond_pool_connections{pool, state}`` and ``millpond_pool_waiting{pool}`` (the
+  control database's pool and each tenant pool holding connections);
+  ``millpond_flag_checks_total{reason, value}`` (the flags service's tally);
+- read from the control database, in one query at most once per ``SAMPLE_TTL_S``
+  (:class:`ControlReads`, which the router refreshes before it renders):
+  ``millpond_transfer_jobs{kind, state}`` (import/export jobs queued and running, over
+  every replica) and ``millpond_realtime_lag_bytes{database}`` (per stream, the WAL
+  Postgres wrote that it has not received yet; a stopped stream's series disappears).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..._version import __version__
+from .context import request_id as current_request
 
+_log = logging.getLogger("millpond.server")
 _access = logging.getLogger("millpond.access")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+REQUEST_ID_MAX = 54
+"""Longest X-Request-Id taken from a caller: ``millpond <id>`` then fits Postgres'
+``application_name`` (63 bytes) whole."""
+_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX}}}")
+SAMPLE_TTL_S = 1.0
+"""How long one reading of the control database serves scrapes."""
+_SAMPLE_TIMEOUT_S = 2.0
+_JOB_STATES = {"RECEIVED": "queued", "PROCESSING": "running"}
+_CONTROL_SQL = """
+SELECT (pg_catalog.pg_current_wal_lsn() - '0/0'::pg_catalog.pg_lsn)::bigint AS wal,
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(kind, state, n)), '[]'::jsonb)
+          FROM (SELECT kind, state, count(*) AS n FROM transfer_jobs
+                WHERE state IN ('RECEIVED', 'PROCESSING') GROUP BY kind, state) q) AS jobs
+"""
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -49,15 +80,78 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.control: ControlReads | None = None
 
     def watch(self, services: Any) -> None:
         """Read the live gauges from ``services`` when scraped."""
-        self.registry.register(_Live(services))
+        self.control = ControlReads(lambda: _read_control(services))
+        self.registry.register(_Live(services, self.control))
+
+    async def refresh(self) -> None:
+        """Before rendering: read the control database, unless a recent reading serves."""
+        if self.control is not None:
+            await self.control.refresh()
+
+
+@dataclass(frozen=True)
+class ControlSample:
+    """One reading of the control database."""
+
+    wal_lsn: int
+    """Postgres' current WAL position (its byte offset)."""
+    jobs: dict[tuple[str, str], int]
+    """Active transfer jobs by (kind, state): ``import``/``export``, ``queued``/``running``."""
+
+
+class ControlReads:
+    """The scrape-time reading of the control database, shared: a scrape within
+    ``ttl`` seconds of the last reading (or while one is under way) gets its answer, so
+    scrapes cannot hammer Postgres; a failed reading (Postgres down) is None for
+    ``ttl`` too, and its metrics are left out."""
+
+    def __init__(
+        self,
+        read: Callable[[], Awaitable[ControlSample]],
+        ttl: float = SAMPLE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.read = read
+        self.ttl = ttl
+        self.clock = clock
+        self.sample: ControlSample | None = None
+        self.reads = 0
+        self._at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> ControlSample | None:
+        async with self._lock:
+            if self.clock() - self._at < self.ttl:
+                return self.sample
+            self.reads += 1
+            try:
+                self.sample = await self.read()
+            except Exception as exc:  # Postgres down: millpond_up says so
+                _log.debug("metrics: cannot read the control database: %s", exc)
+                self.sample = None
+            self._at = self.clock()
+            return self.sample
+
+
+async def _read_control(svc: Any) -> ControlSample:
+    svc.cluster.availability.check()  # known down: no waiting for a connection
+    async with asyncio.timeout(_SAMPLE_TIMEOUT_S):
+        row = await svc.store.fetchone(_CONTROL_SQL)
+    assert row is not None
+    jobs = {(kind, state): 0 for kind in ("import", "export") for state in _JOB_STATES.values()}
+    for kind, state, count in row["jobs"]:
+        jobs[(kind, _JOB_STATES[state])] = int(count)
+    return ControlSample(int(row["wal"]), jobs)
 
 
 class _Live(Collector):
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Any, control: ControlReads) -> None:
         self.services = services
+        self.control = control
 
     def collect(self) -> Iterator[Metric]:
         svc = self.services
@@ -84,13 +178,82 @@ class _Live(Collector):
         gateway = GaugeMetricFamily("millpond_gateway_sessions", "Open gateway connections.")
         gateway.add_metric([], float(svc.gateway.connection_count() if svc.gateway else 0))
         yield gateway
+        yield from _pools(svc)
+        if svc.flags is not None:
+            yield _flag_checks(svc.flags.checker.counts)
+        sample = self.control.sample
+        if sample is not None:
+            yield _jobs(sample)
+            yield _lag(sample, hubs)
+
+
+def _pools(svc: Any) -> Iterator[Metric]:
+    connections = GaugeMetricFamily(
+        "millpond_pool_connections",
+        "Connections of a pool by state (in_use, idle): the control database's (control)"
+        " and each tenant pool holding any (its role, mp_db_<id>_<role>).",
+        labels=("pool", "state"),
+    )
+    waiting = GaugeMetricFamily(
+        "millpond_pool_waiting", "Requests waiting for a connection of a pool.", labels=("pool",)
+    )
+    pools = [("control", svc.store.pool)] + [(pool.name, pool) for pool in svc.query.pools()]
+    for name, pool in pools:
+        stats = pool.get_stats()
+        size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        queued = stats.get("requests_waiting", 0)
+        if name != "control" and not size and not queued:
+            continue  # an unused tenant pool: no series (their number is unbounded)
+        connections.add_metric([name, "in_use"], float(max(0, size - idle)))
+        connections.add_metric([name, "idle"], float(idle))
+        waiting.add_metric([name], float(queued))
+    yield connections
+    yield waiting
+
+
+def _flag_checks(counts: dict[tuple[str, bool], int]) -> Metric:
+    checks = CounterMetricFamily(
+        "millpond_flag_checks",
+        "Flags checked by the server (API and compatibility routes), by reason and value.",
+        labels=("reason", "value"),
+    )
+    for (reason, value), count in sorted(dict(counts).items()):
+        checks.add_metric([reason, "true" if value else "false"], float(count))
+    return checks
+
+
+def _jobs(sample: ControlSample) -> Metric:
+    jobs = GaugeMetricFamily(
+        "millpond_transfer_jobs",
+        "Import and export jobs queued and running, over every replica.",
+        labels=("kind", "state"),
+    )
+    for (kind, state), count in sorted(sample.jobs.items()):
+        jobs.add_metric([kind, state], float(count))
+    return jobs
+
+
+def _lag(sample: ControlSample, hubs: list[Any]) -> Metric:
+    lag = GaugeMetricFamily(
+        "millpond_realtime_lag_bytes",
+        "Per database streamed: bytes of WAL Postgres wrote that its stream has not"
+        " received yet (sampled with the control reading).",
+        labels=("database",),
+    )
+    for hub in hubs:
+        received = hub.received_lsn
+        if received:  # 0: not started yet
+            lag.add_metric([hub.pg_name], float(max(0, sample.wal_lsn - received)))
+    return lag
 
 
 class ObserveRequests:
     """Every HTTP request (pure ASGI): counted and timed by its route's template; given
-    an id — the caller's ``X-Request-Id`` when it is a plain token of at most 64
-    characters, else a new one — sent back in ``X-Request-Id`` and put in the request's
-    state (``request.state.request_id``); and, with ``access_log``, one line on the
+    an id — the caller's ``X-Request-Id`` when it is a plain token of at most
+    ``REQUEST_ID_MAX`` characters, else a new one — sent back in ``X-Request-Id``, put in
+    the request's state (``request.state.request_id``) and, while it is served, in
+    :data:`.context.request_id` (JSON logs, Postgres' ``application_name`` of its
+    queries); and, with ``access_log``, one line on the
     ``millpond.access`` logger: method, path (never the query string: it may carry a
     token), status, milliseconds, id."""
 
@@ -107,6 +270,7 @@ class ObserveRequests:
         status = 500
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        token = current_request.set(request_id)  # logs and Postgres name it
         header = (b"x-request-id", request_id.encode())
 
         async def observed(message: Message) -> None:
@@ -133,6 +297,7 @@ class ObserveRequests:
                     seconds * 1000,
                     request_id,
                 )
+            current_request.reset(token)
 
 
 def _request_id(scope: Scope) -> str:

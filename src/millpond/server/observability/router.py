@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..accounts.service import authenticate, require_admin
 from ..deps import Services, services
 from ..errors import ServiceError
+from .metrics import Metrics
 
 router = APIRouter()
 
@@ -36,5 +37,7 @@ async def _allowed(request: Request, svc: Services) -> None:
 async def metrics(request: Request) -> Response:
     svc = services(request)
     await _allowed(request, svc)
-    registry = svc.extra["metrics"].registry  # type: ignore[attr-defined]
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    metrics = svc.extra["metrics"]
+    assert isinstance(metrics, Metrics)
+    await metrics.refresh()  # the control database's figures, read at most once a second
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

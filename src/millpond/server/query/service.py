@@ -12,6 +12,9 @@ for writers once the storage limit is checked, always ``ROLLBACK`` for read-only
 early (``COMMIT``, ``END``, ``ROLLBACK``, ``PREPARE TRANSACTION``…) are refused before
 anything runs (``transaction_control``, see :mod:`.statements`); a ``COMMIT`` inside a
 procedure or ``DO`` block fails in Postgres, since the transaction is an explicit one.
+The ``BEGIN`` also sets ``application_name`` to ``millpond <request id>`` for the
+transaction (``SET LOCAL``: its end reverts it), so ``pg_stat_activity`` and Postgres'
+log name the HTTP request (its ``X-Request-Id``) a session is serving.
 
 Limits: ``statement_timeout`` (a server setting); a query that outlives it by
 ``_OVERRUN_GRACE_S`` (it turned the timeout off, or caught ``query_canceled``) has its
@@ -36,6 +39,7 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, errors
+from psycopg import sql as psql
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
@@ -48,6 +52,7 @@ from ..errors import ServiceError
 from ..modules import row_visibility
 from ..modules.identities import sender_of
 from ..modules.row_visibility import RowRules
+from ..observability.context import current_request_id
 from ..postgres import privileged, provision
 from ..postgres.availability import connection_lost, unavailable
 from ..postgres.cluster import Cluster
@@ -192,6 +197,11 @@ class QueryService:
             await self._pools.pop(key).close()
         self._types.pop(pg_name, None)
 
+    def pools(self) -> list[AsyncConnectionPool[Any]]:
+        """The open pools, one per (database, role), each named by its role
+        (``mp_db_<id>_<role>``): ``/metrics`` reads their use."""
+        return list(self._pools.values())
+
     async def close(self) -> None:
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
@@ -311,7 +321,7 @@ class QueryService:
             await conn.execute(row_visibility.SET_PROOF_SQL, (proof,))  # DISCARD ALL ends it
         read_only = access.sql_role == "ro"
         limit = None if read_only else access.storage_limit_bytes
-        begin = "BEGIN READ ONLY;" if read_only else "BEGIN;"
+        begin = ("BEGIN READ ONLY;" if read_only else "BEGIN;") + _request_tag(conn)
         size_before = 0
         if limit:
             await conn.execute(begin)
@@ -448,6 +458,19 @@ async def _give_back(pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any])
         except psycopg.Error:
             await conn.close()
     await pool.putconn(conn)
+
+
+def _request_tag(conn: AsyncConnection[Any]) -> str:
+    """``SET LOCAL application_name`` to the id of the request being served (after the
+    ``BEGIN``, in its round trip), so Postgres shows whose transaction this is in
+    ``pg_stat_activity`` and its log; the transaction's end reverts it. Nothing outside
+    a request."""
+    request_id = current_request_id()
+    if request_id is None:
+        return ""
+    # the literal quoted by psycopg (the id is a plain token, but never trusted to be)
+    name = psql.Literal(f"millpond {request_id}").as_string(conn)
+    return f" SET LOCAL application_name = {name};"
 
 
 def _transaction_control(statement: str | None) -> ServiceError:

@@ -227,6 +227,14 @@ class Hub:
     def idle(self) -> bool:
         return not self.clients
 
+    @property
+    def received_lsn(self) -> int:
+        """How far the hub has the WAL (0: its stream has not started): ``/metrics``
+        reports the distance to Postgres' current WAL position as its lag."""
+        if self._stream is None:
+            return 0
+        return max(self.stream_lsn, self._stream.received_lsn)
+
     async def _run(self) -> None:
         assert self._stream is not None
         self._stream.waited = lambda: bool(self._waiters or self._xid_waiters)

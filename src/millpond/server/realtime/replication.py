@@ -185,6 +185,12 @@ class ReplicationStream:
             raise RuntimeError(f"START_REPLICATION failed: {result and result.error_message}")
         return self.start_lsn
 
+    @property
+    def received_lsn(self) -> int:
+        """How far the stream has received the WAL: the end of its last transaction, or
+        the server's position while nothing was in flight (what it acknowledges)."""
+        return self._acked
+
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
