@@ -5,8 +5,9 @@ in frames of :mod:`.protocol`. The first message is ``start``: the worker connec
 Postgres (``conninfo``, when given), confines itself (:mod:`.sandbox`), writes the module's
 files into ``SCRATCH``, imports the entry and answers with the module definition. Then it
 serves ``call`` (one reducer call, one transaction), ``calls`` (several, one after the
-other, each its own transaction, one answer frame each: due scheduled runs) and ``apply`` (the publish
-transaction: DDL statements and maybe ``@init``) until the socket closes or ``stop``.
+other, each its own transaction, one answer frame each: due scheduled runs) and
+``apply`` (the publish transaction: DDL statements and maybe ``@init``) until the socket
+closes or ``stop``.
 
 Outcomes are JSON: ``status`` (committed, failed, error, timeout), ``message``,
 ``traceback`` (errors), ``return``, ``retries``, ``duration_us``, ``logs``; ``recycle``
