@@ -20,9 +20,9 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from millpond.module._def import ModuleDef
 
@@ -30,6 +30,7 @@ from . import sandbox
 from .protocol import Decoder, FrameError, encode
 
 _log = logging.getLogger("millpond.modules")
+_T = TypeVar("_T")
 
 START_TIMEOUT_S = 30.0
 """Longest a worker may take to connect, confine itself and import its module."""
@@ -298,20 +299,19 @@ class WorkerPool:
     # -- inside -----------------------------------------------------------------------
 
     async def _run(self, message: dict[str, Any]) -> dict[str, Any]:
+        return await self._shielded(lambda: self._on_worker(message))
+
+    async def _run_many(self, message: dict[str, Any], count: int) -> list[dict[str, Any]]:
+        return await self._shielded(lambda: self._many_on_worker(message, count))
+
+    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+        """Run ``work()`` as a call in flight (:meth:`close` waits for it)."""
         if self._closing:
             raise PoolClosed(f"the pool of {self.name} is closing")
         self._in_flight += 1
         # a caller that gives up (cancelled) does not cut the call short: it finishes and
         # its worker is free again, or the worker would answer the next call with this one
-        task = asyncio.create_task(self._on_worker(message))
-        task.add_done_callback(self._call_done)
-        return await asyncio.shield(task)
-
-    async def _run_many(self, message: dict[str, Any], count: int) -> list[dict[str, Any]]:
-        if self._closing:
-            raise PoolClosed(f"the pool of {self.name} is closing")
-        self._in_flight += 1
-        task = asyncio.create_task(self._many_on_worker(message, count))
+        task = asyncio.create_task(work())
         task.add_done_callback(self._call_done)
         return await asyncio.shield(task)
 
