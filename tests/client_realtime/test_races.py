@@ -18,6 +18,10 @@ instead of hoped for in the consistency test.
 3. A subscribe on a connection whose stream is held lets no transaction through to it
    before its initial rows are known to be positioned (the barrier: with nothing else
    committing, the subscribe still completes once the stream passes the snapshot).
+4. A TRUNCATE (no row images, not MVCC-safe) against a subscribe: seen by the snapshot
+   but still in the stream, committed after the snapshot while the subscribe waits,
+   committed between the snapshot and its read (which then reads the emptied table),
+   and while the connection is lost; in both callback modes.
 """
 
 from __future__ import annotations
@@ -328,3 +332,144 @@ def test_a_lost_connections_queued_transaction_then_the_reconciliation(
         ("resubscribe", "insert", 2),
         ("resubscribe", "delete", 1),
     ], changes
+
+
+# -- TRUNCATE against a subscribe ---------------------------------------------------------
+# TRUNCATE is not MVCC-safe and has no row images: a subscribe's snapshot may see it or
+# not, and a snapshot taken before it may still read the emptied table. Each way, the
+# older queries' rows must go and the new query's rows be the ones Postgres has.
+
+OLDER = "SELECT * FROM msgs WHERE room = 1"
+NEWER = "SELECT * FROM msgs WHERE room = 2"
+MODES = ["thread", "update"]
+
+
+def _cache(rt: Realtime) -> dict[int, dict[str, Any]]:
+    return {row["id"]: row.to_dict() for row in rt.table("msgs")}
+
+
+def _settled(db: Database, rt: Realtime, mode: str) -> dict[int, dict[str, Any]]:
+    """The cache once a marker written last reached it, and what Postgres' rows of
+    both queries are then."""
+    step = (lambda: rt.update(0.05)) if mode == "update" else None
+    db.sql("INSERT INTO msgs VALUES (1000, 1, 'marker')")
+    eventually(lambda: _row(rt, 1000) is not None, step=step)
+    want = {r["id"]: r for sql in (OLDER, NEWER) for r in db.sql(sql)}
+    assert _cache(rt) == want
+    return want
+
+
+def _filled(db: Database, rt: Realtime, mode: str) -> None:
+    step = (lambda: rt.update(0.05)) if mode == "update" else None
+    rt.subscribe(OLDER)
+    db.sql("INSERT INTO msgs VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 1, 'c')")
+    eventually(lambda: set(_cache(rt)) == {1, 3}, step=step)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_truncate_the_snapshot_saw_empties_the_older_query(
+    db: Database, seen: Seen, mode: str
+) -> None:
+    """The stream behind: TRUNCATE (and an insert after it) committed before the
+    snapshot, reaching the hub while the subscribe waits."""
+    with db.client() as mp, mp.realtime(db.name, callbacks=mode) as rt:
+        _filled(db, rt, mode)
+        gate = StreamGate(db.pg_name)
+        with faults.installed("hub.before_dispatch", gate):
+            db.sql("TRUNCATE msgs")
+            assert gate.held.wait(10)
+            db.sql("INSERT INTO msgs VALUES (4, 2, 'after'), (5, 1, 'after')")
+            seen.taken.clear()
+            thread, result = _subscribe_in_thread(rt, NEWER)
+            assert seen.taken.wait(10)
+            gate.opened.set()
+            thread.join(30)
+        assert "error" not in result, result
+        assert set(_settled(db, rt, mode)) == {4, 5, 1000}
+
+
+class TruncateAfterSnapshot:
+    """At the first snapshot of one database (``hub.after_snapshot``): TRUNCATE and
+    insert, which the snapshot does not see, committed and dispatched (held for the
+    subscribing connection) before the hub goes on."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.held = False
+
+    def _write(self) -> int:
+        with psycopg.connect(self.db.pg_url, autocommit=True) as conn, conn.transaction():
+            conn.execute("TRUNCATE msgs")
+            conn.execute("INSERT INTO msgs VALUES (6, 2, 'new'), (7, 1, 'new')")
+            row = conn.execute("SELECT pg_current_xact_id()::text::int8").fetchone()
+        assert row is not None
+        return int(row[0]) & 0xFFFFFFFF
+
+    async def __call__(self, hub: Any, client: Any, snapshot: Any) -> None:
+        if hub.pg_name != self.db.pg_name or self.held:
+            return
+        xid = await asyncio.get_running_loop().run_in_executor(None, self._write)
+        self.held = await hub.wait_dispatched(xid, 10) and client.syncing is not None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_truncate_after_the_snapshot_empties_the_new_query_too(db: Database, mode: str) -> None:
+    with db.client() as mp, mp.realtime(db.name, callbacks=mode) as rt:
+        _filled(db, rt, mode)
+        hook = TruncateAfterSnapshot(db)
+        with faults.installed("hub.after_snapshot", hook):
+            rt.subscribe(NEWER, timeout=30)
+        assert hook.held
+        assert set(_settled(db, rt, mode)) == {6, 7, 1000}
+
+
+def _waiting_on_lock(db: Database) -> bool:
+    with psycopg.connect(db.pg_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'msgs'::regclass"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_truncate_between_the_snapshot_and_the_read(db: Database, mode: str) -> None:
+    """The snapshot is taken, then the read waits for a TRUNCATE's lock: it reads the
+    emptied table (TRUNCATE is not MVCC-safe), not the rows its snapshot had; the
+    TRUNCATE, which the snapshot does not see, follows the initial rows."""
+    with db.client() as mp, mp.realtime(db.name, callbacks=mode) as rt:
+        _filled(db, rt, mode)
+        with psycopg.connect(db.pg_url) as writer:
+            writer.execute("LOCK TABLE msgs IN ACCESS EXCLUSIVE MODE")
+            thread, result = _subscribe_in_thread(rt, NEWER)
+            eventually(lambda: _waiting_on_lock(db))
+            writer.execute("TRUNCATE msgs")
+            writer.execute("INSERT INTO msgs VALUES (8, 2, 'new'), (9, 1, 'new')")
+            writer.commit()
+            thread.join(30)
+        assert "error" not in result, result
+        assert set(_settled(db, rt, mode)) == {8, 9, 1000}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_truncate_while_the_connection_was_lost(
+    server: ServerThread, db: Database, mode: str
+) -> None:
+    """TRUNCATE and inserts while the client reconnects (its resubscribe held before the
+    snapshot): the reconciliation drops every row of before, keeps the new ones."""
+    port = int(server.url.rsplit(":", 1)[1])
+    gate = SnapshotGate(db.pg_name)
+    with (
+        Proxy(port) as proxy,
+        Millpond(db.key, proxy.url) as mp,
+        mp.realtime(db.name, callbacks=mode, reconnect_backoff=FAST) as rt,
+        faults.installed("hub.before_snapshot", gate),
+    ):
+        _filled(db, rt, mode)
+        rt.subscribe(NEWER)
+        assert set(_cache(rt)) == {1, 2, 3}
+        gate.armed.set()
+        assert proxy.cut()
+        assert gate.held.wait(20)
+        db.sql("TRUNCATE msgs; INSERT INTO msgs VALUES (10, 1, 'new'), (11, 3, 'new')")
+        gate.opened.set()
+        assert set(_settled(db, rt, mode)) == {10, 1000}
