@@ -27,6 +27,8 @@ from .conftest import Database
 WRITE_SECONDS = 5.0
 IDS = 60
 BIG = 100_000
+TRUNCATE_XID = "SELECT pg_current_xact_id()::text"
+"""Ends a TRUNCATE's transaction: its xid, for the report."""
 """Ids of the rows the occasional 10,000-row transaction inserts (and a later one deletes)."""
 SCHEMA = (
     "CREATE TABLE items (id int8 PRIMARY KEY, grp int4 NOT NULL, val int4, tag text);"
@@ -136,7 +138,7 @@ class Record:
         rt.table("items").on_row_update(changed)
         rt.on_error(self.errors.append)
 
-    def divergence(self, want: dict[int, dict[str, Any]]) -> str | None:
+    def divergence(self, want: dict[int, dict[str, Any]], truncates: list[int]) -> str | None:
         """None if the final cache equals ``want``; else the whole picture: which rows
         differ, Postgres' and the cache's version, and every change the cache made to
         them."""
@@ -155,6 +157,9 @@ class Record:
             lines.append(
                 f"  conn {epoch}: {len(lsns)} transactions, lsn {min(lsns):X}..{max(lsns):X}"
             )
+        for xid in truncates:
+            got = [f"conn {e} at lsn {lsn:X}" for e, lsn, x, _ in self.delivered if x == xid]
+            lines.append(f"  TRUNCATE xid {xid}: {', '.join(got) or 'never delivered'}")
         for i in missing + extra + wrong:
             lines.append(f"  row {i}: Postgres {want.get(i)}, cache {self.final.get(i)}")
             lines.extend(f"    {line}" for line in self.history.get(i, ["(no change seen)"]))
@@ -184,6 +189,9 @@ class Writers:
         self.failed = 0
         self.specials: dict[str, int] = {}
         """How many truncates, large inserts and large deletes were attempted."""
+        self.truncates: list[int] = []
+        """The (32-bit) xids of the TRUNCATEs that committed: the report says which
+        connections got them."""
         self.lock = threading.Lock()
 
     def statements(self, rng: random.Random) -> list[str]:
@@ -233,7 +241,7 @@ class Writers:
 
         special = rng.random()
         if special < 0.003:  # every row at once
-            return self.special("truncate", "TRUNCATE items")
+            return [*self.special("truncate", "TRUNCATE items"), TRUNCATE_XID]
         if special < 0.005:  # a large transaction
             return self.special(
                 "insert 10k",
@@ -255,6 +263,10 @@ class Writers:
         with self.lock:
             self.specials[name] = self.specials.get(name, 0) + 1
         return [sql]
+
+    def truncated(self, xid: str) -> None:
+        with self.lock:
+            self.truncates.append(int(xid) & 0xFFFFFFFF)
 
     def done(self, ok: bool) -> None:
         with self.lock:
@@ -278,6 +290,8 @@ class Writers:
                     continue
                 # 400: a deadlock or a statement timeout; 503: Postgres is restarting
                 self.done(r.status_code == 200)
+                if r.status_code == 200 and sql.endswith(TRUNCATE_XID):
+                    self.truncated(r.json()["data"][0][0])
                 if r.status_code >= 500:
                     self.stop.wait(0.05)
 
@@ -294,7 +308,8 @@ class Writers:
                     try:
                         with conn.transaction():
                             for sql in self.statements(rng):
-                                conn.execute(sql.encode())
+                                cur = conn.execute(sql.encode())
+                            xid = cur.fetchone() if sql == TRUNCATE_XID else None
                     except psycopg.OperationalError:  # the connection is gone
                         self.done(False)
                         break
@@ -302,6 +317,8 @@ class Writers:
                         self.done(False)
                     else:
                         self.done(True)
+                        if xid is not None:
+                            self.truncated(xid[0])
 
 
 def client_actions(
@@ -590,7 +607,7 @@ def check(outcome: Outcome) -> str:
     context = f"(seed {outcome.seed})"
     summary = [
         f"{outcome.elapsed:.1f} s, {writers.committed} transactions committed "
-        f"({writers.failed} failed); {writers.specials}"
+        f"({writers.failed} failed); {writers.specials}; TRUNCATE xids {writers.truncates}"
     ]
     order_errors: list[str] = []
     for record in records:
@@ -625,7 +642,9 @@ def check(outcome: Outcome) -> str:
         )
     marks = outcome.expected[MARKS]
     diverging = [
-        d for r in records if (d := r.divergence(outcome.expected[r.spec.name])) is not None
+        d
+        for r in records
+        if (d := r.divergence(outcome.expected[r.spec.name], writers.truncates)) is not None
     ]
     diverging += [
         f"{r.spec.name}: marks {r.final_marks}, Postgres {marks}"
