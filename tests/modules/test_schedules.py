@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from tests.client_realtime.test_failover import Replica
 
@@ -23,6 +24,7 @@ from millpond.module import _declare
 from millpond.module._def import ModuleDef, TypeRef
 from millpond.module._values import ArgumentError, from_json, schedule_json, to_db
 from millpond.server.modules import schema
+from millpond.server.postgres.embedded import EmbeddedPostgres
 from millpond.server.testing import ServerThread
 
 from .test_service import Db, published, two_replicas
@@ -455,16 +457,12 @@ def test_a_database_with_running_schedules_is_deleted_cleanly(
     assert r.status_code == 201, r.text  # the name is free again, nothing left behind
 
 
-def test_a_serializable_run_reads_the_queue_by_its_key_not_whole(alarms: Db) -> None:
-    """The trigger that keeps the queue in step with a schedule table finds the queue row
-    by its primary key. (It compared the queue's text column with TG_TABLE_NAME, a name,
-    which made the plan a scan of the whole queue: a serializable run then took a
-    predicate lock on the whole queue, and concurrent runs failed with serialization
-    errors, about one in three under a burst.)"""
+def _queue_locks(db: Db) -> set[tuple[str, str]]:
+    """The predicate locks a serializable delete of a schedule row takes on the queue."""
     at = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)).isoformat()
-    assert alarms.call("remind_at", ["far-", at, 30]).status_code == 200
+    assert db.call("remind_at", ["far-", at, 30]).status_code == 200
     locks = _rows(
-        alarms,
+        db,
         "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;"
         " DELETE FROM reminder WHERE scheduled_id ="
         " (SELECT max(scheduled_id) FROM reminder WHERE text LIKE 'far-%');"
@@ -472,6 +470,64 @@ def test_a_serializable_run_reads_the_queue_by_its_key_not_whole(alarms: Db) -> 
         " AND pid = pg_backend_pid() AND relation IN"
         " ('public.millpond_schedules'::regclass, 'public.millpond_schedules_pkey'::regclass)",
     )
-    kinds = {(kind, relation) for kind, relation in locks}
+    return {(kind, relation) for kind, relation in locks}
+
+
+def test_a_serializable_run_reads_the_queue_by_its_key_not_whole(alarms: Db) -> None:
+    """The trigger that keeps the queue in step with a schedule table finds the queue row
+    by its primary key. (It compared the queue's text column with TG_TABLE_NAME, a name,
+    which made the plan a scan of the whole queue: a serializable run then took a
+    predicate lock on the whole queue, and concurrent runs failed with serialization
+    errors, about one in three under a burst.)"""
+    kinds = _queue_locks(alarms)
     assert ("relation", "millpond_schedules") not in kinds, kinds
     assert ("page", "millpond_schedules_pkey") in kinds, kinds  # read through the key
+
+
+OLD_TRIGGER = """
+CREATE OR REPLACE FUNCTION public.millpond_schedule() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    next record;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM public.millpond_schedules WHERE tbl = TG_TABLE_NAME;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.scheduled_id = OLD.scheduled_id AND NEW.scheduled_at = OLD.scheduled_at THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        DELETE FROM public.millpond_schedules WHERE tbl = TG_TABLE_NAME AND id = OLD.scheduled_id;
+        IF TG_OP = 'DELETE' THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    next := public.millpond_schedule_due(TG_TABLE_NAME, NEW.scheduled_at);
+    INSERT INTO public.millpond_schedules (tbl, id, reducer, due, every_us)
+        VALUES (TG_TABLE_NAME, NEW.scheduled_id, TG_ARGV[0], next.due, next.every_us);
+    PERFORM pg_notify('millpond_schedules', TG_TABLE_NAME);
+    RETURN NULL;
+END $f$
+"""
+"""The queue trigger as databases published before b767850 have it."""
+
+
+def test_the_next_publish_brings_an_older_databases_trigger_up_to_date(
+    server: ServerThread, make_user: MakeUser
+) -> None:
+    username, key = make_user(prefix="schedold")
+    db = _database(server.url, key, username, name="older")
+    pg_name = _rows(db, "SELECT current_database()")[0][0]
+    with psycopg.connect(EmbeddedPostgres(server.settings.data_dir).url(pg_name)) as conn:
+        conn.execute(OLD_TRIGGER)
+    assert ("relation", "millpond_schedules") in _queue_locks(db)  # the old trigger's scan
+    r = db.publish(MODULE)
+    assert r.status_code in (200, 201), r.text
+    kinds = _queue_locks(db)
+    assert ("relation", "millpond_schedules") not in kinds, kinds
+    assert ("page", "millpond_schedules_pkey") in kinds, kinds
+    assert db.call("remind_in", ["after-upgrade-", 10]).status_code == 200
+    _eventually(lambda: len(_ran(db, "after-upgrade-")) == 1)  # and schedules still run
