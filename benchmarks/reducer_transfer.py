@@ -319,11 +319,32 @@ def run_pgbench(
 # -- main ------------------------------------------------------------------------------------
 
 
+def _cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) so far of process ``pid`` and of its live children."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(p: int | str) -> float:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        except OSError:  # it ended meanwhile
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    children: list[str] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += (task / "children").read_text().split()
+    return seconds(pid), sum(seconds(c) for c in children)
+
+
 @dataclass
 class Case:
     reducer_tps: list[float] = field(default_factory=list)
     pgbench_tps: list[float] = field(default_factory=list)
     client_cpu: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)
+    """CPU time of the server process per call (ms)."""
+    worker_ms: list[float] = field(default_factory=list)
+    """CPU time of its child processes (the module workers) per call (ms)."""
     failures: Counter[str] = field(default_factory=Counter)
     calls: int = 0
     retries: int = 0
@@ -346,9 +367,14 @@ def measure(
                 sides = ["reducer", "pgbench"]
                 for side in sides if round_no % 2 == 0 else sides[::-1]:
                     if side == "reducer":
+                        before = _cpu(server.pid)
                         tps, tally, cpu = asyncio.run(
                             run_callers(server, clients, distribution, args.time)
                         )
+                        after = _cpu(server.pid)
+                        per_call = 1000 / max(tally.calls, 1)
+                        case.server_ms.append((after[0] - before[0]) * per_call)
+                        case.worker_ms.append((after[1] - before[1]) * per_call)
                         case.reducer_tps.append(tps)
                         case.client_cpu.append(cpu)
                         case.failures.update(tally.failures)
@@ -376,7 +402,8 @@ def report(cases: dict[tuple[str, int], Case], args: argparse.Namespace) -> None
     )
     print(
         f"{'accounts':<8} {'callers':>7} {'reducer tps':>12} {'pgbench tps':>12} {'ratio':>6}"
-        f" {'client cpu':>10} {'failed calls':>12} {'retries/call':>12}"
+        f" {'client cpu':>10} {'server ms':>9} {'workers ms':>10}"
+        f" {'failed calls':>12} {'retries/call':>12}"
         f" {'pgbench failed':>14} {'pgbench retries/txn':>19}"
     )
     for (distribution, clients), case in cases.items():
@@ -385,12 +412,15 @@ def report(cases: dict[tuple[str, int], Case], args: argparse.Namespace) -> None
         print(
             f"{distribution:<8} {clients:>7} {reducer:>12.0f} {anchor:>12.0f}"
             f" {reducer / anchor:>6.2f} {statistics.median(case.client_cpu):>9.0%}"
+            f" {statistics.median(case.server_ms):>10.3f}"
+            f" {statistics.median(case.worker_ms):>10.3f}"
             f" {failed:>12} {case.retries / max(case.calls, 1):>12.3f}"
             f" {case.pgbench_failed:>14} {case.pgbench_retries / max(case.pgbench_txns, 1):>19.3f}"
         )
         if case.failures:
             print(f"{'':>17} failures: {dict(case.failures)}")
     print("client cpu: this process's CPU time / wall time (1 core = 100%)")
+    print("server ms, workers ms: CPU time per call of the server process, of its children")
     print()
     for distribution in ("uniform", "zipf"):
         for clients in args.callers:

@@ -36,6 +36,7 @@ from ..accounts.service import Principal
 from ..config import Settings
 from ..databases.service import Access, resolve
 from ..errors import ServiceError
+from ..observability.context import current_request_id
 from ..postgres.cluster import Cluster
 from ..store import Store
 from ..store.notifications import Invalidation
@@ -207,7 +208,8 @@ class ModuleService:
             active = await self._active_for(access)
             definition = self._reducer(access, active.definition, reducer)
             self._check_args(definition, active.definition, args)
-            request_id = uuid.uuid4().hex
+            # an HTTP call's is its request's (X-Request-Id): one id in logs and answer
+            request_id = current_request_id() or uuid.uuid4().hex
             ctx: dict[str, Any] = {
                 "sender": sender_of(self.secret, principal),
                 "connection_id": connection_id,
