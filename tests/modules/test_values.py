@@ -4,8 +4,11 @@ the round trip through a real Postgres column of the type the DDL declares."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import decimal
+import logging
+import random
 import struct
 import uuid
 from typing import Any
@@ -29,6 +32,9 @@ from millpond.module._values import (
     to_json,
 )
 from millpond.server.modules import schema
+from millpond.server.modules.runtime import Context, TableAccess, Tables
+from millpond.server.modules.statements import Prepared, connect
+from millpond.server.postgres.embedded import EmbeddedPostgres
 
 EMPTY = ModuleDef()
 IDENT = "ab" * 32
@@ -477,3 +483,94 @@ def _through_postgres(
 def test_base64_is_standard() -> None:
     assert to_json(b"\xfb\xff") == base64.b64encode(b"\xfb\xff").decode()
     assert check("+/8=", "bytea") == b"\xfb\xff"
+
+
+@pytest.mark.parametrize("case", DB_CASES, ids=[_ids(c) for c in DB_CASES])
+def test_table_handle_round_trip(db: psycopg.Connection[Any], case: tuple[TypeRef, Any]) -> None:
+    """Through ``ctx.db``'s handles (prepared statements run through libpq directly, their
+    parameter types inferred by Postgres): insert, find, update, filter, delete."""
+    ref, value = case
+    table = _table(ref)
+    db.execute("DROP TABLE IF EXISTS t")
+    for statement in schema.create_statements(ModuleDef(tables=(table,))):
+        db.execute(statement)
+
+    @dataclasses.dataclass
+    class T:
+        id: int = 0
+        v: Any = None
+
+    handle = TableAccess(db, table, T, {})
+    stored = handle.insert(T(v=value))
+    assert stored.v == value and stored.id > 0
+    found = handle.find(stored.id)
+    assert found is not None and found.v == value
+    assert handle.update(T(id=stored.id, v=value)).v == value
+    if not ref.name.startswith("float"):  # (equality of floats is not the point here)
+        assert [row.id for row in handle.filter_by(v=value)] == [stored.id]
+    assert handle.count() == 1 and [row.v for row in handle] == [value]
+    assert handle.delete(stored) is True and handle.find(stored.id) is None
+    assert handle.delete(stored) is False
+
+
+def test_a_module_that_deallocates_the_prepared_statements(db: psycopg.Connection[Any]) -> None:
+    """``DEALLOCATE`` through ``ctx.sql`` (told: prepared anew at once), or some other way
+    (a DO block: the statement fails, and is prepared anew for the next call)."""
+    table = _table(TypeRef("text"))
+    db.execute("DROP TABLE IF EXISTS t")
+    for statement in schema.create_statements(ModuleDef(tables=(table,))):
+        db.execute(statement)
+
+    @dataclasses.dataclass
+    class T:
+        id: int = 0
+        v: str = ""
+
+    prepared = Prepared(db)
+    tables = Tables({"t": TableAccess(db, table, T, {}, prepared)}, prepared)
+    row = tables.t.insert(T(v="kept"))
+    ctx = Context(
+        sender=Identity("0" * 64),
+        connection_id=None,
+        sender_auth=None,
+        timestamp=datetime.datetime.now(datetime.UTC),
+        rng=random.Random(1),
+        db=tables,
+        log=logging.getLogger("test"),
+        _conn=db,
+    )
+    ctx.sql("DEALLOCATE ALL")
+    assert tables.t.find(row.id) == row
+    db.execute("DO $$ BEGIN DEALLOCATE ALL; END $$")
+    with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+        tables.t.find(row.id)
+    assert tables.t.find(row.id) == row
+
+
+def test_psycopg_prepares_nothing_on_a_workers_connection(
+    db: psycopg.Connection[Any], pg_cluster: EmbeddedPostgres
+) -> None:
+    """psycopg answers a ROLLBACK (or DROP, ALTER…) with ``DEALLOCATE ALL`` once it has
+    prepared statements of its own, which dropped the handles' too (a call after a failed
+    one failed with "prepared statement does not exist"): a worker's connection lets
+    psycopg prepare nothing."""
+    table = _table(TypeRef("text"))
+    db.execute("DROP TABLE IF EXISTS t")
+    for statement in schema.create_statements(ModuleDef(tables=(table,))):
+        db.execute(statement)
+
+    @dataclasses.dataclass
+    class T:
+        id: int = 0
+        v: str = ""
+
+    with connect(pg_cluster.url(db.info.dbname)) as conn:
+        handle = TableAccess(conn, table, T, {})
+        row = handle.insert(T(v="one"))
+        assert handle.find(row.id) == row  # prepared now
+        for _ in range(10):  # often enough for psycopg to prepare it, if it would
+            conn.execute("SELECT v FROM t WHERE id = %s", [row.id])
+        conn.execute("BEGIN")
+        conn.execute("ROLLBACK")
+        conn.execute("SELECT 1")  # psycopg's maintenance would run here
+        assert handle.find(row.id) == row

@@ -2,8 +2,8 @@
 handles on ``ctx.db`` (:class:`TableAccess`) over the worker's psycopg connection, and
 :class:`Logs`, which collects ``ctx.log``, ``print`` and ``sys.stderr`` into the outcome.
 
-Each table's SQL is composed once per worker and run as prepared statements, so a call
-costs its own statements and nothing more."""
+Each table's SQL is composed once per worker and run as prepared statements, through
+libpq directly (``statements.py``), so a call costs its own statements and little more."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from millpond.module._def import ColumnDef, TableDef
 from millpond.module._types import Identity
 from millpond.module._values import from_db, to_db
 
+from .statements import Prepared
+
 SCHEMA = "public"
 """Module tables live in the database's ``public`` schema (see ``schema.py``)."""
 
@@ -41,8 +43,10 @@ class TableAccess:
         table: TableDef,
         row_class: type,
         records: Mapping[str, type],
+        prepared: Prepared | None = None,
     ) -> None:
         self._conn = conn
+        self._prepared = prepared or Prepared(conn)
         self._table = table
         self._class = row_class
         self._records = records
@@ -106,8 +110,8 @@ class TableAccess:
 
     def delete(self, row: Any) -> bool:
         self._check(row)
-        cursor = self._conn.execute(self._delete, self._key_of(row), prepare=True)
-        return cursor.rowcount > 0
+        _, count = self._prepared.run(self._delete, self._key_of(row))
+        return count > 0
 
     def find(self, *key: Any) -> Any:
         if len(key) != len(self._key):
@@ -132,14 +136,14 @@ class TableAccess:
             query = self._filter_sql(chosen)
             self._filter[shape] = query
         params = [to_db(v, c.type) for c, v in chosen if v is not None]
-        return self._rows(self._conn.execute(query, params, prepare=True).fetchall())
+        return self._rows(self._prepared.run(query, params)[0])
 
     def count(self) -> int:
-        row = self._conn.execute(self._count, prepare=True).fetchone()
-        return int(row[0]) if row is not None else 0
+        rows, _ = self._prepared.run(self._count)
+        return int(rows[0][0]) if rows else 0
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._rows(self._conn.execute(self._all, prepare=True).fetchall()))
+        return iter(self._rows(self._prepared.run(self._all)[0]))
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -183,8 +187,8 @@ class TableAccess:
         return self._sql("SELECT {cols} FROM {t} WHERE {where} ORDER BY {order}", where=conditions)
 
     def _one(self, query: bytes, params: list[Any]) -> Any:
-        row = self._conn.execute(query, params, prepare=True).fetchone()
-        return self._row(row) if row is not None else None
+        rows, _ = self._prepared.run(query, params)
+        return self._row(rows[0]) if rows else None
 
     def _rows(self, rows: list[Any]) -> list[Any]:
         return [self._row(row) for row in rows]
@@ -204,8 +208,13 @@ def _equals(columns: list[ColumnDef]) -> sql.Composable:
 class Tables:
     """``ctx.db``: one :class:`TableAccess` per table of the module."""
 
-    def __init__(self, handles: dict[str, TableAccess]) -> None:
+    def __init__(self, handles: dict[str, TableAccess], prepared: Prepared | None = None) -> None:
         self._handles = handles
+        self._prepared = prepared
+
+    def _forget_prepared(self) -> None:
+        if self._prepared is not None:
+            self._prepared.forget()
 
     def __getattr__(self, name: str) -> TableAccess:
         try:
@@ -235,10 +244,11 @@ def table_handles(
     from millpond.module._declare import TABLE_MARK
 
     handles = {}
+    prepared = Prepared(conn)  # one set of prepared statements for the connection
     for cls in row_classes:
         table: TableDef = getattr(cls, TABLE_MARK)
-        handles[table.name] = TableAccess(conn, table, cls, records)
-    return Tables(handles)
+        handles[table.name] = TableAccess(conn, table, cls, records, prepared)
+    return Tables(handles, prepared)
 
 
 @dataclasses.dataclass
@@ -285,7 +295,13 @@ class Context:
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         with self._conn.cursor(row_factory=dict_row) as cursor:
             cursor.execute(query.encode(), params or None)
-            return cursor.fetchall() if cursor.description is not None else []
+            rows = cursor.fetchall() if cursor.description is not None else []
+            statuses = [cursor.statusmessage]
+            while cursor.nextset():
+                statuses.append(cursor.statusmessage)
+        if any((status or "").startswith("DEALLOCATE") for status in statuses):
+            self.db._forget_prepared()  # the table handles' statements may be gone
+        return rows
 
 
 # -- logs -------------------------------------------------------------------------------

@@ -342,6 +342,10 @@ class _Database:
     def _start(self, slot: tuple[str, int, datetime]) -> None:
         """A run fell due: queue it for the next free dispatcher (one per call the
         workers can take at once)."""
+        early = (slot[2] - self._now()).total_seconds()
+        if early > 0:  # the loop's timers count whole milliseconds: it fired a little early
+            self._pending[slot] = asyncio.get_running_loop().call_later(early, self._start, slot)
+            return
         self._ready.append(slot)
         if len(self._running) < self._dispatchers:
             task = asyncio.create_task(self._dispatch())
@@ -424,7 +428,8 @@ class _Database:
             "sender": self.sender,
             "connection_id": None,
             "sender_auth": None,
-            "timestamp": datetime.now(UTC).isoformat(),
+            # never before it was due (whose time is Postgres', its clock perhaps ahead)
+            "timestamp": max(datetime.now(UTC), due).isoformat(),
             "seed": secrets.randbits(63),
             "request_id": uuid.uuid4().hex,
             "schedule": {"table": tbl, "id": key, "due": due.isoformat()},

@@ -44,6 +44,7 @@ from . import sandbox
 from .protocol import Decoder, FrameError, encode
 from .runtime import Capture, Context, Logs, Tables, module_logger, table_handles
 from .schema import NEXT_TICK
+from .statements import connect, simple
 
 RETRY_SQLSTATES = ("40001", "40P01")
 APPLY_LOCK_TIMEOUT = "5s"
@@ -374,14 +375,16 @@ class Worker:
                 str(ctx.get("request_id") or ""),
             )
             with conn.pipeline():
+                # (not prepared: psycopg prepares nothing on a worker's connection)
                 conn.execute(_BEGIN[isolation], prepare=False)
-                conn.execute(_SET_CONTEXT, context, prepare=True)
-                conn.execute(_NO_SEQSCAN, prepare=True)
-                self._opened = conn.execute(query, params, prepare=True)
-                conn.execute(_SEQSCAN_AGAIN, prepare=True)
+                conn.execute(_SET_CONTEXT, context, prepare=False)
+                conn.execute(_NO_SEQSCAN, prepare=False)
+                self._opened = conn.execute(query, params, prepare=False)
+                conn.execute(_SEQSCAN_AGAIN, prepare=False)
             return
         literal = self._literal
-        conn.execute(
+        simple(
+            conn,
             b"".join(
                 (
                     _BEGIN[isolation],
@@ -393,7 +396,7 @@ class Worker:
                     literal(str(ctx.get("request_id") or "")),
                     b", true)",
                 )
-            )
+            ),
         )
 
     def _literal(self, value: str) -> bytes:
@@ -419,9 +422,9 @@ class Worker:
             conn.execute("COMMIT")
             return None
         text = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-        cur = conn.execute(_EMIT + self._literal(text) + _EMIT_END)
-        row = cur.fetchone()
-        return int(str(row[1])) % 2**32 if row is not None else None
+        emitted = simple(conn, _EMIT + self._literal(text) + _EMIT_END)[0]
+        xid = emitted.get_value(0, 1) if emitted.ntuples else None
+        return int(xid) % 2**32 if xid is not None else None
 
     def _rollback(self) -> bool:
         """Roll back what is open; whether the connection is still usable."""
@@ -539,7 +542,7 @@ def start(
     try:
         conninfo = message.pop("conninfo", None)  # not left lying around for the module
         if conninfo:
-            conn = psycopg.connect(str(conninfo), autocommit=True)
+            conn = connect(str(conninfo))
             del conninfo
             timeout_ms = int(float(limits.get("call_timeout_s", 10)) * 1000)
             conn.execute(f"SET statement_timeout = {timeout_ms}")
