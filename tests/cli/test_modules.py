@@ -57,6 +57,8 @@ def test_publish_call_logs_versions_and_rollback(user_cli: tuple[str, Cli], tmp_
         "bumped a to 6",
         "bumped b to 2",
     ]
+    two = [json.loads(line) for line in cli.ok("logs", db, "-n", "2").stdout.splitlines()]
+    assert [line["message"] for line in two] == ["bumped a to 6", "bumped b to 2"]
     text = cli.ok("logs", db, "-n", "1", table=True).stdout
     assert text.rstrip().endswith("v1 bump: bumped b to 2")
     # an additive change, then a destructive one refused until --delete-data

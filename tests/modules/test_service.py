@@ -365,6 +365,8 @@ def test_out_of_range_numbers_are_422(chat: Db) -> None:
         f"/module/versions/-{2**70}",
         f"/module/logs?after={2**63}",
         "/module/logs?limit=0",
+        "/module/logs?last=0",
+        "/module/logs?last=1001",
     ):
         _error(chat("GET", path), 422, "validation_error")
     _error(chat("POST", "/module/rollback", json={"version": 2**31}), 422, "validation_error")
@@ -465,3 +467,19 @@ def test_a_publish_drops_no_call_in_flight(
     count = db.sql("SELECT count(*) FROM message").json()["data"][0][0]
     assert count == len(outcomes)  # every committed call's row, once
     assert db("GET", "/module").json()["version"] == 4
+
+
+def test_the_newest_log_lines(chat: Db) -> None:
+    """``last``: the newest lines, still oldest first (what ``millpond logs -n`` prints)."""
+    for n in range(5):
+        assert chat.call("send_message", [f"tail {n}"]).status_code == 200
+    every = chat("GET", "/module/logs?limit=1000").json()
+    newest = chat("GET", "/module/logs?last=3").json()
+    assert [line["id"] for line in newest] == [line["id"] for line in every[-3:]]
+    assert newest[-1]["message"].startswith("message ")
+    oldest = chat("GET", "/module/logs?limit=3").json()
+    assert [line["id"] for line in oldest] == [line["id"] for line in every[:3]]
+    after = every[-2]["id"]
+    assert [line["id"] for line in chat("GET", f"/module/logs?after={after}&last=5").json()] == [
+        every[-1]["id"]
+    ]

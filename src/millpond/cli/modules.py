@@ -137,18 +137,13 @@ def logs(
     tracebacks, oldest first: JSON lines, or text with --format table."""
     st = state(ctx)
     with st.client() as mp:
-        recent = _tail(mp.modules.logs(database, limit=1000), lines)
-        after = _show_lines(st.format, recent, 0)
+        after = _show_lines(st.format, mp.modules.logs(database, last=lines), 0)
         while follow:
             try:
                 time.sleep(poll)
             except KeyboardInterrupt:
                 return
             after = _show_lines(st.format, mp.modules.logs(database, after=after), after)
-
-
-def _tail(items: list[LogLine], n: int) -> list[LogLine]:
-    return items[-n:]
 
 
 def _show_lines(fmt: OutputFormat, items: list[LogLine], after: int) -> int:

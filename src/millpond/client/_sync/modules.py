@@ -174,12 +174,16 @@ class Modules:
         *,
         after: int = 0,
         limit: int = 100,
+        last: int | None = None,
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> builtins.list[LogLine]:
         """One page of the module's log lines, oldest first: at most ``limit`` (1-1000)
-        with an id above ``after``. Every one (to now): :meth:`iter_logs`."""
+        with an id above ``after`` — or, with ``last`` (1-1000), the newest ``last``.
+        Every one (to now): :meth:`iter_logs`."""
         path = f"{database_path(db, 'module', 'logs')}?after={int(after)}&limit={int(limit)}"
+        if last is not None:
+            path += f"&last={int(last)}"
         call = Call("GET", path, parse_list(LogLine))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
 

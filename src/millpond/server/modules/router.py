@@ -164,8 +164,13 @@ async def logs(
         int, Query(ge=0, le=2**63 - 1, description="Only lines with a larger id.")
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    last: Annotated[
+        int | None,
+        Query(ge=1, le=1000, description="Only the newest `last` lines (still oldest first)."),
+    ] = None,
 ) -> list[LogLine]:
-    return await _modules(svc).logs(who, f"{owner}/{name}", after, limit)
+    """The module's log lines, oldest first: a page after ``after``, or the newest ``last``."""
+    return await _modules(svc).logs(who, f"{owner}/{name}", after, limit, last)
 
 
 @router.get("/module/settings", response_model=ModuleSettings)

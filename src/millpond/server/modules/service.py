@@ -394,13 +394,22 @@ class ModuleService:
             )
 
     async def logs(
-        self, principal: Principal, full_name: str, after: int = 0, limit: int = 100
+        self,
+        principal: Principal,
+        full_name: str,
+        after: int = 0,
+        limit: int = 100,
+        last: int | None = None,
     ) -> list[LogLine]:
+        """Lines with an id above ``after``: the first ``limit``, or the newest ``last``;
+        oldest first either way."""
         access = await resolve(self.store, principal, full_name, need="admin")
+        newest = last is not None
         rows = await self.store.fetchall(
-            "SELECT id, ts, version, level, message, reducer, request_id, traceback"
-            " FROM module_logs WHERE database_id = %s AND id > %s ORDER BY id LIMIT %s",
-            (access.id, after, limit),
+            "SELECT * FROM (SELECT id, ts, version, level, message, reducer, request_id,"
+            " traceback FROM module_logs WHERE database_id = %s AND id > %s"
+            f" ORDER BY id {'DESC' if newest else ''} LIMIT %s) AS page ORDER BY id",
+            (access.id, after, last if newest else limit),
         )
         return [LogLine(**row) for row in rows]
 
