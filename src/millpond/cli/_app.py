@@ -10,6 +10,7 @@ from .._version import __version__
 from . import _profiles as profiles
 from . import (
     compat,
+    completion,
     db,
     flags,
     generate,
@@ -182,7 +183,9 @@ app.command("track")(track.track)
 app.add_typer(flags.app, name="flags")
 app.add_typer(flags.companies_app, name="companies")
 app.add_typer(compat.app, name="compat")
+app.command("completion")(completion.completion)
 
 
 def main() -> None:
-    app()
+    completion.answering()  # the shell asking what may come next: Typer answers
+    app(complete_var=completion.COMPLETE_VAR)  # (whatever the program's name)
