@@ -9,6 +9,7 @@ import typer
 from .._version import __version__
 from . import _profiles as profiles
 from . import (
+    backup,
     compat,
     completion,
     db,
@@ -183,6 +184,8 @@ app.command("track")(track.track)
 app.add_typer(flags.app, name="flags")
 app.add_typer(flags.companies_app, name="companies")
 app.add_typer(compat.app, name="compat")
+app.command("backup")(backup.backup)
+app.command("restore")(backup.restore)
 app.command("completion")(completion.completion)
 
 

@@ -280,6 +280,15 @@ def _ensure_system_user(name: str) -> None:
     _make_traversable(bin_dir())
 
 
+def adopt(pgdata: Path) -> None:
+    """Make a cluster's files (a restored backup's) the embedded Postgres' user's."""
+    if os.geteuid() != 0:
+        return
+    _ensure_system_user(SYSTEM_USER)
+    for path in [pgdata, *pgdata.rglob("*")]:
+        _chown(path, SYSTEM_USER)
+
+
 def _chown(path: Path, user: str) -> None:
     entry = pwd.getpwnam(user)
     os.chown(path, entry.pw_uid, entry.pw_gid)
