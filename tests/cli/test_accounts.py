@@ -4,6 +4,8 @@ for everyone else."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from millpond.cli import _context
@@ -161,3 +163,16 @@ def test_non_admin_gets_a_clear_403(user_cli: tuple[str, Cli]) -> None:
         assert "(admin_required)" in result.stderr
         assert "hint: this needs an admin key" in result.stderr
     assert cli.json("user", "get", username)["username"] == username  # themself: allowed
+
+
+def test_user_create_can_save_the_key_as_a_profile(cli: Cli) -> None:
+    name = unique("dave")
+    done = cli("user", "create", name, "--save-profile", name)
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout)["user"]["username"] == name  # printed as without it
+    assert f"as profile {name}" in done.stderr
+    as_dave = Cli(cli.url, None, cli.empty_dir, {**cli.env, "MILLPOND_PROFILE": name})
+    assert as_dave.json("whoami")["user"] == name
+    refused = cli("user", "create", unique("erin"), "--save-profile", "no spaces")
+    assert refused.exit_code != 0 and "not a profile name" in refused.stderr
+    assert not any(u["username"].startswith("erin") for u in cli.json("user", "list", "--all"))

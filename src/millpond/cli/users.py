@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from ..models import User
+from . import _profiles as profiles
 from ._context import confirm, group, path_segment, state
 from ._output import show_action, show_list, show_one
 from ._paging import All, Limit, whole
@@ -36,12 +37,27 @@ def create(
     ctx: typer.Context,
     username: Username,
     admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator.")] = False,
+    save_profile: Annotated[
+        str | None,
+        typer.Option(
+            "--save-profile",
+            metavar="NAME",
+            help="Also save the new key as login profile NAME, to act as the user: "
+            "`millpond --profile NAME …` or MILLPOND_PROFILE=NAME.",
+        ),
+    ] = None,
 ) -> None:
     """Create a user and their first API key (admin). Prints both; the key's secret is shown
-    this once only: hand it to the user."""
+    this once only: hand it to the user (or keep it as a profile: --save-profile)."""
     st = state(ctx)
+    if save_profile is not None:
+        profiles.check_name(save_profile)
     with st.client() as mp:
-        show_one(st.format, mp.users.create(username, admin))
+        created = mp.users.create(username, admin)
+    if save_profile is not None:
+        path = profiles.put(profiles.Profile(save_profile, st.url, created.api_key.secret))
+        typer.echo(f"saved {username}'s key as profile {save_profile} in {path}", err=True)
+    show_one(st.format, created)
 
 
 @app.command()
