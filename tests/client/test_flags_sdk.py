@@ -19,6 +19,7 @@ from millpond import (
     ForbiddenError,
     LocalCache,
     Millpond,
+    MillpondError,
     NotFoundError,
     UnprocessableEntityError,
 )
@@ -295,6 +296,18 @@ def test_checks_log(env: FlagsEnv, mp: Millpond) -> None:
     assert mp.flags.checks(flag="beta", before=beta[-1].id) == []
 
 
+def test_events_log(mp: Millpond) -> None:
+    called("events")
+    mp.identify({"id": "u1"}, company={"keys": ACME})
+    mp.track("export", company=ACME, quantity=3)
+    assert mp.flush()
+    newest, oldest = mp.flags.events(limit=2)
+    assert (newest.event_type, newest.event, newest.quantity) == ("track", "export", 3)
+    assert oldest.event_type == "identify" and newest.seq > oldest.seq
+    assert [e.event_type for e in mp.flags.events(event_type="identify")] == ["identify"]
+    assert mp.flags.events(before=oldest.seq, event="export") == []
+
+
 def test_companies_resource(env: FlagsEnv, mp: Millpond) -> None:
     called("upsert_company", "upsert_user", "get_company", "get_user", "list_companies")
     called("list_users", "delete_company", "delete_user", "company_metrics")
@@ -331,6 +344,15 @@ def test_environments_and_bound_keys(base_url: str, make_user: Any) -> None:
         assert app.check_flag_details("x").reason == "FLAG_NOT_FOUND"  # found its environment
         with pytest.raises(ForbiddenError):
             app.flags.create_key()  # a bound key makes no keys
+    called("keys", "revoke_key")
+    with Millpond(api_key=key, base_url=base_url) as mp:
+        listed = mp.flags.keys(environment="production")
+        assert [k.id for k in listed] == [bound.id]
+        assert all(not hasattr(k, "secret") for k in listed)  # never the secrets
+        mp.flags.revoke_key(listed[0].id, environment="production")
+        assert mp.flags.keys(environment="production") == []
+    with Millpond(api_key=bound.secret, base_url=base_url) as app, pytest.raises(MillpondError):
+        app.flags.list()  # revoked: refused at once
 
 
 def test_async_twin(env: FlagsEnv, base_url: str) -> None:

@@ -280,6 +280,36 @@ def test_newest_first_logs_page_with_before(setup: Setup, base_url: str) -> None
         assert run.items == audit[1:]
 
 
+def test_events_page_newest_first(setup: Setup, base_url: str) -> None:
+    with Millpond(api_key=setup.key, base_url=base_url, environment=setup.env) as mp:
+        for i in range(N):
+            mp.track("paged", company={"id": "c0"}, user={"id": f"u{i}"})
+        mp.flush()
+        events = mp.flags.events(event="paged", limit=1000)
+        assert len(events) == N and mp.flags.events(event="nope") == []
+        assert [e.seq for e in events] == sorted((e.seq for e in events), reverse=True)
+        assert [e.user_id for e in mp.flags.events(event="paged", user_id=events[0].user_id)] == [
+            events[0].user_id
+        ]
+    for run in walk(
+        base_url,
+        setup.key,
+        lambda mp: mp.flags.iter_events(event="paged", page_size=SIZE),
+        "flags.iter_events",
+        environment=setup.env,
+    ):
+        assert run.items == events
+        assert run.count("/events") == PAGES
+    for run in walk(
+        base_url,
+        setup.key,
+        lambda mp: mp.flags.iter_events(event="paged", before=events[0].seq, page_size=SIZE),
+        "flags.iter_events",
+        environment=setup.env,
+    ):
+        assert run.items == events[1:]
+
+
 def test_import_and_export_jobs(setup: Setup, base_url: str) -> None:
     with Millpond(api_key=setup.key, base_url=base_url) as mp:
         db = mp.databases.create("jobs").full_name
@@ -441,7 +471,8 @@ def test_every_paged_list_has_an_iterator_with_its_filters() -> None:
         for name, sig in _paged_lists(resource).items():
             twin = getattr(resource, _twin(name), None)
             assert twin is not None, f"{attr}.{name} has no {_twin(name)}"
-            want = [p for p in sig.parameters if p not in ("limit", "since_version")]
+            # (``last``: the newest few, not a walk)
+            want = [p for p in sig.parameters if p not in ("limit", "since_version", "last")]
             got = [p for p in inspect.signature(twin).parameters if p != "page_size"]
             assert sorted(got) == sorted(want), (attr, name)
             assert _twin(name) in (resource.__dict__.get(name).__doc__ or ""), (attr, name)
@@ -450,6 +481,7 @@ def test_every_paged_list_has_an_iterator_with_its_filters() -> None:
         "flags.iter",
         "flags.iter_audit",
         "flags.iter_checks",
+        "flags.iter_events",
         "flags.iter_features",
         "flags.iter_plans",
         "flags.iter_entitlements",

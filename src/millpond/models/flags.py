@@ -609,6 +609,22 @@ class EventsAccepted(WireModel):
     duplicates: int = Field(default=0, description="Events ignored: idempotency key seen before")
 
 
+class EventRecord(WireModel):
+    """A stored identify or track event."""
+
+    id: str
+    seq: int = Field(description="Order of arrival (increasing)")
+    event_type: Literal["identify", "track"]
+    event: str | None = Field(default=None, description="track: the event name")
+    quantity: int | None = None
+    company_id: str | None = Field(default=None, description="The company resolved")
+    user_id: str | None = Field(default=None, description="The user resolved")
+    idempotency_key: str | None = None
+    body: dict[str, Any] = Field(description="The event as sent")
+    sent_at: datetime | None = None
+    received_at: datetime
+
+
 class AuditEntry(WireModel):
     """One change: who (key and user), what (entity, id, action), when, before and after."""
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
-from ...models import ApiKeyCreated, KeyScope
+from ...models import ApiKey, ApiKeyCreated, KeyScope
 from ...models.flags import (
     AuditEntry,
     CheckRecord,
@@ -39,6 +39,7 @@ from ...models.flags import (
     EntitlementValueType,
     Environment,
     EnvironmentType,
+    EventRecord,
     Feature,
     FeatureType,
     Flag,
@@ -79,6 +80,10 @@ def _page(limit: int, after: str | None = None, **filters: str | None) -> dict[s
 
 def _key(flag: Flag) -> str:
     return flag.key
+
+
+def _seq(record: EventRecord) -> Cursor:
+    return record.seq
 
 
 def _id(item: Any) -> Cursor:
@@ -176,6 +181,34 @@ class Flags:
         body = {"name": name, "scope": scope}
         call = Call("POST", path, parse_model(ApiKeyCreated), json=body)
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def keys(
+        self,
+        *,
+        environment: str | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[ApiKey]:
+        """The keys bound to ``environment`` (default: the client's), without their
+        secrets, in one answer: this list is not paged."""
+        env = environment if environment is not None else self._environment()
+        call = Call("GET", f"/v1/flags/environments/{segment(env)}/keys", parse_list(ApiKey))
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def revoke_key(
+        self,
+        key_id: str,
+        *,
+        environment: str | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> None:
+        """Revoke a key bound to ``environment`` (default: the client's): at once, on
+        every server."""
+        env = environment if environment is not None else self._environment()
+        path = f"/v1/flags/environments/{segment(env)}/keys/{segment(key_id)}"
+        call = Call("DELETE", path, parse_none)
+        self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
     # -- flags ---------------------------------------------------------------------------
 
@@ -392,6 +425,65 @@ class Flags:
         params = {} if since_version is None else {"since_version": str(since_version)}
         call = Call("GET", self._path("/rulesets"), parse_list(FlagRuleset), params=params)
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def events(
+        self,
+        *,
+        event_type: Literal["identify", "track"] | None = None,
+        event: str | None = None,
+        company_id: str | None = None,
+        user_id: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> builtins.list[EventRecord]:
+        """One page of the identify and track events received, newest first: at most
+        ``limit`` (1-1000) older than the ``seq`` ``before``, filtered by type, event name,
+        company or user id; every event: :meth:`iter_events`."""
+        params = {"limit": str(limit)}
+        params |= _given(
+            event_type=event_type,
+            event=event,
+            company_id=company_id,
+            user_id=user_id,
+            before=None if before is None else str(before),
+        )
+        call = Call("GET", self._path("/events"), parse_list(EventRecord), params=params)
+        return self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    def iter_events(
+        self,
+        *,
+        event_type: Literal["identify", "track"] | None = None,
+        event: str | None = None,
+        company_id: str | None = None,
+        user_id: str | None = None,
+        before: int | None = None,
+        page_size: int = PAGE_SIZE,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> Iterator[EventRecord]:
+        """Every event, newest first, as :meth:`events` but to the oldest."""
+        filters = {
+            "event_type": event_type,
+            "event": event,
+            "company_id": company_id,
+            "user_id": user_id,
+        }
+        records = self._each(
+            "/events",
+            EventRecord,
+            _seq,
+            filters,
+            before,
+            page_size,
+            timeout,
+            max_retries,
+            param="before",
+        )
+        for record in records:
+            yield record
 
     def audit(
         self,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from millpond.models.common import RequestModel, WireModel
+from millpond.models.common import RequestModel
 from millpond.models.flags import (
     AuditEntry,
     CheckRecord,
@@ -25,6 +25,7 @@ from millpond.models.flags import (
     EntityKeys,
     Environment,
     EnvironmentType,
+    EventRecord,
     FeatureType,
     FlagType,
     IdentifyCompany,
@@ -361,22 +362,6 @@ class EntityLookup(RequestModel):
 
 # ---------------------------------------------------------------------------------------------
 # Logs
-
-
-class EventRecord(WireModel):
-    """A stored identify or track event."""
-
-    id: str
-    seq: int = Field(description="Order of arrival (increasing)")
-    event_type: Literal["identify", "track"]
-    event: str | None = Field(default=None, description="track: the event name")
-    quantity: int | None = None
-    company_id: str | None = Field(default=None, description="The company resolved")
-    user_id: str | None = Field(default=None, description="The user resolved")
-    idempotency_key: str | None = None
-    body: dict[str, Any] = Field(description="The event as sent")
-    sent_at: datetime | None = None
-    received_at: datetime
 
 
 __all__ = [
