@@ -14,6 +14,7 @@ import pytest
 from millpond.server.app import create_app
 from millpond.server.config import Settings
 from millpond.server.modules import router as modules_router
+from millpond.server.query import router as query_router
 from millpond.server.testing import ServerThread
 
 from .test_service import CHAT, Db, published
@@ -25,11 +26,12 @@ def chat(server: ServerThread, make_user: Callable[..., tuple[str, str]]) -> Db:
     return published(server.url, key, f"{username}/routed", CHAT)
 
 
-def test_the_call_route_comes_before_every_other() -> None:
+def test_the_plain_routes_come_before_every_other() -> None:
     app = create_app(Settings())
-    assert app.router.routes[0] is modules_router.call_route
-    documented = app.openapi()["paths"]["/v1/databases/{owner}/{name}/call/{reducer}"]
-    assert set(documented) == {"post"}  # the FastAPI route documents it
+    assert app.router.routes[:2] == [modules_router.call_route, query_router.query_route]
+    paths = app.openapi()["paths"]
+    for path in ("/v1/databases/{owner}/{name}/call/{reducer}", "/v1/query"):
+        assert set(paths[path]) == {"post"}  # their FastAPI twins document them
 
 
 JSON = {"content-type": "application/json"}

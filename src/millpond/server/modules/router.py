@@ -3,16 +3,10 @@ and reducer calls."""
 
 from __future__ import annotations
 
-import email.message
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from ...models.modules import (
     AnonymousIdentity,
@@ -32,6 +26,7 @@ from ...models.modules import (
     TokenIssuerPut,
 )
 from ..deps import Caller, Svc, anonymous_allowed, principal, services
+from ..routing import NamedRoute, json_body
 from .service import ModuleService
 
 router = APIRouter(prefix="/v1/databases/{owner}/{name}")
@@ -67,7 +62,7 @@ async def call_fast(request: Request) -> Response:
     FastAPI's per-request dependency solving and response-model validation (a third of
     the server's CPU per call). Errors go through the app's handlers like any route's."""
     who = await principal(request)
-    args = await call_arguments(request)
+    args = await json_body(request)
     params = request.path_params
     full_name = f"{params['owner']}/{params['name']}"
     result = await _modules(services(request)).call(
@@ -76,44 +71,7 @@ async def call_fast(request: Request) -> Response:
     return Response(result.model_dump_json(by_alias=True), media_type="application/json")
 
 
-class _NamedRoute(Route):
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["route"] = self  # FastAPI's router names only its own routes (for metrics)
-        await super().handle(scope, receive, send)
-
-
-call_route = _NamedRoute("/v1/databases/{owner}/{name}/call/{reducer}", call_fast, methods=["POST"])
-
-
-async def call_arguments(request: Request) -> Any:
-    """The body as FastAPI reads a ``Body()`` of any type: None when empty, parsed JSON
-    when the content type is JSON (``application/json``, ``…+json``), else the bytes
-    (which the call refuses: arguments are a JSON array or object)."""
-    body = await request.body()
-    if not body:
-        return None
-    content_type = request.headers.get("content-type")
-    if not content_type or not _is_json(content_type):
-        return body
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}]
-        ) from exc
-    except ValueError as exc:
-        raise HTTPException(400, "There was an error parsing the body") from exc
-
-
-def _is_json(content_type: str) -> bool:
-    if content_type == "application/json":
-        return True
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
-    )
+call_route = NamedRoute("/v1/databases/{owner}/{name}/call/{reducer}", call_fast, methods=["POST"])
 
 
 @router.post("/module", response_model=PublishResult, status_code=201)
