@@ -485,21 +485,29 @@ def test_base64_is_standard() -> None:
     assert check("+/8=", "bytea") == b"\xfb\xff"
 
 
+@dataclasses.dataclass
+class T:
+    """The row class of the table ``t`` of :func:`_table`."""
+
+    id: int = 0
+    v: Any = None
+
+
+def _made(db: psycopg.Connection[Any], ref: TypeRef) -> TableDef:
+    """The table ``t`` (``id``, ``v`` of type ``ref``) made anew in ``db``."""
+    table = _table(ref)
+    db.execute("DROP TABLE IF EXISTS t")
+    for statement in schema.create_statements(ModuleDef(tables=(table,))):
+        db.execute(statement)
+    return table
+
+
 @pytest.mark.parametrize("case", DB_CASES, ids=[_ids(c) for c in DB_CASES])
 def test_table_handle_round_trip(db: psycopg.Connection[Any], case: tuple[TypeRef, Any]) -> None:
     """Through ``ctx.db``'s handles (prepared statements run through libpq directly, their
     parameter types inferred by Postgres): insert, find, update, filter, delete."""
     ref, value = case
-    table = _table(ref)
-    db.execute("DROP TABLE IF EXISTS t")
-    for statement in schema.create_statements(ModuleDef(tables=(table,))):
-        db.execute(statement)
-
-    @dataclasses.dataclass
-    class T:
-        id: int = 0
-        v: Any = None
-
+    table = _made(db, ref)
     handle = TableAccess(db, table, T, {})
     stored = handle.insert(T(v=value))
     assert stored.v == value and stored.id > 0
@@ -516,16 +524,7 @@ def test_table_handle_round_trip(db: psycopg.Connection[Any], case: tuple[TypeRe
 def test_a_module_that_deallocates_the_prepared_statements(db: psycopg.Connection[Any]) -> None:
     """``DEALLOCATE`` through ``ctx.sql`` (told: prepared anew at once), or some other way
     (a DO block: the statement fails, and is prepared anew for the next call)."""
-    table = _table(TypeRef("text"))
-    db.execute("DROP TABLE IF EXISTS t")
-    for statement in schema.create_statements(ModuleDef(tables=(table,))):
-        db.execute(statement)
-
-    @dataclasses.dataclass
-    class T:
-        id: int = 0
-        v: str = ""
-
+    table = _made(db, TypeRef("text"))
     prepared = Prepared(db)
     tables = Tables({"t": TableAccess(db, table, T, {}, prepared)}, prepared)
     row = tables.t.insert(T(v="kept"))
@@ -554,16 +553,7 @@ def test_psycopg_prepares_nothing_on_a_workers_connection(
     prepared statements of its own, which dropped the handles' too (a call after a failed
     one failed with "prepared statement does not exist"): a worker's connection lets
     psycopg prepare nothing."""
-    table = _table(TypeRef("text"))
-    db.execute("DROP TABLE IF EXISTS t")
-    for statement in schema.create_statements(ModuleDef(tables=(table,))):
-        db.execute(statement)
-
-    @dataclasses.dataclass
-    class T:
-        id: int = 0
-        v: str = ""
-
+    table = _made(db, TypeRef("text"))
     with connect(pg_cluster.url(db.info.dbname)) as conn:
         handle = TableAccess(conn, table, T, {})
         row = handle.insert(T(v="one"))

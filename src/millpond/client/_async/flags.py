@@ -98,6 +98,11 @@ class AsyncFlags:
     async def _path(self, rest: str = "") -> str:
         return f"/v1/flags/environments/{segment(await self._environment())}{rest}"
 
+    async def _keys_path(self, environment: str | None, rest: str = "") -> str:
+        """The keys of ``environment`` (default: the client's)."""
+        env = environment if environment is not None else await self._environment()
+        return f"/v1/flags/environments/{segment(env)}/keys{rest}"
+
     async def _flag(self, key: str, rest: str = "") -> str:
         return await self._path(f"/flags/{segment(key)}{rest}")
 
@@ -174,8 +179,7 @@ class AsyncFlags:
     ) -> ApiKeyCreated:
         """A key bound to ``environment`` (default: the client's): it reaches that
         environment's flags only — the key to give an application."""
-        env = environment if environment is not None else await self._environment()
-        path = f"/v1/flags/environments/{segment(env)}/keys"
+        path = await self._keys_path(environment)
         body = {"name": name, "scope": scope}
         call = Call("POST", path, parse_model(ApiKeyCreated), json=body)
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
@@ -189,8 +193,7 @@ class AsyncFlags:
     ) -> builtins.list[ApiKey]:
         """The keys bound to ``environment`` (default: the client's), without their
         secrets, in one answer: this list is not paged."""
-        env = environment if environment is not None else await self._environment()
-        call = Call("GET", f"/v1/flags/environments/{segment(env)}/keys", parse_list(ApiKey))
+        call = Call("GET", await self._keys_path(environment), parse_list(ApiKey))
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
     async def revoke_key(
@@ -203,8 +206,7 @@ class AsyncFlags:
     ) -> None:
         """Revoke a key bound to ``environment`` (default: the client's): at once, on
         every server."""
-        env = environment if environment is not None else await self._environment()
-        path = f"/v1/flags/environments/{segment(env)}/keys/{segment(key_id)}"
+        path = await self._keys_path(environment, f"/{segment(key_id)}")
         call = Call("DELETE", path, parse_none)
         await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 

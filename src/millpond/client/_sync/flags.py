@@ -100,6 +100,11 @@ class Flags:
     def _path(self, rest: str = "") -> str:
         return f"/v1/flags/environments/{segment(self._environment())}{rest}"
 
+    def _keys_path(self, environment: str | None, rest: str = "") -> str:
+        """The keys of ``environment`` (default: the client's)."""
+        env = environment if environment is not None else self._environment()
+        return f"/v1/flags/environments/{segment(env)}/keys{rest}"
+
     def _flag(self, key: str, rest: str = "") -> str:
         return self._path(f"/flags/{segment(key)}{rest}")
 
@@ -176,8 +181,7 @@ class Flags:
     ) -> ApiKeyCreated:
         """A key bound to ``environment`` (default: the client's): it reaches that
         environment's flags only — the key to give an application."""
-        env = environment if environment is not None else self._environment()
-        path = f"/v1/flags/environments/{segment(env)}/keys"
+        path = self._keys_path(environment)
         body = {"name": name, "scope": scope}
         call = Call("POST", path, parse_model(ApiKeyCreated), json=body)
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
@@ -191,8 +195,7 @@ class Flags:
     ) -> builtins.list[ApiKey]:
         """The keys bound to ``environment`` (default: the client's), without their
         secrets, in one answer: this list is not paged."""
-        env = environment if environment is not None else self._environment()
-        call = Call("GET", f"/v1/flags/environments/{segment(env)}/keys", parse_list(ApiKey))
+        call = Call("GET", self._keys_path(environment), parse_list(ApiKey))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
     def revoke_key(
@@ -205,8 +208,7 @@ class Flags:
     ) -> None:
         """Revoke a key bound to ``environment`` (default: the client's): at once, on
         every server."""
-        env = environment if environment is not None else self._environment()
-        path = f"/v1/flags/environments/{segment(env)}/keys/{segment(key_id)}"
+        path = self._keys_path(environment, f"/{segment(key_id)}")
         call = Call("DELETE", path, parse_none)
         self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
