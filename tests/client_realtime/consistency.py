@@ -81,6 +81,11 @@ class Record:
     (insert, update, delete): what an application that never reads the cache would hold.
     It must end equal to the cache — no change reaches the cache without a callback."""
     final_mirror: dict[int, dict[str, Any]] | None = None
+    marked: int | None = None
+    """The marker as the last event's callbacks saw it: with ``callbacks="thread"`` the
+    cache is updated before an event's callbacks run, on another thread, so the marker in
+    the cache alone does not mean the row callbacks (the mirror) have caught up (a resync
+    that brought the marker with thousands of rows was sampled half-way)."""
     history: dict[int, list[str]] = field(default_factory=dict)
     """Every change the cache made to each row of ``items`` (id → lines): the event that
     made it (transaction with its lsn and xid, initial rows, reconciliation, unsubscribe),
@@ -95,19 +100,28 @@ class Record:
         self.count("connections")
         mirror: dict[int, dict[str, Any]] = {}
         self.mirror = mirror  # a new client starts with an empty cache
+        self.marked = None
 
         def reconnected(info: Any) -> None:
             if info.reconnect:
                 self.epoch += 1
                 self.count("reconnects")
 
+        def marks_seen() -> None:
+            # an event's callbacks (these) run after its row callbacks, once the cache
+            # already holds it: the marker read here has reached the row callbacks too
+            mark = rt.table("marks").find(1)
+            self.marked = None if mark is None else mark["n"]
+
         def applied(event: Event) -> None:
             self.after_applied = True
+            marks_seen()
 
         def transaction(event: Event) -> None:
             assert event.lsn_int is not None and event.xid is not None
             self.delivered.append((self.epoch, event.lsn_int, event.xid, self.after_applied))
             self.after_applied = False
+            marks_seen()
             for change in event.changes:  # the cache holds the whole transaction
                 row = change.new if change.new is not None else change.old
                 assert row is not None
@@ -382,7 +396,7 @@ class Phases:
 
 def final_state(record: Record, rt: Realtime | AsyncRealtime, marker: int) -> bool:
     mark = rt.table("marks").find(1)
-    if mark is None or mark["n"] != marker:
+    if mark is None or mark["n"] != marker or record.marked != marker:
         return False
     record.final = {row["id"]: row.to_dict() for row in rt.table("items")}
     record.final_mirror = dict(record.mirror)
