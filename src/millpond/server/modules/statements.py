@@ -36,7 +36,7 @@ def connect(conninfo: str) -> psycopg.Connection[Any]:
 
 
 _OK = (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK, ExecStatus.EMPTY_QUERY)
-_UNKNOWN_STATEMENT = "26000"  # the module ran DEALLOCATE (ALL) through ctx.sql
+_UNKNOWN_STATEMENT = "26000"  # deallocated other than by DEALLOCATE through ctx.sql
 
 
 class Prepared:
@@ -57,17 +57,16 @@ class Prepared:
         name = self._names.get(query)
         if name is None:
             name = self._prepare(query, len(params))
-        dumper = Transformer(self._conn)
-        values = dumper.dump_sequence(params, [PyFormat.TEXT] * len(params))
+        tx = Transformer(self._conn)  # dumps the values, then loads the rows (as a cursor's)
+        values = tx.dump_sequence(params, [PyFormat.TEXT] * len(params))
         result = pgconn.exec_prepared(name, values)  # type: ignore[arg-type]  # None: NULL
         if result.status not in _OK:
             error = self._error(result)
             if error.sqlstate == _UNKNOWN_STATEMENT:
                 self.forget()  # deallocated in a way ``forget`` was not told of
             raise error
-        loader = Transformer(self._conn)
-        loader.set_pgresult(result)
-        rows = loader.load_rows(0, result.ntuples, tuple)
+        tx.set_pgresult(result)
+        rows = tx.load_rows(0, result.ntuples, tuple)
         return rows, result.command_tuples or 0
 
     def _prepare(self, query: bytes, count: int) -> bytes:

@@ -155,8 +155,7 @@ class EmbeddedPostgres:
         self.pgdata.chmod(0o700)
         _write_private(self.password_file, (template / "pg-password").read_text())
         if self._run_as:
-            for path in [self.pgdata, *self.pgdata.rglob("*")]:
-                _chown(path, self._run_as)
+            _chown_tree(self.pgdata, self._run_as)
         return True
 
     def _save_template(self, template: Path) -> None:
@@ -285,8 +284,12 @@ def adopt(pgdata: Path) -> None:
     if os.geteuid() != 0:
         return
     _ensure_system_user(SYSTEM_USER)
-    for path in [pgdata, *pgdata.rglob("*")]:
-        _chown(path, SYSTEM_USER)
+    _chown_tree(pgdata, SYSTEM_USER)
+
+
+def _chown_tree(root: Path, user: str) -> None:
+    for path in [root, *root.rglob("*")]:
+        _chown(path, user)
 
 
 def _chown(path: Path, user: str) -> None:
