@@ -20,7 +20,7 @@ from pathlib import Path
 
 from module_bindings import Message, Module, User
 
-from millpond import Millpond, ReducerError
+from millpond import Millpond, MillpondError, ReducerError
 from millpond.client.realtime import Event, Realtime
 
 
@@ -71,6 +71,8 @@ def main(database: str) -> int:
                     chat.send_message(line)
             except ReducerError as exc:
                 say(f"! {exc.message}")
+            except MillpondError as exc:  # the server went away mid-call, or refused it
+                say(f"! no answer from the server, the line may not have been sent: {exc}")
     return 0
 
 

@@ -4,6 +4,7 @@ an account who comes back as the same anonymous identity."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -54,8 +55,14 @@ class Client:
 
     def type(self, line: str) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self._reader.join(10)  # the process ended: what did it say?
+            while not self.lines.empty():
+                self.seen.append(self.lines.get())
+            raise AssertionError(f"the client exited ({self.proc.wait(30)}): {self.seen}") from None
 
     def quit(self) -> int:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -64,6 +71,17 @@ class Client:
         self._reader.join(10)  # the output ends with the process
         self.proc.stdout.close()
         return code
+
+    def close(self) -> None:
+        """End the process, whatever state it is in, and close its pipes."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        self._reader.join(10)
+        self.proc.stdout.close()
 
 
 def _readme_commands() -> list[str]:
@@ -254,7 +272,6 @@ def test_the_chat_ends_consistent_when_its_server_is_killed(tmp_path: Path) -> N
         assert r.status_code == 422 and "muted" in r.text
     finally:
         for client in clients:
-            if client.proc.poll() is None:
-                client.proc.kill()
+            client.close()
         server.stop()
         external.stop()

@@ -30,6 +30,7 @@ import psycopg
 from psycopg import errors, sql
 
 from ..query.adapters import register_safe_json
+from .copy_out import CopyOut
 from .errors import JobError
 from .progress import Progress
 
@@ -54,7 +55,6 @@ XLSX_MAX_COLUMNS = 16_384
 XLS_MAX_ROWS = 65_535
 XLS_MAX_COLUMNS = 256
 EXCEL_MAX_TEXT = 32_767
-_WRITE_BATCH = 1 << 20
 _TRAILING = re.compile(r"[\s;]+\Z")
 
 
@@ -150,52 +150,39 @@ class Exporter:
 
     # -- formats -------------------------------------------------------------------------
 
-    def _copy_out(self, statement: sql.Composed, keep: bool = True) -> Iterator[Any]:
-        """The rows of a ``COPY … TO STDOUT``, one by one. ``keep``: as ``bytes`` (to be
-        kept: holding on to psycopg's own buffers is much slower), else as buffers to use
-        at once."""
-        check = self.progress.check
-        with self.conn.cursor() as cur, cur.copy(statement) as copy:
-            for n, data in enumerate(copy):
-                yield bytes(data) if keep else data
-                if not n & 0xFFF:
-                    check()
-            self.rows = max(cur.rowcount, 0)
+    def _copy_out(self, statement: sql.Composed) -> Iterator[bytearray]:
+        """The output of a ``COPY … TO STDOUT`` in blocks of whole rows, each a new
+        buffer, read at libpq's speed (see ``copy_out``); ``self.rows`` is its row count
+        once it is done, and ``self.progress.rows_done`` the rows read so far."""
+        copy = CopyOut(self.conn, statement.as_bytes(self.conn))
+        with self.conn.lock:
+            for block in copy:
+                self.progress.rows_done = copy.messages
+                self.progress.check()
+                yield block
+        self.rows = copy.rows
+        self.progress.rows_done = copy.rows
 
     def _csv(self) -> None:
         statement = self._wrapped(
             "COPY (SELECT * FROM ({src}) AS q) TO STDOUT (FORMAT csv, HEADER)"
         )
-        with self.out.open("wb") as f:
-            for lines, data in enumerate(self._copy_out(statement, keep=False), start=1):
-                f.write(data)
-                if not lines & 0x3FFF:
-                    self.progress.bytes_done = f.tell()
-                    self.progress.rows_done = lines - 1
+        with self.out.open("wb", buffering=0) as f:
+            for block in self._copy_out(statement):
+                f.write(block)
+                self.progress.bytes_done = f.tell()
 
     def _json(self, array: bool) -> None:
         # COPY's text format doubles backslashes, and row_to_json escapes every control
         # character (so each row is one line): undoing that one escape gives the JSON back
         statement = self._wrapped("COPY (SELECT row_to_json(q) FROM ({src}) AS q) TO STDOUT")
-        with self.out.open("wb") as f:
-            pending: list[Any] = []
-            size = 0
-
-            def flush() -> None:
-                chunk = b"".join(pending).replace(b"\\\\", b"\\")
-                f.write(chunk.replace(b"\n", b",\n") if array else chunk)
-                pending.clear()
-                self.progress.bytes_done = f.tell()
-
+        with self.out.open("wb", buffering=0) as f:
             if array:
                 f.write(b"[\n")
-            for data in self._copy_out(statement):
-                pending.append(data)
-                size += len(data)
-                if size >= _WRITE_BATCH:
-                    flush()
-                    size = 0
-            flush()
+            for block in self._copy_out(statement):
+                chunk = block.replace(b"\\\\", b"\\")
+                f.write(chunk.replace(b"\n", b",\n") if array else chunk)
+                self.progress.bytes_done = f.tell()
             if array:
                 if self.rows:
                     f.seek(-2, io.SEEK_END)  # the last row's ",\n"
@@ -233,7 +220,7 @@ class Exporter:
         stream = _CopyStream(self._copy_out(statement))
         reader = pcsv.open_csv(
             stream,
-            read_options=pcsv.ReadOptions(column_names=aliases, block_size=4 << 20),
+            read_options=pcsv.ReadOptions(column_names=aliases, block_size=1 << 20),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(
                 column_types=read_types,
@@ -252,7 +239,6 @@ class Exporter:
                         for i, a in enumerate(batch.columns)
                     ]
                     writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-                    self.progress.rows_done += batch.num_rows
                     self.progress.bytes_done = stream.position
             except pa.ArrowInvalid as exc:
                 raise JobError(

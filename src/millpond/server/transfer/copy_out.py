@@ -1,0 +1,116 @@
+"""Reading a ``COPY … TO STDOUT`` at the speed of libpq, for exports.
+
+Postgres sends one message per row. psycopg's ``Copy`` hands them over one by one through
+a generator, which costs more than the copy itself (about 1.4x the time of ``psql``'s loop
+for a million rows); here each row is one C call appended to a buffer, and the caller gets
+blocks of whole rows.
+
+The loop runs in a worker thread of the server, so it never blocks inside libpq (which
+would hold the GIL, and the event loop with it): libpq is only asked for what it already
+read, and the thread waits for the socket in ``select``. If the caller stops early (an
+error, or the job was cancelled), the query is cancelled and its output drained, so the
+connection is usable again (its transaction can roll back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg.pq import ExecStatus
+from psycopg.pq.abc import PGconn, PGresult
+
+BLOCK = 1 << 20
+"""Bytes in a block (at least: a block ends at the end of a row)."""
+
+
+class CopyOut:
+    """``for block in CopyOut(conn, statement)``: the output of ``statement`` (a ``COPY …
+    TO STDOUT``) in blocks of whole rows, a new buffer every time. ``messages``: the rows
+    read so far (a CSV header is one); ``rows``, once done: the COPY's row count. Raises
+    the statement's error as psycopg's class."""
+
+    def __init__(self, conn: psycopg.Connection[Any], statement: bytes, block: int = BLOCK):
+        self.conn = conn
+        self.statement = statement
+        self.block = block
+        self.messages = 0
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[bytearray]:
+        conn, pgconn = self.conn, self.conn.pgconn
+        pgconn.send_query(self.statement)
+        while pgconn.flush():  # the connection is non-blocking
+            select.select([], [pgconn.socket], [])
+        first = _result(pgconn)
+        if first is None or first.status != ExecStatus.COPY_OUT:
+            _finish(pgconn, first, conn.info.encoding)
+            raise psycopg.ProgrammingError("the statement is not a COPY … TO STDOUT")
+        try:
+            yield from self._blocks(pgconn)
+        except BaseException:
+            _abandon(conn)
+            raise
+        self.rows = _finish(pgconn, None, conn.info.encoding)
+
+    def _blocks(self, pgconn: PGconn) -> Iterator[bytearray]:
+        get, block = pgconn.get_copy_data, self.block
+        buf = bytearray()
+        while True:
+            size, data = get(1)  # 1: only what libpq has read already
+            if size > 0:
+                buf += data
+                self.messages += 1
+                if len(buf) >= block:
+                    yield buf
+                    buf = bytearray()
+            elif size == 0:
+                _wait_readable(pgconn)
+            else:  # -1: the end (an error is in the result that follows)
+                break
+        if buf:
+            yield buf
+
+
+def _wait_readable(pgconn: PGconn) -> None:
+    select.select([pgconn.socket], [], [])
+    pgconn.consume_input()
+
+
+def _result(pgconn: PGconn) -> PGresult | None:
+    """The next result, waiting for it outside libpq."""
+    while pgconn.is_busy():
+        _wait_readable(pgconn)
+    return pgconn.get_result()
+
+
+def _finish(pgconn: PGconn, result: PGresult | None, encoding: str) -> int:
+    """Read the results left (``result`` first); raise the first error. Returns the row
+    count of the COPY's command tag (0 if none)."""
+    results = [] if result is None else [result]
+    while (res := _result(pgconn)) is not None:
+        results.append(res)
+    rows = 0
+    for res in results:
+        if res.status == ExecStatus.FATAL_ERROR:
+            raise errors.error_from_result(res, encoding=encoding)
+        if res.status == ExecStatus.COMMAND_OK and res.command_tuples is not None:
+            rows = res.command_tuples
+    return rows
+
+
+def _abandon(conn: psycopg.Connection[Any]) -> None:
+    """Cancel the COPY and read what is left of it, so the connection is idle again (in
+    a failed transaction)."""
+    pgconn = conn.pgconn
+    with contextlib.suppress(psycopg.Error, OSError):
+        conn.cancel_safe(timeout=10)
+        while (size := pgconn.get_copy_data(1)[0]) != -1:
+            if size == 0:
+                _wait_readable(pgconn)
+        with contextlib.suppress(psycopg.Error):
+            _finish(pgconn, None, conn.info.encoding)
