@@ -5,11 +5,17 @@ and least privilege in Postgres itself."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from millpond.server.postgres import scram
+from millpond.server.postgres.provision import ROLE_SUFFIXES
 
 from ._helpers import (
     assert_error,
@@ -446,6 +452,58 @@ def test_create(call: Call, cast: Cast, superuser: Superuser) -> None:
     owner, _, dbname = db["full_name"].partition("/")
     r = call("GET", f"/v1/databases/{owner.upper()}/{dbname.lower()}", cast.owner_key)
     assert r.status_code == 200 and r.json()["id"] == db["id"]
+
+
+def test_role_passwords_are_handed_to_postgres_as_verifiers(
+    call: Call, cast: Cast, superuser: Superuser
+) -> None:
+    """Each role's password reaches Postgres as a SCRAM verifier of scram.ITERATIONS
+    iterations (the text of the password never does), and is the one the server derives:
+    its sessions log in with it, queries work."""
+    name = unique("verified")
+    r = call("POST", "/v1/databases", cast.owner_key, json={"name": name})
+    assert r.status_code == 201, r.text
+    prefix = pg_name(r.json())
+    with superuser() as conn:
+        rows = conn.execute(
+            "SELECT rolname, rolpassword FROM pg_authid WHERE rolname LIKE %s ORDER BY 1",
+            (prefix + "\\_%",),
+        ).fetchall()
+    assert [role for role, _ in rows] == sorted(f"{prefix}_{s}" for s in ROLE_SUFFIXES)
+    salts = set()
+    for _, verifier in rows:
+        method, iterations_salt, _ = verifier.split("$")
+        iterations, salt = iterations_salt.split(":")
+        assert method == "SCRAM-SHA-256" and int(iterations) == scram.ITERATIONS, verifier
+        salts.add(salt)
+    assert len(salts) == 4  # a salt of its own each
+    r = call(
+        "POST",
+        "/v1/query",
+        cast.owner_key,
+        json={"database": f"{cast.names['owner']}/{name}", "sql": "SELECT current_user"},
+    )
+    assert r.status_code == 200 and r.json()["data"] == [[f"{prefix}_owner"]], r.text
+
+
+def test_the_scram_verifier_passes_rfc_7677s_exchange() -> None:
+    """RFC 7677's example exchange (user "user", password "pencil"): the ServerKey of our
+    verifier signs it as the RFC's server does, and the RFC client's proof checks against
+    its StoredKey — what Postgres does with the verifier at each login."""
+    salt = "W22ZaJ0SNY7soEsUEjb6gQ=="
+    nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
+    auth = f"n=user,r=rOprNGfwEbeRWgbNEkqO,r={nonce},s={salt},i=4096,c=biws,r={nonce}".encode()
+    verifier = scram.verifier("pencil", 4096, base64.b64decode(salt))
+    assert verifier.startswith(f"SCRAM-SHA-256$4096:{salt}$")
+    stored, server = (base64.b64decode(k) for k in verifier.split("$")[2].split(":"))
+    signature = hmac.new(server, auth, hashlib.sha256).digest()
+    assert base64.b64encode(signature).decode() == "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+    proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    client_signature = hmac.new(stored, auth, hashlib.sha256).digest()
+    client_key = bytes(a ^ b for a, b in zip(proof, client_signature, strict=True))
+    assert hashlib.sha256(client_key).digest() == stored
+    with pytest.raises(ValueError, match="ASCII"):
+        scram.verifier("pâté")
 
 
 def test_create_public_with_limit(call: Call, cast: Cast) -> None:

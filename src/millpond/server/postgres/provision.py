@@ -39,7 +39,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from . import privileged
+from . import privileged, scram
 from .cluster import Cluster
 
 _log = logging.getLogger("millpond.postgres")
@@ -115,35 +115,47 @@ ROLE_SETTINGS_SQL = (
 
 
 def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
-    """Create the database and its roles. Safe to re-run after a crash part-way."""
+    """Create the database and its roles. Safe to re-run after a crash part-way.
+
+    Two sessions and four transactions (each statement in its own would be a WAL flush
+    each, about sixty): the roles; ``CREATE DATABASE`` (which cannot be in one); the
+    database's grants; then, in the database, its schema, default privileges and
+    hardening."""
     roles = DatabaseRoles(pg_name)
     owner, rw, ro, _ = (roles.role(r) for r in ROLE_SUFFIXES)
+    db = _ident(pg_name)
     with privileged.connect(cluster) as conn:
-        _create_roles(conn, secret, roles)
+        with conn.transaction():
+            existing = _create_roles(conn, secret, roles)
+            for role in existing:  # roles left by a crash part-way may carry settings
+                _reset_role_settings(conn, role)
         found = conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (pg_name,))
         if found.fetchone() is None:
             conn.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8'").format(
-                    _ident(pg_name), _ident(owner)
+                    db, _ident(owner)
                 )
             )
-        for stmt in (
-            "REVOKE ALL ON DATABASE {db} FROM PUBLIC",
-            "GRANT CONNECT ON DATABASE {db} TO {ro}",
-            "GRANT TEMPORARY ON DATABASE {db} TO {rw}",
-        ):
-            conn.execute(sql.SQL(stmt).format(db=_ident(pg_name), ro=_ident(ro), rw=_ident(rw)))
-        for which in ROLE_SUFFIXES:  # roles left by a crash part-way may carry some
-            _reset_role_settings(conn, roles.role(which))
-    with privileged.connect(cluster, pg_name) as conn:
+        _run(
+            conn,
+            [
+                sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db),
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, _ident(ro)),
+                sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(db, _ident(rw)),
+            ],
+        )
+    statements: list[sql.Composable] = [
+        sql.SQL(stmt).format(owner=_ident(owner), ro=_ident(ro), rw=_ident(rw))
         for stmt in (
             "ALTER SCHEMA public OWNER TO {owner}",
             "REVOKE ALL ON SCHEMA public FROM PUBLIC",
             "GRANT USAGE ON SCHEMA public TO {ro}",
             "GRANT CREATE ON SCHEMA public TO {rw}",
-        ):
-            conn.execute(sql.SQL(stmt).format(owner=_ident(owner), ro=_ident(ro), rw=_ident(rw)))
-        for creator in (owner, rw):
+        )
+    ]
+    for creator in (owner, rw):
+        statements += [
+            sql.SQL(stmt).format(c=_ident(creator), ro=_ident(ro), rw=_ident(rw))
             for stmt in (
                 "ALTER DEFAULT PRIVILEGES FOR ROLE {c} GRANT SELECT ON TABLES TO {ro}",
                 "ALTER DEFAULT PRIVILEGES FOR ROLE {c} GRANT SELECT ON SEQUENCES TO {ro}",
@@ -151,22 +163,30 @@ def create_database(cluster: Cluster, secret: bytes, pg_name: str) -> None:
                 "ALTER DEFAULT PRIVILEGES FOR ROLE {c} "
                 "GRANT INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON TABLES TO {rw}",
                 "ALTER DEFAULT PRIVILEGES FOR ROLE {c} GRANT USAGE, UPDATE ON SEQUENCES TO {rw}",
-            ):
-                conn.execute(sql.SQL(stmt).format(c=_ident(creator), ro=_ident(ro), rw=_ident(rw)))
-    harden_database(cluster, pg_name)
+            )
+        ]
+    with privileged.connect(cluster, pg_name) as conn:
+        _run(conn, statements + _hardening(cluster, pg_name))
 
 
-def _create_roles(conn: psycopg.Connection[Any], secret: bytes, roles: DatabaseRoles) -> None:
+def _run(conn: psycopg.Connection[Any], statements: list[sql.Composable]) -> None:
+    """``statements`` (without parameters) in one transaction and one round trip."""
+    with conn.transaction():
+        conn.execute(sql.SQL(";\n").join(statements))
+
+
+def _create_roles(conn: psycopg.Connection[Any], secret: bytes, roles: DatabaseRoles) -> set[str]:
     """Create the database's four roles, or give them back their passwords; and their
-    memberships. Idempotent."""
+    memberships. Idempotent. Returns the roles that existed already."""
     owner, rw, ro, reducer = (roles.role(r) for r in ROLE_SUFFIXES)
     existing = {
-        r[0]
+        str(r[0])
         for r in conn.execute(
             "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)",
             ([owner, rw, ro, reducer],),
         )
     }
+    statements: list[sql.Composable] = []
     for role in (ro, rw, owner, reducer):
         stmt = (
             "ALTER ROLE {} LOGIN PASSWORD {}"
@@ -175,15 +195,21 @@ def _create_roles(conn: psycopg.Connection[Any], secret: bytes, roles: DatabaseR
                 "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}"
             )
         )
-        conn.execute(sql.SQL(stmt).format(_ident(role), sql.Literal(role_password(secret, role))))
-    conn.execute(sql.SQL("GRANT {} TO {}").format(_ident(ro), _ident(rw)))
-    conn.execute(sql.SQL("GRANT {} TO {}").format(_ident(rw), _ident(owner)))
-    conn.execute(sql.SQL("GRANT {} TO {}").format(_ident(rw), _ident(reducer)))
+        statements.append(sql.SQL(stmt).format(_ident(role), _password(secret, role)))
+    for member, group in ((ro, rw), (rw, owner), (rw, reducer)):
+        statements.append(sql.SQL("GRANT {} TO {}").format(_ident(member), _ident(group)))
+    conn.execute(sql.SQL(";\n").join(statements))
+    return existing
+
+
+def _password(secret: bytes, role: str) -> sql.Literal:
+    """The role's password as Postgres keeps it: a SCRAM verifier (see ``scram.py``)."""
+    return sql.Literal(scram.verifier(role_password(secret, role)))
 
 
 def ensure_roles(cluster: Cluster, secret: bytes, pg_name: str) -> None:
     """Create the roles a database made by an older version lacks (the reducer role)."""
-    with privileged.connect(cluster) as conn:
+    with privileged.connect(cluster) as conn, conn.transaction():
         _create_roles(conn, secret, DatabaseRoles(pg_name))
 
 
@@ -191,26 +217,32 @@ def harden_database(cluster: Cluster, pg_name: str) -> None:
     """Take from ``PUBLIC`` in the database what a shared role must not have, and give
     it back to the roles that may: large objects to writers, signalling sessions to the
     owner. Idempotent."""
+    with privileged.connect(cluster, pg_name) as conn:
+        _run(conn, _hardening(cluster, pg_name))
+
+
+def _hardening(cluster: Cluster, pg_name: str) -> list[sql.Composable]:
     roles = DatabaseRoles(pg_name)
     grants = (
         (_LARGE_OBJECT_CREATORS[:3], roles.role("rw")),
         (_SIGNALS, roles.role("owner")),
         (_MESSAGES, roles.role("reducer")),
     )
-    with privileged.connect(cluster, pg_name) as conn:
-        if cluster.replication_password is not None:
-            conn.execute(
-                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                    _ident(pg_name), _ident(privileged.REPLICATION_ROLE)
-                )
+    statements: list[sql.Composable] = []
+    if cluster.replication_password is not None:
+        statements.append(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                _ident(pg_name), _ident(privileged.REPLICATION_ROLE)
             )
-        for function in (*_LARGE_OBJECT_CREATORS, *_SIGNALS, *_MESSAGES):
-            conn.execute(sql.SQL(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC"))
-        for functions, role in grants:
-            for function in functions:
-                conn.execute(
-                    sql.SQL(f"GRANT EXECUTE ON FUNCTION {function} TO {{}}").format(_ident(role))
-                )
+        )
+    for function in (*_LARGE_OBJECT_CREATORS, *_SIGNALS, *_MESSAGES):
+        statements.append(sql.SQL(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC"))
+    for functions, role in grants:
+        for function in functions:
+            statements.append(
+                sql.SQL(f"GRANT EXECUTE ON FUNCTION {function} TO {{}}").format(_ident(role))
+            )
+    return statements
 
 
 def ensure_replication_role(cluster: Cluster, secret: bytes) -> None:
@@ -219,7 +251,6 @@ def ensure_replication_role(cluster: Cluster, secret: bytes) -> None:
     cluster. An external cluster whose admin role may not create such a role keeps
     streaming as that admin (logged)."""
     role = privileged.REPLICATION_ROLE
-    password = role_password(secret, role)
     attributes = "LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT"
     with privileged.connect(cluster) as conn:
         found = conn.execute(
@@ -229,7 +260,7 @@ def ensure_replication_role(cluster: Cluster, secret: bytes) -> None:
         try:
             conn.execute(
                 sql.SQL(f"{verb} ROLE {{}} {attributes} PASSWORD {{}}").format(
-                    _ident(role), sql.Literal(password)
+                    _ident(role), _password(secret, role)
                 )
             )
         except psycopg.errors.InsufficientPrivilege as exc:
@@ -241,7 +272,7 @@ def ensure_replication_role(cluster: Cluster, secret: bytes) -> None:
                 _ident(cluster.settings.control_database), _ident(role)
             )
         )
-    cluster.replication_password = password
+    cluster.replication_password = role_password(secret, role)
 
 
 def reset_role_settings(cluster: Cluster, role: str) -> None:
@@ -282,9 +313,7 @@ def reset_password(cluster: Cluster, secret: bytes, role: str) -> None:
     pg_hba.conf (see docs/databases.md)."""
     with privileged.connect(cluster) as conn:
         conn.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                _ident(role), sql.Literal(role_password(secret, role))
-            )
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(_ident(role), _password(secret, role))
         )
 
 
