@@ -136,6 +136,15 @@ def test_bad_url(cli: Cli) -> None:
     assert "hint: pass --url" in result.stderr
 
 
+def test_other_configuration_errors_get_no_url_hint(cli: Cli) -> None:
+    """A flags call without an environment: the message says what to pass; a hint about
+    the URL (right here) would send the user the wrong way."""
+    result = cli("flags", "list")
+    assert result.exit_code == 1
+    assert "needs an environment" in result.stderr or "need an environment" in result.stderr
+    assert "--url" not in result.stderr, result.stderr
+
+
 def test_bad_option_is_a_usage_error(cli: Cli) -> None:
     assert cli("--format", "yaml", "db", "list").exit_code == 2
     assert cli("db", "frobnicate").exit_code == 2

@@ -220,7 +220,7 @@ def error_lines(exc: MillpondError, st: State | None) -> list[str]:
             f"(set {DATA_DIR_ENV} if the server's data directory is elsewhere); an admin "
             "can create you a user and key with `millpond user create`",
         ]
-    if isinstance(exc, ConfigurationError):  # the SDK refused the URL
+    if isinstance(exc, ConfigurationError) and str(exc).startswith("invalid millpond URL"):
         return [f"error: {exc}", f"hint: pass --url http://HOST:PORT or set {URL_ENV}"]
     return [f"error: {exc}"]
 

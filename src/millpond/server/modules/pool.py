@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from millpond.module._def import ModuleDef
 
+from ..observability.context import detached
 from . import sandbox
 from .protocol import Decoder, FrameError, encode
 
@@ -130,7 +131,7 @@ class Worker:
         finally:
             child.close()
         self._reader, self._writer = await asyncio.open_unix_connection(sock=parent)
-        self._stderr = asyncio.create_task(self._drain_stderr())
+        self._stderr = detached(self._drain_stderr())  # the worker's life, not the call's
         return await self.request(encode({"op": "start", **message}), timeout)
 
     async def request(self, frame: bytes, timeout: float) -> dict[str, Any]:
@@ -456,7 +457,7 @@ class WorkerPool:
         self._workers.discard(worker)
         self._retired.add(worker)
         self.replaced += 1
-        task = asyncio.create_task(self._replacement(worker))
+        task = detached(self._replacement(worker))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -42,6 +42,7 @@ from ...models.modules import Schedule
 from ..accounts.service import Principal
 from ..databases.service import Access, resolve
 from ..errors import ServiceError
+from ..observability.context import detached
 from ..waiting import wait_event
 from . import pool
 from .publishing import ready_modules
@@ -259,8 +260,9 @@ class _Database:
         self._running: set[asyncio.Task[None]] = set()
         self._ready: collections.deque[tuple[str, int, datetime]] = collections.deque()
         self._dispatchers = max(1, 2 * self.service.settings.module_workers)
-        self._task = asyncio.create_task(self._run(), name=f"schedules-{access.pg_name}")
-        self._listener = asyncio.create_task(self._listen(), name=f"schedules-listen-{access.id}")
+        # started by whichever request first needs it, it runs for the database's life
+        self._task = detached(self._run(), name=f"schedules-{access.pg_name}")
+        self._listener = detached(self._listen(), name=f"schedules-listen-{access.id}")
 
     @property
     def done(self) -> bool:

@@ -6,9 +6,24 @@ read it without depending on the web framework."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+from collections.abc import Coroutine
 from contextvars import ContextVar
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 request_id: ContextVar[str | None] = ContextVar("millpond_request_id", default=None)
+
+
+def detached(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+    """A task that outlives the request that starts it (a database's scheduler, a
+    worker's stderr reader): it does not inherit the request's id, which would label its
+    log lines, and the timers it sets, for as long as it runs."""
+    context = contextvars.copy_context()
+    context.run(request_id.set, None)
+    return asyncio.create_task(coro, name=name, context=context)
 
 
 def current_request_id() -> str | None:
