@@ -38,17 +38,24 @@ DOCS = ROOT / "docs"
 GENERATED = {"cli.md"}  # usage lines written from the commands themselves (gen_docs.py)
 FLYPPER_URL = "postgresql+psycopg://app:…@db/app"
 SUBSTITUTIONS = {
+    "README.md": {
+        "port=5433": "port={gateway_port}",
+        "http://127.0.0.1:8000": "{url}",
+        "admin/shop": "alice/shop",  # the admin's database of the README's Python: the user's
+    },
     "gateway.md": {"port=5433": "port={gateway_port}"},
     "compat.md": {FLYPPER_URL: "{flypper_url}"},
 }
 """Per doc: text of a command → what it becomes (formatted with the test's values)."""
 PREPARE = {
+    "README.md": ["millpond db create notes", "millpond db create shop"],
     "compat.md": ["millpond flags environments create production"],
     "events.md": ["millpond flags environments create production"],
     "gateway.md": ["millpond db create shop"],
     "modules.md": ["millpond db create chat"],
 }
 """Per doc: what it takes as given (set up in the doc's earlier prose or Python), run first."""
+ERROR_ENVELOPE = re.compile(r'"error":\s*\{')
 PIP_EXTRA = re.compile(r"""^pip install (?:-e )?["']?(?:millpond|\.)\[(?P<extra>[\w,-]+)\]["']?$""")
 
 
@@ -63,22 +70,31 @@ def blocks(text: str) -> list[tuple[str, list[tuple[str, list[str]]]]]:
                     commands.append((line[2:], []))
                 elif commands and line.strip():
                     commands[-1][1].append(line.strip())
+            elif commands and commands[-1][0].endswith("\\"):  # a continued line
+                commands[-1] = (commands[-1][0][:-1] + line.strip(), [])
             elif line.strip() and not line.lstrip().startswith("#"):
-                commands.append((line, []))
+                commands.append((line.rstrip(), []))
         found.append((lang, commands))
     return found
 
 
 def doc_commands(name: str) -> list[tuple[str, list[str]]]:
+    if name == "README.md":  # its console block is test_readme.py's; its set-up lines
+        # (./scripts/up, ./scripts/test) are test_up.py's and CI's own
+        found = blocks((ROOT / name).read_text())
+        return [
+            c
+            for lang, commands in found
+            if lang != "console"
+            for c in commands
+            if not c[0].startswith("./scripts/")
+        ]
     return [c for _, commands in blocks((DOCS / name).read_text()) for c in commands]
 
 
 def docs_with_commands() -> list[str]:
-    return sorted(
-        p.name
-        for p in DOCS.glob("*.md")
-        if p.name not in GENERATED | {"benchmarks.md"} and doc_commands(p.name)
-    )
+    docs = [p.name for p in DOCS.glob("*.md") if p.name not in GENERATED | {"benchmarks.md"}]
+    return sorted(d for d in [*docs, "README.md"] if doc_commands(d))
 
 
 def extras() -> set[str]:
@@ -103,6 +119,7 @@ def test_a_docs_commands_run(
     name, key = make_user(prefix="docs")
     values = {
         "gateway_port": str(server.settings.gateway_port),
+        "url": server.url,
         "flypper_url": shlex.quote(_flypper_table(server, name)),
     }
     commands: list[tuple[str, list[str]]] = []
@@ -146,7 +163,9 @@ def test_a_docs_commands_run(
     assert result.returncode == 0, f"{failed}\n{result.stderr}"
     assert done == len(ran)
     for n, command, shown in ran:
-        printed = {line.strip() for line in (outputs / f"{n}.out").read_text().splitlines()}
+        text = (outputs / f"{n}.out").read_text()
+        assert not ERROR_ENVELOPE.search(text), (command, text)  # curl exits 0 on a 4xx
+        printed = {line.strip() for line in text.splitlines()}
         missing = [line for line in shown if line not in printed]
         assert not missing, (command, missing, printed)
 
