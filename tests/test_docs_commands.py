@@ -30,6 +30,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from _shell import run_script
 from millpond.server.postgres.embedded import EmbeddedPostgres
 from millpond.server.testing import ServerThread
 
@@ -149,15 +150,7 @@ def test_a_docs_commands_run(
         "MILLPOND_CONFIG_DIR": str(tmp_path / "config"),
         "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
     }
-    result = subprocess.run(
-        ["bash", "--norc", "-c", "\n".join(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-        timeout=300,
-    )
+    result = run_script(script, env, tmp_path, timeout=300)
     done = len(list(outputs.glob("*.out")))
     failed = ran[done - 1][1] if done else "(before the first)"
     assert result.returncode == 0, f"{failed}\n{result.stderr}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _shell import run_script
 from millpond import Millpond
 from millpond.server.testing import ServerThread
 
@@ -70,15 +70,7 @@ def test_readme_cli_examples_run(server: ServerThread, tmp_path: Path) -> None:
     for n, command in enumerate(commands):
         script.append(f"echo {shlex.quote(command)} > {outputs}/{n}.cmd")
         script.append(f"{command} > {outputs}/{n}.out")
-    result = subprocess.run(
-        ["bash", "--norc", "-c", "\n".join(script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-        timeout=600,
-    )
+    result = run_script(script, env, tmp_path, timeout=600)
     ran = len(list(outputs.glob("*.out")))
     assert result.returncode == 0, (commands[ran - 1], result.stdout, result.stderr)
     assert ran == len(commands)
