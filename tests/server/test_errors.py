@@ -193,6 +193,39 @@ def test_422_body_that_is_not_an_object(base_url: str, admin_key: str, content: 
     assert_error(r, 422, "validation_error")
 
 
+@pytest.mark.parametrize("path", ["/v1/databases", "/v1/query"])  # a FastAPI and a plain route
+@pytest.mark.parametrize(
+    ("content_type", "sent"),
+    [
+        ("application/x-www-form-urlencoded", "as application/x-www-form-urlencoded"),
+        ("text/plain; charset=utf-8", "as text/plain"),
+        (None, "without a content type"),
+    ],
+)
+def test_422_a_json_body_not_sent_as_json_says_so(
+    base_url: str, admin_key: str, path: str, content_type: str | None, sent: str
+) -> None:
+    """curl's ``-d`` sends a form: the answer says to send JSON, with the header to add,
+    and nothing is created."""
+    name = unique("formdb")
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    body = f'{{"name": "{name}", "database": "admin/{name}", "sql": "SELECT 1"}}'
+    r = httpx.post(f"{base_url}{path}", content=body.encode(), headers=headers)
+    error = assert_error(r, 422, "validation_error")
+    assert error["message"] == (
+        f"the body was sent {sent}: send it as JSON, with the header Content-Type: application/json"
+    ), error
+    listed = httpx.get(f"{base_url}/v1/databases", headers={"Authorization": f"Bearer {admin_key}"})
+    assert name not in listed.text
+    # sent as JSON but not an object: the message stays the validator's
+    r = httpx.post(
+        f"{base_url}{path}", content=b"[]", headers={**headers, "Content-Type": "application/json"}
+    )
+    assert "Content-Type" not in assert_error(r, 422, "validation_error")["message"]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [

@@ -56,6 +56,7 @@ from .query import router as query_router
 from .query.service import QueryService
 from .realtime import router as realtime_router
 from .realtime.service import RealtimeService
+from .routing import is_json
 from .store import Store
 from .store.migrate import migrate
 from .transfer import router as transfer_router
@@ -337,6 +338,20 @@ class CatchAll:
             await JSONResponse(err.envelope(), status_code=500)(scope, receive, send)
 
 
+_NOT_AN_OBJECT = ("model_attributes_type", "dict_type", "model_type")
+
+
+def _not_json(content_type: str | None) -> str | None:
+    """What to say when a JSON body was refused because it was not sent as JSON (curl's
+    ``-d`` sends a form); None when it was."""
+    if content_type and is_json(content_type):
+        return None
+    sent = f"as {content_type.split(';')[0]}" if content_type else "without a content type"
+    return (
+        f"the body was sent {sent}: send it as JSON, with the header Content-Type: application/json"
+    )
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(conn: Request | WebSocket, exc: ServiceError) -> JSONResponse | None:
@@ -349,7 +364,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in exc.errors()
@@ -357,6 +372,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body")
         message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        if first["loc"] == ["body"] and first["type"] in _NOT_AN_OBJECT:
+            message = _not_json(request.headers.get("content-type")) or message
         err = ServiceError(422, "validation_error", message, details)
         return JSONResponse(err.envelope(), status_code=422)
 

@@ -36,7 +36,7 @@ async def json_body(request: Request) -> Any:
     if not body:
         return None
     content_type = request.headers.get("content-type")
-    if not content_type or not _is_json(content_type):
+    if not content_type or not is_json(content_type):
         return body
     try:
         return json.loads(body)
@@ -60,7 +60,7 @@ def model_body(value: Any, model: type[M]) -> M:
         raise RequestValidationError(errors) from None
 
 
-def _is_json(content_type: str) -> bool:
+def is_json(content_type: str) -> bool:
     if content_type == "application/json":
         return True
     message = email.message.Message()
