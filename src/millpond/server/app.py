@@ -26,6 +26,7 @@ from .._version import __version__
 from ..models import Health, Liveness, PostgresHealth, UserCreated
 from .accounts import router as accounts_router
 from .accounts.service import bootstrap_admin
+from .apidocs import router as apidocs_router
 from .budget import CAPACITY_SQL, ConnectionBudget, capacity_of, streams_of
 from .compat import bitio as bitio_compat
 from .compat import schematic as schematic_compat
@@ -218,7 +219,7 @@ def create_app(
         title="millpond",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by apidocs/, with its own files
         redoc_url=None,
     )
     _install_error_handlers(app)
@@ -249,6 +250,7 @@ def create_app(
     app.include_router(spacetimedb_compat.router)
     app.include_router(bitio_compat.router)
     app.include_router(console_router.router)
+    app.include_router(apidocs_router.router)
     app.include_router(metrics_router.router)
 
     @app.get("/v1/health", response_model=Health)

@@ -12,9 +12,12 @@ CONSOLE_CSP = (
     " object-src 'none'"
 )
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-DOCS_CSP = "frame-ancestors 'none'; base-uri 'none'; form-action 'none'; object-src 'none'"
-"""The API docs page (Swagger UI) loads its assets from elsewhere and runs an inline
-script: it may not be framed, and that is all."""
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
+    " frame-ancestors 'none'; base-uri 'none'; form-action 'none'; object-src 'none'"
+)
+"""The API docs page (Swagger UI, ``apidocs/``): its scripts, styles and requests from the
+server alone (Swagger UI sets inline styles and shows data: images)."""
 
 COMMON = {
     "x-content-type-options": "nosniff",
