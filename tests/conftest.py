@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser
 
 from millpond.server.config import Settings
 from millpond.server.postgres.embedded import TEMPLATE_ENV
@@ -162,3 +163,17 @@ def in_forked_child(body: Callable[[], bool]) -> bool:
     os.close(read)
     os.waitpid(pid, 0)
     return answer == bytes([0])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, headless (``console/_helpers.CHROMIUM_ARGS``), for a module's
+    browser tests (the console's, the API docs page's, the attacks on both)."""
+    from playwright.sync_api import sync_playwright
+
+    from console._helpers import CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -1,5 +1,5 @@
 """Console test helpers: logging in over plain HTTP (httpx) as a browser does, and the
-flags Debian's chromium runs with."""
+flags Debian's chromium runs with (the ``browser`` fixture is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
 _CSRF = re.compile(r'name="csrf" value="([^"]*)"')
 
 

@@ -4,24 +4,12 @@ script or style breaks the page's CSP, and its files are the vendored ones."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Route, sync_playwright
-
-from console._helpers import CHROMIUM_ARGS
+from playwright.sync_api import Browser, ConsoleMessage, Route
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "millpond" / "server" / "apidocs" / "static"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def test_the_docs_page_renders_offline(browser: Browser, base_url: str) -> None:

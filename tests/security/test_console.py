@@ -6,15 +6,15 @@ with a hostile page served from another origin."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Dialog, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page
 
 from conftest import FlagsEnv, RunningServer
-from console._helpers import CHROMIUM_ARGS, COOKIE, console_client, form_token, login
+from console._helpers import COOKIE, console_client, form_token, login
 
 EVIL = "http://evil.test"
 MakeUser = Callable[..., tuple[str, str]]
@@ -462,14 +462,6 @@ def test_markup_in_flags_and_audit_entries_stays_text(
 
 
 # -- browser plumbing ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def _evil_page(browser: Browser, body: str) -> tuple[BrowserContext, Page]:
