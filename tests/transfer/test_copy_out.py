@@ -5,6 +5,7 @@ an error or an early stop — without ever blocking inside libpq."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -85,6 +86,25 @@ def test_stopping_early_cancels_the_copy(conn: psycopg.Connection[Any]) -> None:
             raise RuntimeError("stop")
     assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     assert conn.execute("SELECT 5").fetchone() == (5,)
+
+
+def test_a_silent_copy_is_stopped_by_its_check(conn: psycopg.Connection[Any]) -> None:
+    """A cancelled job whose query sends nothing for minutes: its check runs while the
+    reader waits (every CHECK_EVERY_S), what it raises ends the COPY, and the connection
+    is usable again."""
+    calls: list[float] = []
+
+    def check() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 2:
+            raise RuntimeError("the job was stopped")
+
+    started = time.monotonic()
+    statement = b"COPY (SELECT pg_sleep(60), 1) TO STDOUT"
+    with pytest.raises(RuntimeError, match="stopped"), conn.transaction():
+        list(CopyOut(conn, statement, check=check))
+    assert len(calls) == 2 and time.monotonic() - started < 30
+    assert conn.execute("SELECT 6").fetchone() == (6,)
 
 
 def test_waiting_for_rows_leaves_the_gil(conn: psycopg.Connection[Any], superuser: Connect) -> None:

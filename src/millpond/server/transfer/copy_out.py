@@ -7,7 +7,8 @@ blocks of whole rows.
 
 The loop runs in a worker thread of the server, so it never blocks inside libpq (which
 would hold the GIL, and the event loop with it): libpq is only asked for what it already
-read, and the thread waits for the socket in ``select``. If the caller stops early (an
+read, and the thread waits for the socket in ``select``, calling ``check`` every second
+(a cancelled job stops even while its query sends nothing). If the caller stops early (an
 error, or the job was cancelled), the query is cancelled and its output drained, so the
 connection is usable again (its transaction can roll back).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import select
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -26,6 +27,7 @@ from psycopg.pq.abc import PGconn, PGresult
 
 BLOCK = 1 << 20
 """Bytes in a block (at least: a block ends at the end of a row)."""
+CHECK_EVERY_S = 1.0
 
 
 class CopyOut:
@@ -34,23 +36,32 @@ class CopyOut:
     read so far (a CSV header is one); ``rows``, once done: the COPY's row count. Raises
     the statement's error as psycopg's class."""
 
-    def __init__(self, conn: psycopg.Connection[Any], statement: bytes, block: int = BLOCK):
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        statement: bytes,
+        block: int = BLOCK,
+        check: Callable[[], None] | None = None,
+    ) -> None:
         self.conn = conn
         self.statement = statement
         self.block = block
+        self.check = check
+        """Called after each block and every ``CHECK_EVERY_S`` that Postgres sends nothing:
+        what it raises stops the COPY (a job cancelled while its query runs silent)."""
         self.messages = 0
         self.rows = 0
 
     def __iter__(self) -> Iterator[bytearray]:
         conn, pgconn = self.conn, self.conn.pgconn
         pgconn.send_query(self.statement)
-        while pgconn.flush():  # the connection is non-blocking
-            select.select([], [pgconn.socket], [])
-        first = _result(pgconn)
-        if first is None or first.status != ExecStatus.COPY_OUT:
-            _finish(pgconn, first, conn.info.encoding)
-            raise psycopg.ProgrammingError("the statement is not a COPY … TO STDOUT")
         try:
+            while pgconn.flush():  # the connection is non-blocking
+                select.select([], [pgconn.socket], [])
+            first = _result(pgconn, self.check)
+            if first is None or first.status != ExecStatus.COPY_OUT:
+                _finish(pgconn, first, conn.info.encoding)
+                raise psycopg.ProgrammingError("the statement is not a COPY … TO STDOUT")
             yield from self._blocks(pgconn)
         except BaseException:
             _abandon(conn)
@@ -58,7 +69,7 @@ class CopyOut:
         self.rows = _finish(pgconn, None, conn.info.encoding)
 
     def _blocks(self, pgconn: PGconn) -> Iterator[bytearray]:
-        get, block = pgconn.get_copy_data, self.block
+        get, block, check = pgconn.get_copy_data, self.block, self.check
         buf = bytearray()
         while True:
             size, data = get(1)  # 1: only what libpq has read already
@@ -66,25 +77,29 @@ class CopyOut:
                 buf += data
                 self.messages += 1
                 if len(buf) >= block:
+                    if check is not None:
+                        check()
                     yield buf
                     buf = bytearray()
             elif size == 0:
-                _wait_readable(pgconn)
+                _wait_readable(pgconn, check)
             else:  # -1: the end (an error is in the result that follows)
                 break
         if buf:
             yield buf
 
 
-def _wait_readable(pgconn: PGconn) -> None:
-    select.select([pgconn.socket], [], [])
+def _wait_readable(pgconn: PGconn, check: Callable[[], None] | None = None) -> None:
+    while not select.select([pgconn.socket], [], [], CHECK_EVERY_S)[0]:
+        if check is not None:
+            check()
     pgconn.consume_input()
 
 
-def _result(pgconn: PGconn) -> PGresult | None:
+def _result(pgconn: PGconn, check: Callable[[], None] | None = None) -> PGresult | None:
     """The next result, waiting for it outside libpq."""
     while pgconn.is_busy():
-        _wait_readable(pgconn)
+        _wait_readable(pgconn, check)
     return pgconn.get_result()
 
 
@@ -104,13 +119,14 @@ def _finish(pgconn: PGconn, result: PGresult | None, encoding: str) -> int:
 
 
 def _abandon(conn: psycopg.Connection[Any]) -> None:
-    """Cancel the COPY and read what is left of it, so the connection is idle again (in
-    a failed transaction)."""
+    """Cancel the statement and read what is left of it (rows of a COPY under way
+    included: libpq answers COPY_OUT again until they are read), so the connection is
+    idle again (in a failed transaction)."""
     pgconn = conn.pgconn
     with contextlib.suppress(psycopg.Error, OSError):
         conn.cancel_safe(timeout=10)
-        while (size := pgconn.get_copy_data(1)[0]) != -1:
-            if size == 0:
-                _wait_readable(pgconn)
-        with contextlib.suppress(psycopg.Error):
-            _finish(pgconn, None, conn.info.encoding)
+        while (res := _result(pgconn)) is not None:
+            if res.status == ExecStatus.COPY_OUT:
+                while (size := pgconn.get_copy_data(1)[0]) != -1:
+                    if size == 0:
+                        _wait_readable(pgconn)

@@ -154,11 +154,10 @@ class Exporter:
         """The output of a ``COPY … TO STDOUT`` in blocks of whole rows, each a new
         buffer, read at libpq's speed (see ``copy_out``); ``self.rows`` is its row count
         once it is done, and ``self.progress.rows_done`` the rows read so far."""
-        copy = CopyOut(self.conn, statement.as_bytes(self.conn))
+        copy = CopyOut(self.conn, statement.as_bytes(self.conn), check=self.progress.check)
         with self.conn.lock:
             for block in copy:
                 self.progress.rows_done = copy.messages
-                self.progress.check()
                 yield block
         self.rows = copy.rows
         self.progress.rows_done = copy.rows
