@@ -477,6 +477,9 @@ def test_role_passwords_are_handed_to_postgres_as_verifiers(
         assert method == "SCRAM-SHA-256" and int(iterations) == scram.ITERATIONS, verifier
         salts.add(salt)
     assert len(salts) == 4  # a salt of its own each
+    with superuser() as conn:  # the embedded cluster's superuser, set at initdb, too
+        row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = current_user")
+        assert str(row.fetchone()[0]).startswith(f"SCRAM-SHA-256${scram.ITERATIONS}:")  # type: ignore[index]
     r = call(
         "POST",
         "/v1/query",

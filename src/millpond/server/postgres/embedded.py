@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
+from . import scram
+
 _log = logging.getLogger("millpond.postgres")
 
 SUPERUSER = "millpond"
@@ -124,7 +126,9 @@ class EmbeddedPostgres:
         password = secrets.token_urlsafe(32)
         _write_private(self.password_file, password + "\n")
         with tempfile.NamedTemporaryFile("w", dir=self.data_dir, delete=False) as pw:
-            pw.write(password + "\n")
+            # its verifier, which Postgres keeps as it is: a random password needs no 4,096
+            # PBKDF2 iterations, and every login of the server's would pay for them
+            pw.write(scram.verifier(password) + "\n")
         pwfile = Path(pw.name)
         try:
             if self._run_as:
