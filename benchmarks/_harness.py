@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +93,23 @@ def create_database(server: Server, name: str, setup_sql: str) -> str:
             "/v1/query", json={"database": f"admin/{name}", "sql": "SELECT current_database()"}
         )
         return str(r.json()["data"][0][0])
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds ``fn()`` took."""
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def rss_kb(pid: int) -> int | None:
+    """The resident memory of process ``pid`` in KiB (``VmRSS``); None for a process that
+    has none any more (a zombie)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
 
 
 def percentile(values: list[float], q: float) -> float:

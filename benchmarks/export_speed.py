@@ -30,11 +30,10 @@ import statistics
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _harness import running_server
+from _harness import rss_kb, running_server, timed
 
 from millpond import Millpond
 
@@ -55,11 +54,11 @@ FROM generate_series(1, {rows}) i
 """
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+def _rss_kb(pid: int) -> int:
+    kb = rss_kb(pid)
+    if kb is None:
+        raise RuntimeError(f"the server (pid {pid}) has exited")
+    return kb
 
 
 class PeakRss:
@@ -67,14 +66,14 @@ class PeakRss:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.before = rss_kb(pid)
+        self.before = _rss_kb(pid)
         self.peak = self.before
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.01):
-            self.peak = max(self.peak, rss_kb(self.pid))
+            self.peak = max(self.peak, _rss_kb(self.pid))
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
@@ -83,17 +82,11 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss_kb(self.pid))
+        self.peak = max(self.peak, _rss_kb(self.pid))
 
     @property
     def growth_mb(self) -> float:
         return (self.peak - self.before) / 1024
-
-
-def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def _seconds(values: list[float]) -> str:

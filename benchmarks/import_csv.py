@@ -29,13 +29,11 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
-from _harness import running_server
+from _harness import running_server, timed
 
 from millpond import Millpond
 from millpond.server.testing import free_port
@@ -62,12 +60,6 @@ def write_csv(path: Path, rows: int) -> None:
                 f.writelines(lines)
                 lines.clear()
         f.writelines(lines)
-
-
-def timed(fn: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def main() -> None:

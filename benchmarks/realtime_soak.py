@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import psycopg
-from _harness import Server, create_database, running_server
+from _harness import Server, create_database, rss_kb, running_server
 from psycopg.rows import dict_row
 
 from millpond import AsyncMillpond
@@ -322,11 +322,8 @@ class Writer:
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return math.nan
+    kb = rss_kb(pid)
+    return math.nan if kb is None else kb / 1024
 
 
 def cpu_seconds(pid: int | None) -> float:
