@@ -6,22 +6,25 @@ the server alone."""
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
-from ..errors import ServiceError
+from ..static import StaticFiles
 
 router = APIRouter(include_in_schema=False)
 
-_STATIC = Path(__file__).parent / "static"
-_ASSETS = {
-    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
-    "swagger-ui.css": "text/css; charset=utf-8",
-    "init.js": "text/javascript; charset=utf-8",
-}
+_ASSETS = StaticFiles(
+    Path(__file__).parent / "static",
+    {
+        "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+        "swagger-ui.css": "text/css; charset=utf-8",
+        "init.js": "text/javascript; charset=utf-8",
+    },
+    "docs",
+    max_age=86400,
+)
 PAGE = """<!doctype html>
 <html lang="en">
 <head>
@@ -46,13 +49,4 @@ async def docs() -> HTMLResponse:
 
 @router.get("/docs/assets/{name}")
 async def asset(name: str) -> Response:
-    kind = _ASSETS.get(name)
-    if kind is None:
-        raise ServiceError(404, "not_found", f"no docs file {name!r}")
-    headers = {"cache-control": "public, max-age=86400"}
-    return Response(_read(name), media_type=kind, headers=headers)
-
-
-@cache
-def _read(name: str) -> bytes:
-    return (_STATIC / name).read_bytes()
+    return _ASSETS.response(name)

@@ -34,6 +34,7 @@ from ..errors import ServiceError
 from ..flags.access import Env
 from ..flags.schemas import FlagCreate, FlagUpdate, RuleInput
 from ..flags.service import FlagService, Page
+from ..static import StaticFiles
 from .sessions import (
     ConsoleSession,
     end_every_session,
@@ -55,11 +56,12 @@ _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
 )
-_STATIC_DIR = Path(__file__).parent / "static"
-_STATIC_TYPES = {
-    "console.css": "text/css; charset=utf-8",
-    "console.js": "text/javascript; charset=utf-8",
-}
+_STATIC = StaticFiles(
+    Path(__file__).parent / "static",
+    {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"},
+    "console",
+    max_age=3600,
+)
 CONSOLE_RULES = ("console-actors", "console-rollout", "console-trait")
 LOGIN_NOTICES = {
     "expired": "Your session ended: log in again.",
@@ -179,11 +181,7 @@ async def home() -> Response:
 
 @router.get("/static/{name}")
 async def static(name: str) -> Response:
-    kind = _STATIC_TYPES.get(name)
-    if kind is None:
-        raise ServiceError(404, "not_found", f"no console file {name!r}")
-    body = (_STATIC_DIR / name).read_bytes()
-    return Response(body, media_type=kind, headers={"cache-control": "public, max-age=3600"})
+    return _STATIC.response(name)
 
 
 def _login_page(request: Request, status: int = 200, flash: str | None = None) -> Response:
