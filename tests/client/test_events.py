@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from _waiting import eventually
 from millpond import (
     AsyncMillpond,
     BadRequestError,
@@ -44,15 +45,6 @@ from .conftest import FAST, KEY, FakeServer, Reply
 ACME = {"id": "acme"}
 QUIET = EventOptions(flush_interval=3600.0)
 """Nothing leaves the buffer until a flush (or a full batch, or close)."""
-
-
-def eventually(probe: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.01)
 
 
 # -- a flags environment on the real server ----------------------------------------------------

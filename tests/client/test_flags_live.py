@@ -5,12 +5,12 @@ and local ``track`` counts bite, and a forked child starts its own stream."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from _waiting import eventually
 from conftest import FlagsEnv, in_forked_child
 from millpond.client._base import ClientConfig
 from millpond.client._flags_live_async import AsyncLiveFlags
@@ -18,16 +18,6 @@ from millpond.client._flags_live_sync import LiveFlags
 from millpond.models.flags import FlagCheck
 
 ACME = {"id": "acme"}
-
-
-def eventually(probe: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """The first truthy answer of ``probe``, polled until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ cache to catch up."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -73,17 +72,3 @@ def database(server: ServerThread, make_user: Callable[..., tuple[str, str]]) ->
 def mp(database: Database) -> Iterator[Millpond]:
     with database.client() as client:
         yield client
-
-
-def eventually(
-    check: Callable[[], bool], timeout: float = 15, step: Callable[[], Any] | None = None
-) -> None:
-    """Wait until ``check()`` (calling ``step()`` — e.g. ``rt.update`` — between tries)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        if step is not None:
-            step()
-        else:
-            time.sleep(0.02)

@@ -34,12 +34,13 @@ from typing import Any
 import psycopg
 import pytest
 
+from _waiting import wait_until
 from millpond import Millpond, faults
 from millpond.client.realtime import Event, Realtime
 from millpond.server.realtime.pgoutput import Transaction
 from millpond.server.testing import Proxy, ServerThread
 
-from .conftest import FAST, Database, eventually, make_database
+from .conftest import FAST, Database, make_database
 
 SCHEMA = "CREATE TABLE msgs (id int8 PRIMARY KEY, room int4, body text); CREATE TABLE pad (n int)"
 
@@ -157,7 +158,7 @@ def test_a_row_moved_into_the_new_query_by_a_transaction_the_snapshot_saw(
         rt.on_transaction(events.append)
         rt.subscribe(old)
         db.sql("INSERT INTO msgs VALUES (1, 1, 'moving')")
-        eventually(lambda: _row(rt, 1) is not None)
+        wait_until(lambda: _row(rt, 1) is not None)
         gate = StreamGate(db.pg_name)
         with faults.installed("hub.before_dispatch", gate):
             db.sql(move)  # T: committed, visible, but held before the hub fans it out
@@ -171,7 +172,7 @@ def test_a_row_moved_into_the_new_query_by_a_transaction_the_snapshot_saw(
         assert "error" not in result, result
         moved = db.sql("SELECT * FROM msgs WHERE id = 1")[0]
         db.sql("INSERT INTO msgs VALUES (100, 2, 'marker')")
-        eventually(lambda: _row(rt, 100) is not None)
+        wait_until(lambda: _row(rt, 100) is not None)
         assert _row(rt, 1) == moved
         xids = [e.xid for e in events]
         assert len(xids) == len(set(xids)), "a transaction delivered twice"
@@ -189,7 +190,7 @@ def test_the_subscribe_waits_for_the_stream_to_pass_its_snapshot(db: Database, s
         rt.on_subscription_applied(lambda e: order.append("applied"))
         rt.subscribe("SELECT * FROM msgs WHERE room = 1")
         db.sql("INSERT INTO msgs VALUES (1, 1, 'a')")
-        eventually(lambda: _row(rt, 1) is not None)
+        wait_until(lambda: _row(rt, 1) is not None)
         order.clear()
         gate = StreamGate(db.pg_name)
         with faults.installed("hub.before_dispatch", gate):
@@ -312,13 +313,13 @@ def test_a_lost_connections_queued_transaction_then_the_reconciliation(
             rt.subscribe("SELECT * FROM msgs")
             inputs.clear()
             db.sql("INSERT INTO msgs VALUES (1, 1, 'one')")
-            eventually(lambda: rt._inbox.qsize() > 0)  # received, queued, not applied
+            wait_until(lambda: rt._inbox.qsize() > 0)  # received, queued, not applied
             gate.armed.set()
             assert proxy.cut()
             assert gate.held.wait(20)  # reconnected: the resubscribe waits before its snapshot
             db.sql("DELETE FROM msgs WHERE id = 1; INSERT INTO msgs VALUES (2, 1, 'two')")
             gate.opened.set()
-            eventually(lambda: rt.table("msgs").find(2) is not None, step=lambda: rt.update(0.05))
+            wait_until(lambda: rt.table("msgs").find(2) is not None, step=lambda: rt.update(0.05))
     assert inputs == [
         "TransactionInput",
         "Disconnected",
@@ -353,7 +354,7 @@ def _settled(db: Database, rt: Realtime, mode: str) -> dict[int, dict[str, Any]]
     both queries are then."""
     step = (lambda: rt.update(0.05)) if mode == "update" else None
     db.sql("INSERT INTO msgs VALUES (1000, 1, 'marker')")
-    eventually(lambda: _row(rt, 1000) is not None, step=step)
+    wait_until(lambda: _row(rt, 1000) is not None, step=step)
     want = {r["id"]: r for sql in (OLDER, NEWER) for r in db.sql(sql)}
     assert _cache(rt) == want
     return want
@@ -363,7 +364,7 @@ def _filled(db: Database, rt: Realtime, mode: str) -> None:
     step = (lambda: rt.update(0.05)) if mode == "update" else None
     rt.subscribe(OLDER)
     db.sql("INSERT INTO msgs VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 1, 'c')")
-    eventually(lambda: set(_cache(rt)) == {1, 3}, step=step)
+    wait_until(lambda: set(_cache(rt)) == {1, 3}, step=step)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -441,7 +442,7 @@ def test_a_truncate_between_the_snapshot_and_the_read(db: Database, mode: str) -
         with psycopg.connect(db.pg_url) as writer:
             writer.execute("LOCK TABLE msgs IN ACCESS EXCLUSIVE MODE")
             thread, result = _subscribe_in_thread(rt, NEWER)
-            eventually(lambda: _waiting_on_lock(db))
+            wait_until(lambda: _waiting_on_lock(db))
             writer.execute("TRUNCATE msgs")
             writer.execute("INSERT INTO msgs VALUES (8, 2, 'new'), (9, 1, 'new')")
             writer.commit()

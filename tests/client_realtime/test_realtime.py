@@ -12,10 +12,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from _waiting import wait_until
 from millpond import AsyncMillpond, Millpond, RealtimeError, SubscriptionError
 from millpond.client.realtime import Event, Row
 
-from .conftest import FAST, Database, eventually
+from .conftest import FAST, Database
 
 
 def test_sync_client_with_update(mp: Millpond, database: Database) -> None:
@@ -48,12 +49,12 @@ def test_sync_client_with_update(mp: Millpond, database: Database) -> None:
         database.sql("INSERT INTO msgs VALUES (3, 7, 'new', NULL), (4, 8, 'elsewhere', 0)")
         time.sleep(0.3)
         assert msgs.count() == 1, "the cache changes only in update()"
-        eventually(lambda: msgs.count() == 2, step=lambda: rt.update(0.1))
+        wait_until(lambda: msgs.count() == 2, step=lambda: rt.update(0.1))
         database.sql("UPDATE msgs SET body = 'edited' WHERE id = 3")
         database.sql("UPDATE msgs SET room = 8 WHERE id = 1")  # leaves the query: a delete
         database.sql("UPDATE msgs SET room = 7 WHERE id = 4")  # enters it: an insert
         database.sql("DELETE FROM msgs WHERE id = 3")
-        eventually(lambda: len(events) == 5, step=lambda: rt.update(0.1))
+        wait_until(lambda: len(events) == 5, step=lambda: rt.update(0.1))
         assert log == [
             ("insert", 1),
             ("insert", 3),
@@ -106,9 +107,9 @@ def test_thread_callbacks(mp: Millpond, database: Database) -> None:
         )
         rt.subscribe("SELECT * FROM msgs")
         database.sql("INSERT INTO msgs VALUES (1, 1, 'a', 1)")
-        eventually(lambda: rt.db.msgs.count() == 1)  # no update(): the thread applied it
+        wait_until(lambda: rt.db.msgs.count() == 1)  # no update(): the thread applied it
         assert rt.update(0.01) == 0
-        eventually(lambda: len(seen) == 1)
+        wait_until(lambda: len(seen) == 1)
         assert seen[0][0] == "millpond-realtime" and isinstance(seen[0][1], int)
 
         blocked: list[BaseException] = []
@@ -121,7 +122,7 @@ def test_thread_callbacks(mp: Millpond, database: Database) -> None:
 
         rt.db.msgs.on_insert(subscribe_from_callback)
         database.sql("INSERT INTO msgs VALUES (2, 2, 'b', 2)")
-        eventually(lambda: len(blocked) == 1)
+        wait_until(lambda: len(blocked) == 1)
     assert not rt.connected and rt.closed
 
 
@@ -178,7 +179,7 @@ def test_direct_writes_in_multi_row_transactions(mp: Millpond, database: Databas
                 conn.execute("UPDATE msgs SET room = room + 3")  # 1,2 stay; 3-5 leave; 6-8 no
                 conn.execute("DELETE FROM msgs WHERE id = 1")
                 conn.execute("INSERT INTO msgs VALUES (1, 2, 'back', 0)")  # same key again
-        eventually(lambda: len(events) == 2, step=lambda: rt.update(0.1))
+        wait_until(lambda: len(events) == 2, step=lambda: rt.update(0.1))
         # one net change per row: 1 was updated, deleted and inserted again
         assert sorted((c.op, (c.new or c.old or {})["id"]) for c in events[1].changes) == [
             ("delete", 3),
@@ -200,12 +201,12 @@ def test_schedule(mp: Millpond, database: Database) -> None:
         cancelled.cancel()
         time.sleep(0.2)
         assert ran == []  # due, but waits for update()
-        eventually(lambda: len(ran) == 1, step=lambda: rt.update(0.05))
+        wait_until(lambda: len(ran) == 1, step=lambda: rt.update(0.05))
         assert ran == [("update", threading.get_ident())]
     with mp.realtime(database.name, callbacks="thread") as rt:
         names: list[str] = []
         rt.schedule(0.01, lambda: names.append(threading.current_thread().name))
-        eventually(lambda: names == ["millpond-realtime"])
+        wait_until(lambda: names == ["millpond-realtime"])
 
     async def main() -> None:
         async with (

@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 
+from _waiting import wait_until
 from millpond import ConnectError, Millpond, RealtimeError
 from millpond.backoff import Backoff
 from millpond.client.realtime import ConnectInfo, DisconnectInfo, Row
@@ -20,7 +21,7 @@ from millpond.server.config import Settings
 from millpond.server.postgres.embedded import EmbeddedPostgres
 from millpond.server.testing import free_port, start_server
 
-from .conftest import FAST, SCHEMA, eventually, make_database
+from .conftest import FAST, SCHEMA, make_database
 from .fake import FakeServer, Peer
 
 QUERY = "SELECT * FROM msgs"
@@ -53,7 +54,7 @@ def test_silence_drops_the_connection_and_pings_keep_it(tmp_path: Path) -> None:
             infos: list[Any] = []
             rt.on_disconnect(infos.append)
             rt.on_connect(infos.append)
-            eventually(lambda: len(infos) >= 3, step=lambda: rt.update(0.05))
+            wait_until(lambda: len(infos) >= 3, step=lambda: rt.update(0.05))
             first, drop, again = infos[:3]
             assert isinstance(first, ConnectInfo) and not first.reconnect  # queued: not missed
             assert isinstance(drop, DisconnectInfo) and drop.reconnecting
@@ -91,7 +92,7 @@ def test_close_codes_that_reconnect(code: int) -> None:
             rt.on_disconnect(closes.append)
             (qid,) = rt.subscribe(QUERY)
             assert qid == "qa"
-            eventually(lambda: fake.connections == 2 and {r.id for r in rt.db.msgs} == {2, 3})
+            wait_until(lambda: fake.connections == 2 and {r.id for r in rt.db.msgs} == {2, 3})
             assert closes[0].code == code and closes[0].reconnecting
             assert rt.queries == {"qa": QUERY}  # the id stays
             assert rt.db.msgs.find(2) == Row({"id": 2, "body": "B"})
@@ -120,7 +121,7 @@ def test_a_fatal_close_code_stops_the_client() -> None:
             with pytest.raises(RealtimeError) as info:
                 rt.subscribe(QUERY)  # waits through the first drop, then fails for good
             assert info.value.close_code == 4004 and info.value.code == "database_not_found"
-            eventually(lambda: len(errors) == 1)
+            wait_until(lambda: len(errors) == 1)
             assert errors[0] is info.value and rt.closed and not rt.connected
             time.sleep(0.3)
             assert fake.connections == 2  # no more attempts
@@ -207,7 +208,7 @@ def test_reconnect_after_a_server_restart(tmp_path: Path) -> None:
             )
 
             running.stop()
-            eventually(lambda: not rt.connected, timeout=60, step=lambda: rt.update(0.1))
+            wait_until(lambda: not rt.connected, timeout=60, step=lambda: rt.update(0.1))
             # while the server is down, its Postgres alone: rows change behind its back
             pg = EmbeddedPostgres(settings.data_dir)
             pg.start()
@@ -224,7 +225,7 @@ def test_reconnect_after_a_server_restart(tmp_path: Path) -> None:
             def reconciled() -> bool:
                 return {r.id for r in rt.db.msgs} == {1, 2, 5, 6, 7}
 
-            eventually(reconciled, timeout=60, step=lambda: rt.update(0.1))
+            wait_until(reconciled, timeout=60, step=lambda: rt.update(0.1))
             assert sorted(changes) == [
                 ("delete", 3, "resubscribe"),
                 ("delete", 4, "resubscribe"),
@@ -239,7 +240,7 @@ def test_reconnect_after_a_server_restart(tmp_path: Path) -> None:
             assert list(rt.queries) == ids
             db.base_url = running.url
             db.sql("UPDATE msgs SET body = 'live' WHERE id = 1")  # and it is live again
-            eventually(
+            wait_until(
                 lambda: (rt.db.msgs.find(1) or {}).get("body") == "live",
                 step=lambda: rt.update(0.1),
             )

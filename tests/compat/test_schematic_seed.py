@@ -29,6 +29,7 @@ from schematic.client import (
 )
 from schematic.errors import NotFoundError
 
+from _waiting import wait_until
 from conftest import FlagsEnv
 
 COMPANY = {"id": "your-company-id"}
@@ -70,14 +71,6 @@ def _close(client: Schematic) -> None:
 @pytest.fixture
 def client(make: Callable[..., Schematic]) -> Schematic:
     return make()
-
-
-def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``condition()`` holds (polling), or fail."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -217,7 +210,7 @@ def test_sending_track_events_lost_at_shutdown(
     the buffer are dropped (flush first, as docs/compat.md says)."""
     client = make()
     # once its flush thread waits out its first period (threading.Event's waiters)
-    _until(lambda: len(client.event_buffer.shutdown._cond._waiters) == 1)  # type: ignore[attr-defined]
+    wait_until(lambda: len(client.event_buffer.shutdown._cond._waiters) == 1)  # type: ignore[attr-defined]
     client.track(event="dropped", company=COMPANY)
     client.shutdown()
     assert flags_env("GET", "/events") == []  # never sent
@@ -331,7 +324,7 @@ def test_flag_check_options_cache_size_and_ttl(
     _flag(flags_env, False)
     if time.monotonic() - started < 0.9:  # (a loaded machine may take longer to get here)
         assert client.check_flag("some-flag-key") is True  # cached
-    _until(lambda: client.check_flag("some-flag-key") is False)
+    wait_until(lambda: client.check_flag("some-flag-key") is False)
     assert time.monotonic() - started >= 1.0  # only once the entry expired
 
 

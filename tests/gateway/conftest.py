@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import socket
 import ssl
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -174,13 +173,3 @@ def wire(port: int) -> Iterator[Callable[..., Wire]]:
     yield open_
     for w in opened:
         w.close()
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 10, what: str = "condition") -> float:
-    """Poll ``check`` until true; the seconds it took."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - started

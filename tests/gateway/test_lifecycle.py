@@ -12,10 +12,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from _waiting import wait_until
 from millpond.server.gateway import Gateway
 from millpond.server.gateway import protocol as pq
 
-from .conftest import Http, Tenant, Wire, new_key, wait_until
+from .conftest import Http, Tenant, Wire, new_key
 
 MakeTenant = Callable[..., Tenant]
 OpenWire = Callable[..., Wire]

@@ -18,7 +18,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from _waiting import wait_until
 from millpond import AsyncMillpond, Millpond
 from millpond.cli import app
 from millpond.codegen import GenerateError, fingerprint, generate, is_generated
@@ -338,7 +338,7 @@ def test_reducers_rows_and_callbacks_through_the_bindings(
             ["a", "b"], {"k": [1, {"deep": True}]}, note="first",
         )  # fmt: skip
         assert result.status == "committed" and result.return_value == 1
-        _wait(rt, lambda: len(inserted) == 1 and len(added) == 1)
+        wait_until(lambda: len(inserted) == 1 and len(added) == 1, 30, step=lambda: rt.update(0.05))
         row, event = inserted[0]
         assert isinstance(row, b.Event) and event.reducer.name == "add_event"
         assert (row.room, row.seq, row.kind, row.small, row.note) == (7, 1, "goal", -3, "first")
@@ -359,7 +359,7 @@ def test_reducers_rows_and_callbacks_through_the_bindings(
             at="2026-01-01T00:00:00Z", day="2026-01-02", uid=str(UID),
             spot={"x": 0, "y": 0, "label": None}, tags=[], meta={},
         )  # fmt: skip
-        _wait(rt, lambda: len(added) == 2)
+        wait_until(lambda: len(added) == 2, 30, step=lambda: rt.update(0.05))
         assert added[1][-3:] == (0.5, None, True) and added[1][7] == b.Point(x=0.0, y=0.0)
 
         assert b.Event.count_(rt) == 2
@@ -371,14 +371,16 @@ def test_reducers_rows_and_callbacks_through_the_bindings(
         assert len(b.Event.filter_by_sender(rt, row.sender)) == 2
 
         module.join("ann")  # the JSON default (DEFAULT) is the declared one
-        _wait(rt, lambda: b.Player.count(rt) == 1)
+        wait_until(lambda: b.Player.count(rt) == 1, 30, step=lambda: rt.update(0.05))
         player = b.Player.find(rt, row.sender)
         assert player is not None and player.name == "ann" and player.score == 1
         assert b.Player.filter_by_name(rt, "ann") == [player]
         module.draw(b.Shape(name="square", center=spot))
 
         assert module.reset(True).return_value == 2  # the owner may call a private reducer
-        _wait(rt, lambda: len(private) == 1 and b.Event.count_(rt) == 0)
+        wait_until(
+            lambda: len(private) == 1 and b.Event.count_(rt) == 0, 30, step=lambda: rt.update(0.05)
+        )
         assert private[0].reducer.args is None
 
 
@@ -436,13 +438,6 @@ def test_json_schema_and_bad_usage(kitchen: Kitchen, tmp_path: Path) -> None:
     owner = kitchen.full_name.split("/")[0]
     result = kitchen.cli("generate", f"{owner}/empty", "--out", str(tmp_path / "none"))
     assert result.exit_code == 1 and not (tmp_path / "none").exists()
-
-
-def _wait(rt: Any, condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition was not met"
-        rt.update(0.05)
 
 
 def test_wire_values_decode_strictly() -> None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from tests.client_realtime.test_failover import Replica
 
+from _waiting import wait_until
 from millpond import Millpond, RealtimeError
 from millpond.server.testing import ServerThread
 
@@ -76,13 +77,6 @@ def _user(db: Db, identity: str) -> list[object] | None:
     return rows[0] if rows else None
 
 
-def _eventually(check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.05)
-
-
 def test_connect_and_disconnect_run_the_lifecycle_reducers(
     server: ServerThread, make_user: MakeUser
 ) -> None:
@@ -93,10 +87,10 @@ def test_connect_and_disconnect_run_the_lifecycle_reducers(
             me = rt.identity
             assert me is not None
             assert _user(db, me) == [True, 1, 0]  # committed before the hello
-        _eventually(lambda: _user(db, me) == [False, 1, 1])
+        wait_until(lambda: _user(db, me) == [False, 1, 1], timeout=60)
         with mp.realtime(db.full_name):
             assert _user(db, me) == [True, 2, 1]
-        _eventually(lambda: _user(db, me) == [False, 2, 2])
+        wait_until(lambda: _user(db, me) == [False, 2, 2], timeout=60)
         # nobody calls them, not even the owner
         for name in ("on_connect", "on_disconnect"):
             r = db.call(name, [])
@@ -152,7 +146,7 @@ def test_a_killed_servers_connections_get_their_disconnect_once(
         me = sockets[0].identity
         assert me is not None and _user(db, me) == [True, 3, 0]
         a.kill()  # no client_disconnected from it: it is dead
-        _eventually(lambda: _user(db, me) == [False, 3, 3], timeout=90)
+        wait_until(lambda: _user(db, me) == [False, 3, 3], timeout=90)
         time.sleep(2)  # several more sweeps by b: none runs it again
         assert _user(db, me) == [False, 3, 3]
         # their rows went with their disconnects
@@ -206,7 +200,7 @@ def test_who_is_connected(server: ServerThread, make_user: MakeUser) -> None:
         with mp.realtime(db.full_name) as rt:
             (found,) = mp.modules.connections(db.full_name)
             assert (found.identity, found.connection_id) == (rt.identity, rt.connection_id)
-        _eventually(lambda: mp.modules.connections(db.full_name) == [])
+        wait_until(lambda: mp.modules.connections(db.full_name) == [], timeout=60)
     _, stranger = make_user(prefix="life-who-s")
     r = httpx.get(f"{db.url}/connections", headers={"Authorization": f"Bearer {stranger}"})
     assert r.status_code == 403, r.text

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from tests.client_realtime.test_failover import Replica
 
+from _waiting import wait_until
 from millpond.module import _declare
 from millpond.module._def import ModuleDef, TypeRef
 from millpond.module._values import ArgumentError, from_json, schedule_json, to_db
@@ -98,13 +99,6 @@ def _rows(db: Db, query: str) -> list[list[Any]]:
     return rows
 
 
-def _eventually(check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.05)
-
-
 def _ran(db: Db, text: str) -> list[list[Any]]:
     return _rows(db, f"SELECT text, due, started FROM ran WHERE text LIKE '{text}%' ORDER BY id")
 
@@ -128,7 +122,7 @@ def test_a_one_shot_runs_once_when_due_and_its_row_goes(alarms: Db) -> None:
     scheduled_id = r.json()["return"]
     [row] = [s for s in _schedules(alarms) if s["scheduled_id"] == scheduled_id]
     assert row["state"] == "due" and row["reducer"] == "remind" and row["table"] == "reminder"
-    _eventually(lambda: len(_ran(alarms, "tea")) == 1)
+    wait_until(lambda: len(_ran(alarms, "tea")) == 1, timeout=60)
     [(_, due, started)] = _ran(alarms, "tea")
     assert started >= due  # never early
     assert _rows(alarms, f"SELECT count(*) FROM reminder WHERE scheduled_id = {scheduled_id}") == [
@@ -144,14 +138,14 @@ def test_deleting_the_row_cancels_the_run(alarms: Db) -> None:
     cancelled = alarms.call("remind_in", ["cancelled", 1500]).json()["return"]
     assert alarms.call("remind_in", ["marker", 2500]).status_code == 200
     assert alarms.call("cancel", [cancelled]).json()["return"] is True
-    _eventually(lambda: len(_ran(alarms, "marker")) == 1)
+    wait_until(lambda: len(_ran(alarms, "marker")) == 1, timeout=60)
     assert _ran(alarms, "cancelled") == []
 
 
 def test_many_due_at_once_each_run_once(alarms: Db) -> None:
     at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(milliseconds=500)
     assert alarms.call("remind_at", ["batch-", at.isoformat(), 300]).status_code == 200
-    _eventually(lambda: len(_ran(alarms, "batch-")) >= 300)
+    wait_until(lambda: len(_ran(alarms, "batch-")) >= 300, timeout=60)
     time.sleep(0.5)  # anything run twice would show now
     ran = _ran(alarms, "batch-")
     assert sorted(r[0] for r in ran) == sorted(f"batch-{i}" for i in range(300))
@@ -159,7 +153,7 @@ def test_many_due_at_once_each_run_once(alarms: Db) -> None:
 
 def test_an_interval_recurs_on_its_intended_times(alarms: Db) -> None:
     scheduled_id = alarms.call("remind_every", ["tick", 100]).json()["return"]
-    _eventually(lambda: len(_ran(alarms, "tick")) >= 15)
+    wait_until(lambda: len(_ran(alarms, "tick")) >= 15, timeout=60)
     [row] = [s for s in _schedules(alarms) if s["scheduled_id"] == scheduled_id]
     assert row["state"] == "recurring" and row["interval_us"] == 100_000
     assert alarms.call("cancel", [scheduled_id]).json()["return"] is True
@@ -182,7 +176,7 @@ def test_a_failing_run_is_retried_then_kept_as_failed(alarms: Db) -> None:
         rows = [s for s in _schedules(alarms) if s["scheduled_id"] == scheduled_id]
         return bool(rows) and rows[0]["state"] == "failed"
 
-    _eventually(failed, timeout=60)
+    wait_until(failed, timeout=60)
     [row] = [s for s in _schedules(alarms) if s["scheduled_id"] == scheduled_id]
     assert row["attempts"] == 3 and row["due"] is None
     assert "cannot remind broken" in row["last_error"]
@@ -232,7 +226,7 @@ def test_rows_inserted_with_sql_are_scheduled_and_bad_ones_refused(alarms: Db) -
         f"INSERT INTO reminder (scheduled_at, text) VALUES ('{{\"time\": \"{at}\"}}', 'by-sql')"
     )
     assert r.status_code == 200, r.text  # the owner writes the tables
-    _eventually(lambda: len(_ran(alarms, "by-sql")) == 1)
+    wait_until(lambda: len(_ran(alarms, "by-sql")) == 1, timeout=60)
     for bad in ('{"time": 3}', '{"interval_us": 0}', '{"interval_us": -5}', "[]", '{"x": 1}'):
         r = alarms.sql(f"INSERT INTO reminder (scheduled_at, text) VALUES ('{bad}', 'bad')")
         assert r.status_code == 400, (bad, r.text)
@@ -383,14 +377,14 @@ def test_two_servers_run_each_due_call_once_and_survive_a_kill(
     db = _database(a.url, admin_key, "admin")
     at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)
     assert db.call("remind_at", ["pair-", at.isoformat(), 200]).status_code == 200
-    _eventually(lambda: len(_ran(db, "pair-")) >= 200)
+    wait_until(lambda: len(_ran(db, "pair-")) >= 200, timeout=60)
     # then the server that runs them (whichever it is) dies; the other takes over, and
     # what fell due meanwhile runs, late but once
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=2)
     assert db.call("remind_at", ["after-", later.isoformat(), 50]).status_code == 200
     a.kill()
     db.base, db.url = b.url, db.url.replace(a.url, b.url)
-    _eventually(lambda: len(_ran(db, "after-")) >= 50, timeout=90)
+    wait_until(lambda: len(_ran(db, "after-")) >= 50, timeout=90)
     time.sleep(1)
     texts = [r[0] for r in _ran(db, "pair-") + _ran(db, "after-")]
     assert sorted(texts) == sorted(
@@ -441,7 +435,7 @@ def test_a_database_with_running_schedules_is_deleted_cleanly(
     username, key = make_user(prefix="sched-del")
     db = _database(server.url, key, username, name="doomed")
     assert db.call("remind_every", ["doomed", 100]).status_code == 200
-    _eventually(lambda: len(_ran(db, "doomed")) >= 2)  # its schedules run on this server
+    wait_until(lambda: len(_ran(db, "doomed")) >= 2, timeout=60)  # its schedules run on this server
     r = httpx.delete(
         f"{server.url}/v1/databases/{db.full_name}",
         headers={"Authorization": f"Bearer {key}"},
@@ -530,4 +524,4 @@ def test_the_next_publish_brings_an_older_databases_trigger_up_to_date(
     assert ("relation", "millpond_schedules") not in kinds, kinds
     assert ("page", "millpond_schedules_pkey") in kinds, kinds
     assert db.call("remind_in", ["after-upgrade-", 10]).status_code == 200
-    _eventually(lambda: len(_ran(db, "after-upgrade-")) == 1)  # and schedules still run
+    wait_until(lambda: len(_ran(db, "after-upgrade-")) == 1, timeout=60)  # and schedules still run

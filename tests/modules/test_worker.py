@@ -25,6 +25,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from _waiting import wait_until
 from millpond.server.modules.pool import (
     Limits,
     ModuleInvalid,
@@ -192,13 +193,6 @@ def reducer_events(mdb: Db) -> list[dict[str, Any]]:
     return events
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = datetime.datetime.now() + datetime.timedelta(seconds=timeout)
-    while not condition():
-        assert datetime.datetime.now() < deadline, "the condition did not hold in time"
-        threading.Event().wait(0.02)
-
-
 def lock_waiters(mdb: Db, key: int) -> int:
     with mdb.superuser() as conn:
         row = conn.execute(
@@ -268,7 +262,7 @@ def test_a_retried_call_keeps_its_timestamp_and_seed(loop: Loop, pool: WorkerPoo
     with mdb.superuser() as holder:
         holder.execute("SELECT pg_advisory_lock(4242)")
         pending = loop.submit(pool.call("contended", [4242], make_ctx(seed=99)))
-        wait_for(lambda: lock_waiters(mdb, 4242) == 1)  # its snapshot is taken: now conflict
+        wait_until(lambda: lock_waiters(mdb, 4242) == 1)  # its snapshot is taken: now conflict
         holder.execute("UPDATE account SET balance = balance + 10 WHERE id = 4242")
         holder.execute("SELECT pg_advisory_unlock(4242)")
         outcome = pending.result(60)
@@ -458,10 +452,10 @@ def test_a_caller_that_gives_up_leaves_its_worker_in_order(
     with mdb.superuser() as holder:
         holder.execute("SELECT pg_advisory_lock(8888)")
         abandoned = loop.submit(pool.call("gated", [8888], make_ctx()))
-        wait_for(lambda: lock_waiters(mdb, 8888) == 1)
+        wait_until(lambda: lock_waiters(mdb, 8888) == 1)
         abandoned.cancel()
         holder.execute("SELECT pg_advisory_unlock(8888)")
-    wait_for(lambda: balance(mdb, 8888) == 1)  # the call finished all the same
+    wait_until(lambda: balance(mdb, 8888) == 1)  # the call finished all the same
     for account in (8890, 8891, 8892, 8893):
         outcome = call(loop, pool, "open_account", account, 5)
         assert outcome["return"] == {"id": account, "balance": 5, "tag": ""}, outcome
@@ -531,7 +525,7 @@ def test_close_lets_calls_in_flight_finish_and_refuses_new_ones(
         with mdb.superuser() as holder:
             holder.execute("SELECT pg_advisory_lock(7777)")
             pending = loop.submit(workers.call("gated", [7777], make_ctx()))
-            wait_for(lambda: lock_waiters(mdb, 7777) == 1)
+            wait_until(lambda: lock_waiters(mdb, 7777) == 1)
             closing = loop.submit(workers.close())
             with pytest.raises(PoolClosed):
                 loop.run(workers.call("open_account", [7778, 1], make_ctx()))

@@ -3,6 +3,7 @@ logical WAL is reported clearly."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -15,8 +16,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from _waiting import wait_until
 from millpond.server.config import Settings
 from millpond.server.postgres.embedded import EmbeddedPostgres
+from millpond.server.realtime.replication import StreamStopped
 from millpond.server.testing import ServerThread, free_port, start_server
 
 MakeUser = Callable[..., tuple[str, str]]
@@ -184,3 +187,49 @@ def test_postgres_without_logical_wal_is_reported(tmp_path: Path) -> None:
             running.stop()
     finally:
         external.stop()
+
+
+def _sessions(server: ServerThread, pg_name: str, where: str) -> list[int]:
+    with psycopg.connect(EmbeddedPostgres(server.settings.data_dir).url()) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND " + where, (pg_name,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+_BARRIER = "query LIKE '%%pg_logical_emit_message%%' AND pid <> pg_backend_pid()"
+_WALSENDER = "backend_type = 'walsender'"
+
+
+def test_a_stream_that_ends_closes_its_sessions_and_is_not_started_again(
+    server: ServerThread, base_url: str, make_user: MakeUser
+) -> None:
+    """The stream ends under its subscribers (its walsender terminated): they are told
+    4011, the hub's barrier session is closed with it (it used to linger until garbage
+    collected), and a subscribe still holding the old hub gets an error instead of
+    starting a stream nobody would stop."""
+    db, key, pg_name = _setup(base_url, make_user, "CREATE TABLE t (id int PRIMARY KEY)")
+    with _ws(base_url, db, key) as ws:  # type: ignore[attr-defined]
+        ws.recv(timeout=10)
+        ws.send(
+            json.dumps({"type": "subscribe", "request_id": "1", "queries": ["SELECT * FROM t"]})
+        )
+        assert json.loads(ws.recv(timeout=10))["type"] == "subscription_applied"
+        hub = server.server.config.app.state.services.realtime.hubs[pg_name]
+        assert hub._task is not None
+        loop = hub._task.get_loop()
+        asyncio.run_coroutine_threadsafe(hub._barrier.emit(), loop).result(10)
+        assert len(_sessions(server, pg_name, _BARRIER)) == 1
+        with psycopg.connect(EmbeddedPostgres(server.settings.data_dir).url()) as conn:
+            for pid in _sessions(server, pg_name, _WALSENDER):
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4011
+    wait_until(lambda: not _sessions(server, pg_name, _BARRIER), what="the barrier to close")
+    for again in (hub.ensure_started(), hub._barrier.emit()):
+        with pytest.raises(StreamStopped):
+            asyncio.run_coroutine_threadsafe(again, loop).result(10)
+    assert _sessions(server, pg_name, _WALSENDER) == []
+    assert _slots(server, pg_name) == []

@@ -15,7 +15,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from _waiting import wait_until
 from millpond.server.budget import (
     BudgetExceeded,
     ConnectionBudget,
@@ -174,14 +175,6 @@ def wire_login(port: int, database: str, password: str) -> dict[str, str] | None
             sock.sendall(pq.TERMINATE)
             return None
         return pq.parse_error_fields(payload)
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 15, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def tenant_backends(server: ServerThread) -> int:

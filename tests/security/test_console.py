@@ -5,7 +5,6 @@ with a hostile page served from another origin."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,18 +12,12 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page
 
+from _waiting import wait_until
 from conftest import FlagsEnv, RunningServer
 from console._helpers import COOKIE, console_client, form_token, login
 
 EVIL = "http://evil.test"
 MakeUser = Callable[..., tuple[str, str]]
-
-
-def _until(check: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def _logged_in(http: httpx.Client) -> bool:
@@ -245,7 +238,7 @@ def test_sessions_expire(
     with console_client(base_url, flags_env.key) as http:
         session_id = _session_id(http)
         assert _replay(base_url, session_id).status_code == 200
-    _until(lambda: _replay(base_url, session_id).status_code == 303)
+    wait_until(lambda: _replay(base_url, session_id).status_code == 303)
 
 
 def test_a_session_ends_with_its_key(base_url: str, flags_env: FlagsEnv) -> None:
@@ -258,7 +251,7 @@ def test_a_session_ends_with_its_key(base_url: str, flags_env: FlagsEnv) -> None
     assert made.status_code == 201, made.text
     with console_client(base_url, made.json()["secret"]) as expiring:
         assert _logged_in(expiring)
-        _until(lambda: not _logged_in(expiring))
+        wait_until(lambda: not _logged_in(expiring))
     owner_auth = {"Authorization": f"Bearer {flags_env.key}"}
     bound = flags_env("POST", "/keys", 201, json={"scope": "write"})["secret"]
     mine = flags_env.http.post("/v1/keys", json={}, headers=owner_auth).json()["secret"]

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from _waiting import wait_until
 from millpond.server.config import Settings
 from millpond.server.gateway import protocol as pq
 from millpond.server.postgres.embedded import EmbeddedPostgres
@@ -90,7 +91,7 @@ class Faulty:
             assert r.status_code in (200, 503), r.text  # never a 500 meanwhile
             return r.status_code == 200 and self.health()["postgres"]["ok"]
 
-        wait_for(recovered, timeout, "the server did not recover")
+        wait_until(recovered, timeout, "the server to recover")
 
     def wait_refusing(self) -> None:
         """After a kill: within FAST_S, queries answer 503 (a backend that has not yet
@@ -103,7 +104,7 @@ class Faulty:
             assert r.status_code in (200, 503), r.text
             return r.status_code == 503 and not self.health()["postgres"]["ok"]
 
-        wait_for(refused, FAST_S, "queries did not answer 503 postgres_unavailable")
+        wait_until(refused, FAST_S, "queries to answer 503 postgres_unavailable")
 
     def gateway_dsn(self) -> str:
         port = self.running.settings.gateway_port
@@ -147,13 +148,6 @@ class Socket:
         except TimeoutError:
             pass
         raise AssertionError(f"the socket stayed open for {timeout} s")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
 
 
 def gateway_refusal(port: int, key: str, database: str) -> dict[str, str]:
@@ -237,7 +231,7 @@ def test_a_dead_postmaster_means_fast_503s_a_clear_health_and_a_refusing_gateway
             assert health["status"] == "degraded" and health["postgres"]["ok"] is False
             return "postmaster exited" in health["postgres"]["error"]
 
-        wait_for(health_says_why, FAST_S, "health did not say the postmaster exited")
+        wait_until(health_says_why, FAST_S, "health to say the postmaster exited")
         # a load balancer takes the replica out (ready: 503), nobody restarts it (live: 200)
         ready = faulty.http.get("/v1/health/ready")
         assert ready.status_code == 503, ready.text
@@ -395,7 +389,7 @@ def test_a_postgres_that_cannot_be_restarted_ends_millpond_up(tmp_path: Path) ->
             except httpx.TransportError:
                 return False
 
-        wait_for(healthy, 90, "millpond up did not start")
+        wait_until(healthy, 90, "millpond up to start")
         pg = EmbeddedPostgres(tmp_path)
         with BrokenConfig(pg):
             os.kill(int((pg.pgdata / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
@@ -435,7 +429,7 @@ def test_an_external_postgres_that_dies_means_503s_until_it_is_back(tmp_path: Pa
             postgres = hurt.health()["postgres"]
             return postgres["ok"] is False and postgres["error"] == "connection refused"
 
-        wait_for(says_refused, 10, "health did not say why")
+        wait_until(says_refused, 10, "health to say why")
         assert hurt.query("SELECT 1").status_code == 503
         assert not external.is_running()  # not ours to restart
 

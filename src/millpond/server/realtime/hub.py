@@ -57,7 +57,13 @@ from ...engine import predicates
 from ..modules import events
 from .outbox import Outbox
 from .pgoutput import Change, Relation, Transaction, format_lsn
-from .replication import PUBLICATION, Barrier, ReplicationStream, ensure_publication
+from .replication import (
+    PUBLICATION,
+    Barrier,
+    ReplicationStream,
+    StreamStopped,
+    ensure_publication,
+)
 from .snapshot import Snapshot, newer_xid
 from .values import ValueDecoder
 from .visibility import (
@@ -187,6 +193,9 @@ class Hub:
         self._stream: ReplicationStream | None = None
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Lock()
+        self._finished = False
+        """stopped, or its stream ended: a hub is not started twice (the service makes a
+        new one), so nothing opens a session for it after it closed its own"""
         self._barrier = Barrier(admin_conninfo)
         self._dispatched = 0
         self._newest_xid: int | None = None
@@ -200,6 +209,8 @@ class Hub:
 
     async def ensure_started(self) -> None:
         async with self._started:
+            if self._finished:
+                raise StreamStopped(f"the change stream of {self.pg_name} has ended")
             if self._task is not None and not self._task.done():
                 return
             await ensure_publication(self.admin_conninfo, self.publication, self.publication_tables)
@@ -209,6 +220,7 @@ class Hub:
             self._task = asyncio.create_task(self._run(), name=f"realtime-{self.pg_name}")
 
     async def stop(self) -> None:
+        self._finished = True
         if self._task is not None:
             self._task.cancel()
             try:
@@ -217,6 +229,10 @@ class Hub:
                 pass
             except Exception:
                 pass
+        await self._close_sessions()
+
+    async def _close_sessions(self) -> None:
+        """The stream's, the barrier's and the row filter's (each may be closed twice)."""
         if self._stream is not None:
             await self._stream.close()
         await self._barrier.close()
@@ -249,11 +265,15 @@ class Hub:
         except Exception:
             _log.exception("realtime stream for %s failed", self.pg_name)
         finally:
+            self._finished = True
             for _, waiter in self._waiters:
                 if not waiter.done():
-                    waiter.set_exception(RuntimeError("the change stream ended"))
+                    waiter.set_exception(
+                        StreamStopped(f"the change stream of {self.pg_name} ended")
+                    )
             if self.on_stream_end is not None:
                 self.on_stream_end(self)
+            await self._close_sessions()  # nobody else would: the service has let go of it
 
     # -- clients ------------------------------------------------------------------------
 

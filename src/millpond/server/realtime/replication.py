@@ -45,6 +45,11 @@ class WalLevelError(RuntimeError):
     """The Postgres server is not configured for logical replication."""
 
 
+class StreamStopped(RuntimeError):
+    """A database's change stream has ended (its hub stopped, or the stream failed):
+    whoever still waits on it must reconnect."""
+
+
 def _now_pg_micros() -> int:
     return int(time.time() * 1_000_000) - _PG_EPOCH_US
 
@@ -112,15 +117,20 @@ class Barrier:
     """Commits a transaction holding only a logical decoding message (which pgoutput
     streams with ``messages 'true'``) on demand: once the stream has delivered it, it has
     delivered every transaction that committed before it, even if nothing else commits.
-    One privileged session, opened on first use."""
+    One privileged session, opened on first use; once closed (its hub stopped) it opens
+    none again: a subscribe still reading when the hub stops gets an error, and no
+    session is left open for nobody to close."""
 
     def __init__(self, admin_conninfo: str) -> None:
         self.admin_conninfo = admin_conninfo
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
 
     async def emit(self) -> None:
         async with self._lock:
+            if self._closed:
+                raise StreamStopped("this database's change stream has stopped")
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = await privileged.connect_async(self.admin_conninfo)
@@ -135,6 +145,7 @@ class Barrier:
 
     async def close(self) -> None:
         async with self._lock:
+            self._closed = True
             await self._close()
 
     async def _close(self) -> None:

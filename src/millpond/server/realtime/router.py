@@ -49,7 +49,7 @@ from ..recheck import CLOSE_CODES, Rechecker, Verdict, database_verdict
 from ..store.notifications import Invalidation
 from .hub import Client, Hub, SubscribeError
 from .outbox import Outbox
-from .replication import WalLevelError
+from .replication import StreamStopped, WalLevelError
 from .service import StreamLimit
 
 router = APIRouter()
@@ -398,6 +398,9 @@ class Session:
             self.client.outbox.close(1013, "postgres_unavailable")
         except TimeoutError:  # the change stream did not reach a subscribe's snapshot
             _log.warning("realtime connection %s: the stream fell behind", self.client.id)
+            self.client.outbox.close(4011, "stream_failed")
+        except StreamStopped as exc:  # it ended while a subscribe waited on it
+            _log.warning("realtime connection %s: %s", self.client.id, exc)
             self.client.outbox.close(4011, "stream_failed")
         except Exception:
             _log.exception("realtime connection %s failed", self.client.id)
