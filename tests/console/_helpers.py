@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+from playwright.sync_api import Page
 
 COOKIE = "millpond_console"
 CHROMIUM_ARGS = [
@@ -47,3 +48,11 @@ def console_client(base_url: str, key: str) -> Iterator[httpx.Client]:
         assert answer.status_code == 303, answer.text
         assert http.cookies.get(COOKIE, path="/console")
         yield http
+
+
+def browser_login(page: Page, base_url: str, key: str) -> None:
+    """Log in through the login page, as a person does."""
+    page.goto(f"{base_url}/console/login")
+    page.fill("input[name=api_key]", key)
+    with page.expect_navigation():
+        page.click("button:has-text('Log in')")

@@ -5,31 +5,13 @@ environments and CSRF, checked through the API."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, Dialog, Page
+from playwright.sync_api import Dialog, Page
 
 from conftest import FlagsEnv
-from console._helpers import console_client, login
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    opened = context.new_page()
-    opened.set_default_timeout(15_000)
-    yield opened
-    context.close()
-
-
-def _login(page: Page, base_url: str, key: str) -> None:
-    page.goto(f"{base_url}/console/login")
-    page.fill("input[name=api_key]", key)
-    with page.expect_navigation():
-        page.click("button:has-text('Log in')")
+from console._helpers import browser_login, console_client, login
 
 
 def _check(env: FlagsEnv, key: str, **who: Any) -> dict[str, Any]:
@@ -48,8 +30,9 @@ def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> N
 
     page.on("dialog", answer)
     page.on("console", lambda m: blocked.append(m.text) if "Content Security" in m.text else None)
-    _login(page, base_url, env.key)
-    assert page.url.endswith("/console/flags")
+    browser_login(page, base_url, env.key)
+    assert page.url.endswith("/console/databases")  # a user's key: the platform's home
+    page.click("header nav a:has-text('Flags')")
     assert "No active flags" in page.content()
     page.fill("input[name=key]", "new-editor")
     page.fill("input[name=name]", "New editor")
@@ -106,7 +89,7 @@ def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> N
     assert asked == ["Delete new-editor?", "Delete new-editor?", "Delete new-editor for good?"]
     assert blocked == []
     background = page.eval_on_selector("header", "e => getComputedStyle(e).backgroundColor")
-    assert background == "rgb(29, 36, 48)"
+    assert background == "rgb(23, 32, 46)"  # console.css's --top
 
     page.click("button:has-text('Log out')")
     page.goto(f"{base_url}/console/flags")
@@ -121,18 +104,19 @@ def test_picking_an_environment(page: Page, base_url: str, flags_env: FlagsEnv) 
     )
     assert made.status_code == 201, made.text
     staging = made.json()["id"]
-    _login(page, base_url, flags_env.key)
+    browser_login(page, base_url, flags_env.key)
+    page.goto(f"{base_url}/console/flags")
     with page.expect_navigation():  # the select submits its form (console.js)
         page.select_option("select[name=env]", staging)
     assert f"env={staging}" in page.url
 
 
 def test_bad_and_revoked_keys(page: Page, base_url: str, flags_env: FlagsEnv) -> None:
-    _login(page, base_url, "mp_" + "x" * 40)
+    browser_login(page, base_url, "mp_" + "x" * 40)
     assert "Unknown, revoked or expired API key." in page.content()
     made = flags_env("POST", "/keys", 201, json={"scope": "write"})
-    _login(page, base_url, made["secret"])
-    assert page.url.endswith("/console/flags")
+    browser_login(page, base_url, made["secret"])
+    assert page.url.endswith("/console/flags")  # a key bound to the environment: flags only
     flags_env("DELETE", f"/keys/{made['id']}", 204)
     page.goto(f"{base_url}/console/flags")
     assert "/console/login" in page.url and "session ended" in page.content()
@@ -140,7 +124,7 @@ def test_bad_and_revoked_keys(page: Page, base_url: str, flags_env: FlagsEnv) ->
 
 def test_read_only_keys_see_no_buttons(page: Page, base_url: str, flags_env: FlagsEnv) -> None:
     flags_env("POST", "/flags", 201, json={"key": "beta"})
-    _login(page, base_url, flags_env.bound_key(scope="read"))
+    browser_login(page, base_url, flags_env.bound_key(scope="read"))
     assert page.locator("tr[data-flag=beta]").count() == 1
     assert page.locator("button[name=toggle]").count() == 0
     assert page.locator("button[name=create]").count() == 0

@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, BrowserContext, Dialog, Page
 
 from _waiting import wait_until
 from conftest import FlagsEnv, RunningServer
-from console._helpers import COOKIE, console_client, form_token, login
+from console._helpers import COOKIE, browser_login, console_client, form_token, login
 
 EVIL = "http://evil.test"
 MakeUser = Callable[..., tuple[str, str]]
@@ -115,7 +115,8 @@ def test_form_csrf_from_a_hostile_page(
         </form><script>document.getElementById("f").submit()</script>""",
     )
     try:
-        _browser_login(page, base_url, flags_env.key)
+        browser_login(page, base_url, flags_env.key)
+        page.goto(f"{base_url}/console/flags")
         with page.expect_response(action) as answer:
             page.goto(f"{EVIL}/")
         assert answer.value.status == 403
@@ -338,7 +339,7 @@ def test_no_redirect_leaves_the_console(base_url: str, flags_env: FlagsEnv) -> N
             "/console/login?next=" + EVIL,
             data={"api_key": flags_env.key, "csrf": token, "next": EVIL},
         )
-        assert r.status_code == 303 and r.headers["location"] == "/console/flags"
+        assert r.status_code == 303 and r.headers["location"] == "/console/databases"
         for path in (f"/console/flags?next={EVIL}", "/console", "/console/login?next=//evil.test"):
             location = http.get(path).headers.get("location")
             assert location is None or location.startswith("/console/")
@@ -442,7 +443,8 @@ def test_markup_in_flags_and_audit_entries_stays_text(
             dialog.dismiss()
 
         page.on("dialog", record)
-        _browser_login(page, base_url, flags_env.key)
+        browser_login(page, base_url, flags_env.key)
+        page.goto(f"{base_url}/console/flags")
         page.goto(f"{base_url}/console/flags?env={flags_env.id}")
         assert MARKUP + "2" in page.inner_text("tr[data-flag='x-s.s:1']")
         page.goto(f"{base_url}/console/flags/x-s.s:1?env={flags_env.id}")
@@ -469,11 +471,3 @@ def _evil_page(browser: Browser, body: str) -> tuple[BrowserContext, Page]:
     page = context.new_page()
     page.set_default_timeout(15_000)
     return context, page
-
-
-def _browser_login(page: Page, base_url: str, key: str) -> None:
-    page.goto(f"{base_url}/console/login")
-    page.fill("input[name=api_key]", key)
-    with page.expect_navigation():
-        page.click("button:has-text('Log in')")
-    assert page.url.endswith("/console/flags")

@@ -243,9 +243,12 @@ class DatabaseService:
             principal.user_id,
         )
 
-    async def list(self, principal: Principal) -> builtins.list[Database]:
+    async def list(self, principal: Principal, *, sizes: bool = False) -> builtins.list[Database]:
+        """The caller's databases and those shared with them; ``sizes``: with each one's
+        size (a walk of its files each: the console shows it against the limit)."""
+        size = "pg_database_size(d.pg_name) AS size_bytes, " if sizes else ""
         rows = await self.store.fetchall(
-            _DB_SELECT.replace("SELECT", "SELECT c.role AS collaborator_role,", 1)
+            _DB_SELECT.replace("SELECT", f"SELECT {size}c.role AS collaborator_role,", 1)
             + " LEFT JOIN collaborators c ON c.database_id = d.id AND c.user_id = %(uid)s"
             " WHERE d.state = 'ready' AND (d.owner_id = %(uid)s OR c.user_id IS NOT NULL)"
             " ORDER BY u.username, d.name",

@@ -1,6 +1,10 @@
-// The console's only script (its CSP allows no inline script): forms marked
-// data-confirm ask first, selects marked data-autosubmit submit their form.
+// The console's only script (its CSP allows no inline script). Everything works without
+// it but these comforts: forms marked data-confirm ask first, selects marked
+// data-autosubmit submit their form, data-copy buttons copy a field, and the SQL editor
+// highlights its text, runs the selection (button or Ctrl+Enter) and keeps a history in
+// this browser (localStorage, per database). Text is only ever set with textContent.
 "use strict";
+
 document.addEventListener("submit", (event) => {
   const form = event.target;
   const question = form instanceof HTMLFormElement ? form.dataset.confirm : undefined;
@@ -8,9 +12,122 @@ document.addEventListener("submit", (event) => {
     event.preventDefault();
   }
 });
+
 document.addEventListener("change", (event) => {
   const field = event.target;
   if (field instanceof HTMLSelectElement && field.dataset.autosubmit !== undefined && field.form) {
     field.form.submit();
   }
 });
+
+document.addEventListener("click", (event) => {
+  const button = event.target instanceof Element ? event.target.closest("[data-copy]") : null;
+  if (!button) return;
+  const field = document.getElementById(button.dataset.copy);
+  if (!field) return;
+  field.select();
+  const done = () => { button.textContent = "Copied"; };
+  if (navigator.clipboard) {
+    navigator.clipboard.writeText(field.value).then(done, () => document.execCommand("copy") && done());
+  } else if (document.execCommand("copy")) {
+    done();
+  }
+});
+
+// -- the SQL editor ------------------------------------------------------------------------
+
+const KEYWORDS = new Set((
+  "select from where and or not insert into values update set delete create table alter drop " +
+  "index view as on join left right inner outer full cross using group by order having limit " +
+  "offset union all distinct case when then else end is null true false in exists between " +
+  "like ilike primary key references foreign unique default check constraint begin commit " +
+  "rollback with returning grant revoke to schema if cascade asc desc explain analyze copy " +
+  "truncate function returns language trigger sequence type extension do cast"
+).split(" "));
+const TOKEN = /(--[^\n]*|\/\*[\s\S]*?(?:\*\/|$))|('(?:[^']|'')*'?)|("(?:[^"]|"")*"?)|(\b\d+(?:\.\d+)?\b)|([A-Za-z_][A-Za-z0-9_]*)/g;
+
+function highlight(pre, text) {
+  pre.textContent = "";
+  let last = 0;
+  const add = (part, kind) => {
+    if (!kind) { pre.append(part); return; }
+    const span = document.createElement("span");
+    span.className = "tok-" + kind;
+    span.textContent = part;
+    pre.append(span);
+  };
+  for (const m of text.matchAll(TOKEN)) {
+    add(text.slice(last, m.index));
+    const kind = m[1] ? "com" : m[2] ? "str" : m[4] ? "num"
+      : m[5] && KEYWORDS.has(m[5].toLowerCase()) ? "kw" : null;
+    add(m[0], kind);
+    last = m.index + m[0].length;
+  }
+  add(text.slice(last) + "\n");
+}
+
+function historyKey(db) { return "millpond.sql-history." + db; }
+
+function loadHistory(db) {
+  try { return JSON.parse(localStorage.getItem(historyKey(db)) || "[]"); } catch { return []; }
+}
+
+function showHistory(list, textarea) {
+  const entries = loadHistory(list.dataset.historyList);
+  if (!entries.length) return;
+  list.textContent = "";
+  for (const sql of entries) {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "quiet";
+    button.title = "Put it back in the editor";
+    button.textContent = sql.length > 300 ? sql.slice(0, 300) + "…" : sql;
+    button.addEventListener("click", () => {
+      textarea.value = sql;
+      textarea.dispatchEvent(new Event("input"));
+      textarea.focus();
+    });
+    item.append(button);
+    list.append(item);
+  }
+}
+
+function setUpEditor(form) {
+  const textarea = form.querySelector("textarea[name=sql]");
+  const selection = form.querySelector("input[name=selection]");
+  const pre = form.querySelector("pre.highlight");
+  if (!textarea || !selection) return;
+  if (pre) {
+    pre.parentElement.classList.add("live");
+    const sync = () => { highlight(pre, textarea.value); pre.scrollTop = textarea.scrollTop; };
+    textarea.addEventListener("input", sync);
+    textarea.addEventListener("scroll", () => { pre.scrollTop = textarea.scrollTop; });
+    sync();
+  }
+  const selected = () => textarea.value.slice(textarea.selectionStart, textarea.selectionEnd);
+  const run = (onlySelection) => {
+    selection.value = onlySelection ? selected() : "";
+    form.requestSubmit();
+  };
+  form.querySelector("[data-run-selection]")?.addEventListener("click", () => run(true));
+  textarea.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      run(selected().trim() !== "");
+    }
+  });
+  form.addEventListener("submit", (event) => {
+    if (event.submitter && event.submitter.name === "run") selection.value = "";
+    const ran = (selection.value || textarea.value).trim();
+    if (!ran) return;
+    const db = form.dataset.history;
+    const entries = loadHistory(db).filter((sql) => sql !== ran);
+    entries.unshift(ran);
+    try { localStorage.setItem(historyKey(db), JSON.stringify(entries.slice(0, 50))); } catch { /* full */ }
+  });
+  const list = document.querySelector("[data-history-list]");
+  if (list) showHistory(list, textarea);
+}
+
+document.querySelectorAll("form[data-history]").forEach(setUpEditor);

@@ -1,0 +1,200 @@
+"""Regenerate the screenshots in docs/console.md from a seeded demo.
+
+``python scripts/console_screenshots.py`` starts a server in a temporary directory (its
+own embedded Postgres, free ports), seeds it (:func:`seed`: a user with a shop
+database, a collaborator, keys and flags), opens every page of :data:`PAGES` in
+headless Chromium (Debian's, ``/usr/bin/chromium``) and writes
+``docs/console/<name>.png`` (light; ``--dark`` adds ``<name>-dark.png``).
+
+tests/console/test_screenshots.py seeds the test session's server the same way and
+fails when a page of :data:`PAGES` no longer renders, or when docs/console.md does not
+show one of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "docs" / "console"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@dataclass(frozen=True)
+class Shot:
+    name: str
+    path: str
+    """The page, ``{db}`` and ``{env}`` filled in from the demo."""
+    ready: str
+    """A selector that is on the page once it has rendered."""
+    sql: str = ""
+    """For the SQL editor: run this first."""
+
+
+PAGES = [
+    Shot("login", "/console/login", "input[name=api_key]"),
+    Shot("databases", "/console/databases", "tr[data-database]"),
+    Shot("database", "/console/databases/{db}", "#connect"),
+    Shot(
+        "sql",
+        "/console/databases/{db}/sql",
+        "table.results",
+        "SELECT id, name, price, tags, added FROM products ORDER BY id",
+    ),
+    Shot(
+        "sql-error", "/console/databases/{db}/sql", ".sql-error", "SELECT lower(id) FROM products"
+    ),
+    Shot("keys", "/console/keys", "tr[data-key]"),
+    Shot("flags", "/console/flags?env={env}", "tr[data-flag]"),
+    Shot("flag", "/console/flags/new-checkout?env={env}", "form[action*='/save']"),
+    Shot("audit", "/console/audit?env={env}", "tr.audit-entry"),
+]
+
+
+@dataclass(frozen=True)
+class Demo:
+    base_url: str
+    username: str
+    key: str
+    database: str
+    env: str
+
+    def url(self, shot: Shot) -> str:
+        return self.base_url + shot.path.format(db=self.database, env=self.env)
+
+
+def seed(base_url: str, admin_key: str, username: str = "demo") -> Demo:
+    """A user ``username`` with a shop database (products, a collaborator), two more
+    keys, and a flags environment with flags and rules."""
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+
+        def call(method: str, path: str, key: str, **kw: Any) -> Any:
+            r = http.request(method, "/v1" + path, headers={"Authorization": f"Bearer {key}"}, **kw)
+            r.raise_for_status()
+            return r.json() if r.content else None
+
+        made = call("POST", "/users", admin_key, json={"username": username})
+        key = made["api_key"]["secret"]
+        friend = call("POST", "/users", admin_key, json={"username": f"{username}-ana"})
+        db = call(
+            "POST", "/databases", key, json={"name": "shop", "storage_limit_bytes": 200 << 20}
+        )["full_name"]
+        call("POST", "/databases", key, json={"name": "analytics", "is_private": False})
+        call(
+            "POST",
+            "/query",
+            key,
+            json={
+                "database": db,
+                "sql": "CREATE TABLE products (id bigint PRIMARY KEY, name text NOT NULL,"
+                " price numeric(10, 2), tags text[], added date);"
+                " INSERT INTO products VALUES"
+                " (1, 'Desk lamp', 19.90, '{home,light}', '2026-10-01'),"
+                " (2, 'Oak desk', 240, '{home,office}', '2026-10-03'),"
+                " (3, 'Notebook', 3.50, '{office}', NULL),"
+                " (4, 'Headphones', 89, '{audio}', '2026-11-20')",
+            },
+        )
+        friend_name = friend["user"]["username"]
+        call("PUT", f"/databases/{db}/collaborators/{friend_name}", key, json={"role": "read"})
+        call("POST", "/keys", key, json={"name": "ci", "scope": "read"})
+        call("POST", "/keys", key, json={"name": "backend", "expires_in_seconds": 90 * 86400})
+        env = call("POST", "/flags/environments", key, json={"name": "production"})["id"]
+        flags = f"/flags/environments/{env}/flags"
+        call("POST", flags, key, json={"key": "new-checkout", "name": "New checkout"})
+        call("POST", flags, key, json={"key": "dark-mode", "default_value": True})
+        call("POST", flags, key, json={"key": "beta-reports", "name": "Beta reports"})
+        call(
+            "PUT",
+            f"{flags}/new-checkout/rules",
+            key,
+            json={
+                "rules": [
+                    {
+                        "id": "console-rollout",
+                        "value": True,
+                        "conditions": [
+                            {
+                                "condition_type": "rollout",
+                                "actor_entity": "user",
+                                "actor_key": "id",
+                                "percentage": 25,
+                            }
+                        ],
+                    }
+                ]
+            },
+        )
+    return Demo(base_url, username, key, db, env)
+
+
+def login(page: Any, demo: Demo) -> None:
+    page.goto(f"{demo.base_url}/console/login")
+    page.fill("input[name=api_key]", demo.key)
+    with page.expect_navigation():
+        page.click("button:has-text('Log in')")
+
+
+def open_shot(page: Any, demo: Demo, shot: Shot) -> None:
+    """Open ``shot``'s page as the demo user, logged in (except on the login page)."""
+    page.goto(demo.url(shot))
+    if shot.sql:
+        page.fill("textarea[name=sql]", shot.sql)
+        with page.expect_navigation():
+            page.click("button[name=run]")
+    page.wait_for_selector(shot.ready)
+
+
+def shoot(demo: Demo, out: Path, dark: bool) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    written = []
+    out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+        for scheme in ("light", "dark") if dark else ("light",):
+            context = browser.new_context(
+                viewport={"width": 1100, "height": 760}, color_scheme=scheme
+            )
+            page = context.new_page()
+            for shot in PAGES:  # the login page first, then the rest logged in
+                if shot.name != "login" and "/console/login" in page.url:
+                    login(page, demo)
+                open_shot(page, demo, shot)
+                path = out / (shot.name + ("-dark" if scheme == "dark" else "") + ".png")
+                page.screenshot(path=str(path), full_page=True)
+                written.append(path)
+            context.close()
+        browser.close()
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=SHOTS, help="where the PNGs go")
+    parser.add_argument("--dark", action="store_true", help="also the dark scheme's")
+    args = parser.parse_args()
+    from millpond.server.config import Settings
+    from millpond.server.testing import free_port, start_server
+
+    with tempfile.TemporaryDirectory(prefix="millpond-demo-") as data:
+        settings = Settings(
+            host="127.0.0.1", port=free_port(), data_dir=Path(data), gateway_port=free_port()
+        )
+        running = start_server(settings)
+        try:
+            demo = seed(running.url, running.admin_key)
+            for path in shoot(demo, args.out, args.dark):
+                print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+        finally:
+            running.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The API keys page: the caller's keys (a service account's key sees that account's),
+create one — its secret shown on that answer only, never stored or sent again — and
+revoke. Revoking the key this session logged in with ends the session."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from ...models import ApiKeyCreate, ApiKeyCreated
+from ..accounts import service as accounts
+from ..errors import ServiceError
+from .pages import Console, form_session, redirect, session_of, to_login
+
+router = APIRouter(include_in_schema=False)
+
+_DAY_S = 86400
+
+
+async def _keys_page(
+    console: Console,
+    status: int = 200,
+    flash: str | None = None,
+    created: ApiKeyCreated | None = None,
+) -> HTMLResponse:
+    keys = await accounts.list_keys(console.svc.store, console.who)
+    return console.render(
+        "keys.html",
+        status,
+        title="API keys",
+        section="keys",
+        keys=keys,
+        created=created,
+        flash=flash or (None if created else await console.notice()),
+        flash_kind="error" if flash else "ok",
+    )
+
+
+@router.get("/keys", response_class=HTMLResponse)
+async def keys_page(request: Request) -> Response:
+    console = await session_of(request)
+    if console is None:
+        return to_login(request)
+    try:
+        console.require_platform()
+        return await _keys_page(console)
+    except ServiceError as exc:
+        return console.error(exc, "API keys", section="keys")
+
+
+def _expiry(text: str) -> int | None:
+    """Days typed in the form, in seconds ('' for a key that does not expire)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        days = float(text)
+    except ValueError:
+        raise ServiceError(422, "validation_error", "the expiry is a number of days") from None
+    if not days > 0:
+        raise ServiceError(422, "validation_error", "the expiry must be more than 0 days")
+    return max(1, round(days * _DAY_S))
+
+
+@router.post("/keys/new", response_class=HTMLResponse)
+async def create_key(request: Request) -> Response:
+    console, form = await form_session(request)
+    if console is None:
+        return to_login(request)
+    try:
+        console.require_platform()
+        try:
+            body = ApiKeyCreate(
+                name=form.get("name", "").strip() or None,
+                scope="read" if form.get("scope") == "read" else "write",
+                expires_in_seconds=_expiry(form.get("expires_in_days", "")),
+            )
+        except ValueError as exc:
+            raise ServiceError(422, "validation_error", str(exc).splitlines()[0]) from None
+        limit = accounts.key_limit(console.svc.settings, console.who)
+        created = await accounts.create_key(console.svc.store, console.who, body, limit)
+    except ServiceError as exc:
+        if exc.code == "environment_key":
+            return console.error(exc, "API keys", section="keys")
+        return await _keys_page(console, exc.status, f"{exc.message} ({exc.code})")
+    # the secret goes in this answer only (never into the session's notice, which is
+    # stored): the page says so, and the browser is told not to keep it
+    return await _keys_page(console, 201, created=created)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: str) -> Response:
+    console, _ = await form_session(request)
+    if console is None:
+        return to_login(request)
+    try:
+        console.require_platform()
+        await accounts.revoke_key(console.svc.store, console.who, key_id)
+    except ServiceError as exc:
+        if exc.code == "environment_key":
+            return console.error(exc, "API keys", section="keys")
+        return await _keys_page(console, exc.status, f"{exc.message} ({exc.code})")
+    if key_id == console.who.key_id:
+        return redirect("/console/login?notice=expired")
+    await console.notify("Revoked the key.")
+    return redirect("/console/keys")
