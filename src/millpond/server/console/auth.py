@@ -35,7 +35,11 @@ LOGIN_TOKEN_TTL_S = 3600
 _LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 _STATIC = StaticFiles(
     Path(__file__).parent / "static",
-    {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"},
+    {
+        "console.css": "text/css; charset=utf-8",
+        "flags.css": "text/css; charset=utf-8",
+        "console.js": "text/javascript; charset=utf-8",
+    },
     "console",
     max_age=3600,
 )
