@@ -50,6 +50,8 @@ PAGES = [
     Shot(
         "sql-error", "/console/databases/{db}/sql", ".sql-error", "SELECT lower(id) FROM products"
     ),
+    Shot("tables", "/console/databases/{db}/tables", "tr[data-table]"),
+    Shot("table", "/console/databases/{db}/tables/public/products", "table.results"),
     Shot("keys", "/console/keys", "tr[data-key]"),
     Shot("flags", "/console/flags?env={env}", "tr[data-flag]"),
     Shot("flag", "/console/flags/new-checkout?env={env}", "form[action*='/save']"),
