@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "docs" / "console"
 CHROMIUM = "/usr/bin/chromium"
+UPLOAD = (
+    b"sku,title,price,in_stock,added\n"
+    b"A-1,Desk lamp,19.90,true,2026-10-01\nA-2,Oak desk,240,false,2026-10-03\n"
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class Shot:
     """A selector that is on the page once it has rendered."""
     sql: str = ""
     """For the SQL editor: run this first."""
+    upload: bool = False
+    """For the import page: preview :data:`UPLOAD` first."""
 
 
 PAGES = [
@@ -52,6 +59,8 @@ PAGES = [
     ),
     Shot("tables", "/console/databases/{db}/tables", "tr[data-table]"),
     Shot("table", "/console/databases/{db}/tables/public/products", "table.results"),
+    Shot("import", "/console/databases/{db}/import", "[data-preview-result]", upload=True),
+    Shot("job", "/console/jobs/export/{job}", "[data-state=DONE]"),
     Shot("keys", "/console/keys", "tr[data-key]"),
     Shot("flags", "/console/flags?env={env}", "tr[data-flag]"),
     Shot("flag", "/console/flags/new-checkout?env={env}", "form[action*='/save']"),
@@ -66,9 +75,11 @@ class Demo:
     key: str
     database: str
     env: str
+    job: str
+    """A finished export"""
 
     def url(self, shot: Shot) -> str:
-        return self.base_url + shot.path.format(db=self.database, env=self.env)
+        return self.base_url + shot.path.format(db=self.database, env=self.env, job=self.job)
 
 
 def seed(base_url: str, admin_key: str, username: str = "demo") -> Demo:
@@ -133,7 +144,12 @@ def seed(base_url: str, admin_key: str, username: str = "demo") -> Demo:
                 ]
             },
         )
-    return Demo(base_url, username, key, db, env)
+        export = call("POST", "/exports", key, json={"db_name": db, "table_name": "products"})
+        for _ in range(600):  # (a tenth of a second each: a minute at most)
+            if call("GET", f"/exports/{export['id']}", key)["state"] in ("DONE", "FAILED"):
+                break
+            time.sleep(0.1)
+    return Demo(base_url, username, key, db, env, export["id"])
 
 
 def login(page: Any, demo: Demo) -> None:
@@ -146,6 +162,12 @@ def login(page: Any, demo: Demo) -> None:
 def open_shot(page: Any, demo: Demo, shot: Shot) -> None:
     """Open ``shot``'s page as the demo user, logged in (except on the login page)."""
     page.goto(demo.url(shot))
+    if shot.upload:
+        page.fill("input[name=table_name]", "catalog")
+        page.set_input_files(
+            "input[name=file]", {"name": "catalog.csv", "mimeType": "text/csv", "buffer": UPLOAD}
+        )
+        page.click("button[name=preview]")
     if shot.sql:
         page.fill("textarea[name=sql]", shot.sql)
         with page.expect_navigation():

@@ -9,6 +9,9 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Response
 
+_FILES = ("stylesheet", "script", "image", "font", "media")
+"""A page's own files (a fetch's answer may be a 4xx on purpose, as a document's may)."""
+
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
@@ -23,7 +26,7 @@ def page(browser: Browser) -> Iterator[Page]:
             problems.append(message.text)
 
     def response(answer: Response) -> None:
-        if answer.request.resource_type != "document" and answer.status >= 400:
+        if answer.request.resource_type in _FILES and answer.status >= 400:
             problems.append(f"{answer.status} {answer.url}")
 
     opened.on("pageerror", lambda exc: problems.append(str(exc)))

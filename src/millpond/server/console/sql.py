@@ -54,6 +54,7 @@ async def _editor(
     sql_text: str = "",
     result: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
+    ran: str = "",
 ) -> HTMLResponse:
     db = await console.svc.databases.get(console.who, full_name)
     read_only = db.role == "read" or not console.who.can_write
@@ -66,6 +67,7 @@ async def _editor(
         url=database_url(db.full_name),
         read_only=read_only,
         sql_text=sql_text,
+        ran_text=ran or sql_text,
         result=result,
         error=error,
         cell=cell,
@@ -116,4 +118,4 @@ async def run_sql(request: Request, owner: str, name: str) -> Response:
         }
         return await _editor(console, full_name, exc.status, text, error=error)
     result = json.loads(dumps(raw))  # the values exactly as the API's JSON has them
-    return await _editor(console, full_name, 200, text, result=result)
+    return await _editor(console, full_name, 200, text, result=result, ran=ran)

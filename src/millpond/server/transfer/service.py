@@ -18,7 +18,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -58,6 +58,12 @@ from .worker import TransferWorker, expiry
 
 _log = logging.getLogger("millpond.transfer")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+FormFields = Callable[[dict[str, str]], dict[str, str]]
+"""A caller's own check of an upload form's fields (the console's CSRF token): called
+with the fields as they arrive (before the file, when they come first, so a refused form
+stops before the upload) and again once the body is read; it raises to refuse the form
+and returns the fields to import with, its own removed."""
 
 
 def _node_id(root: Path) -> str:
@@ -193,10 +199,11 @@ class TransferService:
         options: ImportOptions | None = None,
         base_url: str = "",
         db_name: str | None = None,
+        form_fields: FormFields | None = None,
     ) -> ImportJob:
         """An import of an uploaded file (``body``, multipart) or of ``options.file_url``.
         ``db_name``: the database, when the form does not name it (bit.io's has it in
-        its path)."""
+        its path). ``form_fields``: see :data:`FormFields`."""
         job_id = jobs.new_id("import")
         folder = self.job_dir(job_id)
         async with self.store.transaction() as conn:  # refuse before receiving the file
@@ -208,7 +215,7 @@ class TransferService:
             if body is not None:
                 folder.mkdir(mode=0o700)
                 received = await self._receive(
-                    body, content_type, folder / "upload", "write", principal, db_name
+                    body, content_type, folder / "upload", "write", principal, db_name, form_fields
                 )
                 fields = received.fields
                 options = self._import_options(
@@ -254,19 +261,25 @@ class TransferService:
         need: str,
         principal: Principal,
         db_name: str | None = None,
+        form_fields: FormFields | None = None,
     ) -> upload.Upload:
+        screen = form_fields or dict
+
         async def before_file(fields: dict[str, str]) -> None:
+            fields = screen(fields)
             db = db_name or fields.get("db_name") or fields.get("database")
             if db:  # refuse before the upload when the database says no
                 await resolve(self.store, principal, db, need=need)  # type: ignore[arg-type]
 
-        return await upload.receive(
+        received = await upload.receive(
             body,
             content_type,
             dest,
             max_bytes=self.settings.transfer_max_file_bytes,
             before_file=before_file,
         )
+        received.fields = screen(received.fields)  # (again: the file may have come first)
+        return received
 
     async def _insert(
         self,
@@ -375,6 +388,7 @@ class TransferService:
         body: AsyncIterator[bytes] | None = None,
         content_type: str = "",
         options: ImportOptions | None = None,
+        form_fields: FormFields | None = None,
     ) -> ImportPreview:
         """What importing the file would do (format, dialect, header, columns and types,
         first rows) without loading anything."""
@@ -385,7 +399,7 @@ class TransferService:
             file_name: str | None = None
             if body is not None:
                 received = await self._receive(
-                    body, content_type, folder / "upload", "read", principal
+                    body, content_type, folder / "upload", "read", principal, None, form_fields
                 )
                 options = self._import_options(received.fields)
                 path = received.path

@@ -1,8 +1,10 @@
 // The console's only script (its CSP allows no inline script). Everything works without
 // it but these comforts: forms marked data-confirm ask first, selects marked
-// data-autosubmit submit their form, data-copy buttons copy a field, and the SQL editor
+// data-autosubmit submit their form, data-copy buttons copy a field, the SQL editor
 // highlights its text, runs the selection (button or Ctrl+Enter) and keeps a history in
-// this browser (localStorage, per database). Text is only ever set with textContent.
+// this browser (localStorage, per database), and an upload's preview is fetched in place
+// (the chosen file stays chosen). Text is only ever set with textContent; the preview
+// is the server's own escaped HTML.
 "use strict";
 
 document.addEventListener("submit", (event) => {
@@ -131,3 +133,38 @@ function setUpEditor(form) {
 }
 
 document.querySelectorAll("form[data-history]").forEach(setUpEditor);
+
+// -- the import form: its preview without leaving the page ------------------------------
+
+function setUpPreview(form) {
+  const button = form.querySelector("[data-preview-button]");
+  const target = form.querySelector("#preview");
+  if (!button || !target) return;
+  button.addEventListener("click", async (event) => {
+    if (!form.reportValidity()) return;
+    event.preventDefault();
+    button.disabled = true;
+    target.setAttribute("aria-busy", "true");
+    try {
+      const answer = await fetch(form.dataset.preview, {
+        method: "POST", body: new FormData(form), credentials: "same-origin",
+      });
+      const html = await answer.text();
+      const parsed = new DOMParser().parseFromString(html, "text/html");
+      if ((answer.headers.get("content-type") || "").startsWith("text/html")) {
+        target.replaceChildren(...parsed.body.childNodes);
+      } else {
+        const note = document.createElement("div");
+        note.className = "flash error";
+        note.setAttribute("role", "alert");
+        note.textContent = "The preview failed (" + answer.status + "): reload the page and try again.";
+        target.replaceChildren(note);
+      }
+    } finally {
+      button.disabled = false;
+      target.removeAttribute("aria-busy");
+    }
+  });
+}
+
+document.querySelectorAll("form[data-preview]").forEach(setUpPreview);
