@@ -42,6 +42,8 @@ class Shot:
     """For the SQL editor: run this first."""
     upload: bool = False
     """For the import page: preview :data:`UPLOAD` first."""
+    click: str = ""
+    """A button to press first (the realtime inspector's Subscribe)."""
 
 
 PAGES = [
@@ -61,6 +63,12 @@ PAGES = [
     Shot("table", "/console/databases/{db}/tables/public/products", "table.results"),
     Shot("import", "/console/databases/{db}/import", "[data-preview-result]", upload=True),
     Shot("job", "/console/jobs/export/{job}", "[data-state=DONE]"),
+    Shot(
+        "realtime",
+        "/console/databases/{db}/realtime",
+        "[data-live-status]:has-text('Live:')",
+        click="button[name=subscribe]",
+    ),
     Shot("keys", "/console/keys", "tr[data-key]"),
     Shot("flags", "/console/flags?env={env}", "tr[data-flag]"),
     Shot("flag", "/console/flags/new-checkout?env={env}", "form[action*='/save']"),
@@ -168,6 +176,8 @@ def open_shot(page: Any, demo: Demo, shot: Shot) -> None:
             "input[name=file]", {"name": "catalog.csv", "mimeType": "text/csv", "buffer": UPLOAD}
         )
         page.click("button[name=preview]")
+    if shot.click:
+        page.click(shot.click)
     if shot.sql:
         page.fill("textarea[name=sql]", shot.sql)
         with page.expect_navigation():

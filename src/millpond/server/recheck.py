@@ -222,8 +222,16 @@ async def database_verdict(
     checked = await key_verdict(store, api_key)
     if isinstance(checked, Verdict):
         return checked
+    return await access_verdict(store, checked, database, database_id, sql_role)
+
+
+async def access_verdict(
+    store: Store, principal: Principal, database: str, database_id: int, sql_role: str
+) -> Verdict | None:
+    """None while ``principal`` (still valid: its caller checked) reaches ``database``
+    (the same one, ``database_id``) with at least ``sql_role``; else why not."""
     try:
-        access = await resolve(store, checked, database)
+        access = await resolve(store, principal, database)
     except ServiceError as exc:
         if exc.status >= 500:
             raise

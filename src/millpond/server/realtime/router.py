@@ -17,8 +17,9 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -45,7 +46,7 @@ from ..modules.issuers import Issuers
 from ..modules.jwt import looks_like_jwt
 from ..modules.lifecycle import Lifecycle
 from ..postgres.availability import PostgresUnavailable
-from ..recheck import CLOSE_CODES, Rechecker, Verdict, database_verdict
+from ..recheck import CLOSE_CODES, Rechecker, Verdict, access_verdict, database_verdict
 from ..store.notifications import Invalidation
 from .hub import Client, Hub, SubscribeError
 from .outbox import Outbox
@@ -126,15 +127,32 @@ class Flavor:
     session: Callable[[WebSocket, Hub, Client, float, Caller | None, Any], Session] = _plain_session
 
 
+@dataclass(frozen=True)
+class Known:
+    """A caller identified before the socket was (the console's session): who, what
+    ends their login, and how to check that it still holds (None while it does)."""
+
+    principal: Principal
+    group: Hashable
+    still: Callable[[], Awaitable[Verdict | None]]
+    expires_at: datetime | None = None
+
+
 async def serve(
-    ws: WebSocket, owner: str, name: str, token: str, flavor: Flavor = Flavor()
+    ws: WebSocket,
+    owner: str,
+    name: str,
+    token: str,
+    flavor: Flavor = Flavor(),
+    known: Known | None = None,
 ) -> None:
     """Serve an accepted socket on ``owner/name`` for the holder of ``token`` (an API
-    key, a login provider's JWT, an anonymous identity's token, or "" for a new one)."""
+    key, a login provider's JWT, an anonymous identity's token, or "" for a new one), or
+    for the ``known`` caller."""
     svc: Services = ws.app.state.services
     sockets = live_sockets(svc, "realtime", [svc.store.invalidation])
     since = sockets.mark()
-    who = await _identify(svc, token, f"{owner}/{name}")
+    who = (known.principal, None) if known else await _identify(svc, token, f"{owner}/{name}")
     if isinstance(who, Refused):
         await ws.close(who.code, who.reason)
         return
@@ -185,8 +203,14 @@ async def serve(
         sender=sender,
     )
     full_name, db_id, sql_role = f"{owner}/{name}", access.id, access.sql_role
-    live = LiveSocket(client.outbox, _live_check(svc, principal, token, full_name, db_id, sql_role))
-    sockets.add(live, (token, full_name, db_id, sql_role), principal.expires_at, since)
+    if known is not None:
+        check = _known_check(svc, known, full_name, db_id, sql_role)
+        group, expires_at = known.group, known.expires_at
+    else:
+        check = _live_check(svc, principal, token, full_name, db_id, sql_role)
+        group, expires_at = token, principal.expires_at
+    live = LiveSocket(client.outbox, check)
+    sockets.add(live, (group, full_name, db_id, sql_role), expires_at, since)
     hub.connect(client)
     session = flavor.session(
         ws,
@@ -273,6 +297,18 @@ def _live_check(
     if principal.anonymous:
         return lambda: identity_verdict(svc.store, modules.secret, token)
     return lambda: database_verdict(svc.store, token, full_name, db_id, sql_role)
+
+
+def _known_check(
+    svc: Services, known: Known, full_name: str, db_id: int, sql_role: str
+) -> Callable[[], Awaitable[Verdict | None]]:
+    async def check() -> Verdict | None:
+        ended = await known.still()
+        if ended is not None:
+            return ended
+        return await access_verdict(svc.store, known.principal, full_name, db_id, sql_role)
+
+    return check
 
 
 def _hello(svc: Services, principal: Principal, minted: str | None) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 // data-autosubmit submit their form, data-copy buttons copy a field, the SQL editor
 // highlights its text, runs the selection (button or Ctrl+Enter) and keeps a history in
 // this browser (localStorage, per database), and an upload's preview is fetched in place
-// (the chosen file stays chosen). Text is only ever set with textContent; the preview
-// is the server's own escaped HTML.
+// (the chosen file stays chosen), and the realtime inspector subscribes over the
+// session's WebSocket and shows rows and changes as they arrive. Text is only ever set
+// with textContent; the preview is the server's own escaped HTML.
 "use strict";
 
 document.addEventListener("submit", (event) => {
@@ -168,3 +169,121 @@ function setUpPreview(form) {
 }
 
 document.querySelectorAll("form[data-preview]").forEach(setUpPreview);
+
+// -- the realtime inspector -------------------------------------------------------------
+
+function cellText(value) {
+  if (value === null || value === undefined) return null;
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+function setUpInspector(form) {
+  const status = document.querySelector("[data-live-status]");
+  const grid = document.querySelector("[data-live-rows]");
+  const count = document.querySelector("[data-live-count]");
+  const changes = document.querySelector("[data-live-changes]");
+  const stop = form.querySelector("[data-live-stop]");
+  let socket = null;
+  let columns = [];
+  let key = [];
+  let rows = new Map();
+
+  const say = (text) => { status.textContent = text; };
+  const rowKey = (row) => JSON.stringify((key.length ? key : columns).map((c) => row[c]));
+
+  function render() {
+    const head = document.createElement("thead");
+    const headRow = head.insertRow();
+    for (const c of columns) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = c;
+      headRow.append(th);
+    }
+    const body = document.createElement("tbody");
+    for (const row of rows.values()) {
+      const tr = body.insertRow();
+      for (const c of columns) {
+        const td = tr.insertCell();
+        const text = cellText(row[c]);
+        if (text === null) { td.className = "null"; td.textContent = "NULL"; } else td.textContent = text;
+      }
+    }
+    grid.replaceChildren(head, body);
+    count.textContent = "(" + rows.size + ")";
+  }
+
+  function logChange(kind, row, at) {
+    const item = document.createElement("li");
+    item.dataset.change = kind;
+    const when = document.createElement("span");
+    when.className = "muted";
+    when.textContent = (at ? new Date(at).toLocaleTimeString() : "") + " ";
+    const what = document.createElement("strong");
+    what.textContent = kind + " ";
+    const body = document.createElement("code");
+    body.textContent = JSON.stringify(row);
+    item.append(when, what, body);
+    changes.prepend(item);
+    while (changes.children.length > 200) changes.lastElementChild.remove();
+  }
+
+  function apply(message) {
+    for (const change of Object.values(message.tables || {})) {
+      if (change.truncated) { rows.clear(); logChange("truncate", {}, message.commit_time); }
+      for (const row of change.deletes || []) { rows.delete(rowKey(row)); logChange("delete", row, message.commit_time); }
+      for (const update of change.updates || []) {
+        rows.delete(rowKey(update.old));
+        rows.set(rowKey(update.new), update.new);
+        logChange("update", update.new, message.commit_time);
+      }
+      for (const row of change.inserts || []) { rows.set(rowKey(row), row); logChange("insert", row, message.commit_time); }
+    }
+    render();
+  }
+
+  function onMessage(event) {
+    const message = JSON.parse(event.data);
+    if (message.type === "hello") {
+      say("Connected: subscribing…");
+      socket.send(JSON.stringify({ type: "subscribe", request_id: "inspect", queries: [form.elements.query.value] }));
+    } else if (message.type === "subscription_applied") {
+      const table = Object.values(message.tables)[0] || { columns: [], key: [], rows: [] };
+      columns = table.columns.map((c) => c.name);
+      key = table.key || [];
+      rows = new Map(table.rows.map((row) => [rowKey(row), row]));
+      render();
+      say("Live: " + form.elements.query.value);
+    } else if (message.type === "transaction") {
+      apply(message);
+    } else if (message.type === "error") {
+      say("Refused: " + message.message + " (" + message.code + ")");
+    } else if (message.type === "ping") {
+      socket.send(JSON.stringify({ type: "pong" }));
+    }
+  }
+
+  function close() {
+    if (socket) { socket.onclose = null; socket.close(); socket = null; }
+    stop.disabled = true;
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    close();
+    changes.replaceChildren();
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    socket = new WebSocket(scheme + "//" + location.host + form.dataset.live);
+    say("Connecting…");
+    stop.disabled = false;
+    socket.onmessage = onMessage;
+    socket.onclose = (event) => {
+      say("Closed: " + (event.reason || "the connection ended") + " (" + event.code + ")");
+      stop.disabled = true;
+      socket = null;
+    };
+  });
+  stop.addEventListener("click", () => { close(); say("Stopped."); });
+}
+
+document.querySelectorAll("form[data-live]").forEach(setUpInspector);
