@@ -31,6 +31,29 @@ UPLOAD = (
 )
 
 
+MODULE = '''
+from millpond.module import ReducerContext, SenderError, reducer, table, primary_key
+
+
+@table(public=True)
+class Stock:
+    sku: str = primary_key()
+    count: int = 0
+
+
+@reducer
+def restock(ctx: ReducerContext, sku: str, count: int = 1) -> int:
+    """Add ``count`` items of ``sku`` to the stock."""
+    if count < 1:
+        raise SenderError("restock at least one")
+    row = ctx.db.stock.find(sku) or ctx.db.stock.insert(Stock(sku=sku))
+    row.count += count
+    print("restocked", sku, "to", row.count)
+    return ctx.db.stock.update(row).count
+'''
+"""The demo's module: one table, one reducer."""
+
+
 @dataclass(frozen=True)
 class Shot:
     name: str
@@ -69,6 +92,7 @@ PAGES = [
         "[data-live-status]:has-text('Live:')",
         click="button[name=subscribe]",
     ),
+    Shot("module", "/console/databases/{db}/module", "form[data-reducer]"),
     Shot("keys", "/console/keys", "tr[data-key]"),
     Shot("flags", "/console/flags?env={env}", "tr[data-flag]"),
     Shot("flag", "/console/flags/new-checkout?env={env}", "form[action*='/save']"),
@@ -152,6 +176,8 @@ def seed(base_url: str, admin_key: str, username: str = "demo") -> Demo:
                 ]
             },
         )
+        call("POST", f"/databases/{db}/module", key, json={"files": {"shop.py": MODULE}})
+        call("POST", f"/databases/{db}/call/restock", key, json={"sku": "A-1", "count": 3})
         export = call("POST", "/exports", key, json={"db_name": db, "table_name": "products"})
         for _ in range(600):  # (a tenth of a second each: a minute at most)
             if call("GET", f"/exports/{export['id']}", key)["state"] in ("DONE", "FAILED"):

@@ -1,7 +1,8 @@
 """The flags console in headless Chromium (Debian's, driven by Playwright) against the
-session's server: login, create, toggle, rules (actor list, rollout, trait), soft delete,
-restore, hard delete, the audit log, logout; revoked keys, read-only keys, other users'
-environments and CSRF, checked through the API."""
+session's server: login, create, rules (actor list, rollout, trait), on for everyone and
+back, soft delete, restore, hard delete, the audit log, logout; revoked keys, read-only
+keys, other users' environments and CSRF, checked through the API. The flag page's other
+forms and their errors are in test_flags_pages.py."""
 
 from __future__ import annotations
 
@@ -17,6 +18,17 @@ from console._helpers import browser_login, console_client, login
 def _check(env: FlagsEnv, key: str, **who: Any) -> dict[str, Any]:
     result: dict[str, Any] = env("POST", f"/flags/{key}/check", json=who)
     return result
+
+
+def _add_rule(page: Page, kind: str, fields: dict[str, str]) -> None:
+    """Add a rule with one condition through the flag page's "Add a rule" form."""
+    form = "#add-rule form"
+    page.click("#add-rule > summary")
+    page.select_option(f"{form} select[name=add_kind]", kind)
+    page.click(f"{form} button[value=add]")
+    for name, value in fields.items():
+        page.fill(f"{form} [name='{name}']", value)
+    page.click(f"{form} button[value=save]")
 
 
 def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> None:
@@ -40,13 +52,12 @@ def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> N
     assert "/console/flags/new-editor" in page.url
     assert env("GET", "/flags/new-editor")["name"] == "New editor"
 
-    # rules: an actor list, a 30% rollout and a trait rule
-    page.fill("textarea[name=actors_ids]", "u1, u2")
-    page.fill("input[name=rollout_percentage]", "30")
-    page.fill("input[name=trait_key]", "tier")
-    page.fill("input[name=trait_value]", "gold")
-    page.click("button[name=save]")
-    assert "Saved." in page.content()
+    # rules, built condition by condition: an actor list, a 30% rollout and a trait rule
+    _add_rule(page, "actor_list", {"c0.actors": "id=u1\nid=u2"})
+    _add_rule(page, "rollout", {"c0.percentage": "30"})
+    _add_rule(page, "trait", {"c0.trait_key": "tier", "c0.trait_value": "gold"})
+    assert "Saved rule" in page.content()
+    assert len(env("GET", "/flags/new-editor/rules")) == 3
     people = [{"event_type": "identify", "keys": {"id": f"x{i}"}} for i in range(200)]
     env(
         "POST",
@@ -58,13 +69,18 @@ def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> N
     assert _check(env, "new-editor", company={"id": "acme"})["value"] is True
     rolled = sum(_check(env, "new-editor", user={"id": f"x{i}"})["value"] for i in range(200))
     assert 30 < rolled < 90  # about 30% of 200
-    assert page.input_value("input[name=rollout_percentage]") == "30"
+    assert "30% of users, picked by their id" in page.inner_text("#rules")
 
-    # toggle from the list
+    # the list says what it answers; on for everyone, and back to the rules
     page.click("text=← all flags")
-    page.click("tr[data-flag=new-editor] button[name=toggle]")
-    assert env("GET", "/flags/new-editor")["default_value"] is True
-    assert page.inner_text("tr[data-flag=new-editor] td:nth-child(3)") == "on"
+    row = "tr[data-flag=new-editor]"
+    assert page.inner_text(f"{row} .state") == "on by rules (3)"
+    page.click(f"{row} button[name=everyone][value=on]")
+    assert page.inner_text(f"{row} .state") == "on for everyone"
+    assert _check(env, "new-editor", user={"id": "nobody"})["reason"] == "GLOBAL_OVERRIDE"
+    page.click(f"{row} button[name=everyone][value=rules]")
+    assert page.inner_text(f"{row} .state") == "on by rules (3)"
+    assert _check(env, "new-editor", user={"id": "nobody"})["value"] is False
 
     # soft delete, restore, delete for good
     page.click("tr[data-flag=new-editor] button[name=delete]")
@@ -82,7 +98,7 @@ def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> N
     page.click("header a:has-text('Audit log')")
     entries = page.locator("tr.audit-entry")
     assert entries.count() >= 6
-    assert "purge flag" in entries.first.inner_text()
+    assert "Deleted for good flag new-editor" in entries.first.inner_text()
     assert env.key not in page.content()
 
     # the page's script and style work under its CSP (none of them is inline)
@@ -126,7 +142,7 @@ def test_read_only_keys_see_no_buttons(page: Page, base_url: str, flags_env: Fla
     flags_env("POST", "/flags", 201, json={"key": "beta"})
     browser_login(page, base_url, flags_env.bound_key(scope="read"))
     assert page.locator("tr[data-flag=beta]").count() == 1
-    assert page.locator("button[name=toggle]").count() == 0
+    assert page.locator("button[name=everyone]").count() == 0
     assert page.locator("button[name=create]").count() == 0
 
 

@@ -2,24 +2,17 @@
 (DESIGN principle 2). Each part of it is a module of its own: ``auth`` (login, logout),
 ``databases`` (list, create, settings, collaborators, connect, delete), ``sql`` (the SQL
 editor), ``tables`` (the table browser), ``transfer`` (imports, exports, their jobs),
-``realtime`` (the inspector), ``keys`` (API keys) and ``flags`` (flypper's UI); what
-they share (sessions, CSRF, the templates) is in ``pages``."""
+``realtime`` (the inspector), ``modules`` (a database's module), ``keys`` (API keys) and
+``flags`` (flypper's UI); what they share (sessions, CSRF, the templates) is in
+``pages``."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import auth, databases, flags, keys, realtime, sql, tables, transfer
+from . import auth, databases, flags, keys, modules, realtime, sql, tables, transfer
 
 router = APIRouter()
-for part in (
-    auth,
-    sql,
-    tables,
-    transfer,
-    realtime,
-    databases,
-    keys,
-    flags,
-):  # before databases' /{action}
+# the database pages' own paths before databases' POST /databases/{owner}/{name}/{action}
+for part in (auth, sql, tables, transfer, realtime, modules, databases, keys, flags):
     router.include_router(part.router, prefix="/console")
