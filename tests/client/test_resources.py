@@ -343,6 +343,33 @@ CASES = [
         status=204,
         returns=None,
     ),
+    Case(
+        "users.set_password",
+        lambda mp: mp.users.set_password("a/lice", "a new password"),
+        "PUT",
+        "/v1/users/a%2Flice/password",
+        json={"password": "a new password"},
+        status=204,
+        returns=None,
+    ),
+    Case(
+        "users.set_my_password",
+        lambda mp: mp.users.set_my_password("a new password"),
+        "PUT",
+        "/v1/me/password",
+        json={"password": "a new password"},
+        status=204,
+        returns=None,
+    ),
+    Case(
+        "users.set_my_password-changing",
+        lambda mp: mp.users.set_my_password("a new password", current_password="the old one"),
+        "PUT",
+        "/v1/me/password",
+        json={"password": "a new password", "current_password": "the old one"},
+        status=204,
+        returns=None,
+    ),
     # the bit.io SDK's names
     Case(
         "create_database",

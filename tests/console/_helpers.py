@@ -40,6 +40,14 @@ def login(http: httpx.Client, key: str) -> httpx.Response:
     return http.post("/console/login", data={"api_key": key, "csrf": form_token(form.text)})
 
 
+def password_login(http: httpx.Client, username: str, password: str) -> httpx.Response:
+    """GET the login form, POST it with a username and password: the login's answer."""
+    form = http.get("/console/login")
+    assert form.status_code == 200, form.text
+    data = {"username": username, "password": password, "csrf": form_token(form.text)}
+    return http.post("/console/login", data=data)
+
+
 @contextmanager
 def console_client(base_url: str, key: str) -> Iterator[httpx.Client]:
     """A client logged in to the console with ``key``."""

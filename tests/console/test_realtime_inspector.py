@@ -15,7 +15,7 @@ from playwright.sync_api import Page
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from console._helpers import COOKIE, browser_login, console_client
+from console._helpers import COOKIE, browser_login, console_client, form_token
 
 MakeUser = Callable[..., tuple[str, str]]
 
@@ -107,3 +107,20 @@ def test_handshakes_need_the_session_and_this_site(base_url: str, make_user: Mak
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4004
+
+
+def test_logging_out_closes_the_inspector(base_url: str, make_user: MakeUser) -> None:
+    _, key = make_user(prefix="wslogout")
+    db = _api(base_url, key, "POST", "/databases", json={"name": "bye"})["full_name"]
+    url = base_url.replace("http://", "ws://") + f"/console/databases/{db}/live"
+    with console_client(base_url, key) as http:
+        cookie = http.cookies.get(COOKIE, path="/console")
+        headers = {"Origin": base_url, "Cookie": f"{COOKIE}={cookie}"}
+        with connect(url, additional_headers=headers, open_timeout=10) as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+            token = form_token(http.get("/console/databases").text)
+            assert http.post("/console/logout", data={"csrf": token}).status_code == 303
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001

@@ -64,7 +64,8 @@ def up(
             f"\nCreated admin user '{created.user.username}'. Its API key (shown only once):\n\n"
             f"    {created.api_key.secret}\n\n"
             f"It is also stored in {path} (mode 0600), where the millpond CLI on this machine "
-            "finds it.\n"
+            "finds it.\nTo log in to the web console (/console) with a password, set one:"
+            " millpond user set-password\n"
         )
 
     # every logger (millpond's, uvicorn's, the access log, warnings) to one handler

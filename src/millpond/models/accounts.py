@@ -85,3 +85,20 @@ class Me(WireModel):
     user: User
     service_account: ServiceAccount | None = None
     key: ApiKey
+    has_password: bool = Field(
+        default=False, description="Whether the user has a password (for the web console)"
+    )
+
+
+class PasswordSet(RequestModel):
+    """A user's new password (10 to 1024 characters); ``current_password`` is needed when
+    the user already has one."""
+
+    password: str
+    current_password: str | None = None
+
+
+class PasswordReset(RequestModel):
+    """An admin's reset of a user's password (10 to 1024 characters)."""
+
+    password: str

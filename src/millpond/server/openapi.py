@@ -39,17 +39,19 @@ DESCRIPTIONS: dict[int, str] = {
     "`unknown_issuer`).",
     403: "The key may not do this (e.g. `forbidden`, `read_only_key`, `admin_required`, "
     "`environment_key`, `environment_forbidden`, `invalid_signature`, `anonymous_identity`, "
-    "`anonymous_disabled`, `identity_other_database`, `claim_required`), or a per-account "
-    "limit is reached (`limit_exceeded`).",
+    "`anonymous_disabled`, `identity_other_database`, `claim_required`), a per-account "
+    "limit is reached (`limit_exceeded`), or the current password is wrong "
+    "(`wrong_password`).",
     404: "What the request names does not exist or is not visible to the caller (`*_not_found`).",
     409: "The request conflicts with the current state (e.g. `*_exists`, `key_conflict`, "
-    "`cannot_delete_self`).",
+    "`cannot_delete_self`, `password_changed`).",
     410: "The export's link or file has expired (`export_expired`).",
     413: "The request body is larger than the server accepts (`request_too_large`).",
     422: "The input is invalid (`validation_error`, `invalid_name`, ...), or a reducer call "
     "did not commit (`reducer_failed`, `reducer_error`, `reducer_timeout`, `reducer_crashed`).",
-    429: "The account's connection budget is spent (`connection_budget_exceeded`), or too "
-    "many anonymous identities were made (`rate_limited`); retry later.",
+    429: "The account's connection budget is spent (`connection_budget_exceeded`), too "
+    "many anonymous identities were made (`rate_limited`), or too many wrong passwords "
+    "were given for the user (`too_many_attempts`); retry later.",
     500: "Unexpected server error (`internal_error`); the server log has the details.",
     503: "Postgres or a background service is unavailable for now (`postgres_unavailable`, "
     "`unavailable`), or the server's tenant connections are all in use "
@@ -68,10 +70,12 @@ _SCHEMATIC_WRITE = frozenset({400, 404, 409})
 ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     # accounts
     ("GET", "/v1/me"): _NONE,
+    ("PUT", "/v1/me/password"): frozenset({409, 429}),
     ("GET", "/v1/users"): _NONE,
     ("POST", "/v1/users"): _CREATE,
     ("GET", "/v1/users/{username}"): _LOOKUP,
     ("DELETE", "/v1/users/{username}"): _CHANGE,
+    ("PUT", "/v1/users/{username}/password"): _LOOKUP,
     ("GET", "/v1/keys"): _NONE,
     ("POST", "/v1/keys"): _NONE,
     ("DELETE", "/v1/keys/{key_id}"): _LOOKUP,

@@ -11,6 +11,8 @@ from ...models import (
     Count,
     KeyRevoke,
     Me,
+    PasswordReset,
+    PasswordSet,
     ServiceAccount,
     ServiceAccountCreate,
     User,
@@ -18,7 +20,7 @@ from ...models import (
     UserCreated,
 )
 from ..deps import Caller, Svc
-from . import service
+from . import logins, service
 
 router = APIRouter(prefix="/v1")
 
@@ -26,6 +28,12 @@ router = APIRouter(prefix="/v1")
 @router.get("/me", response_model=Me)
 async def me(svc: Svc, who: Caller) -> Me:
     return await service.me(svc.store, who)
+
+
+@router.put("/me/password", status_code=204)
+async def set_own_password(body: PasswordSet, svc: Svc, who: Caller) -> Response:
+    await logins.set_own_password(svc.store, who, body)
+    return Response(status_code=204)
 
 
 @router.post("/users", response_model=UserCreated, status_code=201)
@@ -51,6 +59,12 @@ async def delete_user(
     for pg_name in owned:
         await svc.databases.drop_marked(pg_name)
     await service.remove_user(svc.store, user_id)
+    return Response(status_code=204)
+
+
+@router.put("/users/{username}/password", status_code=204)
+async def reset_password(username: str, body: PasswordReset, svc: Svc, who: Caller) -> Response:
+    await logins.reset_password(svc.store, who, username, body)
     return Response(status_code=204)
 
 

@@ -405,7 +405,15 @@ async def me(store: Store, principal: Principal) -> Me:
     sa = None
     if principal.service_account_id is not None:
         sa = await _get_service_account(store, principal.user_id, principal.service_account_id)
-    return Me(user=User(**user), service_account=sa, key=ApiKey(**(key_row or {})))
+    has_password = await store.fetchone(
+        "SELECT password_hash IS NOT NULL AS set FROM users WHERE id = %s", (user["id"],)
+    )
+    return Me(
+        user=User(**user),
+        service_account=sa,
+        key=ApiKey(**(key_row or {})),
+        has_password=has_password is not None and bool(has_password["set"]),
+    )
 
 
 async def bootstrap_admin(store: Store) -> UserCreated | None:

@@ -74,7 +74,7 @@ class Change:
             (
                 self.env.id,
                 self.version,
-                self.who.key_id,
+                self.who.key_id or None,  # None: a console password session
                 self.who.user_id,
                 self.who.username,
                 entity,
