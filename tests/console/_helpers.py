@@ -3,9 +3,13 @@ flags Debian's chromium runs with (the ``browser`` fixture is in tests/conftest.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
 
 import httpx
 from playwright.sync_api import Page
@@ -64,3 +68,14 @@ def browser_login(page: Page, base_url: str, key: str) -> None:
     page.fill("input[name=api_key]", key)
     with page.expect_navigation():
         page.click("button:has-text('Log in')")
+
+
+def screenshots_script() -> ModuleType:
+    """``scripts/console_screenshots.py`` as a module: its seed and its pages."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / "console_screenshots.py"
+    spec = importlib.util.spec_from_file_location("console_screenshots", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

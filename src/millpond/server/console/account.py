@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 from ...models import PasswordSet
 from ..accounts import logins
 from ..errors import ServiceError
-from .pages import Console, form_session, redirect, session_of, to_login
+from .pages import Console, form_session, platform_page, redirect, to_login
 
 router = APIRouter(include_in_schema=False)
 
@@ -35,14 +35,7 @@ async def _account_page(
 
 @router.get("/account", response_class=HTMLResponse)
 async def account_page(request: Request) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        return await _account_page(console)
-    except ServiceError as exc:
-        return console.error(exc, "Your account", section="account")
+    return await platform_page(request, "Your account", "account", _account_page)
 
 
 @router.post("/account/password", response_class=HTMLResponse)

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from ...models import CollaboratorSet, DatabaseCreate, DatabaseUpdate
 from ..errors import ServiceError
-from .pages import Console, form_session, redirect, session_of, to_login
+from .pages import Console, form_session, platform_page, redirect, to_login
 
 router = APIRouter(include_in_schema=False)
 
@@ -85,14 +85,7 @@ async def _list(console: Console, status: int = 200, flash: str | None = None) -
 
 @router.get("/databases", response_class=HTMLResponse)
 async def databases_page(request: Request) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        return await _list(console)
-    except ServiceError as exc:
-        return console.error(exc, "Databases", section="databases")
+    return await platform_page(request, "Databases", "databases", lambda console: _list(console))
 
 
 @router.post("/databases/new")
@@ -141,14 +134,9 @@ async def _database_page(
 
 @router.get("/databases/{owner}/{name}", response_class=HTMLResponse)
 async def database_page(request: Request, owner: str, name: str) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        return await _database_page(console, f"{owner}/{name}")
-    except ServiceError as exc:
-        return console.error(exc, "Database", section="databases")
+    return await platform_page(
+        request, "Database", "databases", lambda console: _database_page(console, f"{owner}/{name}")
+    )
 
 
 _ACTIONS = ("settings", "collaborators", "uncollaborate", "delete")

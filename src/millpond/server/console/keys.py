@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 from ...models import ApiKeyCreate, ApiKeyCreated
 from ..accounts import service as accounts
 from ..errors import ServiceError
-from .pages import Console, form_session, redirect, session_of, to_login
+from .pages import Console, form_session, platform_page, redirect, to_login
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,14 +38,7 @@ async def _keys_page(
 
 @router.get("/keys", response_class=HTMLResponse)
 async def keys_page(request: Request) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        return await _keys_page(console)
-    except ServiceError as exc:
-        return console.error(exc, "API keys", section="keys")
+    return await platform_page(request, "API keys", "keys", _keys_page)
 
 
 def _expiry(text: str) -> int | None:

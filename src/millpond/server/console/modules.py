@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from ..errors import ServiceError
 from ..modules.service import ModuleService
 from .databases import database_url
-from .pages import Console, form_session, session_of, to_login
+from .pages import Console, form_session, platform_page, to_login
 
 router = APIRouter(include_in_schema=False)
 
@@ -118,14 +118,9 @@ async def _module_page(
 
 @router.get("/databases/{owner}/{name}/module", response_class=HTMLResponse)
 async def module_page(request: Request, owner: str, name: str) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        return await _module_page(console, f"{owner}/{name}")
-    except ServiceError as exc:
-        return console.error(exc, "Module", section="databases")
+    return await platform_page(
+        request, "Module", "databases", lambda console: _module_page(console, f"{owner}/{name}")
+    )
 
 
 @router.post("/databases/{owner}/{name}/module/call", response_class=HTMLResponse)
@@ -160,16 +155,17 @@ async def call_reducer(request: Request, owner: str, name: str) -> Response:
 @router.get("/databases/{owner}/{name}/module/logs", response_class=HTMLResponse)
 async def logs_page(request: Request, owner: str, name: str, follow: str = "1") -> Response:
     """The newest log lines; the page reloads itself every 2 s while ``follow``."""
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    full_name = f"{owner}/{name}"
-    try:
-        console.require_platform()
-        db = await console.svc.databases.get(console.who, full_name)
-        lines = await _service(console).logs(console.who, full_name, 0, LOG_LINES, LOG_LINES)
-    except ServiceError as exc:
-        return console.error(exc, "Module log", section="databases")
+    return await platform_page(
+        request,
+        "Module log",
+        "databases",
+        lambda console: _logs(console, f"{owner}/{name}", follow == "1"),
+    )
+
+
+async def _logs(console: Console, full_name: str, follow: bool) -> HTMLResponse:
+    db = await console.svc.databases.get(console.who, full_name)
+    lines = await _service(console).logs(console.who, full_name, 0, LOG_LINES, LOG_LINES)
     return console.render(
         "module_logs.html",
         title=f"Module log · {db.full_name}",
@@ -177,5 +173,5 @@ async def logs_page(request: Request, owner: str, name: str, follow: str = "1") 
         db=db,
         url=database_url(db.full_name),
         lines=list(reversed(lines)),
-        follow=follow == "1",
+        follow=follow,
     )

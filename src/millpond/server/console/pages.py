@@ -19,6 +19,7 @@ script or style (the CSP set by ``server/headers.py`` allows none).
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -173,3 +174,19 @@ async def form_session(request: Request) -> tuple[Console | None, dict[str, str]
     if session is not None and not same(form.get("csrf", ""), session.csrf):
         raise ServiceError(403, "csrf_failed", "the form's token is missing or wrong: reload")
     return session, form
+
+
+async def platform_page(
+    request: Request, title: str, section: str, page: Callable[[Console], Awaitable[Response]]
+) -> Response:
+    """A GET of the platform's pages (all but login and flags): to the login page without
+    a session; refused to a key bound to a flags environment, as the API refuses it; the
+    error page, with the service's status, when ``page`` raises."""
+    console = await session_of(request)
+    if console is None:
+        return to_login(request)
+    try:
+        console.require_platform()
+        return await page(console)
+    except ServiceError as exc:
+        return console.error(exc, title, section=section)

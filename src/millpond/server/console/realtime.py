@@ -15,11 +15,10 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import HTMLResponse, Response
 
 from ...models import QueryRequest
-from ..errors import ServiceError
 from ..realtime.router import Known, serve
 from ..recheck import Verdict
 from .databases import database_url
-from .pages import COOKIE, session_of, to_login
+from .pages import COOKIE, Console, platform_page
 from .sessions import load_session
 
 router = APIRouter(include_in_schema=False)
@@ -27,15 +26,14 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/databases/{owner}/{name}/realtime", response_class=HTMLResponse)
 async def inspector_page(request: Request, owner: str, name: str) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        db = await console.svc.databases.get(console.who, f"{owner}/{name}")
-        tables = await console.svc.query.run(console.who, _tables_request(db.full_name))
-    except ServiceError as exc:
-        return console.error(exc, "Realtime", section="databases")
+    return await platform_page(
+        request, "Realtime", "databases", lambda console: _inspector(console, f"{owner}/{name}")
+    )
+
+
+async def _inspector(console: Console, full_name: str) -> HTMLResponse:
+    db = await console.svc.databases.get(console.who, full_name)
+    tables = await console.svc.query.run(console.who, _tables_request(db.full_name))
     return console.render(
         "realtime.html",
         title=f"Realtime · {db.full_name}",

@@ -17,7 +17,7 @@ from ...models import QueryRequest
 from ..errors import ServiceError
 from ..query.adapters import dumps
 from .databases import database_url
-from .pages import Console, form_session, session_of, to_login
+from .pages import Console, form_session, platform_page, to_login
 
 router = APIRouter(include_in_schema=False)
 
@@ -77,14 +77,9 @@ async def _editor(
 
 @router.get("/databases/{owner}/{name}/sql", response_class=HTMLResponse)
 async def sql_page(request: Request, owner: str, name: str) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        return await _editor(console, f"{owner}/{name}")
-    except ServiceError as exc:
-        return console.error(exc, "SQL", section="databases")
+    return await platform_page(
+        request, "SQL", "databases", lambda console: _editor(console, f"{owner}/{name}")
+    )
 
 
 @router.post("/databases/{owner}/{name}/sql", response_class=HTMLResponse)

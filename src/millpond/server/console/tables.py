@@ -23,7 +23,7 @@ from ...models import QueryRequest
 from ..errors import ServiceError
 from ..query.adapters import dumps
 from .databases import database_url
-from .pages import Console, form_session, redirect, session_of, to_login
+from .pages import Console, form_session, platform_page, redirect, to_login
 from .sql import cell
 
 router = APIRouter(include_in_schema=False)
@@ -215,14 +215,9 @@ async def _tables_page(
 
 @router.get("/databases/{owner}/{name}/tables", response_class=HTMLResponse)
 async def tables_page(request: Request, owner: str, name: str) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        return await _tables_page(console, f"{owner}/{name}")
-    except ServiceError as exc:
-        return console.error(exc, "Tables", section="databases")
+    return await platform_page(
+        request, "Tables", "databases", lambda console: _tables_page(console, f"{owner}/{name}")
+    )
 
 
 async def _table_page(
@@ -268,14 +263,14 @@ async def _table_page(
 
 @router.get("/databases/{owner}/{name}/tables/{schema}/{table}", response_class=HTMLResponse)
 async def table_page(request: Request, owner: str, name: str, schema: str, table: str) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        return await _table_page(console, f"{owner}/{name}", schema, table, request.query_params)
-    except ServiceError as exc:
-        return console.error(exc, "Table", section="databases")
+    return await platform_page(
+        request,
+        "Table",
+        "databases",
+        lambda console: _table_page(
+            console, f"{owner}/{name}", schema, table, request.query_params
+        ),
+    )
 
 
 # -- writing rows ----------------------------------------------------------------------------
@@ -386,26 +381,26 @@ async def row_page(
     request: Request, owner: str, name: str, schema: str, table: str, key: str = ""
 ) -> Response:
     """One row's edit form, its values as text (NULL apart)."""
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    full_name = f"{owner}/{name}"
-    try:
-        console.require_platform()
-        db = await console.svc.databases.get(console.who, full_name)
-        info = await describe(console, full_name, schema, table)
-        texts = [
-            sql.SQL("{}::pg_catalog.text").format(sql.Identifier(c["name"]))
-            for c in info["columns"]
-        ]
-        select = sql.SQL("SELECT {} FROM {}{}").format(
-            sql.SQL(", ").join(texts), _relation(schema, table), _key_where(info, key)
-        )
-        found = (await _run(console, full_name, select))["data"]
-        if not found:
-            raise ServiceError(404, "row_not_found", "that row is no longer there")
-    except ServiceError as exc:
-        return console.error(exc, "Row", section="databases")
+    return await platform_page(
+        request,
+        "Row",
+        "databases",
+        lambda console: _row(console, f"{owner}/{name}", schema, table, key),
+    )
+
+
+async def _row(console: Console, full_name: str, schema: str, table: str, key: str) -> Response:
+    db = await console.svc.databases.get(console.who, full_name)
+    info = await describe(console, full_name, schema, table)
+    texts = [
+        sql.SQL("{}::pg_catalog.text").format(sql.Identifier(c["name"])) for c in info["columns"]
+    ]
+    select = sql.SQL("SELECT {} FROM {}{}").format(
+        sql.SQL(", ").join(texts), _relation(schema, table), _key_where(info, key)
+    )
+    found = (await _run(console, full_name, select))["data"]
+    if not found:
+        raise ServiceError(404, "row_not_found", "that row is no longer there")
     return console.render(
         "row.html",
         title=f"A row of {schema}.{table}",

@@ -22,7 +22,16 @@ from ..errors import ServiceError
 from ..transfer import jobs
 from ..transfer.service import TransferService
 from .databases import database_url
-from .pages import Console, form_session, redirect, refuse_cross_site, same, session_of, to_login
+from .pages import (
+    Console,
+    form_session,
+    platform_page,
+    redirect,
+    refuse_cross_site,
+    same,
+    session_of,
+    to_login,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -92,14 +101,9 @@ async def _import_page(
 
 @router.get("/databases/{owner}/{name}/import", response_class=HTMLResponse)
 async def import_page(request: Request, owner: str, name: str) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        return await _import_page(console, f"{owner}/{name}")
-    except ServiceError as exc:
-        return console.error(exc, "Import", section="databases")
+    return await platform_page(
+        request, "Import", "databases", lambda console: _import_page(console, f"{owner}/{name}")
+    )
 
 
 async def _upload_session(request: Request) -> Console | None:
@@ -199,23 +203,18 @@ def _what(form: dict[str, str]) -> dict[str, str]:
 
 @router.get("/jobs", response_class=HTMLResponse)
 async def jobs_page(request: Request) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        service, base = _service(console), _base(console)
-        page = jobs.JobPage(limit=50)
-        imports = await service.list_jobs(console.who, "import", page, base)
-        exports = await service.list_jobs(console.who, "export", page, base)
-    except ServiceError as exc:
-        return console.error(exc, "Jobs", section="jobs")
+    return await platform_page(request, "Jobs", "jobs", _jobs)
+
+
+async def _jobs(console: Console) -> HTMLResponse:
+    service, base = _service(console), _base(console)
+    page = jobs.JobPage(limit=50)
     return console.render(
         "jobs.html",
         title="Imports and exports",
         section="jobs",
-        imports=imports,
-        exports=exports,
+        imports=await service.list_jobs(console.who, "import", page, base),
+        exports=await service.list_jobs(console.who, "export", page, base),
         flash=await console.notice(),
         flash_kind="ok",
     )
@@ -223,20 +222,17 @@ async def jobs_page(request: Request) -> Response:
 
 @router.get("/jobs/{kind}/{job_id}", response_class=HTMLResponse)
 async def job_page(request: Request, kind: str, job_id: str) -> Response:
-    console = await session_of(request)
-    if console is None:
-        return to_login(request)
-    try:
-        console.require_platform()
-        service, base = _service(console), _base(console)
-        if kind == "import":
-            job: Any = await service.get_import(console.who, job_id, base)
-        elif kind == "export":
-            job = await service.get_export(console.who, job_id, base)
-        else:
-            raise ServiceError(404, "job_not_found", f"no {kind} jobs")
-    except ServiceError as exc:
-        return console.error(exc, "Job", section="jobs")
+    return await platform_page(request, "Job", "jobs", lambda console: _job(console, kind, job_id))
+
+
+async def _job(console: Console, kind: str, job_id: str) -> HTMLResponse:
+    service, base = _service(console), _base(console)
+    if kind == "import":
+        job: Any = await service.get_import(console.who, job_id, base)
+    elif kind == "export":
+        job = await service.get_export(console.who, job_id, base)
+    else:
+        raise ServiceError(404, "job_not_found", f"no {kind} jobs")
     return console.render(
         "job.html",
         title=f"{kind.capitalize()} {job.id}",
