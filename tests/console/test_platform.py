@@ -306,3 +306,44 @@ def test_forms_without_a_session_or_token_change_nothing(
         json={"database": db, "sql": "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"},
     )
     assert tables.json()["data"] == [[0]]
+
+
+def test_service_accounts_and_their_keys(page: Page, base_url: str, make_user: MakeUser) -> None:
+    user, key = make_user(prefix="robots")
+    asked = _accept_dialogs(page)
+    browser_login(page, base_url, key)
+    page.goto(f"{base_url}/console/keys")
+    page.click("a:has-text('Service accounts')")
+    assert "No service accounts yet" in page.content()
+    page.fill("input[name=name]", "nightly")
+    page.click("button[name=create-account]")
+    assert "Created the service account nightly." in page.content()
+    account = page.url
+    page.fill("input[name=name]", "prod")
+    page.select_option("select[name=scope]", "read")
+    page.click("button[name=create]")
+    secret = page.input_value("#new-key")
+    me = _api(base_url, secret, "GET", "/me").json()
+    assert me["service_account"]["name"] == "nightly" and me["key"]["scope"] == "read"
+    assert me["user"]["username"] == user
+    page.fill("input[name=name]", "staging")
+    page.click("button[name=create]")
+    assert page.input_value("#new-key") != secret
+    page.goto(account)
+    assert page.locator("tr[data-key]").count() == 2
+    assert secret not in page.content()  # shown once
+
+    # a service account's own key cannot manage accounts, here as in the API
+    with console_client(base_url, secret) as robot:
+        answer = robot.get("/console/service-accounts")
+        assert answer.status_code == 403
+
+    first = page.locator("tr[data-key]").first.get_attribute("data-key")
+    page.locator(f"tr[data-key='{first}'] button[name=revoke]").click()
+    assert "Revoked the key." in page.content() and page.locator("tr[data-key]").count() == 1
+    page.click("button[name=delete]")
+    assert asked[-1] == "Delete nightly? Its keys stop working."
+    assert "Deleted the service account" in page.content()
+    assert _api(base_url, secret, "GET", "/me").status_code == 401
+    answer = page.goto(f"{base_url}/console/service-accounts/99999999")
+    assert answer is not None and answer.status == 404

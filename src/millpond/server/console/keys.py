@@ -55,6 +55,18 @@ def _expiry(text: str) -> int | None:
     return max(1, round(days * _DAY_S))
 
 
+def key_form(form: dict[str, str]) -> ApiKeyCreate:
+    """The new key a form describes (name, scope, expiry in days)."""
+    try:
+        return ApiKeyCreate(
+            name=form.get("name", "").strip() or None,
+            scope="read" if form.get("scope") == "read" else "write",
+            expires_in_seconds=_expiry(form.get("expires_in_days", "")),
+        )
+    except ValueError as exc:
+        raise ServiceError(422, "validation_error", str(exc).splitlines()[0]) from None
+
+
 @router.post("/keys/new", response_class=HTMLResponse)
 async def create_key(request: Request) -> Response:
     console, form = await form_session(request)
@@ -62,16 +74,8 @@ async def create_key(request: Request) -> Response:
         return to_login(request)
     try:
         console.require_platform()
-        try:
-            body = ApiKeyCreate(
-                name=form.get("name", "").strip() or None,
-                scope="read" if form.get("scope") == "read" else "write",
-                expires_in_seconds=_expiry(form.get("expires_in_days", "")),
-            )
-        except ValueError as exc:
-            raise ServiceError(422, "validation_error", str(exc).splitlines()[0]) from None
         limit = accounts.key_limit(console.svc.settings, console.who)
-        created = await accounts.create_key(console.svc.store, console.who, body, limit)
+        created = await accounts.create_key(console.svc.store, console.who, key_form(form), limit)
     except ServiceError as exc:
         if exc.code == "environment_key":
             return console.error(exc, "API keys", section="keys")
