@@ -92,3 +92,33 @@ def test_a_database_is_made_with_the_keyboard_alone(
         f"{server.url}/v1/databases/{user}/typed", headers={"Authorization": f"Bearer {key}"}
     )
     assert made.status_code == 200
+
+
+_WIDEST = """() => [...document.querySelectorAll('body *')]
+  .filter(e => e.getBoundingClientRect().right > 391 && e.parentElement
+               && e.parentElement.getBoundingClientRect().right <= 391)
+  .slice(0, 3).map(e => e.tagName + '.' + e.className + ' in ' + e.parentElement.tagName)
+  .join('; ')"""
+"""What sticks out first, to say which element makes a page wider than the phone."""
+
+
+def test_every_page_fits_a_phone(browser: Browser, server: RunningServer) -> None:
+    """At a phone's width (390 px) no page scrolls sideways: wide tables and code scroll
+    inside their own box."""
+    shots = screenshots_script()
+    demo = shots.seed(server.url, server.admin_key, f"phone{int(time.time() * 1000) % 10**7}")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        wide: dict[str, str] = {}
+        for shot in shots.PAGES:
+            if shot.name != "login" and "/console/login" in page.url:
+                shots.login(page, demo)
+            shots.open_shot(page, demo, shot)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            if width > 390:
+                wide[shot.name] = page.evaluate(_WIDEST)
+        assert wide == {}
+    finally:
+        context.close()
