@@ -13,7 +13,7 @@ import httpx
 from playwright.sync_api import Dialog, Page
 
 from conftest import FlagsEnv
-from console._helpers import browser_login, console_client, form_token
+from console._helpers import browser_login, console_client, form_token, password_login
 
 MakeUser = Callable[..., tuple[str, str]]
 
@@ -347,3 +347,38 @@ def test_service_accounts_and_their_keys(page: Page, base_url: str, make_user: M
     assert _api(base_url, secret, "GET", "/me").status_code == 401
     answer = page.goto(f"{base_url}/console/service-accounts/99999999")
     assert answer is not None and answer.status == 404
+
+
+def test_admins_manage_users(page: Page, base_url: str, make_user: MakeUser) -> None:
+    _, other_key = make_user(prefix="notadmin")
+    asked = _accept_dialogs(page)
+    with console_client(base_url, other_key) as http:
+        assert http.get("/console/users").status_code == 403  # as the API says
+        assert "/console/users" not in http.get("/console/databases").text
+    _, admin = make_user(is_admin=True, prefix="boss")
+    browser_login(page, base_url, admin)
+    page.click("header nav a:has-text('Users')")
+    new_name = f"newbie{abs(hash(admin)) % 10**6}"
+    page.fill("form[action='/console/users/new'] input[name=username]", new_name)
+    page.click("button[name=create]")
+    secret = page.input_value("#new-key")
+    assert _api(base_url, secret, "GET", "/me").json()["user"]["username"] == new_name
+    page.fill("form[action='/console/users/new'] input[name=username]", new_name)
+    page.click("button[name=create]")
+    assert page.locator(".flash.error").count() == 1  # taken
+
+    row = page.locator(f"tr[data-user='{new_name}']")
+    row.locator("input[name=password]").fill("short")
+    with page.expect_navigation():  # (past the browser's own minlength check)
+        row.locator("form").first.evaluate("f => f.submit()")
+    assert "invalid_password" in page.locator(".flash.error").inner_text()
+    row = page.locator(f"tr[data-user='{new_name}']")
+    row.locator("input[name=password]").fill("a good long one")
+    row.locator("button[name=reset]").click()
+    assert f"Set {new_name}'s password" in page.content()
+    with httpx.Client(base_url=base_url) as http:
+        assert password_login(http, new_name, "a good long one").status_code == 303
+
+    page.locator(f"tr[data-user='{new_name}'] button[name=delete]").click()
+    assert asked == [f"Delete {new_name}?"] and f"Deleted {new_name}." in page.content()
+    assert _api(base_url, secret, "GET", "/me").status_code == 401

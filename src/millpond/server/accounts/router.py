@@ -55,10 +55,9 @@ async def get_user(username: str, svc: Svc, who: Caller) -> User:
 async def delete_user(
     username: str, svc: Svc, who: Caller, delete_databases: bool = False
 ) -> Response:
-    user_id, owned = await service.delete_user(svc.store, who, username, delete_databases)
-    for pg_name in owned:
-        await svc.databases.drop_marked(pg_name)
-    await service.remove_user(svc.store, user_id)
+    await service.delete_user_and_databases(
+        svc.store, who, username, delete_databases, svc.databases.drop_marked
+    )
     return Response(status_code=204)
 
 

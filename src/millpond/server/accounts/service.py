@@ -17,7 +17,7 @@ import hashlib
 import re
 import secrets
 import string
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -389,6 +389,21 @@ async def delete_user(
         )
     store.changed()
     return user["id"], [r["pg_name"] for r in owned]
+
+
+async def delete_user_and_databases(
+    store: Store,
+    principal: Principal,
+    username: str,
+    delete_databases: bool,
+    drop: Callable[[str], Awaitable[None]],
+) -> None:
+    """Delete a user all the way: :func:`delete_user`, ``drop`` each of their databases
+    (by Postgres name), then :func:`remove_user` (the API's and the console's path)."""
+    user_id, owned = await delete_user(store, principal, username, delete_databases)
+    for pg_name in owned:
+        await drop(pg_name)
+    await remove_user(store, user_id)
 
 
 async def remove_user(store: Store, user_id: int) -> None:

@@ -3,8 +3,8 @@
 ``account`` (your password), ``databases`` (list, create, settings, collaborators,
 connect, delete), ``sql`` (the SQL editor), ``tables`` (the table browser), ``transfer``
 (imports, exports, their jobs), ``realtime`` (the inspector), ``modules`` (a database's
-module), ``keys`` and ``service_accounts`` (API keys), and ``flags`` (flypper's UI); what
-they share (sessions, CSRF, the templates) is in ``pages``."""
+module), ``keys`` and ``service_accounts`` (API keys), ``users`` (admins'), and ``flags``
+(flypper's UI); what they share (sessions, CSRF, the templates) is in ``pages``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from . import (
     sql,
     tables,
     transfer,
+    users,
 )
 
 router = APIRouter()
@@ -37,6 +38,7 @@ for part in (
     databases,
     keys,
     service_accounts,
+    users,
     flags,
 ):
     router.include_router(part.router, prefix="/console")
