@@ -8,6 +8,23 @@
 // with textContent; the preview is the server's own escaped HTML.
 "use strict";
 
+// A box that scrolls (a wide table on a phone, a long result) can be reached and scrolled
+// with the keyboard: it gets a tab stop while, and only while, it overflows.
+function keyboardScrollers() {
+  for (const box of document.querySelectorAll(".scroll, table.grid, ol.changes, pre")) {
+    const scrolls = box.scrollWidth > box.clientWidth + 1 || box.scrollHeight > box.clientHeight + 1;
+    if (scrolls && !box.hasAttribute("tabindex")) {
+      box.tabIndex = 0;
+      box.dataset.scrollStop = "";
+    } else if (!scrolls && box.dataset.scrollStop !== undefined) {
+      box.removeAttribute("tabindex");
+      delete box.dataset.scrollStop;
+    }
+  }
+}
+window.addEventListener("resize", keyboardScrollers);
+window.addEventListener("load", keyboardScrollers);
+
 document.addEventListener("submit", (event) => {
   const form = event.target;
   const question = form instanceof HTMLFormElement ? form.dataset.confirm : undefined;
@@ -134,6 +151,7 @@ function setUpEditor(form) {
 }
 
 document.querySelectorAll("form[data-history]").forEach(setUpEditor);
+keyboardScrollers();
 
 // -- the import form: its preview without leaving the page ------------------------------
 
@@ -154,6 +172,7 @@ function setUpPreview(form) {
       const parsed = new DOMParser().parseFromString(html, "text/html");
       if ((answer.headers.get("content-type") || "").startsWith("text/html")) {
         target.replaceChildren(...parsed.body.childNodes);
+        keyboardScrollers();
       } else {
         const note = document.createElement("div");
         note.className = "flash error";
@@ -211,6 +230,7 @@ function setUpInspector(form) {
     }
     grid.replaceChildren(head, body);
     count.textContent = "(" + rows.size + ")";
+    keyboardScrollers();
   }
 
   function logChange(kind, row, at) {
