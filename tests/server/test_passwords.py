@@ -238,3 +238,36 @@ def test_every_login_verifies_a_hash(
         verified.clear()
         assert login(username, "whatever it is").status_code == 401
         assert verified == [logins.passwords.dummy_hash()], username
+
+
+def test_password_checks_take_turns(base_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many logins arrive at once, the server runs at most VERIFYING_AT_ONCE
+    password checks at a time (each is ~40 ms of a core)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    running, most = 0, 0
+    lock = threading.Lock()
+    real = logins.passwords.verify
+
+    def counting(password: str, stored: str) -> bool:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return real(password, stored)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(logins.passwords, "verify", counting)
+
+    def attempt(n: int) -> int:
+        with httpx.Client(base_url=base_url, timeout=60) as http:
+            return password_login(http, unique(f"flood{n}"), "whatever it is").status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(attempt, range(12)))
+    assert answers == [401] * 12
+    assert 1 <= most <= 2, most

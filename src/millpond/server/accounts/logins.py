@@ -18,6 +18,7 @@ or one without a password, is checked against a dummy hash.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
 
 from ...models import PasswordReset, PasswordSet
@@ -75,11 +76,24 @@ def too_many_attempts() -> ServiceError:
     )
 
 
+VERIFYING_AT_ONCE = 2
+"""Password checks a server runs at once (each ~40 ms of a core and 16 MiB): a flood of
+logins (many usernames, each under the throttle) waits its turn instead of taking every
+core and the thread pool from the rest of the server."""
+_verifying: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+"""One semaphore per event loop (a semaphore belongs to the loop it first waited on)."""
+
+
 async def _verify(password: str, stored: str | None) -> bool:
     """Whether ``password`` matches ``stored``; with no hash, as slow as a real check."""
-    matches = await asyncio.to_thread(
-        passwords.verify, password[: MAX_LENGTH + 1], stored or passwords.dummy_hash()
-    )
+    loop = asyncio.get_running_loop()
+    turn = _verifying.setdefault(loop, asyncio.Semaphore(VERIFYING_AT_ONCE))
+    async with turn:
+        matches = await asyncio.to_thread(
+            passwords.verify, password[: MAX_LENGTH + 1], stored or passwords.dummy_hash()
+        )
     return matches and stored is not None
 
 
