@@ -96,6 +96,8 @@ PAGES = [
     Shot("keys", "/console/keys", "tr[data-key]"),
     Shot("flags", "/console/flags?env={env}", "tr[data-flag]"),
     Shot("flag", "/console/flags/new-checkout?env={env}", "form[action*='/save']"),
+    Shot("features", "/console/features?env={env}", "tr[data-feature]"),
+    Shot("plan", "/console/plans/pro?env={env}", "tr[data-feature]"),
     Shot("audit", "/console/audit?env={env}", "tr.audit-entry"),
 ]
 
@@ -176,6 +178,7 @@ def seed(base_url: str, admin_key: str, username: str = "demo") -> Demo:
                 ]
             },
         )
+        catalog(call, key, f"/flags/environments/{env}")
         call("POST", f"/databases/{db}/module", key, json={"files": {"shop.py": MODULE}})
         call("POST", f"/databases/{db}/call/restock", key, json={"sku": "A-1", "count": 3})
         export = call("POST", "/exports", key, json={"db_name": db, "table_name": "products"})
@@ -184,6 +187,22 @@ def seed(base_url: str, admin_key: str, username: str = "demo") -> Demo:
                 break
             time.sleep(0.1)
     return Demo(base_url, username, key, db, env, export["id"])
+
+
+def catalog(call: Any, key: str, base: str) -> None:
+    """The demo environment's features and plans: beta-reports gates a metered feature."""
+    reports = {"id": "reports", "name": "Reports", "feature_type": "event", "event_name": "report"}
+    call("POST", f"{base}/features", key, json=reports)
+    seats = {"id": "seats", "name": "Seats", "feature_type": "trait", "trait_key": "seats"}
+    call("POST", f"{base}/features", key, json=seats)
+    call("PATCH", f"{base}/flags/beta-reports", key, json={"feature_id": "reports"})
+    for plan, name, runs in (("free", "Free", 5), ("pro", "Pro", 100)):
+        call("POST", f"{base}/plans", key, json={"id": plan, "name": name})
+        grant = {"plan_id": plan, "feature_id": "reports", "value_type": "numeric"}
+        monthly = {"value_numeric": runs, "metric_period": "current_month"}
+        call("POST", f"{base}/entitlements", key, json={**grant, **monthly})
+    grant = {"plan_id": "pro", "feature_id": "seats", "value_type": "trait"}
+    call("POST", f"{base}/entitlements", key, json={**grant, "value_trait_key": "max_seats"})
 
 
 def login(page: Any, demo: Demo) -> None:

@@ -29,6 +29,7 @@ from ..errors import ServiceError
 from ..flags import entities
 from ..flags.schemas import EntitlementCreate, FlagUpdate, GrantUpdate
 from ..flags.service import Page
+from . import catalog_forms
 from . import flag_words as words
 from .flag_forms import (
     KIND_CHOICES,
@@ -94,6 +95,8 @@ class Grants:
     entitlements: list[Entitlement] = field(default_factory=list)
     overrides: list[CompanyOverride] = field(default_factory=list)
     plans: list[Any] = field(default_factory=list)
+    companies: dict[str, Company] = field(default_factory=dict)
+    """The overrides' companies, by id."""
 
     @property
     def by_plan(self) -> dict[str, Entitlement]:
@@ -107,12 +110,27 @@ async def _grants(session: Console, env: str, feature_id: str | None) -> Grants:
     if feature_id is None:
         return Grants()
     flags, who = session.flags, session.who
+    overrides = await flags.list_overrides(who, env, _ALL, feature_id=feature_id)
     return Grants(
         await flags.get_feature(who, env, feature_id),
         await flags.list_entitlements(who, env, _ALL, feature_id=feature_id),
-        await flags.list_overrides(who, env, _ALL, feature_id=feature_id),
+        overrides,
         await flags.list_plans(who, env, _ALL),
+        await companies_of(session, env, [o.company_id for o in overrides]),
     )
+
+
+async def companies_of(session: Console, env: str, ids: list[str]) -> dict[str, Company]:
+    """The companies of ``ids`` that are still there, by id."""
+    found = {}
+    for company_id in dict.fromkeys(ids):
+        try:
+            found[company_id] = await session.flags.get_entity(
+                entities.COMPANY, session.who, env, company_id
+            )
+        except ServiceError:
+            continue
+    return found
 
 
 def _drafts(
@@ -180,6 +198,7 @@ async def render_flag(
         failed=failed,
         evaluation=evaluation or Evaluation(),
         words=words,
+        company_label=catalog_forms.company_label,
         kinds=KIND_CHOICES,
         rule_types=RULE_TYPE_CHOICES,
         flash=await session.notice(),
@@ -358,29 +377,25 @@ async def rule_json_form(request: Request, key: str, env: str) -> Response:
 # -- plans: entitlements to the flag's feature, company overrides ------------------------------
 
 
-def _grant_fields(form: Form) -> dict[str, Any]:
-    numeric = form.get("value_numeric", "").strip()
-    return {
-        "value_type": form.get("value_type", "boolean"),
-        "value_bool": form.get("value_bool", "on") == "on",
-        "value_numeric": int(numeric) if numeric.isdigit() else numeric or None,
-        "value_trait_key": form.get("value_trait_key", "").strip() or None,
-        "metric_period": form.get("metric_period", "all_time"),
-    }
-
-
 async def _save_grant(session: Console, env: str, feature_id: str, form: Form) -> None:
     flags, who = session.flags, session.who
     grant_id, do = form.get("entitlement_id", ""), form.get("do", "save")
     if do == "delete-override":
         await flags.delete_override(who, env, form.get("override_id", ""))
+    elif do == "override":
+        keys = parse_keys(form.get("company", ""))
+        await flags.create_override(who, env, catalog_forms.override_create(form, feature_id, keys))
     elif do == "delete":
         await flags.delete_entitlement(who, env, grant_id)
     elif grant_id:
-        await flags.update_entitlement(who, env, grant_id, GrantUpdate(**_grant_fields(form)))
+        await flags.update_entitlement(
+            who, env, grant_id, GrantUpdate(**catalog_forms.grant_fields(form))
+        )
     else:
         body = EntitlementCreate(
-            plan_id=form.get("plan_id", ""), feature_id=feature_id, **_grant_fields(form)
+            plan_id=form.get("plan_id", ""),
+            feature_id=feature_id,
+            **catalog_forms.grant_fields(form),
         )
         await flags.create_entitlement(who, env, body)
 
@@ -391,6 +406,8 @@ async def grant_form(request: Request, key: str, env: str) -> Response:
     if session is None:
         return to_login(request)
     target = f"grant:{form.get('entitlement_id', '')}"
+    if form.get("do") == "override":
+        target = "override"
     try:
         flag = await session.flags.get_flag(session.who, env, key)
         if flag.feature_id is None:
@@ -399,8 +416,10 @@ async def grant_form(request: Request, key: str, env: str) -> Response:
     except ValidationError as exc:
         problems = [plain(e) for e in exc.errors()]
         return await _failed(session, env, key, Failed(target, problems, form))
+    except Problems as exc:
+        return await _failed(session, env, key, Failed(target, exc.problems, form))
     except ServiceError as exc:
         problem = Failed(target, [sentence(exc.message)], form)
         return await _failed(session, env, key, problem, exc.status)
-    await session.notify("Saved the plans.")
+    await session.notify("Made the override." if target == "override" else "Saved the plans.")
     return redirect(flag_url(env, key, "#plans"))

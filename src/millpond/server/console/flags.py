@@ -20,12 +20,13 @@ from ..accounts.service import Principal
 from ..errors import ServiceError
 from ..flags.schemas import FlagCreate, FlagUpdate, RuleInput
 from ..flags.service import FlagService, Page
-from . import flag_page
+from . import flag_catalog, flag_page
 from . import flag_words as words
 from .flag_forms import plain
 from .pages import Console, form_session, redirect, session_of, to_login
 
 router = APIRouter(include_in_schema=False)
+router.include_router(flag_catalog.router)  # /features, /plans
 router.include_router(flag_page.router)  # before /flags/{key}/{action}
 
 SWITCH_ID = "everyone"
