@@ -194,6 +194,20 @@ async def _rows(
     }
 
 
+def _about(db: Any, schema: str, table: str, info: dict[str, Any]) -> dict[str, Any]:
+    """What a table's pages (its rows, one row) show of it and link to."""
+    return {
+        "section": "databases",
+        "db": db,
+        "url": database_url(db.full_name),
+        "tables_url": tables_url(db.full_name),
+        "table_url": tables_url(db.full_name, schema, table),
+        "schema": schema,
+        "table": table,
+        "info": info,
+    }
+
+
 async def _tables_page(
     console: Console, full_name: str, status: int = 200, flash: str | None = None
 ) -> HTMLResponse:
@@ -244,14 +258,7 @@ async def _table_page(
         "table.html",
         status,
         title=f"{schema}.{table} · {db.full_name}",
-        section="databases",
-        db=db,
-        url=database_url(db.full_name),
-        tables_url=tables_url(db.full_name),
-        table_url=tables_url(db.full_name, schema, table),
-        schema=schema,
-        table=table,
-        info=info,
+        **_about(db, schema, table, info),
         data=rows,
         operators=list(OPERATORS),
         writable=writable,
@@ -404,14 +411,7 @@ async def _row(console: Console, full_name: str, schema: str, table: str, key: s
     return console.render(
         "row.html",
         title=f"A row of {schema}.{table}",
-        section="databases",
-        db=db,
-        url=database_url(db.full_name),
-        tables_url=tables_url(db.full_name),
-        table_url=tables_url(db.full_name, schema, table),
-        schema=schema,
-        table=table,
-        info=info,
+        **_about(db, schema, table, info),
         key=key,
         values=dict(zip([c["name"] for c in info["columns"]], found[0], strict=True)),
         writable=db.role != "read" and console.who.can_write,
