@@ -5,7 +5,6 @@ calls the databases service with the session's principal, as the API does."""
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
@@ -13,7 +12,15 @@ from fastapi.responses import HTMLResponse, Response
 
 from ...models import CollaboratorSet, DatabaseCreate, DatabaseUpdate
 from ..errors import ServiceError
-from .pages import Console, form_session, platform_page, redirect, to_login
+from .pages import (
+    Console,
+    form_session,
+    platform_page,
+    positive_number,
+    redirect,
+    to_login,
+    validated,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -28,25 +35,8 @@ def database_url(full_name: str, page: str = "") -> str:
 
 def _limit_bytes(text: str) -> int | None:
     """A storage limit typed in MB ('' for none)."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        megabytes = float(text)
-    except ValueError:
-        raise ServiceError(
-            422, "validation_error", "the storage limit is a number of MB, e.g. 500"
-        ) from None
-    if not megabytes > 0:
-        raise ServiceError(422, "validation_error", "the storage limit must be more than 0 MB")
-    return int(megabytes * _MB)
-
-
-def _validated(model: Any, **fields: Any) -> Any:
-    try:
-        return model(**fields)
-    except ValueError as exc:
-        raise ServiceError(422, "validation_error", str(exc).splitlines()[0]) from None
+    megabytes = positive_number(text, "the storage limit", "MB", ", e.g. 500")
+    return None if megabytes is None else int(megabytes * _MB)
 
 
 def connect_info(console: Console, full_name: str) -> dict[str, str]:
@@ -95,7 +85,7 @@ async def create_database(request: Request) -> Response:
         return to_login(request)
     try:
         console.require_platform()
-        body = _validated(
+        body = validated(
             DatabaseCreate,
             name=form.get("name", "").strip(),
             is_private=form.get("is_private") == "on",
@@ -171,7 +161,7 @@ async def _act(
     dbs, who = console.svc.databases, console.who
     if action == "settings":
         limit = _limit_bytes(form.get("storage_limit_mb", ""))
-        body = _validated(
+        body = validated(
             DatabaseUpdate,
             name=form.get("name", "").strip() or None,
             is_private=form.get("is_private") == "on",
@@ -182,7 +172,7 @@ async def _act(
         return "Saved.", database_url(db.full_name)
     if action == "collaborators":
         username = form.get("username", "").strip()
-        role = _validated(CollaboratorSet, role=form.get("role", "read"))
+        role = validated(CollaboratorSet, role=form.get("role", "read"))
         added = await dbs.set_collaborator(who, full_name, username, role)
         return f"{added.username} can now {added.role} it.", database_url(full_name)
     if action == "uncollaborate":

@@ -10,7 +10,15 @@ from fastapi.responses import HTMLResponse, Response
 from ...models import ApiKeyCreate, ApiKeyCreated
 from ..accounts import service as accounts
 from ..errors import ServiceError
-from .pages import Console, form_session, platform_page, redirect, to_login
+from .pages import (
+    Console,
+    form_session,
+    platform_page,
+    positive_number,
+    redirect,
+    to_login,
+    validated,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -43,28 +51,18 @@ async def keys_page(request: Request) -> Response:
 
 def _expiry(text: str) -> int | None:
     """Days typed in the form, in seconds ('' for a key that does not expire)."""
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        days = float(text)
-    except ValueError:
-        raise ServiceError(422, "validation_error", "the expiry is a number of days") from None
-    if not days > 0:
-        raise ServiceError(422, "validation_error", "the expiry must be more than 0 days")
-    return max(1, round(days * _DAY_S))
+    days = positive_number(text, "the expiry", "days")
+    return None if days is None else max(1, round(days * _DAY_S))
 
 
 def key_form(form: dict[str, str]) -> ApiKeyCreate:
     """The new key a form describes (name, scope, expiry in days)."""
-    try:
-        return ApiKeyCreate(
-            name=form.get("name", "").strip() or None,
-            scope="read" if form.get("scope") == "read" else "write",
-            expires_in_seconds=_expiry(form.get("expires_in_days", "")),
-        )
-    except ValueError as exc:
-        raise ServiceError(422, "validation_error", str(exc).splitlines()[0]) from None
+    return validated(
+        ApiKeyCreate,
+        name=form.get("name", "").strip() or None,
+        scope="read" if form.get("scope") == "read" else "write",
+        expires_in_seconds=_expiry(form.get("expires_in_days", "")),
+    )
 
 
 @router.post("/keys/new", response_class=HTMLResponse)

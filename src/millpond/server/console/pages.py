@@ -21,12 +21,14 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel
+from starlette.datastructures import URL
 
 from ..accounts.service import Principal, require_unbound
 from ..deps import Services, services
@@ -76,17 +78,53 @@ def set_cookie(request: Request, response: Response, name: str, value: str, **kw
     )
 
 
+def own_origin(url: URL) -> str:
+    """The origin the browser gives the console's own pages (``ws``/``wss`` as the
+    ``http``/``https`` of the page that opened the socket)."""
+    scheme = {"ws": "http", "wss": "https"}.get(url.scheme, url.scheme)
+    return f"{scheme}://{url.netloc}".lower()
+
+
 def refuse_cross_site(request: Request) -> None:
     """403 for a POST the browser says another site made (CSRF, login CSRF)."""
     site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
-    ours = f"{request.url.scheme}://{request.url.netloc}".lower()
+    ours = own_origin(request.url)
     if (site is not None and site not in ("same-origin", "none")) or (
         origin is not None and origin.lower() != ours
     ):
         raise ServiceError(
             403, "cross_site_request", "the console accepts forms from its own pages only"
         )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], **fields: Any) -> M:
+    """``model`` made of a form's fields; else 422 ``validation_error`` with pydantic's
+    first line."""
+    try:
+        return model(**fields)
+    except ValueError as exc:
+        raise ServiceError(422, "validation_error", str(exc).splitlines()[0]) from None
+
+
+def positive_number(text: str, what: str, unit: str, example: str = "") -> float | None:
+    """A number more than 0 typed in a form field ('' for none): ``what`` names it in
+    the 422's message ("the expiry is a number of days")."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise ServiceError(
+            422, "validation_error", f"{what} is a number of {unit}{example}"
+        ) from None
+    if not number > 0:
+        raise ServiceError(422, "validation_error", f"{what} must be more than 0 {unit}")
+    return number
 
 
 def home_url(who: Principal) -> str:

@@ -18,7 +18,7 @@ from ...models import QueryRequest
 from ..realtime.router import Known, serve
 from ..recheck import Verdict
 from .databases import database_url
-from .pages import COOKIE, Console, platform_page
+from .pages import COOKIE, Console, own_origin, platform_page
 from .sessions import load_session
 
 router = APIRouter(include_in_schema=False)
@@ -57,8 +57,7 @@ def _tables_request(full_name: str) -> QueryRequest:
 
 def _same_origin(ws: WebSocket) -> bool:
     origin = ws.headers.get("origin")
-    ours = f"{'https' if ws.url.scheme == 'wss' else 'http'}://{ws.url.netloc}".lower()
-    return origin is not None and origin.lower() == ours
+    return origin is not None and origin.lower() == own_origin(ws.url)
 
 
 @router.websocket("/databases/{owner}/{name}/live")

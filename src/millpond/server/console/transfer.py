@@ -31,6 +31,7 @@ from .pages import (
     same,
     session_of,
     to_login,
+    validated,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -171,18 +172,13 @@ async def create_export(request: Request, owner: str, name: str) -> Response:
         return to_login(request)
     try:
         console.require_platform()
-        body = ExportCreate.model_validate(
-            {
-                "db_name": f"{owner}/{name}",
-                "export_format": form.get("export_format", "csv"),
-                **_what(form),
-            }
+        body = validated(
+            ExportCreate,
+            db_name=f"{owner}/{name}",
+            export_format=form.get("export_format", "csv"),
+            **_what(form),
         )
         job = await _service(console).create_export(console.who, body, _base(console))
-    except ValueError as exc:
-        return console.error(
-            ServiceError(422, "validation_error", str(exc).splitlines()[0]), "Export"
-        )
     except ServiceError as exc:
         return console.error(exc, "Export", section="databases")
     await console.notify(f"Exporting to {job.file_name}.")
