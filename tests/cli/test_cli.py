@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from millpond import __version__
 from millpond.cli import app
+from millpond.server.testing import free_port
 
 from .conftest import Cli
 
@@ -107,10 +108,7 @@ def test_admin_key_file_fallback(cli: Cli, data_dir: Path, tmp_path: Path) -> No
 
 
 def test_connection_refused(cli: Cli) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    result = Cli(f"http://127.0.0.1:{port}", cli.key, cli.empty_dir)("db", "list")
+    result = Cli(f"http://127.0.0.1:{free_port()}", cli.key, cli.empty_dir)("db", "list")
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.startswith("error: cannot connect")

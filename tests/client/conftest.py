@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from millpond import AsyncMillpond, Millpond, RetryPolicy
+from millpond.server.testing import free_port
 
 KEY = "mp_test_key"
 FAST = RetryPolicy(base=0.001, cap=0.01)
@@ -142,9 +142,7 @@ def fake() -> Iterator[FakeServer]:
 @pytest.fixture
 def closed_port() -> int:
     """A local port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 Run = Callable[..., Any]

@@ -31,6 +31,7 @@ from schematic.errors import NotFoundError
 
 from _waiting import wait_until
 from conftest import FlagsEnv
+from millpond.server.testing import free_port
 
 COMPANY = {"id": "your-company-id"}
 USER = {"user_id": "your-user-id"}
@@ -83,10 +84,7 @@ def stalled() -> Iterator[str]:
 
 
 def _closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/compat/schematic"  # nobody listens there now
+    return f"http://127.0.0.1:{free_port()}/compat/schematic"  # nobody listens there
 
 
 # -- Installation and Setup ----------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import threading
 import time
@@ -19,9 +20,40 @@ from .postgres.embedded import EmbeddedPostgres
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A local port nothing listens on, for a server a test is about to start.
+
+    It is taken below the kernel's ephemeral range: a port from that range (what binding
+    to port 0 gives) can become the source port of any outgoing connection in the seconds
+    before the server binds it, and the server then fails with "address in use". A port
+    is handed out once per process."""
+    lowest = min(_ephemeral_start(), 32768)
+    for _ in range(1000):
+        port = _RANDOM.randrange(_PORTS_FROM, lowest)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port between {_PORTS_FROM} and {lowest}")
+
+
+_PORTS_FROM = 20000
+_HANDED_OUT: set[int] = set()
+_RANDOM = random.Random()
+
+
+def _ephemeral_start() -> int:
+    """The first port of the kernel's range for outgoing connections (Linux)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            start = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+    return start if start > _PORTS_FROM + 1000 else 32768
 
 
 @dataclass
