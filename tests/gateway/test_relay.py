@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from millpond.server.gateway import endpoint, tls
 from millpond.server.gateway import protocol as pq
-from millpond.server.gateway import tls
 from millpond.server.gateway.endpoint import ClientEndpoint, UpstreamEndpoint
 from millpond.server.gateway.relay import Owner, Relay
 
@@ -77,9 +77,35 @@ def test_terminate_waits_for_a_message_boundary() -> None:
         upstream.data_received(pq.error_response("57014", "canceled", "ERROR"))
         assert not client_side.closed
         upstream.data_received(pq.ready_for_query())
-        assert client_side.closed and upstream_side.closed
+        assert upstream_side.closed
         assert client_side.written.endswith(pq.error_response("28000", "API key revoked"))
         assert upstream_side.written.endswith(pq.TERMINATE)
+        # the client's socket closes once the client has closed its side: what it sent
+        # meanwhile is read and dropped (closing with it unread would send a reset)
+        assert not client_side.closed
+        sent = bytes(upstream_side.written)
+        client.data_received(pq.message(b"Q", b"SELECT 1\x00"))
+        assert upstream_side.written == sent and not client_side.closed
+        client.eof_received()
+        client.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def test_a_client_that_never_closes_is_closed_after_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(endpoint, "_LINGER_S", 0.05)
+
+    async def main() -> None:
+        relay, client_side, _, _, _ = _relay()
+        relay.terminate("57P01", "the server is shutting down")  # idle: at once
+        assert client_side.written.endswith(
+            pq.error_response("57P01", "the server is shutting down")
+        )
+        assert not client_side.closed
+        await asyncio.sleep(0.1)
+        assert client_side.closed
 
     asyncio.run(main())
 

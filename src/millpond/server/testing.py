@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import socket
 import threading
@@ -25,11 +26,13 @@ def free_port() -> int:
     It is taken below the kernel's ephemeral range: a port from that range (what binding
     to port 0 gives) can become the source port of any outgoing connection in the seconds
     before the server binds it, and the server then fails with "address in use". A port
-    is handed out once per process."""
+    is handed out once per process, and the test processes of one run (pytest-xdist's
+    workers) each take their own share of the range."""
     lowest = min(_ephemeral_start(), 32768)
+    share, shares = _share()
     for _ in range(1000):
         port = _RANDOM.randrange(_PORTS_FROM, lowest)
-        if port in _HANDED_OUT:
+        if port in _HANDED_OUT or port % shares != share:
             continue
         with socket.socket() as s:
             try:
@@ -44,6 +47,16 @@ def free_port() -> int:
 _PORTS_FROM = 20000
 _HANDED_OUT: set[int] = set()
 _RANDOM = random.Random()
+
+
+def _share() -> tuple[int, int]:
+    """(this process' number, how many): from pytest-xdist's ``PYTEST_XDIST_WORKER=gwN``
+    and ``PYTEST_XDIST_WORKER_COUNT``; (0, 1) elsewhere."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 0:
+        return int(worker[2:]) % int(count), int(count)
+    return 0, 1
 
 
 def _ephemeral_start() -> int:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # ReadyForQuery: 'Z', length 5, then the transaction status: idle, in a transaction, failed
 _READY_FOR_QUERY = tuple(b"Z\x00\x00\x00\x05" + status for status in (b"I", b"T", b"E"))
 _HIGH_WATER = 1 << 20  # bytes a socket may have unsent before its peer stops reading
+_LINGER_S = 2.0  # how long a closing socket waits for its peer to close first
 
 
 class Endpoint(asyncio.Protocol):
@@ -36,6 +37,8 @@ class Endpoint(asyncio.Protocol):
         self._buf = bytearray()
         self._waiter: asyncio.Future[None] | None = None
         self._eof = False
+        self._discarding = False  # closing: what comes in is dropped (close_when_read)
+        self._linger: asyncio.TimerHandle | None = None
         self.lost = asyncio.get_running_loop().create_future()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -49,6 +52,8 @@ class Endpoint(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         self._buf += data
         self._wake()
 
@@ -59,6 +64,8 @@ class Endpoint(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
+        if self._linger is not None:
+            self._linger.cancel()
         self._wake()
         if not self.lost.done():
             self.lost.set_result(None)
@@ -85,6 +92,24 @@ class Endpoint(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def close_when_read(self) -> None:
+        """Close once the peer has closed its side (at most ``_LINGER_S`` from now),
+        discarding what it still sends. Closing a socket with input unread makes the
+        kernel send a reset, which can destroy the FATAL just written before the client
+        has read it: the client then sees "server closed the connection unexpectedly"
+        instead of the reason."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._discarding = True
+        self._buf.clear()
+        if self._eof:
+            transport.close()
+            return
+        with contextlib.suppress(RuntimeError, AttributeError):
+            transport.resume_reading()
+        self._linger = asyncio.get_running_loop().call_later(_LINGER_S, transport.close)
 
     def pending(self) -> int:
         return len(self._buf)
@@ -130,7 +155,7 @@ class ClientEndpoint(Endpoint):
 
     def data_received(self, data: bytes) -> None:
         relay = self.relay
-        if relay is None:
+        if relay is None or self._discarding:
             Endpoint.data_received(self, data)
             return
         relay.idle = False

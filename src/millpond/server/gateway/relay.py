@@ -122,15 +122,20 @@ class Relay:
             _write(self.client_transport, self.closing)
         if self.upstream is not None:
             _write(self.upstream_transport, pq.TERMINATE)
-        self.close()
+        self.close(linger=self.closing is not None)
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = False) -> None:
+        """Close both sockets; with ``linger``, the client's once it has read the FATAL
+        (``ClientEndpoint.close_when_read``)."""
         if self.closed:
             return
         self.closed = True
         if self._force is not None:
             self._force.cancel()
-        self.client.close()
+        if linger:
+            self.client.close_when_read()
+        else:
+            self.client.close()
         if self.upstream is not None:
             self.upstream.close()
         self._on_close(self)
