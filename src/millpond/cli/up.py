@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import logging.config
+import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -28,6 +29,14 @@ def up(
             envvar="MILLPOND_DATA_DIR",
         ),
     ] = None,
+    allow_root_setup: Annotated[
+        bool,
+        typer.Option(
+            "--allow-root-setup",
+            help="As root: let millpond create the system user the embedded Postgres runs"
+            " as, and give it traverse on the directories it needs (it says what first)",
+        ),
+    ] = False,
 ) -> None:
     """Start the millpond server; Ctrl-C stops it and its Postgres cleanly."""
     try:
@@ -47,6 +56,8 @@ def up(
     overrides: dict[str, Any] = {
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None
     }
+    if allow_root_setup:
+        overrides["allow_root_setup"] = True
     settings = Settings(**overrides)
     try:
         tls = settings.http_tls()
@@ -58,6 +69,7 @@ def up(
     if busy:
         typer.echo(f"error: {busy}", err=True)
         raise typer.Exit(2)
+    _check_root_setup(settings)
 
     def announce(created: UserCreated, path: Path) -> None:
         typer.echo(
@@ -120,3 +132,21 @@ def _busy_ports(settings: Settings) -> str | None:
             " MILLPOND_GATEWAY_ENABLED=false to run without direct connections"
         )
     return None
+
+
+def _check_root_setup(settings: Settings) -> None:
+    """As root with the embedded Postgres: when the machine needs changes that were not
+    allowed, say which before anything starts, and stop (exit 2)."""
+    if os.geteuid() != 0 or settings.database_url is not None:
+        return
+    from ..server.postgres import as_root
+    from ..server.postgres.embedded import EmbeddedPostgres
+
+    plan = EmbeddedPostgres(settings.data_dir).root_plan()
+    if plan.no_acl:
+        typer.echo(f"error: {plan.describe()}", err=True)
+        raise typer.Exit(2)
+    if plan.changes and not settings.allow_root_setup:
+        typer.echo(f"error: {plan.describe()}\n{as_root.HOW_TO_ALLOW}", err=True)
+        raise typer.Exit(2)
+    # allowed: the embedded Postgres logs the plan as it starts, before it changes anything

@@ -30,6 +30,15 @@ class Settings(BaseSettings):
         Path(".millpond"),
         description="Directory for the embedded Postgres cluster, the admin key and secrets.",
     )
+    allow_root_setup: bool = Field(
+        False,
+        description=(
+            "Run as root with the embedded Postgres: let millpond create the system user "
+            "`millpond-pg` and give it traverse (an ACL entry) on the directories on the "
+            "way to the data directory and the Postgres binaries. Unset, `millpond up` says "
+            "what it would change and refuses (see docs/deployment.md)."
+        ),
+    )
     database_url: str | None = Field(
         None,
         description=(

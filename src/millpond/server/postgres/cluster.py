@@ -26,7 +26,9 @@ class Cluster:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.embedded: EmbeddedPostgres | None = (
-            EmbeddedPostgres(settings.data_dir) if settings.database_url is None else None
+            EmbeddedPostgres(settings.data_dir, allow_root_setup=settings.allow_root_setup)
+            if settings.database_url is None
+            else None
         )
         self._base: str | None = None
         self.replication_password: str | None = None

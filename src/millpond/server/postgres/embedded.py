@@ -7,7 +7,9 @@ only its owner can reach, requires SCRAM passwords even there, and runs with
 time into ``<data_dir>/pg-password`` (mode 0600).
 
 Postgres refuses to run as root; when millpond runs as root, the cluster runs as the
-system user ``millpond-pg`` (created if missing), which owns only the data directory.
+system user ``millpond-pg``, which owns only the cluster's directory. What that needs
+(the user, traverse rights) is said first and done only when allowed: see
+:mod:`.as_root`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from . import scram
+from . import as_root, scram
 
 _log = logging.getLogger("millpond.postgres")
 
@@ -67,7 +69,12 @@ def bin_dir() -> Path:
 class EmbeddedPostgres:
     """Starts and stops a private Postgres cluster in ``data_dir``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, allow_root_setup: bool | None = None) -> None:
+        """``allow_root_setup``: as root, whether :meth:`start` may make the changes
+        :mod:`.as_root` lists (None: from ``MILLPOND_ALLOW_ROOT_SETUP``)."""
+        if allow_root_setup is None:
+            allow_root_setup = as_root.allowed(os.environ.get(as_root.ALLOW_ENV))
+        self.allow_root_setup = allow_root_setup
         self.data_dir = data_dir.resolve()
         self.pgdata = self.data_dir / "pg"
         self.password_file = self.data_dir / "pg-password"
@@ -79,10 +86,9 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         """Initialise the cluster on first use, then start it (no-op if already running)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._run_as:
-            _ensure_system_user(self._run_as)
-            _make_traversable(self.data_dir)
+            self._set_up_as_root()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
         self._write_conf()
@@ -90,6 +96,25 @@ class EmbeddedPostgres:
             _log.info("embedded Postgres already running in %s", self.pgdata)
             return
         self._launch()
+
+    def root_plan(self) -> as_root.RootPlan:
+        """As root: what the machine lacks for the Postgres user (see :mod:`.as_root`)."""
+        return as_root.plan(SYSTEM_USER, [self.data_dir, self.socket_dir.parent, bin_dir()])
+
+    def _set_up_as_root(self) -> None:
+        """Say what running as root changes, and change it only if allowed; then make
+        the directories millpond creates (data, sockets) reachable by the Postgres user."""
+        plan = self.root_plan()
+        if plan.no_acl:
+            raise as_root.RootSetupRefused(plan.describe())
+        if plan.changes:
+            if not self.allow_root_setup:
+                raise as_root.RootSetupRefused(plan.describe() + "\n" + as_root.HOW_TO_ALLOW)
+            _log.warning("%s", plan.describe())
+            as_root.apply(plan)
+        for directory in (self.data_dir, self.socket_dir.parent):
+            for made in _make_dirs(directory):
+                made.chmod(made.stat().st_mode | stat.S_IXOTH)  # millpond's own
 
     def restart(self) -> None:
         """Start the cluster again after its postmaster died. Never ``initdb``: a cluster
@@ -202,7 +227,6 @@ class EmbeddedPostgres:
         self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self._run_as:
             _chown(self.socket_dir, self._run_as)
-            _make_traversable(self.socket_dir)
         os.chmod(self.socket_dir, 0o700 if not self._run_as else 0o711)
 
     def _choose_socket_dir(self) -> Path:
@@ -265,29 +289,13 @@ def _is_zombie(pid: int) -> bool:
     return stat_line.rpartition(")")[2].split()[:1] == ["Z"]
 
 
-def _ensure_system_user(name: str) -> None:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        _log.warning(
-            "running as root: creating the system user %s (no home, no login shell) to run"
-            " the embedded Postgres, which refuses to run as root",
-            name,
-        )
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-            check=True,
-            capture_output=True,
-        )
-    # the Postgres binaries must be readable/executable by that user
-    _make_traversable(bin_dir())
-
-
 def adopt(pgdata: Path) -> None:
     """Make a cluster's files (a restored backup's) the embedded Postgres' user's."""
     if os.geteuid() != 0:
         return
-    _ensure_system_user(SYSTEM_USER)
+    plan = as_root.plan(SYSTEM_USER, [])
+    if plan.create_user:
+        as_root.apply(plan)
     _chown_tree(pgdata, SYSTEM_USER)
 
 
@@ -301,15 +309,8 @@ def _chown(path: Path, user: str) -> None:
     os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def _make_traversable(path: Path) -> None:
-    """Let other users traverse (not list) every directory above ``path``."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            _log.warning(
-                "running as root: letting other users traverse %s (chmod o+x, not o+r), so"
-                " the embedded Postgres' user reaches %s",
-                parent,
-                path,
-            )
-            parent.chmod(mode | stat.S_IXOTH)
+def _make_dirs(path: Path) -> list[Path]:
+    """``mkdir -p path``: the directories it made, from the top down."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
