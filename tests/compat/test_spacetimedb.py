@@ -31,6 +31,9 @@ from millpond.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = (ROOT / "examples" / "chat" / "chat_module.py").read_text()
+# the quickstart's database: a name of this session's own (docs/compat.md's commands make
+# a public "chatqs" on the same server, and a module named alone must be the only one)
+CHAT_NAME = f"chatqs{os.getpid()}"
 
 CLIENT = r"""
 import asyncio, json, sys, threading
@@ -221,12 +224,12 @@ def chat(base_url: str, make_user: Callable[..., tuple[str, str]]) -> tuple[str,
     headers = {"Authorization": f"Bearer {key}"}
     r = httpx.post(
         f"{base_url}/v1/databases",
-        json={"name": "chatqs", "is_private": False},
+        json={"name": CHAT_NAME, "is_private": False},
         headers=headers,
         timeout=60,
     )
     assert r.status_code == 201, r.text
-    database = f"{owner}/chatqs"
+    database = f"{owner}/{CHAT_NAME}"
     r = httpx.post(
         f"{base_url}/v1/databases/{database}/module",
         json={"files": {"chat_module.py": CHAT}},
@@ -352,8 +355,8 @@ def test_a_module_named_without_its_owner(
     bindings: Callable[[], Path],
     clients: list[SdkClient],
 ) -> None:
-    """``chatqs``, as SpacetimeDB named modules: the one public database of that name."""
-    client = SdkClient(bindings(), _host(base_url), "chatqs", None)
+    """By its name alone, as SpacetimeDB named modules: the one public database of it."""
+    client = SdkClient(bindings(), _host(base_url), CHAT_NAME, None)
     clients.append(client)
     assert client.kind("connected")["token"].startswith("mpt_")
     client.kind("applied")  # (its clean close is the quickstart test's guest's)

@@ -64,8 +64,8 @@ class RootPlan:
 
     def describe(self) -> str:
         lines = [
-            "millpond runs as root; Postgres refuses to, so the embedded Postgres runs as"
-            f" the system user {self.user}. For that, millpond"
+            "running as root: Postgres refuses to, so millpond runs the embedded Postgres as"
+            f" the system user {self.user}. For that, it"
             + (" will:" if self.changes else " needs:")
         ]
         if self.create_user:
