@@ -167,3 +167,20 @@ def test_recovery_decisions(xfer: Api, owner: tuple[str, str], db: str, superuse
     job = xfer.wait("imports", again["id"], key, timeout=20)
     assert job["attempts"] == 2
     error(job, "file_missing")  # it ran again; its upload was gone (deleted when DONE)
+
+
+def test_a_start_removes_only_the_previews_a_dead_process_left(tmp_path: Path) -> None:
+    """Previews live for one request; with shared storage every replica's are in the one
+    folder, so a replica that starts removes only those untouched for hours."""
+    from millpond.server.transfer.service import _STALE_PREVIEW_S, _remove_stale_previews
+
+    now = time.time()
+    left, busy, fresh = (tmp_path / name for name in ("left", "busy", "fresh"))
+    for folder in (left, busy, fresh):
+        folder.mkdir()
+        (folder / "upload").write_bytes(b"a,b\n")
+    old = now - _STALE_PREVIEW_S - 60
+    for path in (left, left / "upload", busy):
+        os.utime(path, (old, old))  # busy: an old folder whose upload is still written
+    _remove_stale_previews(tmp_path, now)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "fresh"]

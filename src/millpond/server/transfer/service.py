@@ -79,6 +79,22 @@ def _node_id(root: Path) -> str:
         return node
 
 
+_STALE_PREVIEW_S = 6 * 3600.0
+"""A preview's folder lives for its one request; one untouched this long was left by a
+process that died. (With shared storage the folder is every replica's: a replica that
+starts must not remove the previews others are making.)"""
+
+
+def _remove_stale_previews(root: Path, now: float) -> None:
+    for folder in root.iterdir():
+        try:
+            touched = max([folder.stat().st_mtime, *(f.stat().st_mtime for f in folder.iterdir())])
+        except OSError:  # its request ended meanwhile
+            continue
+        if now - touched > _STALE_PREVIEW_S:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str | int | bool):
         return value
@@ -121,8 +137,9 @@ class TransferService:
         return self.jobs_root / job_id
 
     async def start(self) -> None:
-        await asyncio.to_thread(shutil.rmtree, self.preview_root, True)
-        self.preview_root.mkdir(mode=0o700, exist_ok=True)
+        await asyncio.to_thread(
+            _remove_stale_previews, self.preview_root, datetime.now(UTC).timestamp()
+        )
         await self.worker.start()
 
     async def close(self) -> None:
