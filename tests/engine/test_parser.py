@@ -370,6 +370,13 @@ SYNTAX_ERRORS = [
     ("SELECT * FROM t WHERE a IN ()", 'syntax error at or near ")"', 29),
     ("SELECT * FROM t WHERE a IN 1", 'syntax error at or near "1"', 28),
     ("SELECT * FROM t WHERE a BETWEEN 1", "syntax error at end of input", 34),
+    # as Postgres: NOT may begin the high bound, not the low one (a b_expr)
+    ("SELECT * FROM t WHERE a BETWEEN NOT b AND c", 'syntax error at or near "NOT"', 33),
+    (
+        "SELECT * FROM t WHERE a NOT BETWEEN SYMMETRIC NOT b AND c",
+        'syntax error at or near "NOT"',
+        47,
+    ),
     ("SELECT * FROM t WHERE a IS 5", 'syntax error at or near "5"', 28),
     ("SELECT * FROM t WHERE a = 'open", "unterminated quoted string", 27),
     ('SELECT * FROM t WHERE "open = 1', "unterminated quoted identifier", 23),

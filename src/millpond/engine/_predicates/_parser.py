@@ -481,6 +481,8 @@ class _Parser:
         symmetric = self.accept_word("symmetric") is not None
         if not symmetric:
             self.accept_word("asymmetric")
+        if self.peek().is_word("not"):  # the low bound is a b_expr in Postgres: no NOT
+            raise self.syntax_error()
         low = self.operand()
         self.expect_word("and")
         high = self.operand()
