@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import re
 import shlex
 import signal
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from _up import millpond_up
 from _waiting import wait_until
 from millpond.server.config import Settings
 from millpond.server.testing import free_port
@@ -126,22 +126,7 @@ def test_the_documented_readiness_route_and_signal(tmp_path: Path) -> None:
     """``millpond up`` answers the health check's route, and SIGTERM (systemd's and the
     container's stop signal) ends it cleanly, its embedded Postgres with it."""
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "millpond.cli",
-            "up",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "MILLPOND_GATEWAY_PORT": str(free_port())},
-    )
+    proc = millpond_up(tmp_path / "data", port)
     try:
         wait_until(
             lambda: _ready(port) or proc.poll() is not None,

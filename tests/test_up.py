@@ -8,36 +8,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import psycopg
 
+from _up import millpond_up
 from millpond.server.config import Settings
 from millpond.server.postgres.embedded import EmbeddedPostgres
 from millpond.server.testing import free_port, start_server
-
-
-def _up(data_dir: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "millpond.cli",
-            "up",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # never the default gateway port (5433): a free one, like the HTTP port
-        env={**os.environ, "MILLPOND_GATEWAY_PORT": str(free_port()), **(env or {})},
-    )
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> dict[str, object]:
@@ -66,7 +46,7 @@ def test_up_first_start_restart_keeps_data(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
 
-    proc = _up(data_dir, port)
+    proc = millpond_up(data_dir, port)
     health = _wait_healthy(url, proc)
     assert health["postgres"] == {
         "ok": True,
@@ -90,7 +70,7 @@ def test_up_first_start_restart_keeps_data(tmp_path: Path) -> None:
     assert "Postgres gateway on 127.0.0.1:" in out
     assert not EmbeddedPostgres(data_dir).is_running(), "Ctrl-C stops Postgres too"
 
-    proc = _up(data_dir, port)
+    proc = millpond_up(data_dir, port)
     _wait_healthy(url, proc)
     r = httpx.post(
         f"{url}/v1/query",
@@ -145,12 +125,12 @@ def test_ports_in_use_are_reported_before_anything_starts(tmp_path: Path) -> Non
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = _up(tmp_path / "a", port)
+        proc = millpond_up(tmp_path / "a", port)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 2, out
         assert f"port {port} on 127.0.0.1 is in use" in out and "millpond up --port" in out
         assert not (tmp_path / "a" / "admin-key").exists()  # nothing was set up
-        proc = _up(tmp_path / "b", free_port(), env={"MILLPOND_GATEWAY_PORT": str(port)})
+        proc = millpond_up(tmp_path / "b", free_port(), env={"MILLPOND_GATEWAY_PORT": str(port)})
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 2, out
         assert f"the gateway's port {port}" in out and "MILLPOND_GATEWAY_ENABLED=false" in out

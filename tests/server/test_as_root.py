@@ -12,11 +12,11 @@ import pwd
 import stat
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from _up import millpond_up
 from _waiting import wait_until
 from millpond.server.postgres import as_root
 from millpond.server.postgres.embedded import SYSTEM_USER
@@ -113,24 +113,16 @@ def test_the_plan_lists_exactly_what_the_user_cannot_traverse(locked: Path) -> N
 
 
 def _up(data_dir: Path, *args: str, allow: str | None) -> subprocess.Popen[str]:
-    env = {**os.environ, "MILLPOND_GATEWAY_PORT": str(free_port())}
-    env.pop("MILLPOND_ALLOW_ROOT_SETUP")
-    if allow is not None:
-        env["MILLPOND_ALLOW_ROOT_SETUP"] = allow
-    return subprocess.Popen(
-        [sys.executable, "-m", "millpond.cli", "up", "--data-dir", str(data_dir), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    """``millpond up`` with MILLPOND_ALLOW_ROOT_SETUP as ``allow`` says (None: unset)."""
+    env = {} if allow is None else {"MILLPOND_ALLOW_ROOT_SETUP": allow}
+    return millpond_up(data_dir, free_port(), *args, env=env, drop=("MILLPOND_ALLOW_ROOT_SETUP",))
 
 
 def test_millpond_up_as_root_says_what_it_would_change_and_refuses(locked: Path) -> None:
     _postgres_user()
     data_dir = locked / "app" / "data"
     for allow in (None, "false"):
-        proc = _up(data_dir, "--port", str(free_port()), allow=allow)
+        proc = _up(data_dir, allow=allow)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 2, out
         assert f"let {SYSTEM_USER} traverse {locked}" in out
@@ -144,8 +136,7 @@ def test_millpond_up_as_root_says_what_it_would_change_and_refuses(locked: Path)
 def test_millpond_up_as_root_allowed_says_it_then_does_only_that(locked: Path) -> None:
     user = _postgres_user()
     data_dir = locked / "app" / "data"
-    port = free_port()
-    proc = _up(data_dir, "--port", str(port), "--allow-root-setup", allow=None)
+    proc = _up(data_dir, "--allow-root-setup", allow=None)
     try:
         wait_until(
             lambda: (data_dir / "admin-key").exists() or proc.poll() is not None,

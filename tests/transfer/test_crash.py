@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from _up import millpond_up
 from millpond.server.postgres.embedded import EmbeddedPostgres
 from millpond.server.testing import free_port
 
@@ -22,30 +22,14 @@ from ._helpers import Api, error
 ROWS = 400_000
 
 
-def _up(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "millpond.cli",
-            "up",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={
-            **os.environ,
-            "MILLPOND_LOG_LEVEL": "warning",
-            "MILLPOND_GATEWAY_PORT": str(free_port()),
-            "MILLPOND_TRANSFER_POLL_S": "0.5",
-        },
+def _up(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    quiet = {"MILLPOND_LOG_LEVEL": "warning", "MILLPOND_TRANSFER_POLL_S": "0.5"}
+    return millpond_up(
+        data_dir, port, env=quiet, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the server exited"
