@@ -99,12 +99,31 @@ def test_a_grant_keeps_the_acl_entries_already_there(locked: Path) -> None:
     assert _reaches(SYSTEM_USER, locked / "app" / "file")
 
 
+def test_an_acl_whose_mask_hides_x_is_left_to_the_admin(locked: Path) -> None:
+    """Giving the entry effect would mean x in the mask, and with it x for the owning
+    group that has it in its entry: millpond says so and changes nothing."""
+    _postgres_user()
+    subprocess.run(["chmod", "0750", str(locked)], check=True)
+    # group::r-x masked to r-- (as `setfacl -m m::r--` leaves it): the group cannot traverse
+    blob = struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", *e)
+        for e in [(1, 7, 2**32 - 1), (4, 5, 2**32 - 1), (16, 4, 2**32 - 1), (32, 0, 2**32 - 1)]
+    )
+    os.setxattr(locked, ACL, blob)
+    plan = as_root.plan(SYSTEM_USER, [locked / "app"])
+    assert plan.grants == [] and [path for path, _ in plan.manual] == [locked]
+    assert "mask" in plan.describe() and f"setfacl -m u:{SYSTEM_USER}:x {locked}" in plan.describe()
+    with pytest.raises(as_root.RootSetupRefused):
+        as_root.apply(plan)
+    assert os.getxattr(locked, ACL) == blob  # unchanged
+
+
 def test_the_plan_lists_exactly_what_the_user_cannot_traverse(locked: Path) -> None:
     user = _postgres_user()
     open_dir = locked.parent / "open"
     open_dir.mkdir(mode=0o755)
     plan = as_root.plan(SYSTEM_USER, [locked / "app" / "data", open_dir / "data"])
-    assert plan.grants == [locked] and not plan.create_user and plan.no_acl == []
+    assert plan.grants == [locked] and not plan.create_user and plan.manual == []
     assert f"let {SYSTEM_USER} traverse {locked}" in plan.describe()
     as_root.apply(plan)
     assert as_root.plan(SYSTEM_USER, [locked / "app" / "data"]).changes is False

@@ -143,7 +143,7 @@ def _check_root_setup(settings: Settings) -> None:
     from ..server.postgres.embedded import EmbeddedPostgres
 
     plan = EmbeddedPostgres(settings.data_dir).root_plan()
-    if plan.no_acl:
+    if plan.manual:
         typer.echo(f"error: {plan.describe()}", err=True)
         raise typer.Exit(2)
     if plan.changes and not settings.allow_root_setup:

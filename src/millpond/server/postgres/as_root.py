@@ -55,8 +55,9 @@ class RootPlan:
     create_user: bool
     grants: list[Path] = field(default_factory=list)
     """Directories to give the user traverse on (ACL entries)."""
-    no_acl: list[Path] = field(default_factory=list)
-    """Directories it cannot traverse on a file system without ACLs: left to the admin."""
+    manual: list[tuple[Path, str]] = field(default_factory=list)
+    """Directories it cannot traverse that millpond will not change, and why: left to
+    the admin (a file system without ACLs; an ACL whose mask would let others in too)."""
 
     @property
     def changes(self) -> bool:
@@ -74,10 +75,8 @@ class RootPlan:
         for path in self.grants:
             lines.append(f"  - let {self.user} traverse {path} (an ACL entry user:{self.user}:--x;")
             lines.append("    the directory's mode and everyone else's rights stay as they are)")
-        for path in self.no_acl:
-            lines.append(
-                f"  - (cannot: its file system has no ACLs) {self.user} cannot traverse {path}:"
-            )
+        for path, why in self.manual:
+            lines.append(f"  - (cannot: {why}) {self.user} cannot traverse {path}:")
             lines.append(
                 f"    run `setfacl -m u:{self.user}:x {path}` or `chmod o+x {path}` yourself,"
             )
@@ -101,13 +100,24 @@ def plan(user: str, paths: Iterable[Path]) -> RootPlan:
             seen.add(directory)
             if _can_traverse(directory, entry):
                 continue
-            (result.grants if _has_acls(directory) else result.no_acl).append(directory)
+            if not _has_acls(directory):
+                result.manual.append((directory, "its file system has no ACLs"))
+            elif _mask_hides_x(directory, entry):
+                result.manual.append(
+                    (
+                        directory,
+                        "its ACL mask hides x from entries that have it: adding the"
+                        " entry would let them in too",
+                    )
+                )
+            else:
+                result.grants.append(directory)
     return result
 
 
 def apply(root_plan: RootPlan) -> None:
     """Make the plan so (as root). Raises when a directory cannot be given an ACL."""
-    if root_plan.no_acl:
+    if root_plan.manual:
         raise RootSetupRefused(root_plan.describe())
     if root_plan.create_user:
         _log.warning("running as root: creating the system user %s", root_plan.user)
@@ -142,8 +152,9 @@ def allowed(value: str | None) -> bool:
 
 
 def grant_traverse(directory: Path, uid: int) -> None:
-    """Add ``user:<uid>:--x`` to the directory's access ACL, keeping every other entry;
-    the mask grows just enough that the entry takes effect, so no other right changes."""
+    """Add ``user:<uid>:--x`` to the directory's access ACL, keeping every other entry.
+    The mask gains x where the entry needs it, which changes no other entry's rights as
+    long as none of them has an x the mask hid (:func:`plan` leaves those to the admin)."""
     mode = directory.stat().st_mode
     entries = _read_acl(directory) or _acl_from_mode(mode)
     users = {ident: perm for tag, perm, ident in entries if tag == _USER}
@@ -161,6 +172,23 @@ def grant_traverse(directory: Path, uid: int) -> None:
     rebuilt.append((_OTHER, _perm(entries, _OTHER), _UNDEFINED_ID))
     blob = struct.pack("<I", _ACL_VERSION) + b"".join(struct.pack("<HHI", *e) for e in rebuilt)
     os.setxattr(directory, _ACL_XATTR, blob)
+
+
+def _mask_hides_x(directory: Path, user: pwd.struct_passwd | None) -> bool:
+    """Whether the ACL's mask lacks x while another group-class entry has it: the mask
+    would have to grow, and those entries would gain x with it."""
+    entries = _read_acl(directory)
+    if not entries:
+        return False
+    mask = next((perm for tag, perm, _ in entries if tag == _MASK), None)
+    if mask is None or mask & _X:
+        return False
+    uid = user.pw_uid if user is not None else None
+    return any(
+        perm & _X
+        for tag, perm, ident in entries
+        if tag in (_GROUP_OBJ, _GROUP) or (tag == _USER and ident != uid)
+    )
 
 
 def _perm(entries: list[tuple[int, int, int]], tag: int) -> int:

@@ -105,7 +105,7 @@ class EmbeddedPostgres:
         """Say what running as root changes, and change it only if allowed; then make
         the directories millpond creates (data, sockets) reachable by the Postgres user."""
         plan = self.root_plan()
-        if plan.no_acl:
+        if plan.manual:
             raise as_root.RootSetupRefused(plan.describe())
         if plan.changes:
             if not self.allow_root_setup:
