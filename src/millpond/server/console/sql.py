@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from ...models import QueryRequest
+from ...models import Database, QueryRequest
 from ..errors import ServiceError
 from ..query.adapters import dumps
 from .databases import database_url
@@ -49,14 +49,13 @@ def error_at(sql_text: str, position: int | None) -> dict[str, Any] | None:
 
 async def _editor(
     console: Console,
-    full_name: str,
+    db: Database,
     status: int = 200,
     sql_text: str = "",
     result: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
     ran: str = "",
 ) -> HTMLResponse:
-    db = await console.svc.databases.get(console.who, full_name)
     read_only = db.role == "read" or not console.who.can_write
     return console.render(
         "sql.html",
@@ -77,9 +76,12 @@ async def _editor(
 
 @router.get("/databases/{owner}/{name}/sql", response_class=HTMLResponse)
 async def sql_page(request: Request, owner: str, name: str) -> Response:
-    return await platform_page(
-        request, "SQL", "databases", lambda console: _editor(console, f"{owner}/{name}")
-    )
+    async def page(console: Console) -> Response:
+        return await _editor(
+            console, await console.svc.databases.get(console.who, f"{owner}/{name}")
+        )
+
+    return await platform_page(request, "SQL", "databases", page)
 
 
 @router.post("/databases/{owner}/{name}/sql", response_class=HTMLResponse)
@@ -92,12 +94,12 @@ async def run_sql(request: Request, owner: str, name: str) -> Response:
     ran = form.get("selection", "") or text
     try:
         console.require_platform()
-        await console.svc.databases.get(console.who, full_name)  # 404 before anything else
+        db = await console.svc.databases.get(console.who, full_name)  # 404 before anything
     except ServiceError as exc:
         return console.error(exc, "SQL", section="databases")
     if not ran.strip():
         error: dict[str, Any] = {"message": "there is no SQL to run", "code": "validation_error"}
-        return await _editor(console, full_name, 422, text, error=error)
+        return await _editor(console, db, 422, text, error=error)
     try:
         raw = await console.svc.query.run(console.who, QueryRequest(database=full_name, sql=ran))
     except ServiceError as exc:
@@ -111,6 +113,6 @@ async def run_sql(request: Request, owner: str, name: str) -> Response:
             "at": error_at(ran, details.get("position")),
             "selection": ran is not text,
         }
-        return await _editor(console, full_name, exc.status, text, error=error)
+        return await _editor(console, db, exc.status, text, error=error)
     result = json.loads(dumps(raw))  # the values exactly as the API's JSON has them
-    return await _editor(console, full_name, 200, text, result=result, ran=ran)
+    return await _editor(console, db, 200, text, result=result, ran=ran)
