@@ -191,7 +191,10 @@ class Settings(BaseSettings):
             "Databases one replica streams the changes of at once (each holds a replication "
             "connection and slot, and a server connection: count them in "
             "`reserved_connections`; at most Postgres' `max_wal_senders` - 1). Idle streams stop "
-            "early to make room; beyond, realtime connections close with 4029 `limit_exceeded`."
+            "early to make room; beyond, realtime connections close with 4029 `limit_exceeded`. "
+            "Measured cost of each active stream: about 4 Postgres connections in all and a "
+            "WAL sender of ~2 MB, which decodes all of the cluster's WAL (docs/benchmarks.md, "
+            "realtime across many databases)."
         ),
     )
     realtime_idle_seconds: float = Field(
