@@ -37,9 +37,9 @@ if _GIVEN is None or Path(_GIVEN).name.startswith("millpond-pg-template-"):
     os.environ[TEMPLATE_ENV] = str(_TEMPLATE)
 
 # run as root (CI), the embedded Postgres runs as millpond-pg, which needs traverse on the
-# temporary directories: the tests allow that setup (postgres/as_root.py); the tests of
-# the refusal unset it
-os.environ["MILLPOND_ALLOW_ROOT_SETUP"] = "true"
+# temporary directories: the default (postgres/as_root.py) sets that up; a
+# MILLPOND_ALLOW_ROOT_SETUP=false of whoever runs the tests would make every start refuse
+os.environ.pop("MILLPOND_ALLOW_ROOT_SETUP", None)
 
 
 # the CLI's saved logins (`millpond login`) of whoever runs the tests never reach them

@@ -1,6 +1,7 @@
 """Running the embedded Postgres as root (``postgres/as_root.py``): what the Postgres user
-lacks is listed, ``millpond up`` says it and refuses unless allowed, and what it then
-changes is one ACL entry per directory — never anyone else's rights, never the mode.
+lacks is listed, ``millpond up`` says it before it changes anything (and refuses when
+MILLPOND_ALLOW_ROOT_SETUP=false), and what it changes is one ACL entry per directory —
+never anyone else's rights, never the mode.
 
 As root only: the Postgres user, ``useradd`` and running commands as that user need root
 (CI runs as root)."""
@@ -137,25 +138,26 @@ def _up(data_dir: Path, *args: str, allow: str | None) -> subprocess.Popen[str]:
     return millpond_up(data_dir, free_port(), *args, env=env, drop=("MILLPOND_ALLOW_ROOT_SETUP",))
 
 
-def test_millpond_up_as_root_says_what_it_would_change_and_refuses(locked: Path) -> None:
+def test_millpond_up_as_root_refused_says_what_it_would_change(locked: Path) -> None:
     _postgres_user()
     data_dir = locked / "app" / "data"
-    for allow in (None, "false"):
+    for allow in ("false", "0"):
         proc = _up(data_dir, allow=allow)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 2, out
         assert f"let {SYSTEM_USER} traverse {locked}" in out
-        assert "millpond up --allow-root-setup" in out
+        assert "MILLPOND_ALLOW_ROOT_SETUP is false: unset it" in out
         with pytest.raises(OSError):
             os.getxattr(locked, ACL)  # nothing changed
         assert stat.S_IMODE(locked.stat().st_mode) == 0o700
         assert not data_dir.exists()
 
 
-def test_millpond_up_as_root_allowed_says_it_then_does_only_that(locked: Path) -> None:
+def test_millpond_up_as_root_says_it_then_does_only_that(locked: Path) -> None:
+    """By default (MILLPOND_ALLOW_ROOT_SETUP unset)."""
     user = _postgres_user()
     data_dir = locked / "app" / "data"
-    proc = _up(data_dir, "--allow-root-setup", allow=None)
+    proc = _up(data_dir, allow=None)
     try:
         wait_until(
             lambda: (data_dir / "admin-key").exists() or proc.poll() is not None,

@@ -29,14 +29,6 @@ def up(
             envvar="MILLPOND_DATA_DIR",
         ),
     ] = None,
-    allow_root_setup: Annotated[
-        bool,
-        typer.Option(
-            "--allow-root-setup",
-            help="As root: let millpond create the system user the embedded Postgres runs"
-            " as, and give it traverse on the directories it needs (it says what first)",
-        ),
-    ] = False,
 ) -> None:
     """Start the millpond server; Ctrl-C stops it and its Postgres cleanly."""
     try:
@@ -56,8 +48,6 @@ def up(
     overrides: dict[str, Any] = {
         k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None
     }
-    if allow_root_setup:
-        overrides["allow_root_setup"] = True
     settings = Settings(**overrides)
     try:
         tls = settings.http_tls()
@@ -135,8 +125,9 @@ def _busy_ports(settings: Settings) -> str | None:
 
 
 def _check_root_setup(settings: Settings) -> None:
-    """As root with the embedded Postgres: when the machine needs changes that were not
-    allowed, say which before anything starts, and stop (exit 2)."""
+    """As root with the embedded Postgres: when the machine needs changes millpond may not
+    make (refused by MILLPOND_ALLOW_ROOT_SETUP=false, or that would widen others' rights),
+    say which before anything starts, and stop (exit 2)."""
     if os.geteuid() != 0 or settings.database_url is not None:
         return
     from ..server.postgres import as_root
@@ -149,4 +140,5 @@ def _check_root_setup(settings: Settings) -> None:
     if plan.changes and not settings.allow_root_setup:
         typer.echo(f"error: {plan.describe()}\n{as_root.HOW_TO_ALLOW}", err=True)
         raise typer.Exit(2)
-    # allowed: the embedded Postgres logs the plan as it starts, before it changes anything
+    # allowed (the default): the embedded Postgres logs the plan as it starts, before it
+    # changes anything

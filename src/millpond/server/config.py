@@ -31,12 +31,13 @@ class Settings(BaseSettings):
         description="Directory for the embedded Postgres cluster, the admin key and secrets.",
     )
     allow_root_setup: bool = Field(
-        False,
+        True,
         description=(
-            "Run as root with the embedded Postgres: let millpond create the system user "
-            "`millpond-pg` and give it traverse (an ACL entry) on the directories on the "
-            "way to the data directory and the Postgres binaries. Unset, `millpond up` says "
-            "what it would change and refuses (see docs/deployment.md)."
+            "Run as root with the embedded Postgres, the server creates the system user "
+            "`millpond-pg` and gives it traverse (one ACL entry each) on the directories on "
+            "the way to the data directory and the Postgres binaries, saying so first. "
+            "`false`: `millpond up` lists what it would change and refuses instead (see "
+            "docs/deployment.md)."
         ),
     )
     database_url: str | None = Field(

@@ -12,8 +12,8 @@ way to the data directory, the socket directory and the Postgres binaries. A
   mode bits are not touched). Where the file system has no ACLs, nothing is changed:
   the plan says so and what to do instead.
 
-``millpond up`` refuses to change anything unless ``--allow-root-setup`` (or
-``MILLPOND_ALLOW_ROOT_SETUP=true``) is given, and prints the plan either way.
+``millpond up`` logs the plan before it changes anything; with
+``MILLPOND_ALLOW_ROOT_SETUP=false`` it prints the plan and refuses instead.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ _X = 1
 
 
 HOW_TO_ALLOW = (
-    "Run again with `millpond up --allow-root-setup` (or MILLPOND_ALLOW_ROOT_SETUP=true) to"
-    " let millpond do this, or run millpond as a user other than root."
+    "MILLPOND_ALLOW_ROOT_SETUP is false: unset it to let millpond do this, or run millpond"
+    " as a user other than root."
 )
 
 
@@ -145,7 +145,8 @@ def apply(root_plan: RootPlan) -> None:
 
 
 def allowed(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+    """``MILLPOND_ALLOW_ROOT_SETUP``'s value: allowed unless it says no."""
+    return (value or "").strip().lower() not in ("0", "false", "no", "off", "n", "f")
 
 
 # -- ACLs -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ time into ``<data_dir>/pg-password`` (mode 0600).
 
 Postgres refuses to run as root; when millpond runs as root, the cluster runs as the
 system user ``millpond-pg``, which owns only the cluster's directory. What that needs
-(the user, traverse rights) is said first and done only when allowed: see
+(the user, traverse rights) is said first, then done unless refused: see
 :mod:`.as_root`.
 """
 
