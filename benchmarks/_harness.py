@@ -57,8 +57,6 @@ def running_server(**env: str) -> Iterator[Server]:
                 **os.environ,
                 "MILLPOND_LOG_LEVEL": "warning",
                 "MILLPOND_GATEWAY_PORT": str(free_port()),
-                # as root: the Postgres user may traverse this run's temporary directory
-                "MILLPOND_ALLOW_ROOT_SETUP": "true",
                 **env,
             },
             stdout=subprocess.DEVNULL,

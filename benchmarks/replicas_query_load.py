@@ -46,7 +46,7 @@ def main() -> None:
     one: list[tuple[float, float]] = []
     two: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        postgres = EmbeddedPostgres(Path(tmp) / "pg", allow_root_setup=True)
+        postgres = EmbeddedPostgres(Path(tmp) / "pg")
         postgres.start()
         env = {"MILLPOND_DATABASE_URL": postgres.url(), "MILLPOND_SECRET_KEY": SECRET}
         try:

@@ -264,11 +264,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="millpond-demo-") as data:
         settings = Settings(
-            host="127.0.0.1",
-            port=free_port(),
-            data_dir=Path(data),
-            gateway_port=free_port(),
-            allow_root_setup=True,  # as root: its Postgres may traverse the temporary dir
+            host="127.0.0.1", port=free_port(), data_dir=Path(data), gateway_port=free_port()
         )
         running = start_server(settings)
         try:

@@ -113,7 +113,7 @@ def _settings(data_dir: Path, database_url: str) -> Settings:
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     root = tmp_path_factory.mktemp("replicas")
-    pg = EmbeddedPostgres(root / "pg", allow_root_setup=True)
+    pg = EmbeddedPostgres(root / "pg")
     pg.start()
     started: list[ServerThread] = []
     try:

@@ -127,18 +127,15 @@ def _busy_ports(settings: Settings) -> str | None:
 def _check_root_setup(settings: Settings) -> None:
     """As root with the embedded Postgres: when the machine needs changes millpond may not
     make (refused by MILLPOND_ALLOW_ROOT_SETUP=false, or that would widen others' rights),
-    say which before anything starts, and stop (exit 2)."""
+    say which before anything starts, and stop (exit 2). Allowed (the default), the
+    embedded Postgres logs them as it starts, before it changes anything."""
     if os.geteuid() != 0 or settings.database_url is not None:
         return
-    from ..server.postgres import as_root
+    from ..server.postgres.as_root import RootSetupRefused
     from ..server.postgres.embedded import EmbeddedPostgres
 
-    plan = EmbeddedPostgres(settings.data_dir).root_plan()
-    if plan.manual:
-        typer.echo(f"error: {plan.describe()}", err=True)
-        raise typer.Exit(2)
-    if plan.changes and not settings.allow_root_setup:
-        typer.echo(f"error: {plan.describe()}\n{as_root.HOW_TO_ALLOW}", err=True)
-        raise typer.Exit(2)
-    # allowed (the default): the embedded Postgres logs the plan as it starts, before it
-    # changes anything
+    try:
+        EmbeddedPostgres(settings.data_dir, allow_root_setup=settings.allow_root_setup).root_plan()
+    except RootSetupRefused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None

@@ -31,7 +31,6 @@ from pathlib import Path
 
 _log = logging.getLogger("millpond.postgres")
 
-ALLOW_ENV = "MILLPOND_ALLOW_ROOT_SETUP"
 _ACL_XATTR = "system.posix_acl_access"
 _ACL_VERSION = 2
 _USER_OBJ, _USER, _GROUP_OBJ, _GROUP, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
@@ -98,11 +97,12 @@ def plan(user: str, paths: Iterable[Path]) -> RootPlan:
             if directory in seen:
                 continue
             seen.add(directory)
-            if _can_traverse(directory, entry):
+            supported, acl = _acl(directory)
+            if _can_traverse(directory, acl, entry):
                 continue
-            if not _has_acls(directory):
+            if not supported:
                 result.manual.append((directory, "its file system has no ACLs"))
-            elif _mask_hides_x(directory, entry):
+            elif _mask_hides_x(acl, entry):
                 result.manual.append(
                     (
                         directory,
@@ -144,11 +144,6 @@ def apply(root_plan: RootPlan) -> None:
         grant_traverse(directory, uid)
 
 
-def allowed(value: str | None) -> bool:
-    """``MILLPOND_ALLOW_ROOT_SETUP``'s value: allowed unless it says no."""
-    return (value or "").strip().lower() not in ("0", "false", "no", "off", "n", "f")
-
-
 # -- ACLs -----------------------------------------------------------------------------------
 
 
@@ -162,7 +157,7 @@ def grant_traverse(directory: Path, uid: int) -> None:
     users[uid] = users.get(uid, 0) | _X
     group_obj = next(perm for tag, perm, _ in entries if tag == _GROUP_OBJ)
     groups = [(perm, ident) for tag, perm, ident in entries if tag == _GROUP]
-    old_mask = next((perm for tag, perm, _ in entries if tag == _MASK), None)
+    old_mask = _mask(entries)
     # without a mask before, the group class' rights were the owning group's
     mask = (old_mask if old_mask is not None else group_obj) | _X
     rebuilt = [(_USER_OBJ, _perm(entries, _USER_OBJ), _UNDEFINED_ID)]
@@ -175,13 +170,14 @@ def grant_traverse(directory: Path, uid: int) -> None:
     os.setxattr(directory, _ACL_XATTR, blob)
 
 
-def _mask_hides_x(directory: Path, user: pwd.struct_passwd | None) -> bool:
+def _mask_hides_x(
+    entries: list[tuple[int, int, int]] | None, user: pwd.struct_passwd | None
+) -> bool:
     """Whether the ACL's mask lacks x while another group-class entry has it: the mask
     would have to grow, and those entries would gain x with it."""
-    entries = _read_acl(directory)
     if not entries:
         return False
-    mask = next((perm for tag, perm, _ in entries if tag == _MASK), None)
+    mask = _mask(entries)
     if mask is None or mask & _X:
         return False
     uid = user.pw_uid if user is not None else None
@@ -196,16 +192,28 @@ def _perm(entries: list[tuple[int, int, int]], tag: int) -> int:
     return next(perm for t, perm, _ in entries if t == tag)
 
 
-def _read_acl(directory: Path) -> list[tuple[int, int, int]] | None:
+def _mask(entries: list[tuple[int, int, int]]) -> int | None:
+    return next((perm for tag, perm, _ in entries if tag == _MASK), None)
+
+
+def _acl(directory: Path) -> tuple[bool, list[tuple[int, int, int]] | None]:
+    """Whether the directory's file system keeps ACLs, and its access ACL's entries
+    (None: it has none beyond its mode)."""
     try:
         blob = os.getxattr(directory, _ACL_XATTR)
     except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return None
+        if exc.errno == errno.ENODATA:
+            return True, None
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False, None
         raise
     if len(blob) < 4 or struct.unpack_from("<I", blob)[0] != _ACL_VERSION:
-        return None
-    return [struct.unpack_from("<HHI", blob, at) for at in range(4, len(blob) - 7, 8)]
+        return True, None
+    return True, [struct.unpack_from("<HHI", blob, at) for at in range(4, len(blob) - 7, 8)]
+
+
+def _read_acl(directory: Path) -> list[tuple[int, int, int]] | None:
+    return _acl(directory)[1]
 
 
 def _acl_from_mode(mode: int) -> list[tuple[int, int, int]]:
@@ -214,14 +222,6 @@ def _acl_from_mode(mode: int) -> list[tuple[int, int, int]]:
         (_GROUP_OBJ, (mode >> 3) & 7, _UNDEFINED_ID),
         (_OTHER, mode & 7, _UNDEFINED_ID),
     ]
-
-
-def _has_acls(directory: Path) -> bool:
-    try:
-        os.getxattr(directory, _ACL_XATTR)
-    except OSError as exc:
-        return exc.errno == errno.ENODATA
-    return True
 
 
 # -- who can reach what --------------------------------------------------------------------
@@ -235,14 +235,17 @@ def _existing_ancestors(path: Path) -> list[Path]:
     return [p for p in reversed(chain) if p.is_dir()]
 
 
-def _can_traverse(directory: Path, user: pwd.struct_passwd | None) -> bool:
-    """Whether ``user`` (None: a user still to create, in no group) may search it."""
+def _can_traverse(
+    directory: Path, acl: list[tuple[int, int, int]] | None, user: pwd.struct_passwd | None
+) -> bool:
+    """Whether ``user`` (None: a user still to create, in no group) may search it, by
+    its mode and ``acl`` (its entries)."""
     info = directory.stat()
     if user is not None and info.st_uid == user.pw_uid:
         return bool(info.st_mode & stat.S_IXUSR)
-    acl = _read_acl(directory)
     if user is not None and acl is not None:
-        mask = next((perm for tag, perm, _ in acl if tag == _MASK), 7)
+        found = _mask(acl)
+        mask = 7 if found is None else found
         for tag, perm, ident in acl:
             if tag == _USER and ident == user.pw_uid:
                 return bool(perm & mask & _X)

@@ -70,11 +70,9 @@ def bin_dir() -> Path:
 class EmbeddedPostgres:
     """Starts and stops a private Postgres cluster in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, *, allow_root_setup: bool | None = None) -> None:
+    def __init__(self, data_dir: Path, *, allow_root_setup: bool = True) -> None:
         """``allow_root_setup``: as root, whether :meth:`start` may make the changes
-        :mod:`.as_root` lists (None: from ``MILLPOND_ALLOW_ROOT_SETUP``)."""
-        if allow_root_setup is None:
-            allow_root_setup = as_root.allowed(os.environ.get(as_root.ALLOW_ENV))
+        :mod:`.as_root` lists (the server's setting of that name)."""
         self.allow_root_setup = allow_root_setup
         self.data_dir = data_dir.resolve()
         self.pgdata = self.data_dir / "pg"
@@ -99,18 +97,22 @@ class EmbeddedPostgres:
         self._launch()
 
     def root_plan(self) -> as_root.RootPlan:
-        """As root: what the machine lacks for the Postgres user (see :mod:`.as_root`)."""
-        return as_root.plan(SYSTEM_USER, [self.data_dir, self.socket_dir.parent, bin_dir()])
-
-    def _set_up_as_root(self) -> None:
-        """Say what running as root changes, and change it only if allowed; then make
-        the directories millpond creates (data, sockets) reachable by the Postgres user."""
-        plan = self.root_plan()
+        """As root: what the machine lacks for the Postgres user (see :mod:`.as_root`).
+        RootSetupRefused, saying what, when millpond may not make those changes: refused
+        by ``allow_root_setup``, or a grant that would widen someone else's rights."""
+        plan = as_root.plan(SYSTEM_USER, [self.data_dir, self.socket_dir.parent, bin_dir()])
         if plan.manual:
             raise as_root.RootSetupRefused(plan.describe())
+        if plan.changes and not self.allow_root_setup:
+            raise as_root.RootSetupRefused(plan.describe() + "\n" + as_root.HOW_TO_ALLOW)
+        return plan
+
+    def _set_up_as_root(self) -> None:
+        """Say what running as root changes, then change it (unless refused: see
+        :meth:`root_plan`); make the directories millpond creates (data, sockets)
+        reachable by the Postgres user."""
+        plan = self.root_plan()
         if plan.changes:
-            if not self.allow_root_setup:
-                raise as_root.RootSetupRefused(plan.describe() + "\n" + as_root.HOW_TO_ALLOW)
             _log.warning("%s", plan.describe())
             as_root.apply(plan)
         for directory in (self.data_dir, self.socket_dir.parent):
