@@ -28,7 +28,7 @@ def free_port() -> int:
     before the server binds it, and the server then fails with "address in use". A port
     is handed out once per process, and the test processes of one run (pytest-xdist's
     workers) each take their own share of the range."""
-    lowest = min(_ephemeral_start(), 32768)
+    lowest = _ephemeral_start()
     share, shares = _share()
     for _ in range(1000):
         port = _RANDOM.randrange(_PORTS_FROM, lowest)
