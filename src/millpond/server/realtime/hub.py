@@ -11,9 +11,11 @@ stream has dispatched everything up to that position (a barrier transaction writ
 after it makes the stream pass it even when nothing else commits), so every transaction
 S sees is either already sent or collected. S is used only if (1) no transaction the
 hub streamed *before* the registration is invisible to it (committed in the WAL but not
-yet visible: it would be in neither the rows nor the stream), and (2) the collected
-transactions S sees are a prefix of the collected ones in commit order (otherwise the
-snapshot saw a later commit and not an earlier one); else it is read again. Then: the
+yet visible: it would be in neither the rows nor the stream), nor one that committed
+before the hub's slot became consistent (never streamed: the snapshot exported with the
+slot sees exactly those), and (2) the collected transactions S sees are a prefix of the
+collected ones in commit order (otherwise the snapshot saw a later commit and not an
+earlier one); else it is read again. Then: the
 collected transactions S sees, for the connection's older queries only; the initial
 rows; the other collected transactions and everything later, for all the queries.
 That is commit order, and each change reaches the client exactly once
@@ -198,6 +200,9 @@ class Hub:
         new one), so nothing opens a session for it after it closed its own"""
         self._barrier = Barrier(admin_conninfo)
         self._dispatched = 0
+        self._origin: Snapshot | None = None
+        """The slot's snapshot: what committed before the stream's first transaction
+        (``ReplicationStream.origin``); a subscribe's snapshot must see all of it."""
         self._newest_xid: int | None = None
         self._recent: OrderedDict[int, int] = OrderedDict()
         """xid -> the dispatch number of the streamed transaction"""
@@ -215,8 +220,14 @@ class Hub:
                 return
             await ensure_publication(self.admin_conninfo, self.publication, self.publication_tables)
             slot = f"millpond_{self.pg_name}_{secrets.token_hex(4)}"
-            self._stream = ReplicationStream(self.replication_conninfo, slot, self.publication)
+            self._stream = ReplicationStream(
+                self.replication_conninfo,
+                slot,
+                self.publication,
+                origin_conninfo=self.admin_conninfo,
+            )
             self.stream_lsn = await self._stream.open()
+            self._origin = self._stream.origin
             self._task = asyncio.create_task(self._run(), name=f"realtime-{self.pg_name}")
 
     async def stop(self) -> None:
@@ -349,6 +360,9 @@ class Hub:
         had completed, at or above ``xmax``: both are checked."""
         if snapshot.committed_unseen:
             return "a transaction it lists as running had already committed"
+        missed = None if self._origin is None else snapshot.misses(self._origin)
+        if missed is not None:
+            return f"transaction {missed} committed before the stream started but is not visible"
         count, newest = mark
         unseen = [x for x in snapshot.xip if self._recent.get(x, count + 1) <= count]
         if newest is not None and not snapshot.sees(newest):

@@ -27,6 +27,7 @@ from psycopg.waiting import Wait
 from ..postgres import privileged
 from ..waiting import wait_readable
 from . import pgoutput
+from .snapshot import Snapshot
 
 _log = logging.getLogger("millpond.realtime")
 
@@ -113,6 +114,19 @@ async def ensure_publication(
                 )
 
 
+async def read_exported_snapshot(conninfo: str, name: str, lsn: int) -> Snapshot:
+    """The ``xmin:xmax:xip`` of the snapshot exported as ``name`` (imported in a
+    ``REPEATABLE READ`` transaction of a pinned privileged session on the database)."""
+    async with await privileged.connect_async(conninfo) as conn:
+        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(name)))
+        cur = await conn.execute("SELECT pg_catalog.pg_current_snapshot()::pg_catalog.text")
+        row = await cur.fetchone()
+        await conn.execute("COMMIT")
+    assert row is not None
+    return Snapshot.parse(row[0], lsn)
+
+
 class Barrier:
     """Commits a transaction holding only a logical decoding message (which pgoutput
     streams with ``messages 'true'``) on demand: once the stream has delivered it, it has
@@ -156,13 +170,26 @@ class Barrier:
 
 
 class ReplicationStream:
-    def __init__(self, admin_conninfo: str, slot_name: str, publication: str = PUBLICATION) -> None:
+    def __init__(
+        self,
+        admin_conninfo: str,
+        slot_name: str,
+        publication: str = PUBLICATION,
+        *,
+        origin_conninfo: str | None = None,
+    ) -> None:
         # values are rendered by the walsender's session: their text forms are among
         # the settings the privileged module pins (TimeZone, DateStyle, bytea_output…)
         self.conninfo = privileged.replication_conninfo(admin_conninfo)
+        self.origin_conninfo = origin_conninfo or admin_conninfo
+        """A (non-replication) session's, to read the slot's snapshot in."""
         self.slot_name = slot_name
         self.publication = publication
         self.start_lsn = 0
+        self.origin: Snapshot | None = None
+        """The slot's snapshot: it sees exactly the transactions that committed before
+        its consistent point, which the stream will not deliver (every later one, it
+        will). Postgres computes it from the WAL it decoded, not from its running set."""
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._acked = 0
         self._last_feedback = 0.0
@@ -171,16 +198,19 @@ class ReplicationStream:
 
     async def open(self) -> int:
         """Connect and create the temporary slot; return its consistent-point LSN.
-        Every transaction committed after that point will be streamed."""
+        Every transaction committed after that point will be streamed, and ``origin``
+        sees every one committed before it."""
         self._conn = await privileged.connect_async(self.conninfo)
         pgconn = self._conn.pgconn
         query = sql.SQL(
-            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'nothing')"
+            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')"
         ).format(sql.Identifier(self.slot_name))
         cur = await self._conn.execute(query)
         row = await cur.fetchone()
         assert row is not None
         self.start_lsn = pgoutput.parse_lsn(row[1])
+        # exported until this connection's next command: read it before START_REPLICATION
+        self.origin = await read_exported_snapshot(self.origin_conninfo, row[2], self.start_lsn)
         start = sql.SQL(
             "START_REPLICATION SLOT {} LOGICAL {}"
             " (proto_version '1', publication_names {}, messages 'true')"

@@ -13,6 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 _MASK = 0xFFFFFFFF
+_FIRST_NORMAL_XID = 3
+_RANGE_SCANNED = 1 << 16
+"""How many xids past its ``xmax`` :meth:`Snapshot.misses` looks at one by one (past
+that, it says the snapshot misses one: the caller reads a newer one)."""
 
 
 def _precedes(a: int, b: int) -> bool:
@@ -55,3 +59,20 @@ class Snapshot:
         if not _precedes(xid, self.xmax):
             return False
         return xid not in self.xip
+
+    def misses(self, earlier: Snapshot) -> int | None:
+        """A transaction ``earlier`` sees that this snapshot does not (None: it sees
+        every one): listed as running here, or at or past this ``xmax``."""
+        for xid in sorted(self.xip):
+            if earlier.sees(xid):
+                return xid
+        xid = self.xmax
+        for _ in range(_RANGE_SCANNED):
+            if not _precedes(xid, earlier.xmax):
+                return None
+            if earlier.sees(xid):
+                return xid
+            xid = (xid + 1) & _MASK
+            if xid < _FIRST_NORMAL_XID:  # wraparound skips the special xids
+                xid = _FIRST_NORMAL_XID
+        return xid
