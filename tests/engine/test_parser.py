@@ -339,6 +339,15 @@ REFUSED = [
     ("SELECT * FROM t WHERE t.* IS NULL", "t.* is only allowed as the select list"),
     ("SELECT * FROM t WHERE db.s.t.a = 1", "cross-database references are not supported"),
     ("SELECT * FROM t WHERE a = 1 LIKE 'x' LIKE 'y'", "syntax error"),
+    # valid SQL outside the subset: said so, not a bare syntax error
+    ("SELECT * FROM t WHERE ~a = 1", "prefix operators (~) are not supported"),
+    ("SELECT * FROM t WHERE |/ a > 1", "prefix operators (|/) are not supported"),
+    ("SELECT * FROM t WHERE @ a > 1", "prefix operators (@) are not supported"),
+    ("SELECT * FROM t WHERE a IS NULL = TRUE", "comparing the result of an IS test"),
+    ("SELECT * FROM t WHERE a ISNULL <> false", "comparing the result of an IS test"),
+    ("SELECT * FROM t WHERE a IS NOT TRUE = b", "comparing the result of an IS test"),
+    ("SELECT * FROM t WHERE a OPERATOR(pg_catalog.=) 1", "OPERATOR(...) is not supported"),
+    ("SELECT * FROM t WHERE a = = 1", "syntax error"),
 ]
 
 

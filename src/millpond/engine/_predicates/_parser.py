@@ -402,6 +402,11 @@ class _Parser:
             elif self.peek().is_word("is"):
                 expr = self.is_test(expr)
             else:
+                if tests and self.peek().kind == "op" and self.peek().value in COMPARISON_OPS:
+                    raise self.refuse(
+                        "comparing the result of an IS test is not supported; write the "
+                        "test alone (a IS NULL, a IS NOT TRUE…) or combine it with AND/OR/NOT"
+                    )
                 self.shallower(tests)
                 return expr
             tests += 1
@@ -547,6 +552,10 @@ class _Parser:
             raise self.refuse("AT TIME ZONE is not supported")
         if tok.is_word("overlaps"):
             raise self.refuse("OVERLAPS is not supported")
+        if tok.is_word("operator") and self.peek(1).is_op("("):
+            raise self.refuse(
+                "OPERATOR(...) is not supported; write the operator itself (=, <, LIKE…)"
+            )
         if tok.kind == "op" and tok.value not in COMPARISON_OPS and tok.value not in ",();:":
             raise self.refuse(operator_message(tok.value))
 
@@ -564,6 +573,8 @@ class _Parser:
             return Column(self.column_ref(tok)[1])
         if tok.kind == "ident":
             return self.word_primary(tok)
+        if tok.kind == "op" and tok.value not in COMPARISON_OPS and tok.value not in ",();:":
+            raise self.refuse(f"prefix operators ({tok.value}) are not supported", tok)
         raise self.syntax_error()
 
     def parenthesised(self) -> Expr:
