@@ -9,7 +9,7 @@ jitter (each delay uniform in ``[0, min(cap, base * 2**attempt)]``); a server's
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -48,9 +48,14 @@ class RetryPolicy:
     jitter: bool = True
     """Full jitter (uniform in ``[0, ceiling]``); without it, the ceiling itself."""
 
+    _backoff: Backoff = field(init=False, repr=False, compare=False, hash=False)
+    """Its delays: one generator for the policy's life (seeding one costs ~24 µs)."""
+
     def __post_init__(self) -> None:
         if not (self.base >= 0 and self.cap >= 0 and self.max_retry_after >= 0):
             raise ValueError("RetryPolicy delays must be non-negative")
+        backoff = Backoff(base=self.base, cap=self.cap, jitter=self.jitter)
+        object.__setattr__(self, "_backoff", backoff)  # frozen: set once, here
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number ``attempt`` (0 for the first retry).
@@ -60,7 +65,7 @@ class RetryPolicy:
         """
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
-        return Backoff(base=self.base, cap=self.cap, jitter=self.jitter).delay(max(attempt, 0))
+        return self._backoff.delay(max(attempt, 0))
 
     def should_retry(
         self,
