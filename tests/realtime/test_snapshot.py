@@ -55,10 +55,19 @@ def test_past_this_xmax_but_seen_before_is_missed() -> None:
 
 
 def test_missed_across_wraparound() -> None:
-    earlier = snap("4294967290:5:")
+    # 64-bit xids as Postgres gives them: 4294967301 is 5 in the next epoch
+    earlier = snap("4294967290:4294967301:")
     assert snap("4294967294:4294967294:").misses(earlier) == 4294967294
-    assert snap("3:3:").misses(snap("4294967290:5:3")) == 4
-    assert snap("5:5:").misses(earlier) is None
+    assert snap("4294967299:4294967299:").misses(snap("4294967290:4294967301:4294967299")) == 4
+    assert snap("4294967301:4294967301:").misses(earlier) is None
+
+
+def test_an_earlier_snapshot_of_long_ago_is_never_missed() -> None:
+    """2**32 xids later the 32-bit xids repeat: 103 looks like one the earlier snapshot
+    saw. In 64 bits the later snapshot's xmin is past everything it saw."""
+    later = 1 << 32
+    assert snap(f"{later + 100}:{later + 110}:{later + 103}").misses(snap("100:110:")) is None
+    assert snap("100:110:103").misses(snap("100:110:")) == 103
 
 
 def test_a_range_too_long_to_scan_counts_as_missed() -> None:

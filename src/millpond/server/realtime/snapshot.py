@@ -40,6 +40,10 @@ class Snapshot:
     committed_unseen: bool = False
     """A transaction the snapshot lists as running had already committed (Postgres
     said so when the snapshot was taken): the snapshot cannot be used."""
+    full_xmin: int = 0
+    full_xmax: int = 0
+    """``xmin`` and ``xmax`` as Postgres gave them, 64 bits (epoch included), which never
+    wrap: how far apart two snapshots are however long ago one was taken (0: unknown)."""
 
     @classmethod
     def parse(cls, text: str, lsn: int, committed_unseen: bool = False) -> Snapshot:
@@ -50,6 +54,8 @@ class Snapshot:
             frozenset(int(x) & _MASK for x in xip.split(",") if x),
             lsn,
             committed_unseen,
+            int(xmin),
+            int(xmax),
         )
 
     def sees(self, xid: int) -> bool:
@@ -62,7 +68,12 @@ class Snapshot:
 
     def misses(self, earlier: Snapshot) -> int | None:
         """A transaction ``earlier`` sees that this snapshot does not (None: it sees
-        every one): listed as running here, or at or past this ``xmax``."""
+        every one): listed as running here, or at or past this ``xmax``. Everything
+        ``earlier`` saw is older than its ``xmax``; this one sees everything older than
+        its ``xmin``: when one is past the other (in 64 bits), nothing is looked at (the
+        32-bit comparisons below would be wrong 2**31 xids later)."""
+        if self.full_xmin and earlier.full_xmax and earlier.full_xmax <= self.full_xmin:
+            return None
         for xid in sorted(self.xip):
             if earlier.sees(xid):
                 return xid
