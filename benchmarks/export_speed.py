@@ -1,4 +1,5 @@
-"""Exports side by side with ``psql``: CSV and Parquet export jobs against ``\\copy … TO``.
+"""Exports side by side with ``psql``: CSV and Parquet export jobs, and the streamed CSV
+export, against ``\\copy … TO``.
 
 Starts ``millpond up`` in a subprocess (its own embedded Postgres), fills a table of
 ``--rows`` rows and 10 columns (the shape of ``import_csv.py``: ints, text, numeric,
@@ -7,16 +8,19 @@ rounds:
 
 * **millpond csv** / **millpond parquet**: the SDK creates the export job, waits for it
   (polling every 20 ms) and downloads the file — what a user waits for;
+* **millpond csv stream**: ``mp.exports.stream`` — one request whose answer is the CSV,
+  written to the file as it comes (``POST /v1/exports/stream``);
 * **psql \\copy csv**: ``\\copy (SELECT * FROM t) TO file (FORMAT csv, HEADER)`` through
   the same Postgres — the anchor of both (the issue's bars: CSV ≥ 0.8x, Parquet ≥ 0.6x).
 
 While each millpond export runs, the server process' RSS is sampled every 10 ms: the
 growth printed is the peak above the RSS just before the job (bar: < 50 MB), for the
-first export of each format (which also loads its libraries: pyarrow for Parquet) and the
+first export of each kind (which also loads its libraries: pyarrow for Parquet) and the
 largest of the later ones.
 
 Prints medians, the RSS growth and the ratios (anchor time / millpond time: 1.0 is as fast
-as psql), the CSV one last.
+as psql), the streamed CSV one last: it is the CSV export to use when nothing asks for a
+job.
 
     python benchmarks/export_speed.py [--rows 1000000] [--rounds 3]
 """
@@ -38,6 +42,7 @@ from _harness import rss_kb, running_server, timed
 from millpond import Millpond
 
 PSQL = "psql \\copy csv"
+STREAM = "millpond csv stream"
 FILL = """
 CREATE TABLE t AS SELECT
     i::int8 AS id,
@@ -110,7 +115,7 @@ def main() -> None:
         pg_name = mp.query(db, "SELECT current_database()").data[0][0]  # type: ignore[index]
         url = server.superuser_url(pg_name)
         out = Path(tmp) / "out"
-        growth: dict[str, list[float]] = {"millpond csv": [], "millpond parquet": []}
+        growth: dict[str, list[float]] = {"millpond csv": [], "millpond parquet": [], STREAM: []}
         sizes: dict[str, int] = {}
 
         def millpond(fmt: str) -> Callable[[], None]:
@@ -125,6 +130,12 @@ def main() -> None:
 
             return run
 
+        def stream() -> None:
+            with PeakRss(server.pid) as rss:
+                done = mp.exports.stream(db, out.with_suffix(".stream.csv"), table_name="t")
+            growth[STREAM].append(rss.growth_mb)
+            sizes[STREAM] = done.size_bytes
+
         def psql_copy() -> None:
             target = out.with_suffix(".psql.csv")
             subprocess.run(
@@ -136,6 +147,7 @@ def main() -> None:
         runs = {
             "millpond csv": millpond("csv"),
             "millpond parquet": millpond("parquet"),
+            STREAM: stream,
             PSQL: psql_copy,
         }
         timings: dict[str, list[float]] = {name: [] for name in runs}
@@ -143,6 +155,7 @@ def main() -> None:
             for name in random.sample(list(runs), len(runs)):
                 timings[name].append(timed(runs[name]))
         mp.close()
+        assert sizes[STREAM] == sizes["millpond csv"] == sizes[PSQL], sizes
 
         print(f"{args.rows} rows, 10 columns; {args.rounds} rounds")
         med = {name: statistics.median(values) for name, values in timings.items()}
@@ -153,11 +166,12 @@ def main() -> None:
                 most = max(later, default=0)
                 extra = f", RSS growth {first:.0f} MB first, then at most {most:.0f} MB"
             print(
-                f"{name:>18}: median {value:6.2f} s ({args.rows / value / 1000:5.0f} k rows/s,"
+                f"{name:>19}: median {value:6.2f} s ({args.rows / value / 1000:5.0f} k rows/s,"
                 f" {sizes[name] / 1e6:.1f} MB{extra}; runs {_seconds(timings[name])})"
             )
         print(f"ratio parquet export vs psql \\copy csv: {med[PSQL] / med['millpond parquet']:.2f}")
-        print(f"ratio csv export vs psql \\copy csv: {med[PSQL] / med['millpond csv']:.2f}")
+        print(f"ratio csv export job vs psql \\copy csv: {med[PSQL] / med['millpond csv']:.2f}")
+        print(f"ratio csv export stream vs psql \\copy csv: {med[PSQL] / med[STREAM]:.2f}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ NAMES = {
     "AsyncClient": "Client",
     "asyncio": "time",
     "aclose": "close",
+    "aread": "read",  # httpx.Response's
+    "aiter_bytes": "iter_bytes",
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",
     "async": "",  # `async def`, `async with`, `async for`

@@ -103,6 +103,10 @@ SHOWN = {
         'details.flag_metadata["millpond_reason"] == "RULE_MATCH"',
     ],
     "sdk.md": ["result.data == [{'one': 1}]"],
+    "transfer.md": [
+        "Path(done.path).stat().st_size == done.size_bytes > 100_000",
+        "not list(Path().glob('broken.csv*'))",  # (the export failed: no file)
+    ],
 }
 """Per doc: what its comments say of the names it leaves, true after it."""
 
@@ -121,12 +125,14 @@ def test_the_docs_have_python() -> None:
     assert docs_with_python() == [
         "api.md",
         "compat.md",
+        "databases.md",
         "events.md",
         "flags.md",
         "gateway.md",
         "modules.md",
         "openfeature.md",
         "sdk.md",
+        "transfer.md",
     ]
     for doc, numbers in MODULE_SOURCE.items():
         assert max(numbers) <= len(python_blocks(doc))

@@ -508,6 +508,9 @@ def test_every_method_is_in_the_table() -> None:
     # imports and exports upload, poll and download: tested on the real server in
     # tests/transfer
     transfer = {n for n in public if n.startswith(("imports.", "exports."))}
+    # a database's backup and restore stream files: on the real server in
+    # tests/server/test_database_backups.py (both SDKs) and tests/cli/test_backups.py
+    transfer |= {"databases.backup", "databases.restore"}
     # identify/track buffer events, flush waits, send_events sends a batch: tested with
     # the fake and the real server in tests/client/test_events.py
     events = {"identify", "track", "flush", "send_events"}

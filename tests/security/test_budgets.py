@@ -277,6 +277,31 @@ async def _closers_and_reclaim() -> None:
     assert budget.open == 1
 
 
+def test_a_session_counts_both_and_gives_both_back_once() -> None:
+    asyncio.run(_session())
+
+
+async def _session() -> None:
+    budget = ConnectionBudget(account_limit=2, capacity=2)
+    release = await budget.session(1, "alice")
+    assert budget.held == {1: 1} and budget.open == 1
+    release()
+    release()  # once only
+    assert budget.held == {} and budget.open == 0
+    first, second = await budget.session(1), await budget.session(2)
+    with pytest.raises(BudgetExceeded) as refused:
+        await budget.session(3)  # the server is full: nothing stays counted for 3
+    assert refused.value.scope == "server" and budget.held == {1: 1, 2: 1}
+    first()
+    third = await budget.session(1)
+    with pytest.raises(BudgetExceeded) as refused:
+        await budget.session(1, "alice")  # its own limit (half the capacity: 1)
+    assert refused.value.scope == "account" and budget.open == 2
+    second()
+    third()
+    assert budget.held == {} and budget.open == 0
+
+
 def test_streams_keep_one_for_the_flags_stream() -> None:
     settings = {"max_wal_senders": "10", "max_replication_slots": "64"}
     assert streams_of(settings, 16) == 9

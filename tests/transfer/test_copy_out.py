@@ -129,3 +129,17 @@ def test_waiting_for_rows_leaves_the_gil(conn: psycopg.Connection[Any], superuse
         reader.join(timeout=60)
     assert spins == 200_000
     assert b"".join(result) == b"\t7\n"
+
+
+def test_linger_sends_what_came_before_a_pause(conn: psycopg.Connection[Any]) -> None:
+    """With ``linger`` (streamed exports), a partial block goes once Postgres pauses: the
+    rows before a slow one arrive before it (Postgres itself sends 8 KB at a time)."""
+    statement = (
+        b"COPY (SELECT i, repeat('x', 1000), CASE WHEN i = 101 THEN"
+        b" (SELECT 1 FROM pg_sleep(1)) END FROM generate_series(1, 200) i) TO STDOUT"
+    )
+    whole = psycopg_copy(conn, statement.decode())
+    assert len(list(CopyOut(conn, statement))) == 1  # without: one block, at the end
+    blocks = list(CopyOut(conn, statement, linger=0.2))
+    assert len(blocks) == 2 and b"".join(blocks) == whole
+    assert 90 <= blocks[0].count(b"\n") <= 100  # what Postgres had sent before row 101

@@ -140,6 +140,8 @@ _HINTS = {
     "storage_limit_exceeded": "raise the limit with "
     "`millpond db update OWNER/NAME --storage-limit BYTES` (or --no-storage-limit)",
     "database_exists": "pick another name; `millpond db list` shows the ones you have",
+    "database_not_empty": "restore into a new database (`millpond restore FILE --database "
+    "OWNER/NEW_NAME` creates it), or delete this one with `millpond db delete` first",
     "user_exists": "pick another username; `millpond user list` shows the existing ones",
     "user_owns_databases": "pass --delete-databases to delete the user with their databases",
     "statement_timeout": "the server's MILLPOND_STATEMENT_TIMEOUT_MS limits each query; "

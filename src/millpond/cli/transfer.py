@@ -1,6 +1,8 @@
 """``millpond import`` and ``millpond export``: load a file (or URL) into a table, export a
 query or table to a file. Both start a job on the server and wait for it (with a progress
-bar when stderr is a terminal); ``--no-wait`` prints the accepted job instead."""
+bar when stderr is a terminal); ``--no-wait`` prints the accepted job instead.
+``millpond export --stream`` is a CSV export with no job: the file is written as the
+server reads it from Postgres (the bytes received shown on a terminal)."""
 
 from __future__ import annotations
 
@@ -243,12 +245,21 @@ def export(
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="No progress bar while waiting.")
     ] = False,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="CSV only: no job, the rows come in the answer and go to -o FILE as the "
+            "server reads them (faster; prints what was written, not a job).",
+        ),
+    ] = False,
 ) -> None:
     """Export a query's result or a table to a file: CSV, JSON, NDJSON, XLSX, XLS or Parquet.
 
     The server streams the rows into the file, then this downloads it to -o FILE and prints
     the job. The job's download_url is a signed link that works without a key until it
-    expires.
+    expires. With --stream (CSV), there is no job and no file on the server: the export is
+    the answer itself, an interrupted one leaves no file.
     """
     if (query is None) == (table is None):
         raise typer.BadParameter("give --query SQL or --table TABLE", param_hint="'-q' / '-t'")
@@ -261,6 +272,21 @@ def export(
         raise typer.BadParameter("give -o FILE (or --no-wait)", param_hint="'-o'")
     st = state(ctx)
     st.database = database
+    if stream:
+        _check_stream(fmt, no_wait)
+        assert output is not None
+        with st.client() as mp:
+            streamed = mp.exports.stream(
+                database,
+                output,
+                query_string=query,
+                table_name=table,
+                schema_name=schema,
+                file_name=None if output.is_dir() else output.name,
+                progress=_progress(no_progress),
+            )
+        show_one(st.format, streamed)
+        return
     with st.client() as mp:
         job = mp.exports.create(
             database,
@@ -277,6 +303,18 @@ def export(
         if job.state == "DONE" and output is not None:
             mp.exports.download(job.id, output)
     _finish(st.format, job, "export")
+
+
+def _check_stream(fmt: str | None, no_wait: bool) -> None:
+    if fmt not in (None, "csv"):
+        raise typer.BadParameter(
+            f"a streamed export is CSV, not {fmt}: leave out --stream for a job",
+            param_hint="'--stream'",
+        )
+    if no_wait:
+        raise typer.BadParameter(
+            "--no-wait makes a job: a streamed export has none", param_hint="'--stream'"
+        )
 
 
 JOB_KINDS = ("import", "export")

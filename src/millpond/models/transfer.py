@@ -1,4 +1,5 @@
-"""Import and export jobs (``/v1/imports``, ``/v1/exports``).
+"""Import and export jobs (``/v1/imports``, ``/v1/exports``), and streamed CSV exports
+(``/v1/exports/stream``).
 
 Field names follow the bit.io API (``db_name``, ``table_name``, ``schema_name``,
 ``infer_header``, ``file_url``, ``query_string``, ``export_format``), so code written
@@ -175,3 +176,18 @@ class ExportJob(WireModel):
     error_type: str | None = None
     error_details: dict[str, Any] | None = None
     status_url: str | None = None
+
+
+class StreamedExport(WireModel):
+    """What ``mp.exports.stream`` wrote: a streamed export (``POST /v1/exports/stream``)
+    is no job, its answer is the CSV itself; this is the SDK's account of it."""
+
+    db_name: str
+    export_format: Literal["csv"] = "csv"
+    query_string: str | None = None
+    table_name: str | None = None
+    schema_name: str | None = None
+    file_name: str = Field(description="The server's name for the file (Content-Disposition).")
+    path: str = Field(description="Where the file was written.")
+    size_bytes: int
+    elapsed_ms: float

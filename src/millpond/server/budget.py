@@ -4,16 +4,17 @@ costly-to-hold things) every other tenant needs.
 **Connections.** Two counts, both exact:
 
 * *tenant connections* — every real Postgres connection the server holds on a tenant's
-  behalf (pooled HTTP query connections, busy or idle, and gateway sessions). Their sum
-  never exceeds ``capacity``: Postgres' ``max_connections`` minus its own reserved slots
-  minus the ``reserved_connections`` setting, kept for the server's own pools (control
-  database, jobs, privileged sessions). An idle pooled connection belongs to nobody and
-  is closed on demand (``reclaimers``) when a new one needs its place.
+  behalf (pooled HTTP query connections, busy or idle, gateway sessions and streamed
+  exports). Their sum never exceeds ``capacity``: Postgres' ``max_connections`` minus
+  its own reserved slots minus the ``reserved_connections`` setting, kept for the
+  server's own pools (control database, jobs, privileged sessions). An idle pooled
+  connection belongs to nobody and is closed on demand (``reclaimers``) when a new one
+  needs its place.
 * *account connections* — the connections an account holds at this moment: its gateway
-  sessions and its HTTP queries in progress (each on a pooled connection), at most
-  ``account_limit``. The account is the caller's user; a service account's keys count
-  for the user that owns it. The limit is capped at half the capacity, so one account
-  always leaves room for the others.
+  sessions, its HTTP queries in progress (each on a pooled connection) and its streamed
+  exports (``transfer/stream.py``), at most ``account_limit``. The account is the
+  caller's user; a service account's keys count for the user that owns it. The limit is
+  capped at half the capacity, so one account always leaves room for the others.
 
 Both counts are per server replica (documented in docs/configuration.md).
 
@@ -58,8 +59,9 @@ class BudgetExceeded(Exception):
             who = f"account {self.account!r}" if self.account else "this account"
             return (
                 f"connection budget exceeded: {who} holds {self.current} of its {self.limit}"
-                " Postgres connections (account_max_connections; gateway sessions and HTTP"
-                " queries in progress, per server): close some or wait for them to finish"
+                " Postgres connections (account_max_connections; gateway sessions, HTTP"
+                " queries and streamed exports in progress, per server): close some or wait"
+                " for them to finish"
             )
         return (
             f"connection budget exceeded: all {self.limit} Postgres connections the server"
@@ -159,6 +161,31 @@ class ConnectionBudget:
             if not await self.make_room():
                 self._server_busy_at = time.monotonic()
                 raise self.server_full()
+
+    async def session(
+        self, account: int, name: str | None = None, exempt: bool = False
+    ) -> Callable[[], None]:
+        """Count a long-lived session (a gateway session, a streamed export, a backup):
+        one of ``account``'s connections and one real tenant connection. Returns what
+        gives both back (the first time it is called); :class:`BudgetExceeded` with
+        nothing counted when either does not fit."""
+        self.hold(account, name, exempt)
+        try:
+            await self.open_connection()
+        except BaseException:
+            self.unhold(account)
+            raise
+        closed = self.closer()
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.unhold(account)
+                closed()
+
+        return release
 
     def closer(self) -> Callable[[], None]:
         """A function that gives one counted connection back, the first time it is called."""

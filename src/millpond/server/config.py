@@ -105,8 +105,9 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "Postgres connections one account (a user with its service accounts) may hold at "
-            "once on each replica: its gateway sessions plus its HTTP queries in progress, "
-            "over all databases and keys (at most half of the tenant capacity). More: 429 or "
+            "once on each replica: its gateway sessions plus its HTTP queries and streamed "
+            "exports in progress, over all databases and keys (at most half of the tenant "
+            "capacity). More: 429 or "
             "FATAL 53300 `connection_budget_exceeded`."
         ),
     )
@@ -291,7 +292,7 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "Largest file an import takes (upload, download from a URL, or after gzip "
-            "decompression), in bytes."
+            "decompression), and largest backup a database restore takes, in bytes."
         ),
     )
     transfer_max_value_bytes: int = Field(

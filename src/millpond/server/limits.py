@@ -8,7 +8,9 @@ JSON body (``application/json``, ``…+json`` or no content type) nested deeper 
 ``max_json_depth`` is answered ``400 json_too_deep`` before anything parses it (Python's
 parser would recurse until it fails). Multipart uploads of import jobs stream to disk
 under their own, bigger limit (``transfer_max_file_bytes``, enforced while they stream)
-and pass through untouched.
+and pass through untouched, as do database restores (``POST
+/v1/databases/{owner}/{name}/restore``: a backup file, streamed to disk under the same
+limit by ``databases/backup.py``).
 
 :func:`too_deep` is the one nesting check: the WebSocket messages and the JSON values of
 query results use it too.
@@ -34,6 +36,8 @@ values, import files)."""
 
 UPLOAD_PATHS = frozenset({"/v1/imports", "/v1/imports/preview"})
 """Routes that stream a multipart body to disk under ``transfer_max_file_bytes``."""
+RESTORE_PATH = re.compile(r"/v1/databases/[^/]+/[^/]+/restore")
+"""Restores: any body, streamed to disk under ``transfer_max_file_bytes``."""
 
 _STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -127,8 +131,11 @@ def _is_json(content_type: str | None) -> bool:
 
 
 def _is_upload(scope: Scope, content_type: str | None) -> bool:
+    path = scope.get("path", "")
+    if scope.get("method") == "POST" and RESTORE_PATH.fullmatch(path):
+        return True
     return (
-        scope.get("path") in UPLOAD_PATHS
+        path in UPLOAD_PATHS
         and content_type is not None
         and content_type.lower().startswith("multipart/form-data")
     )

@@ -24,6 +24,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from ..models import ErrorEnvelope
+from ..models.backups import MEDIA_TYPE as BACKUP_MEDIA_TYPE
 from ..models.transfer import ImportOptions
 from .compat import schematic
 from .deps import principal
@@ -32,7 +33,9 @@ from .transfer.exporter import CONTENT_TYPES
 DESCRIPTIONS: dict[int, str] = {
     400: "The request cannot be carried out as sent: a body that is not JSON (`http_error`), "
     "nested too deep (`json_too_deep`) or not valid Unicode (`invalid_text`); SQL that "
-    "fails (`sql_error`, `statement_timeout`); an unreadable import file.",
+    "fails (`sql_error`, `statement_timeout`); an unreadable import file; a file that is "
+    "not a database backup (`invalid_backup`, `unsupported_backup_format`); a backup or a "
+    "restore that Postgres refused (`backup_failed`, `restore_failed`).",
     401: "Missing, unknown, revoked or expired API key (`unauthorized`), a revoked "
     "anonymous identity's token (`identity_revoked`), or a login provider's token that does "
     "not verify (`invalid_token`, `token_expired`, `token_not_yet_valid`, `token_audience`, "
@@ -44,9 +47,10 @@ DESCRIPTIONS: dict[int, str] = {
     "(`wrong_password`).",
     404: "What the request names does not exist or is not visible to the caller (`*_not_found`).",
     409: "The request conflicts with the current state (e.g. `*_exists`, `key_conflict`, "
-    "`cannot_delete_self`, `password_changed`).",
+    "`cannot_delete_self`, `password_changed`, `database_not_empty`).",
     410: "The export's link or file has expired (`export_expired`).",
-    413: "The request body is larger than the server accepts (`request_too_large`).",
+    413: "The request body is larger than the server accepts (`request_too_large`; an "
+    "uploaded file: `file_too_large`).",
     422: "The input is invalid (`validation_error`, `invalid_name`, ...), or a reducer call "
     "did not commit (`reducer_failed`, `reducer_error`, `reducer_timeout`, `reducer_crashed`).",
     429: "The account's connection budget is spent (`connection_budget_exceeded`), too "
@@ -96,6 +100,8 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/v1/databases/{owner}/{name}/collaborators"): _LOOKUP,
     ("PUT", "/v1/databases/{owner}/{name}/collaborators/{username}"): _LOOKUP,
     ("DELETE", "/v1/databases/{owner}/{name}/collaborators/{username}"): _LOOKUP,
+    ("GET", "/v1/databases/{owner}/{name}/backup"): frozenset({400, 404, 429}),
+    ("POST", "/v1/databases/{owner}/{name}/restore"): frozenset({400, 404, 409, 413, 429}),
     # modules
     ("POST", "/v1/databases/{owner}/{name}/module"): frozenset({404, 409}),
     ("GET", "/v1/databases/{owner}/{name}/module"): _LOOKUP,
@@ -123,6 +129,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/v1/exports"): _NONE,
     ("GET", "/v1/imports/{job_id}"): _LOOKUP,
     ("POST", "/v1/exports"): _LOOKUP,
+    ("POST", "/v1/exports/stream"): frozenset({400, 404, 429}),
     ("GET", "/v1/exports/{job_id}"): _LOOKUP,
     ("GET", "/v1/exports/{job_id}/download"): frozenset({403, 404, 410}),
     # flags: environments and their keys
@@ -290,7 +297,17 @@ _IMPORT_BODY = {
         "multipart/form-data": {"schema": _UPLOAD_FORM},
     },
 }
-_MANUAL_BODIES = {("POST", "/v1/imports"), ("POST", "/v1/imports/preview")}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_RESTORE = ("POST", "/v1/databases/{owner}/{name}/restore")
+_BACKUP = ("GET", "/v1/databases/{owner}/{name}/backup")
+_MANUAL_BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/v1/imports"): _IMPORT_BODY,
+    ("POST", "/v1/imports/preview"): _IMPORT_BODY,
+    _RESTORE: {  # a backup file (models/backups.py), whatever its content type
+        "required": True,
+        "content": {BACKUP_MEDIA_TYPE: _BINARY, "application/octet-stream": _BINARY},
+    },
+}
 # Upserts: 200 when the record existed, 201 when it was created.
 _UPSERTS = {("POST", F + "/companies"), ("POST", F + "/users")}
 _DOWNLOAD = ("GET", "/v1/exports/{job_id}/download")
@@ -352,7 +369,9 @@ def error_statuses(method: str, path: str, route: APIRoute) -> set[int]:
 def _document(operation: dict[str, Any], method: str, path: str, route: APIRoute) -> None:
     key = (method, path)
     if key in _MANUAL_BODIES:
-        operation["requestBody"] = _IMPORT_BODY
+        operation["requestBody"] = _MANUAL_BODIES[key]
+    if key == _BACKUP:
+        operation["responses"]["200"]["content"] = {BACKUP_MEDIA_TYPE: _BINARY}
     if key == _DOWNLOAD:  # the exported file, in its format's media type
         binary = {"schema": {"type": "string", "format": "binary"}}
         content = {media.split(";")[0]: binary for media in CONTENT_TYPES.values()}

@@ -1,13 +1,25 @@
-"""``mp.databases``: create, list, inspect, change, delete and share databases.
+"""``mp.databases``: create, list, inspect, change, delete, share, back up and restore
+databases.
 
 Databases are named ``"owner/name"``. Every method takes keyword-only ``timeout=``
-(seconds, or an ``httpx.Timeout``) and ``max_retries=`` overriding the client's.
+(seconds, or an ``httpx.Timeout``) and ``max_retries=`` overriding the client's (but
+``backup`` and ``restore``, which stream a file and are never retried)::
+
+    manifest = await mp.databases.backup("alice/shop", "shop.mpdb")
+    await mp.databases.create("shop-copy")
+    await mp.databases.restore("alice/shop-copy", "shop.mpdb")
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+from collections.abc import AsyncIterator
+from typing import IO
 
+import httpx
+
+from ...errors import TransportError
 from ...models import (
     Collaborator,
     CollaboratorRole,
@@ -16,8 +28,27 @@ from ...models import (
     DatabaseCreate,
     DatabaseUpdate,
 )
+from ...models.backups import MEDIA_TYPE, BackupManifest, DatabaseRestore
+from .._backups import (
+    CHUNK,
+    ByteProgress,
+    FileInput,
+    Output,
+    complete,
+    manifest_of,
+    name_of,
+    no_read_limit,
+    open_input,
+    position_of,
+    read_head,
+    retry_or_raise,
+    rewind,
+    size_of,
+)
 from .._base import (
+    Attempts,
     Call,
+    Retry,
     TimeoutTypes,
     body,
     database_path,
@@ -126,3 +157,133 @@ class AsyncDatabases:
         """Stop sharing the database with ``username``."""
         call = Call("DELETE", database_path(db, "collaborators", username), parse_none)
         await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    # -- backups (models/backups.py) ---------------------------------------------------------
+
+    async def backup(
+        self,
+        db: str,
+        file: FileInput,
+        *,
+        progress: bool = False,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> BackupManifest:
+        """Stream a backup of ``db`` (the owner and admins) into ``file``: a path (written
+        whole, or not at all) or a binary file object. Returns the backup's manifest.
+        Retried only while nothing was received; ``progress=True`` shows the bytes
+        received on stderr."""
+        call = Call("GET", database_path(db, "backup"), bytes)
+        attempts = Attempts(self._transport.config, call, timeout=timeout, max_retries=max_retries)
+        out = Output(file)
+        bar = ByteProgress(progress, f"backup of {db}")
+        try:
+            while isinstance(outcome := await self._backup(attempts, out, bar, db), Retry):
+                await asyncio.sleep(outcome.delay)
+        except BaseException:
+            out.abandon()
+            raise
+        finally:
+            bar.close()
+        out.finish()
+        return outcome
+
+    async def _backup(
+        self, attempts: Attempts[bytes], out: Output, bar: ByteProgress, db: str
+    ) -> BackupManifest | Retry:
+        spec = attempts.request
+        try:
+            async with self._transport._http.stream(
+                "GET", spec.url, headers=spec.headers, timeout=spec.timeout
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    return retry_or_raise(attempts.after_response(response))
+                return await _receive(response.aiter_bytes(), out, bar, db)
+        except httpx.TransportError as exc:
+            if out.written:  # what was written cannot be taken back from a file object
+                raise TransportError(f"the backup of {db} was cut short: {exc!r}") from exc
+            return attempts.after_error(exc)
+
+    async def restore(
+        self,
+        db: str,
+        file: FileInput,
+        *,
+        progress: bool = False,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> DatabaseRestore:
+        """Restore the backup in ``file`` (a path or a binary file object) into ``db``,
+        which must hold no tables, functions or other objects yet (``ConflictError``
+        ``database_not_empty``); all of it or nothing. The file is checked before it is
+        sent; retried (when the server answers that it could not start) only if it can be
+        read again (a path, a seekable file). Waits for the restore however long it
+        takes, unless ``timeout`` says otherwise; ``progress=True`` shows the bytes sent
+        on stderr."""
+        stream, opened = open_input(file)
+        try:
+            _, head = read_head(stream, name_of(file))
+            start = position_of(stream)
+            call = Call("POST", database_path(db, "restore"), parse_model(DatabaseRestore))
+            retries = max_retries if start is not None else 0
+            attempts = Attempts(self._transport.config, call, timeout=timeout, max_retries=retries)
+            bar = ByteProgress(progress, f"restore into {db}", size_of(file))
+            try:
+                while isinstance(
+                    outcome := await self._restore(attempts, stream, head, bar, timeout), Retry
+                ):
+                    await asyncio.sleep(outcome.delay)
+                    rewind(stream, start, bar)
+            finally:
+                bar.close()
+        finally:
+            if opened is not None:
+                opened.close()
+        return outcome
+
+    async def _restore(
+        self,
+        attempts: Attempts[DatabaseRestore],
+        stream: IO[bytes],
+        head: bytes,
+        bar: ByteProgress,
+        timeout: TimeoutTypes,
+    ) -> DatabaseRestore | Retry:
+        spec = attempts.request
+        wait = spec.timeout if timeout is not None else no_read_limit(spec.timeout)
+        try:
+            response = await self._transport._http.post(
+                spec.url,
+                content=_send(stream, head, bar),
+                headers={**spec.headers, "Content-Type": MEDIA_TYPE},
+                timeout=wait,
+            )
+        except httpx.TransportError as exc:
+            return attempts.after_error(exc)
+        return attempts.after_response(response)
+
+
+async def _receive(
+    chunks: AsyncIterator[bytes], out: Output, bar: ByteProgress, db: str
+) -> BackupManifest:
+    """Write the backup's bytes to ``out``; its manifest (read from its head)."""
+    manifest: BackupManifest | None = None
+    head = b""
+    async for chunk in chunks:
+        out.write(chunk)
+        bar.advance(len(chunk))
+        if manifest is None:
+            head += chunk
+            manifest = manifest_of(head, db)
+    return complete(manifest, db)
+
+
+async def _send(stream: IO[bytes], head: bytes, bar: ByteProgress) -> AsyncIterator[bytes]:
+    """The file's bytes, ``head`` (already read) first."""
+    yield head
+    bar.advance(len(head))
+    while chunk := stream.read(CHUNK):
+        bar.advance(len(chunk))
+        yield chunk
+    bar.phase("restoring")

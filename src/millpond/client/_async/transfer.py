@@ -5,13 +5,15 @@ to files, as jobs the server runs::
     job = await mp.imports.wait(job.id, progress=True)   # DONE or FAILED
     job = await mp.exports.create("alice/shop", query_string="SELECT …", export_format="parquet")
     await mp.exports.download(job.id, "orders.parquet")  # waits for it first
+    await mp.exports.stream("alice/shop", "orders.csv", table_name="orders")  # no job: CSV
 
 A job's ``state`` moves RECEIVED → PROCESSING → DONE or FAILED; a FAILED job says why
 in ``error_type`` and ``error_details`` (with the row and line for a bad value).
 ``file`` is a path or a binary file object; it is streamed, never read whole. Every
 method takes keyword-only ``timeout=`` and ``max_retries=`` (uploads are never retried).
 ``list()`` answers one page of jobs; ``iter()`` takes the same filters and goes on to the
-oldest, a page (``page_size``) per request.
+oldest, a page (``page_size``) per request. ``exports.stream()`` is a CSV export in one
+request, written to its file as the server reads it from Postgres (docs/transfer.md).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from time import monotonic
-from typing import IO, Any
+from typing import Any
 
 import httpx
 
-from ...errors import MillpondError, error_for_status
+from ...errors import MillpondError, TransportError, error_for_status
+from ...errors import TimeoutError as ReadTimeoutError
 from ...models.transfer import (
     TERMINAL_STATES,
     ExportCreate,
@@ -39,10 +42,12 @@ from ...models.transfer import (
     ImportPreview,
     InferHeader,
     JobState,
+    StreamedExport,
 )
 from .._base import (
     Attempts,
     Call,
+    Retry,
     TimeoutTypes,
     body,
     parse_list,
@@ -51,85 +56,17 @@ from .._base import (
     split_database,
 )
 from .._paging import PAGE_SIZE, Pages
+from .._transfer import (
+    FileInput,
+    ProgressBar,
+    failure,
+    file_name_of,
+    form,
+    job_filter,
+    job_id_of,
+    stream_target,
+)
 from ._transport import AsyncTransport
-
-FileInput = str | os.PathLike[str] | IO[bytes]
-"""A path, or a binary file object open for reading."""
-
-_DOWNLOAD_CHUNK = 1024 * 1024
-
-
-class _ProgressBar:
-    """A progress bar on stderr while waiting (rich's, when rich is installed)."""
-
-    def __init__(self, enabled: bool, label: str) -> None:
-        self._bar: Any = None
-        self._task: Any = None
-        if not enabled:
-            return
-        try:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TransferSpeedColumn,
-            )
-        except ImportError:  # pragma: no cover - rich comes with the CLI
-            return
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TextColumn("{task.fields[rows]} rows"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task(label, total=None, rows=0)
-
-    def update(self, job: ImportJob | ExportJob) -> None:
-        if self._bar is None:
-            return
-        total = getattr(job, "bytes_total", None)
-        done = job.bytes_done
-        if job.state == "DONE" and total:
-            done = total
-        self._bar.update(
-            self._task,
-            total=total or None,
-            completed=done,
-            rows=job.rows_done,
-            description=job.state.lower(),
-        )
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-def _form(options: ImportOptions) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for name, value in body(options).items():
-        fields[name] = json.dumps(value) if isinstance(value, dict) else str(value)
-    return fields
-
-
-def _file_name(file: FileInput) -> str:
-    if isinstance(file, str | os.PathLike):
-        return os.path.basename(os.fspath(file))
-    name = getattr(file, "name", None)
-    return os.path.basename(name) if isinstance(name, str) else "upload"
-
-
-def _failure(kind: str, job: ImportJob | ExportJob) -> MillpondError:
-    details = job.error_details or {}
-    message = details.get("message") or "no details"
-    return MillpondError(f"{kind} {job.id} failed: {job.error_type}: {message}")
 
 
 class Imports:
@@ -166,8 +103,8 @@ class Imports:
             try:
                 response = await self._transport._http.post(
                     spec.url,
-                    data=_form(options),
-                    files={"file": (_file_name(file), stream, "application/octet-stream")},
+                    data=form(options),
+                    files={"file": (file_name_of(file), stream, "application/octet-stream")},
                     headers=spec.headers,
                     timeout=spec.timeout,
                 )
@@ -295,7 +232,7 @@ class Imports:
             "GET",
             "/v1/imports",
             parse_list(ImportJob),
-            params=_job_filter(database, state, limit, before),
+            params=job_filter(database, state, limit, before),
         )
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
@@ -311,10 +248,8 @@ class Imports:
     ) -> AsyncIterator[ImportJob]:
         """Every import job, newest first, as :meth:`list` but to the end: ``page_size``
         (1-1000) per request, each page fetched when the loop reaches it."""
-        call = Call(
-            "GET", "/v1/imports", parse_list(ImportJob), params=_job_filter(database, state)
-        )
-        pages = Pages(call, _job_id, param="before", size=page_size, start=before)
+        call = Call("GET", "/v1/imports", parse_list(ImportJob), params=job_filter(database, state))
+        pages = Pages(call, job_id_of, param="before", size=page_size, start=before)
         async for job in self._transport.iterate(pages, timeout=timeout, max_retries=max_retries):
             yield job
 
@@ -332,7 +267,7 @@ class Imports:
         """Poll until the job is DONE or FAILED and return it. ``progress=True`` draws a
         progress bar on stderr; ``wait_timeout`` (seconds) gives up with ``TimeoutError``;
         ``raise_on_failure`` raises ``MillpondError`` for a FAILED job."""
-        bar = _ProgressBar(progress, "import")
+        bar = ProgressBar(progress, "import")
         deadline = None if wait_timeout is None else monotonic() + wait_timeout
         try:
             while True:
@@ -346,7 +281,7 @@ class Imports:
         finally:
             bar.close()
         if raise_on_failure and job.state == "FAILED":
-            raise _failure("import", job)
+            raise failure("import", job)
         return job
 
 
@@ -408,7 +343,7 @@ class Exports:
             "GET",
             "/v1/exports",
             parse_list(ExportJob),
-            params=_job_filter(database, state, limit, before),
+            params=job_filter(database, state, limit, before),
         )
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
@@ -423,10 +358,8 @@ class Exports:
         max_retries: int | None = None,
     ) -> AsyncIterator[ExportJob]:
         """Every export job, newest first, as :meth:`list` but to the end."""
-        call = Call(
-            "GET", "/v1/exports", parse_list(ExportJob), params=_job_filter(database, state)
-        )
-        pages = Pages(call, _job_id, param="before", size=page_size, start=before)
+        call = Call("GET", "/v1/exports", parse_list(ExportJob), params=job_filter(database, state))
+        pages = Pages(call, job_id_of, param="before", size=page_size, start=before)
         async for job in self._transport.iterate(pages, timeout=timeout, max_retries=max_retries):
             yield job
 
@@ -442,7 +375,7 @@ class Exports:
         max_retries: int | None = None,
     ) -> ExportJob:
         """Poll until the job is DONE or FAILED and return it (see ``imports.wait``)."""
-        bar = _ProgressBar(progress, "export")
+        bar = ProgressBar(progress, "export")
         deadline = None if wait_timeout is None else monotonic() + wait_timeout
         try:
             while True:
@@ -456,7 +389,7 @@ class Exports:
         finally:
             bar.close()
         if raise_on_failure and job.state == "FAILED":
-            raise _failure("export", job)
+            raise failure("export", job)
         return job
 
     async def download(
@@ -511,20 +444,104 @@ class Exports:
         os.replace(partial, target)
         return target
 
+    async def stream(
+        self,
+        db: str,
+        path: str | os.PathLike[str],
+        query_string: str | None = None,
+        table_name: str | None = None,
+        *,
+        schema_name: str | None = None,
+        file_name: str | None = None,
+        progress: bool = False,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> StreamedExport:
+        """Export the result of ``query_string`` or the table ``table_name`` of
+        ``"owner/name"`` as CSV in one request, no job: the server sends the rows as
+        Postgres writes them, and they are written to ``path`` (a directory: the export's
+        file name in it) as they come. ``progress=True`` shows the bytes received.
 
-def _job_filter(
-    database: str | None, state: str | None, limit: int | None = None, before: str | None = None
-) -> dict[str, str]:
-    params = {} if limit is None else {"limit": str(limit)}
-    if database is not None:
-        split_database(database)
-        params["database"] = database
-    if state is not None:
-        params["state"] = state
-    if before is not None:
-        params["before"] = before
-    return params
+        An error found before the first byte is the server's (``ApiError``: bad input,
+        rights, unknown table, SQL error); an answer cut short (the export failed midway,
+        the connection broke) is a ``TransportError``; either way no file is left (it is
+        written to ``<path>.part``, renamed once complete). Retried only before the
+        answer begins. A job (:meth:`create`) survives disconnects, keeps its file for
+        downloads that resume, and has other formats."""
+        split_database(db)
+        if (query_string is None) == (table_name is None):
+            raise ValueError("give query_string or table_name (one of them)")
+        request = ExportCreate.model_construct(
+            db_name=db,
+            query_string=query_string,
+            table_name=table_name,
+            schema_name=schema_name,
+            file_name=file_name,
+            export_format="csv",
+        )
+        call = Call("POST", "/v1/exports/stream", bytes, json=body(request), idempotent=True)
+        attempts = Attempts(self._transport.config, call, timeout=timeout, max_retries=max_retries)
+        spec = attempts.request
+        headers = {**spec.headers, "Accept": "text/csv", "Accept-Encoding": "identity"}
+        started = monotonic()
+        while True:
+            outcome: bytes | Retry
+            try:
+                async with self._transport._http.stream(
+                    "POST", spec.url, json=spec.json, headers=headers, timeout=spec.timeout
+                ) as response:
+                    if response.status_code == 200:
+                        target, name = stream_target(path, response)
+                        bar = ProgressBar(progress, f"export of {db}", rows=False)
+                        try:
+                            size = await _receive_csv(response, target, bar, db)
+                        finally:
+                            bar.close()
+                        return StreamedExport(
+                            db_name=db,
+                            query_string=query_string,
+                            table_name=table_name,
+                            schema_name=schema_name,
+                            file_name=name,
+                            path=str(target),
+                            size_bytes=size,
+                            elapsed_ms=round((monotonic() - started) * 1000, 3),
+                        )
+                    await response.aread()
+                    outcome = attempts.after_response(response)
+            except httpx.TransportError as exc:  # before the answer (its body: _receive_csv)
+                outcome = attempts.after_error(exc)
+            if not isinstance(outcome, Retry):
+                raise MillpondError(f"unexpected answer to POST {call.path}: not the CSV")
+            await asyncio.sleep(outcome.delay)
 
 
-def _job_id(job: ImportJob | ExportJob) -> str:
-    return job.id
+async def _receive_csv(response: httpx.Response, target: Path, bar: ProgressBar, db: str) -> int:
+    """Write a streamed export's answer to ``target`` through ``<target>.part``, renamed
+    once the answer is complete; removed otherwise. Returns the bytes written."""
+    partial = target.with_name(target.name + ".part")
+    raw: Any = response.stream  # the bytes as sent (we asked for no encoding)
+    size = 0
+    try:
+        with partial.open("wb") as f:
+            async for chunk in raw:
+                f.write(chunk)
+                size += len(chunk)
+                bar.received(size)
+    except httpx.TransportError as exc:  # cut short: the export failed, or the connection
+        partial.unlink(missing_ok=True)
+        what = f"the streamed export of {db} stopped after {size} bytes"
+        if isinstance(exc, httpx.TimeoutException):
+            raise ReadTimeoutError(
+                f"{what}: no data for too long ({exc}); nothing was kept"
+            ) from exc
+        raise TransportError(
+            f"{what}, before its end: the export failed on the server (an error in the"
+            f" query, its statement timeout; see the server log) or the connection broke"
+            f" ({exc!r}); nothing was kept"
+        ) from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, target)
+    return size

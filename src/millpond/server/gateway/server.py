@@ -411,23 +411,12 @@ class Gateway:
     async def _charge(self, relay: Relay, principal: Principal) -> None:
         """Count the session against its account's connection budget and the server's
         tenant connections (``server/budget.py``); given back by :meth:`_forget`."""
-        account = principal.user_id
         exempt = principal.is_admin and self.settings.account_limits_exempt_admins
         try:
-            self.budget.hold(account, principal.username, exempt)
+            release = await self.budget.session(principal.user_id, principal.username, exempt)
         except BudgetExceeded as exc:
-            raise Refusal("53300", exc.text, hint=_BUDGET_HINT) from None
-        try:
-            await self.budget.open_connection()
-        except BudgetExceeded as exc:
-            self.budget.unhold(account)
-            raise Refusal("53300", exc.text) from None
-        closed = self.budget.closer()
-
-        def release() -> None:
-            self.budget.unhold(account)
-            closed()
-
+            hint = _BUDGET_HINT if exc.scope == "account" else None
+            raise Refusal("53300", exc.text, hint=hint) from None
         self._charged[relay] = release
 
     def _forget(self, relay: Relay) -> None:

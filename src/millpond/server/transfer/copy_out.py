@@ -11,6 +11,9 @@ read, and the thread waits for the socket in ``select``, calling ``check`` every
 (a cancelled job stops even while its query sends nothing). If the caller stops early (an
 error, or the job was cancelled), the query is cancelled and its output drained, so the
 connection is usable again (its transaction can roll back).
+
+``linger`` (streamed exports): a block is also handed over, however small, once Postgres
+has sent nothing for that long, so the rows of a slow query reach the client as they come.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class CopyOut:
         statement: bytes,
         block: int = BLOCK,
         check: Callable[[], None] | None = None,
+        linger: float | None = None,
     ) -> None:
         self.conn = conn
         self.statement = statement
@@ -49,6 +53,9 @@ class CopyOut:
         self.check = check
         """Called after each block and every ``CHECK_EVERY_S`` that Postgres sends nothing:
         what it raises stops the COPY (a job cancelled while its query runs silent)."""
+        self.linger = linger
+        """Seconds of silence from Postgres after which a block is handed over unfilled
+        (None: blocks are always full, but the last)."""
         self.messages = 0
         self.rows = 0
 
@@ -82,11 +89,21 @@ class CopyOut:
                     yield buf
                     buf = bytearray()
             elif size == 0:
+                if buf and self.linger is not None:
+                    if _readable(pgconn, self.linger):
+                        pgconn.consume_input()
+                        continue
+                    yield buf  # a pause: what was read goes now
+                    buf = bytearray()
                 _wait_readable(pgconn, check)
             else:  # -1: the end (an error is in the result that follows)
                 break
         if buf:
             yield buf
+
+
+def _readable(pgconn: PGconn, timeout: float) -> bool:
+    return bool(select.select([pgconn.socket], [], [], timeout)[0])
 
 
 def _wait_readable(pgconn: PGconn, check: Callable[[], None] | None = None) -> None:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +57,8 @@ XLS_MAX_ROWS = 65_535
 XLS_MAX_COLUMNS = 256
 EXCEL_MAX_TEXT = 32_767
 _TRAILING = re.compile(r"[\s;]+\Z")
+CSV_COPY = "COPY (SELECT * FROM ({src}) AS q) TO STDOUT (FORMAT csv, HEADER)"
+"""The CSV of an export (a job's file, or a streamed export's answer)."""
 
 
 @dataclass
@@ -86,6 +89,26 @@ def source_sql(spec: ExportSpec) -> sql.Composable:
     return sql.SQL("\n{}\n").format(sql.SQL(text))
 
 
+def csv_blocks(
+    conn: psycopg.Connection[Any],
+    spec: ExportSpec,
+    progress: Progress,
+    linger: float | None = None,
+) -> Generator[bytearray, None, None]:
+    """A CSV export as Postgres writes it, in blocks of whole rows: what a CSV job writes
+    to its file, for a streamed export (``stream.py``). The same checks as a job's: one
+    statement, described first, in a ``READ ONLY`` transaction that is rolled back; errors
+    are :class:`JobError`. ``linger``: see ``CopyOut``."""
+    exporter = Exporter(conn, spec, Path(os.devnull), progress)  # no file: blocks only
+    conn.read_only = True
+    try:
+        with conn.transaction(force_rollback=True):
+            exporter.describe()
+            yield from exporter.copy_out(exporter.wrapped(CSV_COPY), linger)
+    except psycopg.Error as exc:
+        raise _job_error(exc) from exc
+
+
 class Exporter:
     def __init__(
         self, conn: psycopg.Connection[Any], spec: ExportSpec, out: Path, progress: Progress
@@ -103,7 +126,7 @@ class Exporter:
             # rolled back: nothing to keep, and a LISTEN of the source's functions would
             # have a commit deliver every NOTIFY to this connection
             with self.conn.transaction(force_rollback=True):
-                names, oids, columns = self._describe()
+                names, oids, columns = self.describe()
                 fmt = self.spec.export_format
                 if fmt == "csv":
                     self._csv()
@@ -123,7 +146,7 @@ class Exporter:
 
     # -- the shape of the result ---------------------------------------------------------
 
-    def _describe(self) -> tuple[list[str], list[tuple[int, int | None, int | None]], Any]:
+    def describe(self) -> tuple[list[str], list[tuple[int, int | None, int | None]], Any]:
         with self.conn.cursor() as cur:
             # prepared: the extended protocol refuses a second statement
             cur.execute(
@@ -145,16 +168,18 @@ class Exporter:
             raise JobError("sql_error", "the query returns no columns to export")
         return names, oids, columns
 
-    def _wrapped(self, select: str) -> sql.Composed:
+    def wrapped(self, select: str) -> sql.Composed:
         return sql.SQL(select).format(src=self.source)
 
     # -- formats -------------------------------------------------------------------------
 
-    def _copy_out(self, statement: sql.Composed) -> Iterator[bytearray]:
+    def copy_out(self, statement: sql.Composed, linger: float | None = None) -> Iterator[bytearray]:
         """The output of a ``COPY … TO STDOUT`` in blocks of whole rows, each a new
         buffer, read at libpq's speed (see ``copy_out``); ``self.rows`` is its row count
         once it is done, and ``self.progress.rows_done`` the rows read so far."""
-        copy = CopyOut(self.conn, statement.as_bytes(self.conn), check=self.progress.check)
+        copy = CopyOut(
+            self.conn, statement.as_bytes(self.conn), check=self.progress.check, linger=linger
+        )
         with self.conn.lock:
             for block in copy:
                 self.progress.rows_done = copy.messages
@@ -163,22 +188,20 @@ class Exporter:
         self.progress.rows_done = copy.rows
 
     def _csv(self) -> None:
-        statement = self._wrapped(
-            "COPY (SELECT * FROM ({src}) AS q) TO STDOUT (FORMAT csv, HEADER)"
-        )
+        statement = self.wrapped(CSV_COPY)
         with self.out.open("wb", buffering=0) as f:
-            for block in self._copy_out(statement):
+            for block in self.copy_out(statement):
                 f.write(block)
                 self.progress.bytes_done = f.tell()
 
     def _json(self, array: bool) -> None:
         # COPY's text format doubles backslashes, and row_to_json escapes every control
         # character (so each row is one line): undoing that one escape gives the JSON back
-        statement = self._wrapped("COPY (SELECT row_to_json(q) FROM ({src}) AS q) TO STDOUT")
+        statement = self.wrapped("COPY (SELECT row_to_json(q) FROM ({src}) AS q) TO STDOUT")
         with self.out.open("wb", buffering=0) as f:
             if array:
                 f.write(b"[\n")
-            for block in self._copy_out(statement):
+            for block in self.copy_out(statement):
                 chunk = block.replace(b"\\\\", b"\\")
                 f.write(chunk.replace(b"\n", b",\n") if array else chunk)
                 self.progress.bytes_done = f.tell()
@@ -216,7 +239,7 @@ class Exporter:
             self.source,
             sql.SQL(", ").join(map(sql.Identifier, aliases)),
         )
-        stream = _CopyStream(self._copy_out(statement))
+        stream = _CopyStream(self.copy_out(statement))
         reader = pcsv.open_csv(
             stream,
             read_options=pcsv.ReadOptions(column_names=aliases, block_size=1 << 20),

@@ -3,15 +3,18 @@
 ``POST /v1/imports`` and ``POST /v1/imports/preview`` take either a multipart form (the
 options as fields, the file as the ``file`` part, streamed to disk) or a JSON body with
 ``file_url``. The download link of an export is signed and needs no API key.
+``POST /v1/exports/stream`` answers with the CSV itself (see stream.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
 from ...models.transfer import (
     ExportCreate,
@@ -24,9 +27,13 @@ from ...models.transfer import (
 from ..deps import Caller, Svc
 from ..errors import ServiceError, invalid
 from . import jobs
+from .exporter import CONTENT_TYPES
 from .service import TransferService, validation_error
+from .stream import CsvStream, CsvStreams, StreamBroken
 
 router = APIRouter(prefix="/v1")
+
+_CLIENT_GONE = 499  # "client closed request", as proxies log it
 
 
 class ExportFile(FileResponse):
@@ -139,6 +146,72 @@ async def get_import(job_id: str, request: Request, svc: Svc, who: Caller) -> Im
 @router.post("/exports", response_model=ExportJob, status_code=202)
 async def create_export(body: ExportCreate, request: Request, svc: Svc, who: Caller) -> ExportJob:
     return await _transfer(svc).create_export(who, body, _base_url(request))
+
+
+class CsvStreamResponse(StreamingResponse):
+    """A streamed export's CSV, sent as it is read (chunked). An export that fails once
+    the answer began leaves it cut short: no last chunk, the connection closed. A
+    client that goes away stops the export at once; however the answer ends, the
+    export's connection is closed before this returns."""
+
+    media_type = CONTENT_TYPES["csv"]
+
+    def __init__(self, stream: CsvStream) -> None:
+        headers = {
+            "Content-Disposition": f'attachment; filename="{stream.file_name}"',
+            "Cache-Control": "no-store",
+        }
+        super().__init__(stream.blocks(), media_type=self.media_type, headers=headers)
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sending = asyncio.ensure_future(self._send(send))
+        gone = asyncio.ensure_future(disconnected(receive))
+        try:
+            await asyncio.wait({sending, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sending, gone):
+                task.cancel()
+            await asyncio.gather(sending, gone, return_exceptions=True)
+            await self.stream.close()
+        error = None if sending.cancelled() else sending.exception()
+        if error is not None:
+            raise error
+
+    async def _send(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        try:
+            async for block in self.body_iterator:
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+        except StreamBroken:
+            return  # returning without the last chunk: the server drops the connection
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def disconnected(receive: Receive) -> None:
+    """Returns when the client has gone away (or the answer is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+@router.post(
+    "/exports/stream",
+    response_class=CsvStreamResponse,
+    response_model=None,
+    status_code=200,
+    response_description="The CSV (its header first), chunked",
+)
+async def stream_export(
+    body: ExportCreate, request: Request, svc: Svc, who: Caller
+) -> CsvStreamResponse | Response:
+    """The CSV of a query or a table as the answer itself, streamed while Postgres writes
+    it (`export_format` csv only; docs/transfer.md). Errors before the first byte are
+    the usual envelope; an export failing later leaves the answer cut short."""
+    streams = CsvStreams(_transfer(svc), svc.budget)
+    stream = await streams.open(who, body, lambda: disconnected(request.receive))
+    if stream is None:  # the client left before the first byte: nobody reads this
+        return Response(status_code=_CLIENT_GONE)
+    return CsvStreamResponse(stream)
 
 
 @router.get("/exports/{job_id}", response_model=ExportJob)

@@ -511,19 +511,8 @@ class TransferService:
     async def create_export(
         self, principal: Principal, body: ExportCreate, base_url: str = ""
     ) -> ExportJob:
-        if (body.query_string is None) == (body.table_name is None):
-            raise invalid("validation_error", "give query_string or table_name (one of them)")
-        if body.schema_name is not None and body.table_name is None:
-            raise invalid("validation_error", "schema_name goes with table_name")
-        for what, value in (("table_name", body.table_name), ("schema_name", body.schema_name)):
-            why = names.check_identifier(value, what) if value is not None else None
-            if why:
-                raise invalid("invalid_name", why, {"field": what})
+        file_name = export_file_name(body)
         access = await resolve(self.store, principal, body.db_name, need="read")
-        ext = exporter.EXTENSIONS[body.export_format]
-        stem = body.file_name or body.table_name or "export"
-        stem = _SAFE_NAME.sub("_", os.path.basename(stem)).strip("._") or "export"
-        file_name = stem if stem.lower().endswith("." + ext) else f"{stem}.{ext}"
         job_id = jobs.new_id("export")
         params = body.model_dump(exclude_none=True)
         await self._insert(job_id, "export", principal, access, params, file_name=file_name)
@@ -606,7 +595,7 @@ class TransferService:
         except ServiceError as exc:
             raise JobError(exc.code, exc.message) from exc
 
-    def _connect(self, access: Access, identity: str | None = None) -> psycopg.Connection[Any]:
+    def connect(self, access: Access, identity: str | None = None) -> psycopg.Connection[Any]:
         """A session of the job's role; as ``identity`` for row visibility rules (its
         proof a startup option: never in a statement's text)."""
         role = provision.DatabaseRoles(access.pg_name).role(access.sql_role)
@@ -682,7 +671,7 @@ class TransferService:
             progress.bytes_done = 0
             plan = sources.plan(source, _strip_gz(file_name), self._source_options(params))
             progress.phase = "loading"
-            conn = self._connect(access)
+            conn = self.connect(access)
             try:
                 loaded = Loader(
                     conn,
@@ -747,7 +736,7 @@ class TransferService:
         identity = user_identity(self.secret, row["user_id"])  # what its rules show it
 
         def work() -> exporter.Exported:
-            conn = self._connect(access, identity)
+            conn = self.connect(access, identity)
             try:
                 return exporter.Exporter(conn, spec, out, progress).run()
             finally:
@@ -764,6 +753,23 @@ class TransferService:
                 "expires_at": expiry(self.settings.transfer_export_ttl_s),
             },
         )
+
+
+def export_file_name(body: ExportCreate) -> str:
+    """The file name of the export ``body`` asks for, once its fields are checked (a
+    query or a table, valid identifiers): 422 otherwise."""
+    if (body.query_string is None) == (body.table_name is None):
+        raise invalid("validation_error", "give query_string or table_name (one of them)")
+    if body.schema_name is not None and body.table_name is None:
+        raise invalid("validation_error", "schema_name goes with table_name")
+    for what, value in (("table_name", body.table_name), ("schema_name", body.schema_name)):
+        why = names.check_identifier(value, what) if value is not None else None
+        if why:
+            raise invalid("invalid_name", why, {"field": what})
+    ext = exporter.EXTENSIONS[body.export_format]
+    stem = body.file_name or body.table_name or "export"
+    stem = _SAFE_NAME.sub("_", os.path.basename(stem)).strip("._") or "export"
+    return stem if stem.lower().endswith("." + ext) else f"{stem}.{ext}"
 
 
 def _url_name(url: str) -> str | None:
