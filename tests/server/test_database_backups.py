@@ -347,7 +347,14 @@ def test_a_backup_cut_short_is_no_backup(server: ServerThread, make_user: MakeUs
                 assert ended == [(True,)]  # pg_dump was still at it
             return super().write(chunk)
 
-    with Millpond(api_key=key, base_url=server.url) as mp, pytest.raises(TransportError) as err:
+    # a small receive window: what the test has not read stays in pg_dump (the kernel's
+    # buffers would otherwise take a whole 60,000-row dump before the first write here)
+    small = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+    with (
+        httpx.Client(transport=httpx.HTTPTransport(socket_options=small), timeout=60) as http,
+        Millpond(api_key=key, base_url=server.url, http_client=http) as mp,
+        pytest.raises(TransportError) as err,
+    ):
         mp.databases.backup(source, EndsPgDump())
     assert "cut short" in str(err.value)
     wait_until(lambda: tool_sessions(server, source_pg) == 0, what="pg_dump to be gone")

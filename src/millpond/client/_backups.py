@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import httpx
 
 from ..errors import MillpondError
 from ..models.backups import MAX_HEAD_BYTES, BackupManifest, NotABackup, parse_head
 from ._base import Retry
+from ._progress import ProgressBar
 
 FileInput = str | os.PathLike[str] | IO[bytes]
 """A path, or a binary file object (open for reading, or for writing)."""
@@ -78,7 +79,7 @@ def position_of(stream: IO[bytes]) -> int | None:
         return None
 
 
-def rewind(stream: IO[bytes], position: int | None, bar: ByteProgress) -> None:
+def rewind(stream: IO[bytes], position: int | None, bar: ProgressBar) -> None:
     """Back to ``position``, to send the file again."""
     assert position is not None
     stream.seek(position)
@@ -143,52 +144,3 @@ class Output:
         if self.partial is not None:
             self.stream.close()
             self.partial.unlink(missing_ok=True)
-
-
-class ByteProgress:
-    """Bytes sent or received, on stderr (rich's bar), while ``enabled``."""
-
-    def __init__(self, enabled: bool, label: str, total: int | None = None) -> None:
-        self._bar: Any = None
-        self._task: Any = None
-        if not enabled:
-            return
-        try:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TransferSpeedColumn,
-            )
-        except ImportError:  # pragma: no cover - rich comes with the SDK
-            return
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task(label, total=total)
-
-    def advance(self, count: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, advance=count)
-
-    def restart(self) -> None:
-        if self._bar is not None:
-            self._bar.reset(self._task)
-
-    def phase(self, label: str) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, description=label)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()

@@ -1,5 +1,5 @@
-"""What the sync and async ``mp.imports`` and ``mp.exports`` share (no network here): the
-progress bar, upload form fields, job filters, and where a streamed export is written."""
+"""What the sync and async ``mp.imports`` and ``mp.exports`` share (no network here):
+upload form fields, job filters, and where a streamed export is written."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import httpx
 
@@ -19,64 +19,6 @@ FileInput = str | os.PathLike[str] | IO[bytes]
 """A path, or a binary file object open for reading."""
 
 _FILENAME = re.compile(r'filename="([^"]+)"')
-
-
-class ProgressBar:
-    """A progress bar on stderr while waiting (rich's, when rich is installed); with
-    ``rows=False``, the bytes received so far (a streamed export's size is not known)."""
-
-    def __init__(self, enabled: bool, label: str, rows: bool = True) -> None:
-        self._bar: Any = None
-        self._task: Any = None
-        if not enabled:
-            return
-        try:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TransferSpeedColumn,
-            )
-        except ImportError:  # pragma: no cover - rich comes with the CLI
-            return
-        counts: list[Any] = [DownloadColumn(), TransferSpeedColumn()]
-        if rows:
-            counts = [BarColumn(), *counts, TextColumn("{task.fields[rows]} rows")]
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            *counts,
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task(label, total=None, rows=0)
-
-    def update(self, job: ImportJob | ExportJob) -> None:
-        if self._bar is None:
-            return
-        total = getattr(job, "bytes_total", None)
-        done = job.bytes_done
-        if job.state == "DONE" and total:
-            done = total
-        self._bar.update(
-            self._task,
-            total=total or None,
-            completed=done,
-            rows=job.rows_done,
-            description=job.state.lower(),
-        )
-
-    def received(self, size: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=size)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 def form(options: ImportOptions) -> dict[str, str]:

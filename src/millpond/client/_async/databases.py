@@ -31,7 +31,6 @@ from ...models import (
 from ...models.backups import MEDIA_TYPE, BackupManifest, DatabaseRestore
 from .._backups import (
     CHUNK,
-    ByteProgress,
     FileInput,
     Output,
     complete,
@@ -56,6 +55,7 @@ from .._base import (
     parse_model,
     parse_none,
 )
+from .._progress import ProgressBar
 from ._transport import AsyncTransport
 
 
@@ -176,7 +176,7 @@ class AsyncDatabases:
         call = Call("GET", database_path(db, "backup"), bytes)
         attempts = Attempts(self._transport.config, call, timeout=timeout, max_retries=max_retries)
         out = Output(file)
-        bar = ByteProgress(progress, f"backup of {db}")
+        bar = ProgressBar(progress, f"backup of {db}", rows=False)
         try:
             while isinstance(outcome := await self._backup(attempts, out, bar, db), Retry):
                 await asyncio.sleep(outcome.delay)
@@ -189,7 +189,7 @@ class AsyncDatabases:
         return outcome
 
     async def _backup(
-        self, attempts: Attempts[bytes], out: Output, bar: ByteProgress, db: str
+        self, attempts: Attempts[bytes], out: Output, bar: ProgressBar, db: str
     ) -> BackupManifest | Retry:
         spec = attempts.request
         try:
@@ -228,7 +228,7 @@ class AsyncDatabases:
             call = Call("POST", database_path(db, "restore"), parse_model(DatabaseRestore))
             retries = max_retries if start is not None else 0
             attempts = Attempts(self._transport.config, call, timeout=timeout, max_retries=retries)
-            bar = ByteProgress(progress, f"restore into {db}", size_of(file))
+            bar = ProgressBar(progress, f"restore into {db}", rows=False, total=size_of(file))
             try:
                 while isinstance(
                     outcome := await self._restore(attempts, stream, head, bar, timeout), Retry
@@ -247,7 +247,7 @@ class AsyncDatabases:
         attempts: Attempts[DatabaseRestore],
         stream: IO[bytes],
         head: bytes,
-        bar: ByteProgress,
+        bar: ProgressBar,
         timeout: TimeoutTypes,
     ) -> DatabaseRestore | Retry:
         spec = attempts.request
@@ -265,7 +265,7 @@ class AsyncDatabases:
 
 
 async def _receive(
-    chunks: AsyncIterator[bytes], out: Output, bar: ByteProgress, db: str
+    chunks: AsyncIterator[bytes], out: Output, bar: ProgressBar, db: str
 ) -> BackupManifest:
     """Write the backup's bytes to ``out``; its manifest (read from its head)."""
     manifest: BackupManifest | None = None
@@ -279,7 +279,7 @@ async def _receive(
     return complete(manifest, db)
 
 
-async def _send(stream: IO[bytes], head: bytes, bar: ByteProgress) -> AsyncIterator[bytes]:
+async def _send(stream: IO[bytes], head: bytes, bar: ProgressBar) -> AsyncIterator[bytes]:
     """The file's bytes, ``head`` (already read) first."""
     yield head
     bar.advance(len(head))

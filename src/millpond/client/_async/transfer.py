@@ -56,9 +56,9 @@ from .._base import (
     split_database,
 )
 from .._paging import PAGE_SIZE, Pages
+from .._progress import ProgressBar
 from .._transfer import (
     FileInput,
-    ProgressBar,
     failure,
     file_name_of,
     form,

@@ -33,7 +33,6 @@ from ...models import (
 from ...models.backups import MEDIA_TYPE, BackupManifest, DatabaseRestore
 from .._backups import (
     CHUNK,
-    ByteProgress,
     FileInput,
     Output,
     complete,
@@ -58,6 +57,7 @@ from .._base import (
     parse_model,
     parse_none,
 )
+from .._progress import ProgressBar
 from ._transport import Transport
 
 
@@ -178,7 +178,7 @@ class Databases:
         call = Call("GET", database_path(db, "backup"), bytes)
         attempts = Attempts(self._transport.config, call, timeout=timeout, max_retries=max_retries)
         out = Output(file)
-        bar = ByteProgress(progress, f"backup of {db}")
+        bar = ProgressBar(progress, f"backup of {db}", rows=False)
         try:
             while isinstance(outcome := self._backup(attempts, out, bar, db), Retry):
                 time.sleep(outcome.delay)
@@ -191,7 +191,7 @@ class Databases:
         return outcome
 
     def _backup(
-        self, attempts: Attempts[bytes], out: Output, bar: ByteProgress, db: str
+        self, attempts: Attempts[bytes], out: Output, bar: ProgressBar, db: str
     ) -> BackupManifest | Retry:
         spec = attempts.request
         try:
@@ -230,7 +230,7 @@ class Databases:
             call = Call("POST", database_path(db, "restore"), parse_model(DatabaseRestore))
             retries = max_retries if start is not None else 0
             attempts = Attempts(self._transport.config, call, timeout=timeout, max_retries=retries)
-            bar = ByteProgress(progress, f"restore into {db}", size_of(file))
+            bar = ProgressBar(progress, f"restore into {db}", rows=False, total=size_of(file))
             try:
                 while isinstance(
                     outcome := self._restore(attempts, stream, head, bar, timeout), Retry
@@ -249,7 +249,7 @@ class Databases:
         attempts: Attempts[DatabaseRestore],
         stream: IO[bytes],
         head: bytes,
-        bar: ByteProgress,
+        bar: ProgressBar,
         timeout: TimeoutTypes,
     ) -> DatabaseRestore | Retry:
         spec = attempts.request
@@ -266,7 +266,7 @@ class Databases:
         return attempts.after_response(response)
 
 
-def _receive(chunks: Iterator[bytes], out: Output, bar: ByteProgress, db: str) -> BackupManifest:
+def _receive(chunks: Iterator[bytes], out: Output, bar: ProgressBar, db: str) -> BackupManifest:
     """Write the backup's bytes to ``out``; its manifest (read from its head)."""
     manifest: BackupManifest | None = None
     head = b""
@@ -279,7 +279,7 @@ def _receive(chunks: Iterator[bytes], out: Output, bar: ByteProgress, db: str) -
     return complete(manifest, db)
 
 
-def _send(stream: IO[bytes], head: bytes, bar: ByteProgress) -> Iterator[bytes]:
+def _send(stream: IO[bytes], head: bytes, bar: ProgressBar) -> Iterator[bytes]:
     """The file's bytes, ``head`` (already read) first."""
     yield head
     bar.advance(len(head))
