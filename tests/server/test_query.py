@@ -6,6 +6,7 @@ and storage limits."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -349,6 +350,19 @@ def test_sql_error_details(call: Call, s: Setup) -> None:
     )
     assert "duplicate key" in err["message"]
     assert "(id)=(1)" in err["details"]["detail"]
+
+
+def test_sql_errors_do_not_name_the_servers_installation(call: Call, s: Setup) -> None:
+    """Postgres names an extension's control file by its full path: where the server's
+    Postgres is installed stays the server's."""
+    from millpond.server.postgres.embedded import bin_dir
+
+    err = assert_error(
+        q(call, s.owner, s.name, "CREATE EXTENSION no_such_extension"), 400, "sql_error"
+    )
+    text = json.dumps(err)
+    assert "no_such_extension.control" in text  # the message is still Postgres'
+    assert str(bin_dir().parent) not in text and "pginstall" not in text
 
 
 # -- limits: time, rows -------------------------------------------------------------------

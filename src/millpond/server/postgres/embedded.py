@@ -14,6 +14,7 @@ system user ``millpond-pg``, which owns only the cluster's directory. What that 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -55,6 +56,23 @@ password_encryption = 'scram-sha-256'
 logging_collector = off
 log_min_messages = warning
 """
+
+
+@functools.cache
+def _install_dir() -> str | None:
+    try:
+        return str(bin_dir().parent)
+    except RuntimeError:  # no pgserver: nothing of it to hide
+        return None
+
+
+def hide_install(text: str | None) -> str | None:
+    """``text`` (a Postgres message for a tenant) without the path of the embedded
+    Postgres' installation, which some messages name (an extension's control file)."""
+    where = _install_dir()
+    if text is None or where is None:
+        return text
+    return text.replace(where, "…")
 
 
 def bin_dir() -> Path:

@@ -56,6 +56,7 @@ from ..observability.context import current_request_id
 from ..postgres import privileged, provision
 from ..postgres.availability import connection_lost, unavailable
 from ..postgres.cluster import Cluster
+from ..postgres.embedded import hide_install
 from ..store import Store, connection_alive
 from .adapters import (
     TYPE_NAMES_SQL,
@@ -527,11 +528,11 @@ def _sql_error(exc: psycopg.Error) -> ServiceError:
     return ServiceError(
         400,
         "sql_error",
-        diag.message_primary or str(exc).strip(),
+        hide_install(diag.message_primary or str(exc).strip()) or "",
         {
             "sqlstate": exc.sqlstate,
             "position": int(position) if position else None,
-            "detail": diag.message_detail,
-            "hint": diag.message_hint,
+            "detail": hide_install(diag.message_detail),
+            "hint": hide_install(diag.message_hint),
         },
     )
