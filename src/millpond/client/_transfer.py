@@ -12,7 +12,7 @@ from typing import IO
 import httpx
 
 from ..errors import MillpondError
-from ..models.transfer import ExportJob, ImportJob, ImportOptions
+from ..models.transfer import ExportCreate, ExportFormat, ExportJob, ImportJob, ImportOptions
 from ._base import body, split_database
 
 FileInput = str | os.PathLike[str] | IO[bytes]
@@ -67,3 +67,26 @@ def job_filter(
 
 def job_id_of(job: ImportJob | ExportJob) -> str:
     return job.id
+
+
+def export_request(
+    db: str,
+    query_string: str | None,
+    table_name: str | None,
+    schema_name: str | None,
+    file_name: str | None,
+    export_format: ExportFormat,
+) -> ExportCreate:
+    """What an export job and a streamed export send: ``query_string`` or ``table_name``
+    (one of them) of ``"owner/name"``."""
+    split_database(db)
+    if (query_string is None) == (table_name is None):
+        raise ValueError("give query_string or table_name (one of them)")
+    return ExportCreate.model_construct(
+        db_name=db,
+        query_string=query_string,
+        table_name=table_name,
+        schema_name=schema_name,
+        file_name=file_name,
+        export_format=export_format,
+    )

@@ -34,7 +34,6 @@ from ...errors import MillpondError, TransportError, error_for_status
 from ...errors import TimeoutError as ReadTimeoutError
 from ...models.transfer import (
     TERMINAL_STATES,
-    ExportCreate,
     ExportFormat,
     ExportJob,
     ImportFormat,
@@ -61,6 +60,7 @@ from .._paging import PAGE_SIZE, Pages
 from .._progress import ProgressBar
 from .._transfer import (
     FileInput,
+    export_request,
     failure,
     file_name_of,
     form,
@@ -308,16 +308,8 @@ class Exports:
         """Start exporting the result of ``query_string`` or the whole table
         ``table_name`` of ``"owner/name"`` as csv, json, ndjson, xlsx, xls or parquet.
         Returns the job as accepted; :meth:`download` waits and fetches the file."""
-        split_database(db)
-        if (query_string is None) == (table_name is None):
-            raise ValueError("give query_string or table_name (one of them)")
-        request = ExportCreate.model_construct(
-            db_name=db,
-            query_string=query_string,
-            table_name=table_name,
-            schema_name=schema_name,
-            file_name=file_name,
-            export_format=export_format,
+        request = export_request(
+            db, query_string, table_name, schema_name, file_name, export_format
         )
         call = Call("POST", "/v1/exports", parse_model(ExportJob), json=body(request))
         return self._transport.request(call, timeout=timeout, max_retries=max_retries)
@@ -470,17 +462,7 @@ class Exports:
         written to ``<path>.part``, renamed once complete). Retried only before the
         answer begins. A job (:meth:`create`) survives disconnects, keeps its file for
         downloads that resume, and has other formats."""
-        split_database(db)
-        if (query_string is None) == (table_name is None):
-            raise ValueError("give query_string or table_name (one of them)")
-        request = ExportCreate.model_construct(
-            db_name=db,
-            query_string=query_string,
-            table_name=table_name,
-            schema_name=schema_name,
-            file_name=file_name,
-            export_format="csv",
-        )
+        request = export_request(db, query_string, table_name, schema_name, file_name, "csv")
         call = Call("POST", "/v1/exports/stream", bytes, json=body(request), idempotent=True)
         attempts = Attempts(self._transport.config, call, timeout=timeout, max_retries=max_retries)
         spec = attempts.request
