@@ -24,6 +24,7 @@ class Database(WireModel):
     created_at: datetime
     updated_at: datetime
     role: AccessRole | None = Field(default=None, description="The caller's access to it")
+    cluster: str = Field(default="default", description="The Postgres cluster it lives on")
 
 
 MAX_BIGINT = 2**63 - 1
@@ -33,6 +34,11 @@ class DatabaseCreate(RequestModel):
     name: str
     is_private: bool = True
     storage_limit_bytes: int | None = Field(default=None, gt=0, le=MAX_BIGINT)
+    cluster: str | None = Field(
+        default=None,
+        description="The cluster to create it on (server admins only; default: the placement"
+        " policy's choice)",
+    )
 
 
 class DatabaseUpdate(RequestModel):

@@ -28,6 +28,11 @@ from .accounts import router as accounts_router
 from .accounts.service import bootstrap_admin
 from .apidocs import router as apidocs_router
 from .budget import CAPACITY_SQL, ConnectionBudget, capacity_of, streams_of
+from .clusters import router as clusters_router
+from .clusters.move import Mover
+from .clusters.move import recover as recover_moves
+from .clusters.registry import Clusters
+from .clusters.service import ClusterService
 from .compat import bitio as bitio_compat
 from .compat import schematic as schematic_compat
 from .compat.spacetimedb import router as spacetimedb_compat
@@ -126,29 +131,38 @@ async def start_services(
     await store.open()
     secret = await _server_secret(store, settings)
     await asyncio.to_thread(provision.ensure_replication_role, cluster, secret)
+    clusters = Clusters(cluster, store, settings, secret)
+    await clusters.load()
+    placement = ClusterService(store, clusters, settings)
     budget, streams = await _connection_budget(store, settings)
-    databases = DatabaseService(store, cluster, secret, settings=settings)
-    query = QueryService(store, cluster, secret, settings, budget)
-    realtime = RealtimeService(cluster, query, settings.realtime_idle_seconds)
+    databases = DatabaseService(store, clusters, placement, secret, settings=settings)
+    query = QueryService(store, clusters, secret, settings, budget)
+    realtime = RealtimeService(query, settings.realtime_idle_seconds)
     realtime.max_streams = streams
     databases.drop_hooks.append(realtime.drop)
     databases.drop_hooks.append(query.drop_pools)
+    databases.move_hooks.append(realtime.moving)
+    databases.move_hooks.append(query.drop_pools)
+    moved = await recover_moves(databases)
+    if moved:
+        _log.warning("finished %d database move(s) an earlier crash interrupted", moved)
     cleaned = await databases.reconcile()
     if cleaned:
         _log.warning("cleaned up %d database(s) left half-made by an earlier crash", cleaned)
     created = await bootstrap_admin(store)
     if created is not None:
         announce(created, _write_admin_key(settings, created))
-    gateway = Gateway(settings, store, cluster, secret, budget=budget)
+    gateway = Gateway(settings, store, clusters, secret, budget=budget)
     await gateway.start()
-    transfer = TransferService(store, cluster, secret, settings)
+    transfer = TransferService(store, clusters, secret, settings)
     await transfer.start()
     flags = FlagService(store, settings, cluster.control_conninfo)
     await flags.start()
-    modules = ModuleService(store, cluster, secret, settings)
+    modules = ModuleService(store, clusters, secret, settings)
     await modules.start()
     query.row_rules = RowRules(store, modules.changes)
     databases.drop_hooks.append(modules.drop)
+    databases.move_hooks.append(modules.drop)
     supervisor = Supervisor(cluster, settings, on_fatal)
     supervisor.on_recovered.append(lambda: _drop_dead_connections(store, query))
     await supervisor.start()
@@ -164,6 +178,9 @@ async def start_services(
         flags=flags,
         budget=budget,
         supervisor=supervisor,
+        clusters=clusters,
+        placement=placement,
+        mover=Mover(databases),
         extra={"modules": modules},
     )
 
@@ -191,6 +208,8 @@ async def stop_services(svc: Services) -> None:
         await modules.close()
     await svc.realtime.close()
     await svc.query.close()
+    if svc.clusters is not None:
+        await svc.clusters.close()
     await svc.store.close()
     await asyncio.to_thread(svc.cluster.stop)
 
@@ -241,6 +260,7 @@ def create_app(
     app.include_router(modules_router.router)
     app.include_router(accounts_router.router)
     app.include_router(databases_router.router)
+    app.include_router(clusters_router.router)
     app.include_router(query_router.router)
     app.include_router(realtime_router.router)
     app.include_router(transfer_router.router)

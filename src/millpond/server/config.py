@@ -199,6 +199,14 @@ class Settings(BaseSettings):
             "realtime across many databases)."
         ),
     )
+    placement: Literal["fewest-databases", "home"] = Field(
+        "fewest-databases",
+        description=(
+            "Which Postgres cluster a new database goes to (docs/clusters.md):"
+            " fewest-databases (the active cluster with the fewest databases) or home (the"
+            " cluster the server starts on, unless a server admin names another)."
+        ),
+    )
     realtime_idle_seconds: float = Field(
         30.0,
         ge=0,

@@ -10,6 +10,9 @@ from fastapi import Depends, Request
 
 from .accounts.service import Principal, authenticate, require_unbound
 from .budget import ConnectionBudget, Tally
+from .clusters.move import Mover
+from .clusters.registry import Clusters
+from .clusters.service import ClusterService
 from .config import Settings
 from .databases.service import DatabaseService
 from .errors import ServiceError
@@ -40,6 +43,9 @@ class Services:
     budget: ConnectionBudget = field(default_factory=ConnectionBudget)
     realtime_sockets: Tally = field(default_factory=Tally)
     """Open realtime WebSockets per account (``account_max_realtime_connections``)."""
+    clusters: Clusters | None = None
+    placement: ClusterService | None = None
+    mover: Mover | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
 

@@ -47,7 +47,8 @@ DESCRIPTIONS: dict[int, str] = {
     "(`wrong_password`).",
     404: "What the request names does not exist or is not visible to the caller (`*_not_found`).",
     409: "The request conflicts with the current state (e.g. `*_exists`, `key_conflict`, "
-    "`cannot_delete_self`, `password_changed`, `database_not_empty`).",
+    "`cannot_delete_self`, `password_changed`, `database_not_empty`, `cluster_not_empty`, "
+    "`cluster_draining`, `already_on_cluster`).",
     410: "The export's link or file has expired (`export_expired`).",
     413: "The request body is larger than the server accepts (`request_too_large`; an "
     "uploaded file: `file_too_large`).",
@@ -59,7 +60,8 @@ DESCRIPTIONS: dict[int, str] = {
     500: "Unexpected server error (`internal_error`); the server log has the details.",
     503: "Postgres or a background service is unavailable for now (`postgres_unavailable`, "
     "`unavailable`), or the server's tenant connections are all in use "
-    "(`connection_budget_exceeded`); retry.",
+    "(`connection_budget_exceeded`), or the database is being moved to another cluster "
+    "(`database_moving`); retry.",
 }
 
 F = "/v1/flags/environments/{env}"
@@ -93,7 +95,7 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("POST", "/v1/service-accounts/{sa_id}/keys/revoke"): _LOOKUP,
     # databases
     ("GET", "/v1/databases"): _NONE,
-    ("POST", "/v1/databases"): _CREATE,
+    ("POST", "/v1/databases"): frozenset({404, 409}),  # a named cluster: not found, draining
     ("GET", "/v1/databases/{owner}/{name}"): _LOOKUP,
     ("PATCH", "/v1/databases/{owner}/{name}"): _CHANGE,
     ("DELETE", "/v1/databases/{owner}/{name}"): _LOOKUP,
@@ -102,6 +104,13 @@ ROUTE_ERRORS: dict[tuple[str, str], frozenset[int]] = {
     ("DELETE", "/v1/databases/{owner}/{name}/collaborators/{username}"): _LOOKUP,
     ("GET", "/v1/databases/{owner}/{name}/backup"): frozenset({400, 404, 429}),
     ("POST", "/v1/databases/{owner}/{name}/restore"): frozenset({400, 404, 409, 413, 429}),
+    ("POST", "/v1/databases/{owner}/{name}/move"): frozenset({400, 404, 409}),
+    # clusters (server admins)
+    ("GET", "/v1/clusters"): _NONE,
+    ("POST", "/v1/clusters"): _CREATE,
+    ("GET", "/v1/clusters/{name}"): _LOOKUP,
+    ("PATCH", "/v1/clusters/{name}"): _LOOKUP,
+    ("DELETE", "/v1/clusters/{name}"): _CHANGE,
     # modules
     ("POST", "/v1/databases/{owner}/{name}/module"): frozenset({404, 409}),
     ("GET", "/v1/databases/{owner}/{name}/module"): _LOOKUP,

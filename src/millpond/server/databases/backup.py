@@ -54,7 +54,7 @@ from .service import Access, DatabaseService, resolve
 
 CHUNK = 256 * 1024
 _STALE_S = 24 * 3600
-_DUMP_ARGS = (
+DUMP_ARGS = (
     "--format=custom",
     "--no-owner",
     "--no-acl",
@@ -165,8 +165,10 @@ class Backups:
         self.budget = budget
         self.root = (self.settings.data_dir / "restores").resolve()
 
-    def _role(self, access: Access) -> pg_tools.OwnerRole:
-        return pg_tools.OwnerRole(self.cluster, self.secret, access.pg_name)
+    async def _role(self, access: Access) -> pg_tools.OwnerRole:
+        cluster = await self.databases.clusters.cluster_of(access.cluster)
+        cluster.availability.check()
+        return pg_tools.OwnerRole(cluster, self.secret, access.pg_name)
 
     async def _hold(self, principal: Principal) -> Callable[[], None]:
         """Count the tool's connection against the caller's budget and the server's
@@ -188,10 +190,10 @@ class Backups:
         release = await self._hold(principal)
         process: Process | None = None
         try:
-            role = self._role(access)
+            role = await self._role(access)
             manifest = await self._manifest(access, role)
             env, extra = role.tool_env()
-            process = await pg_tools.spawn("pg_dump", [*_DUMP_ARGS, *extra], env, stdout=PIPE)
+            process = await pg_tools.spawn("pg_dump", [*DUMP_ARGS, *extra], env, stdout=PIPE)
             errors = asyncio.ensure_future(pg_tools.errors_of(process))
             assert process.stdout is not None
             first = await process.stdout.read(CHUNK)
@@ -240,7 +242,7 @@ class Backups:
             self.cluster.availability.check()
             access = await resolve(self.store, principal, full_name, need="admin")
             release = await self._hold(principal)
-            role = self._role(access)
+            role = await self._role(access)
             await self._check_empty(role, access)
         except ServiceError:
             if release is not None:
@@ -321,42 +323,52 @@ class Backups:
         return parsed
 
     async def _listing(self, archive: Path) -> Path:
-        """The archive's table of contents as ``pg_restore --use-list`` takes it, less
-        the row visibility policies; a file pg_restore cannot read: 400. (Through files:
-        a crafted archive's table of contents may be as long as the file.)"""
-        raw, listing = archive.with_name("contents"), archive.with_name("listing")
-        env = {"PATH": os.defpath, "LC_ALL": "C"}
-        with raw.open("wb") as out:
-            process = await pg_tools.spawn("pg_restore", ["--list", str(archive)], env, stdout=out)
-            stderr = await pg_tools.errors_of(process)
-            code = await process.wait()
-        if code != 0:
-            failed = pg_tools.failure("pg_restore", stderr, [str(archive.parent)])
-            raise _invalid(f"not a pg_dump archive: {failed.line}")
-        await asyncio.to_thread(_filter_listing, raw, listing)
-        return listing
+        return await read_listing(archive)
 
     async def _pg_restore(
         self, role: pg_tools.OwnerRole, archive: Path, listing: Path, disconnected: Disconnected
     ) -> None:
-        env, extra = role.tool_env()
-        args = [*_RESTORE_ARGS, *extra, f"--use-list={listing}", str(archive)]
-        process = await pg_tools.spawn("pg_restore", args, env)
-        errors = asyncio.ensure_future(pg_tools.errors_of(process))
-        gone = asyncio.ensure_future(disconnected())
-        try:
-            await asyncio.wait({errors, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if gone.done():  # the client left: roll it all back (it is one transaction)
-                raise ServiceError(400, "restore_failed", "the client went away: rolled back")
-            code = await process.wait()
-        finally:
-            gone.cancel()
-            await pg_tools.stop(process)
-        if code != 0:
-            scrub = [*role.scrubbed(), str(archive.parent)]
-            raise await _restore_failed(
-                role, pg_tools.failure("pg_restore", errors.result(), scrub)
-            )
+        await run_pg_restore(role, archive, listing, disconnected)
+
+
+async def read_listing(archive: Path) -> Path:
+    """The archive's table of contents as ``pg_restore --use-list`` takes it, less
+    the row visibility policies; a file pg_restore cannot read: 400. (Through files:
+    a crafted archive's table of contents may be as long as the file.)"""
+    raw, listing = archive.with_name("contents"), archive.with_name("listing")
+    env = {"PATH": os.defpath, "LC_ALL": "C"}
+    with raw.open("wb") as out:
+        process = await pg_tools.spawn("pg_restore", ["--list", str(archive)], env, stdout=out)
+        stderr = await pg_tools.errors_of(process)
+        code = await process.wait()
+    if code != 0:
+        failed = pg_tools.failure("pg_restore", stderr, [str(archive.parent)])
+        raise _invalid(f"not a pg_dump archive: {failed.line}")
+    await asyncio.to_thread(_filter_listing, raw, listing)
+    return listing
+
+
+async def run_pg_restore(
+    role: pg_tools.OwnerRole, archive: Path, listing: Path, disconnected: Disconnected
+) -> None:
+    """``pg_restore`` of ``archive`` (its ``listing``) as ``role``, one transaction;
+    400 ``restore_failed`` saying why (rolled back when ``disconnected`` returns)."""
+    env, extra = role.tool_env()
+    args = [*_RESTORE_ARGS, *extra, f"--use-list={listing}", str(archive)]
+    process = await pg_tools.spawn("pg_restore", args, env)
+    errors = asyncio.ensure_future(pg_tools.errors_of(process))
+    gone = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({errors, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if gone.done():  # the client left: roll it all back (it is one transaction)
+            raise ServiceError(400, "restore_failed", "the client went away: rolled back")
+        code = await process.wait()
+    finally:
+        gone.cancel()
+        await pg_tools.stop(process)
+    if code != 0:
+        scrub = [*role.scrubbed(), str(archive.parent)]
+        raise await _restore_failed(role, pg_tools.failure("pg_restore", errors.result(), scrub))
 
 
 class _Body:

@@ -94,16 +94,21 @@ class ToolFailed(Exception):
 class OwnerRole:
     """How to reach one database as its ``_owner`` role."""
 
-    def __init__(self, cluster: Cluster, secret: bytes, pg_name: str) -> None:
+    def __init__(
+        self, cluster: Cluster, secret: bytes, pg_name: str, dbname: str | None = None
+    ) -> None:
+        """``dbname``: the database's name in Postgres when it is not ``pg_name`` (one
+        fenced for a move: ``provision.fence_database``)."""
         self.cluster = cluster
         self.secret = secret
         self.pg_name = pg_name
+        self.dbname = dbname or pg_name
         self.roles = provision.DatabaseRoles(pg_name)
         self.name = self.roles.role("owner")
 
     def conninfo(self, options: str = PINNED) -> str:
         return self.cluster.role_conninfo(
-            self.pg_name,
+            self.dbname,
             self.name,
             provision.role_password(self.secret, self.name),
             options=options,
@@ -120,7 +125,7 @@ class OwnerRole:
             "HOME": os.environ.get("HOME", "/"),
             "PGCONNECT_TIMEOUT": "10",
         }
-        rest = {"dbname": params.pop("dbname", self.pg_name)}
+        rest = {"dbname": params.pop("dbname", self.dbname)}
         for key, value in params.items():
             if key in _ENV_OF:
                 env[_ENV_OF[key]] = value

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
@@ -37,8 +39,12 @@ from ..budget import check_count
 from ..config import Settings
 from ..errors import ServiceError, conflict, forbidden, invalid, not_found
 from ..postgres import provision
-from ..postgres.cluster import Cluster
+from ..postgres.cluster import HOME
 from ..store import Store
+
+if TYPE_CHECKING:
+    from ..clusters.registry import Clusters
+    from ..clusters.service import ClusterService
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")  # used with fullmatch
 _RANK: dict[str, int] = {"read": 1, "write": 2, "admin": 3, "owner": 4}
@@ -63,6 +69,8 @@ class Access:
     is_private: bool
     storage_limit_bytes: int | None
     role: AccessRole
+    cluster: str = HOME
+    """The name of the Postgres cluster it lives on (``server/clusters/``)."""
 
     @property
     def full_name(self) -> str:
@@ -94,12 +102,12 @@ def split_full_name(full_name: str) -> tuple[str, str]:
 
 _ACCESS_SQL = """
 SELECT d.id, d.pg_name, u.username AS owner, d.name, d.is_private, d.storage_limit_bytes,
-       d.owner_id, c.role AS collaborator_role
+       d.owner_id, c.role AS collaborator_role, d.cluster_id, d.state
 FROM databases d
 JOIN users u ON u.id = d.owner_id
 LEFT JOIN collaborators c ON c.database_id = d.id AND c.user_id = %(user_id)s
 WHERE lower(u.username) = lower(%(owner)s) AND lower(d.name) = lower(%(name)s)
-  AND d.state = 'ready'
+  AND d.state IN ('ready', 'moving')
 """
 
 
@@ -132,7 +140,22 @@ def access_of(row: DictRow, role: AccessRole) -> Access:
         is_private=row["is_private"],
         storage_limit_bytes=row["storage_limit_bytes"],
         role=role,
+        cluster=row["cluster_id"],
     )
+
+
+class DatabaseMoving(ServiceError):
+    """503 ``database_moving`` (with ``Retry-After``): the database is being moved to
+    another cluster (``clusters/move.py``)."""
+
+    def __init__(self, full_name: str) -> None:
+        super().__init__(
+            503,
+            "database_moving",
+            f"{full_name} is being moved to another Postgres cluster; retry in a moment",
+            {"database": full_name},
+        )
+        self.headers = {"Retry-After": "1"}
 
 
 async def resolve(
@@ -155,25 +178,20 @@ async def resolve(
         if not principal.can_write:
             raise forbidden("this API key is read-only", "read_only_key")
         raise forbidden(f"this needs {need} access to {access.full_name}; you have {role}")
+    if row["state"] == "moving":
+        raise DatabaseMoving(access.full_name)
     return access
 
 
 _DB_SELECT = """
 SELECT d.id, u.username AS owner, d.name, d.is_private, d.storage_limit_bytes,
-       d.created_at, d.updated_at, d.pg_name
+       d.created_at, d.updated_at, d.pg_name, d.cluster_id,
+       CASE WHEN d.cluster_id = 'default' AND %(sizes)s THEN pg_database_size(d.pg_name)
+       END AS size_bytes
 FROM databases d JOIN users u ON u.id = d.owner_id
 """
-
-
-async def _describe(store: Store, db_id: int, role: AccessRole | None) -> Database:
-    row = await store.fetchone(
-        _DB_SELECT.replace("SELECT", "SELECT pg_database_size(d.pg_name) AS size_bytes,", 1)
-        + " WHERE d.id = %s",
-        (db_id,),
-    )
-    if row is None:
-        raise not_found("database_not_found", "the database no longer exists")
-    return _to_model(row, role)
+"""A database's row; its size when it is on the home cluster and ``sizes`` (the others'
+are asked of their cluster: :meth:`DatabaseService._sized`)."""
 
 
 def _to_model(row: DictRow, role: AccessRole | None) -> Database:
@@ -188,29 +206,49 @@ def _to_model(row: DictRow, role: AccessRole | None) -> Database:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         role=role,
+        cluster=row["cluster_id"],
     )
 
 
 class DatabaseService:
     def __init__(
-        self, store: Store, cluster: Cluster, secret: bytes, settings: Settings | None = None
+        self,
+        store: Store,
+        clusters: Clusters,
+        placement: ClusterService,
+        secret: bytes,
+        settings: Settings | None = None,
     ) -> None:
         self.store = store
-        self.cluster = cluster
+        self.clusters = clusters
+        self.cluster = clusters.home
+        self.placement = placement
         self.secret = secret
         self.settings = settings or Settings()
         self.drop_hooks: list[DropHook] = []
+        self.move_hooks: list[DropHook] = []
+        """Run before a database is fenced for a move (``clusters/move.py``): close what
+        this replica holds open on it."""
 
     async def create(self, principal: Principal, body: DatabaseCreate) -> Database:
         require_write(principal)
         check_name(body.name)
+        cluster = await self.clusters.cluster_of(
+            await self.placement.place(principal, body.cluster)
+        )
         async with self.store.transaction() as conn:
             await self._check_limit(conn, principal)
             cur = await conn.execute(
-                "INSERT INTO databases (owner_id, name, pg_name, is_private, storage_limit_bytes)"
-                " VALUES (%s, %s, 'mp_pending_' || gen_random_uuid(), %s, %s)"
+                "INSERT INTO databases (owner_id, name, pg_name, is_private, storage_limit_bytes,"
+                " cluster_id) VALUES (%s, %s, 'mp_pending_' || gen_random_uuid(), %s, %s, %s)"
                 " ON CONFLICT DO NOTHING RETURNING id",
-                (principal.user_id, body.name, body.is_private, body.storage_limit_bytes),
+                (
+                    principal.user_id,
+                    body.name,
+                    body.is_private,
+                    body.storage_limit_bytes,
+                    cluster.name,
+                ),
             )
             row = await cur.fetchone()
         if row is None:
@@ -221,13 +259,35 @@ class DatabaseService:
             "UPDATE databases SET pg_name = %s WHERE id = %s", (pg_name, db_id)
         )
         try:
-            await asyncio.to_thread(provision.create_database, self.cluster, self.secret, pg_name)
+            await asyncio.to_thread(provision.create_database, cluster, self.secret, pg_name)
         except BaseException:
-            await asyncio.to_thread(provision.drop_database, self.cluster, pg_name)
+            await asyncio.to_thread(provision.drop_database, cluster, pg_name)
             await self.store.execute("DELETE FROM databases WHERE id = %s", (db_id,))
             raise
         await self.store.execute("UPDATE databases SET state = 'ready' WHERE id = %s", (db_id,))
-        return await _describe(self.store, db_id, "owner")
+        return await self._describe(db_id, "owner")
+
+    async def _describe(self, db_id: int, role: AccessRole | None) -> Database:
+        row = await self.store.fetchone(
+            _DB_SELECT + " WHERE d.id = %(id)s", {"id": db_id, "sizes": True}
+        )
+        if row is None:
+            raise not_found("database_not_found", "the database no longer exists")
+        return (await self._sized([_to_model(row, role)]))[0]
+
+    async def _sized(self, found: builtins.list[Database]) -> builtins.list[Database]:
+        """``found`` with the sizes of those on other clusters than the home one (asked of
+        their cluster; unknown when it cannot be reached)."""
+        out = []
+        for db in found:
+            if db.cluster != HOME and db.size_bytes is None:
+                pg_name = provision.pg_name_for(db.id)
+                with contextlib.suppress(Exception):
+                    cluster = await self.clusters.cluster_of(db.cluster)
+                    size = await asyncio.to_thread(provision.database_size, cluster, pg_name)
+                    db = db.model_copy(update={"size_bytes": size})
+            out.append(db)
+        return out
 
     async def _check_limit(self, conn: AsyncConnection[DictRow], principal: Principal) -> None:
         """``account_max_databases``: every database the user owns (whichever of its keys,
@@ -246,23 +306,23 @@ class DatabaseService:
     async def list(self, principal: Principal, *, sizes: bool = False) -> builtins.list[Database]:
         """The caller's databases and those shared with them; ``sizes``: with each one's
         size (a walk of its files each: the console shows it against the limit)."""
-        size = "pg_database_size(d.pg_name) AS size_bytes, " if sizes else ""
         rows = await self.store.fetchall(
-            _DB_SELECT.replace("SELECT", f"SELECT {size}c.role AS collaborator_role,", 1)
+            _DB_SELECT.replace("SELECT", "SELECT c.role AS collaborator_role,", 1)
             + " LEFT JOIN collaborators c ON c.database_id = d.id AND c.user_id = %(uid)s"
-            " WHERE d.state = 'ready' AND (d.owner_id = %(uid)s OR c.user_id IS NOT NULL)"
+            " WHERE d.state IN ('ready', 'moving')"
+            " AND (d.owner_id = %(uid)s OR c.user_id IS NOT NULL)"
             " ORDER BY u.username, d.name",
-            {"uid": principal.user_id},
+            {"uid": principal.user_id, "sizes": sizes},
         )
         result = []
         for row in rows:
             role: AccessRole = row["collaborator_role"] or "owner"
             result.append(_to_model(row, role if principal.can_write else "read"))
-        return result
+        return await self._sized(result) if sizes else result
 
     async def get(self, principal: Principal, full_name: str) -> Database:
         access = await resolve(self.store, principal, full_name)
-        return await _describe(self.store, access.id, access.role)
+        return await self._describe(access.id, access.role)
 
     async def update(self, principal: Principal, full_name: str, body: DatabaseUpdate) -> Database:
         access = await resolve(self.store, principal, full_name, need="admin")
@@ -299,7 +359,7 @@ class DatabaseService:
                 },
             )
         self.store.changed()
-        return await _describe(self.store, access.id, access.role)
+        return await self._describe(access.id, access.role)
 
     async def delete(self, principal: Principal, full_name: str) -> None:
         access = await resolve(self.store, principal, full_name, need="owner")
@@ -307,28 +367,32 @@ class DatabaseService:
             "UPDATE databases SET state = 'deleting' WHERE id = %s", (access.id,)
         )
         self.store.changed()
-        await self.drop(access.pg_name)
+        await self.drop(access.pg_name, access.cluster)
         await self.store.execute("DELETE FROM databases WHERE id = %s", (access.id,))
 
-    async def drop(self, pg_name: str) -> None:
+    async def drop(self, pg_name: str, cluster: str = HOME) -> None:
         """Close our pools to the database, then drop it and its roles."""
         for hook in self.drop_hooks:
             await hook(pg_name)
-        await asyncio.to_thread(provision.drop_database, self.cluster, pg_name)
+        target = await self.clusters.cluster_of(cluster)
+        await asyncio.to_thread(provision.drop_database, target, pg_name)
 
     async def drop_marked(self, pg_name: str) -> None:
         """Drop a database already marked ``deleting`` and remove its row."""
-        await self.drop(pg_name)
+        row = await self.store.fetchone(
+            "SELECT cluster_id FROM databases WHERE pg_name = %s", (pg_name,)
+        )
+        await self.drop(pg_name, row["cluster_id"] if row else HOME)
         await self.store.execute("DELETE FROM databases WHERE pg_name = %s", (pg_name,))
 
     async def reconcile(self) -> int:
         """Finish what a crash interrupted: half-created or half-deleted databases are
         dropped and their rows removed. Returns how many were cleaned up."""
         rows = await self.store.fetchall(
-            "SELECT id, pg_name FROM databases WHERE state IN ('creating', 'deleting')"
+            "SELECT id, pg_name, cluster_id FROM databases WHERE state IN ('creating', 'deleting')"
         )
         for row in rows:
-            await self.drop(row["pg_name"])
+            await self.drop(row["pg_name"], row["cluster_id"])
             await self.store.execute("DELETE FROM databases WHERE id = %s", (row["id"],))
         await self.harden()
         return len(rows)
@@ -341,12 +405,13 @@ class DatabaseService:
         )
         if done is not None and int(done["value"]) >= provision.HARDENING_VERSION:
             return
-        for row in await self.store.fetchall("SELECT pg_name FROM databases WHERE state = 'ready'"):
-            await asyncio.to_thread(
-                provision.ensure_roles, self.cluster, self.secret, row["pg_name"]
-            )
-            await asyncio.to_thread(provision.harden_database, self.cluster, row["pg_name"])
-            await asyncio.to_thread(provision.reset_database_roles, self.cluster, row["pg_name"])
+        for row in await self.store.fetchall(
+            "SELECT pg_name, cluster_id FROM databases WHERE state = 'ready'"
+        ):
+            cluster = await self.clusters.cluster_of(row["cluster_id"])
+            await asyncio.to_thread(provision.ensure_roles, cluster, self.secret, row["pg_name"])
+            await asyncio.to_thread(provision.harden_database, cluster, row["pg_name"])
+            await asyncio.to_thread(provision.reset_database_roles, cluster, row["pg_name"])
         await self.store.execute(
             "INSERT INTO server_state (key, value) VALUES ('hardening_version', %s)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",

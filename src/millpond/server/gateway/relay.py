@@ -35,6 +35,7 @@ class Owner:
     database: str  # as the client wrote it: owner/name
     database_id: int
     sql_role: str  # owner / rw / ro
+    cluster: str = "default"  # the Postgres cluster the database lives on
 
 
 class Relay:

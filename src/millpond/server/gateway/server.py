@@ -52,6 +52,7 @@ from psycopg_pool import PoolTimeout
 
 from ..accounts.service import Principal, authenticate, canonical_key
 from ..budget import BudgetExceeded, ConnectionBudget
+from ..clusters.registry import Clusters
 from ..config import Settings
 from ..databases.service import Access, resolve
 from ..errors import ServiceError
@@ -59,7 +60,7 @@ from ..modules import row_visibility
 from ..modules.identities import sender_of
 from ..postgres import privileged, provision
 from ..postgres.availability import PostgresUnavailable
-from ..postgres.cluster import Cluster
+from ..postgres.cluster import HOME, Cluster
 from ..recheck import Rechecker, Verdict, database_verdict, why_invalid
 from ..store import Store
 from . import protocol as pq
@@ -118,7 +119,7 @@ class Gateway:
         self,
         settings: Settings,
         store: Store,
-        cluster: Cluster,
+        clusters: Clusters,
         secret: bytes,
         budget: ConnectionBudget | None = None,
     ) -> None:
@@ -126,7 +127,8 @@ class Gateway:
         self.budget = budget or ConnectionBudget()
         self._charged: dict[Relay, Callable[[], None]] = {}
         self.store = store
-        self.cluster = cluster
+        self.clusters = clusters
+        self.cluster = clusters.home
         self.secret = secret
         # policy and limits, read on every connection (tests change them on a running gateway)
         self.max_per_database = settings.gateway_max_connections_per_database
@@ -138,6 +140,8 @@ class Gateway:
         self.port: int | None = None  # the bound port, once listening
         self.ssl_context: ssl.SSLContext | None = None
         self._address: upstream.Address | None = None
+        self._addresses: dict[str, upstream.Address] = {}
+        """Where each other cluster listens (the home one's is ``_address``)."""
         self._server: asyncio.AbstractServer | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -330,6 +334,7 @@ class Gateway:
             database=database,
             database_id=access.id,
             sql_role=access.sql_role,
+            cluster=access.cluster,
         )
         relay = Relay(owner, client, self._new_cancel_key(), self._forget)
         self._admit(relay)
@@ -347,7 +352,9 @@ class Gateway:
                 # reads in pg_backend_pid(), NOTIFY payloads and pg_stat_activity matches
                 # what it was told, and only the gateway holds Postgres' cancel secret
                 relay.client_key = self._new_cancel_key(login.backend_key[0])
-                relay.send_cancel = lambda: self._spawn(self._cancel_backend(login.backend_key))
+                relay.send_cancel = lambda: self._spawn(
+                    self._cancel_backend(login.backend_key, owner.cluster)
+                )
                 self._by_cancel_key[relay.client_key] = relay
                 greeting = (
                     pq.auth_request(pq.AUTH_OK)
@@ -443,10 +450,27 @@ class Gateway:
         if self._by_cancel_key.get(relay.client_key) is relay:
             del self._by_cancel_key[relay.client_key]
 
+    async def _upstream(self, name: str) -> tuple[Cluster, upstream.Address]:
+        """The cluster ``name`` and where it listens."""
+        if name == HOME:
+            assert self._address is not None
+            return self.cluster, self._address
+        cluster = await self.clusters.cluster_of(name)
+        if not cluster.availability.up:
+            raise Refusal(
+                "57P03",
+                f"Postgres is unavailable ({cluster.availability.reason}); retry shortly",
+            )
+        address = self._addresses.get(name)
+        if address is None:
+            address = upstream.Address.from_conninfo(cluster.server_conninfo())
+            self._addresses[name] = address
+        return cluster, address
+
     async def _login(
         self, access: Access, client_params: dict[str, str], identity: str
     ) -> upstream.Login:
-        assert self._address is not None
+        cluster, address = await self._upstream(access.cluster)
         role = provision.DatabaseRoles(access.pg_name).role(access.sql_role)
         password = provision.role_password(self.secret, role)
         params = {
@@ -463,17 +487,17 @@ class Gateway:
         if access.sql_role == "ro":  # a convenience: the privileges are the wall
             options = params.get("options", "")
             params["options"] = f"{options} -c default_transaction_read_only=on".strip()
-        await self._clean_role_settings(role)
+        await self._clean_role_settings(role, cluster)
         try:
             try:
-                return await upstream.login(self._address, role, password, access.pg_name, params)
+                return await upstream.login(address, role, password, access.pg_name, params)
             except upstream.UpstreamError as exc:
                 if exc.sqlstate != "28P01":
                     raise
                 # any role may change its own password: restore it and log in again
                 _log.warning("restoring the password of role %s", role)
-                await asyncio.to_thread(provision.reset_password, self.cluster, self.secret, role)
-                return await upstream.login(self._address, role, password, access.pg_name, params)
+                await asyncio.to_thread(provision.reset_password, cluster, self.secret, role)
+                return await upstream.login(address, role, password, access.pg_name, params)
         except upstream.UpstreamError as exc:
             raise Refusal.forwarded(exc) from None
 
@@ -484,18 +508,24 @@ class Gateway:
             owner.sql_role  # type: ignore[arg-type]
         )
         try:
-            await privileged.terminate_backend(self.cluster, relay.backend_key[0], role)
-        except psycopg.Error as exc:  # Postgres is going away too: nothing left to end
+            cluster, _ = await self._upstream(owner.cluster)
+            await privileged.terminate_backend(cluster, relay.backend_key[0], role)
+        except (psycopg.Error, ServiceError, Refusal) as exc:  # Postgres is going away too
             _log.info("could not terminate backend %s: %s", relay.backend_key[0], exc)
 
-    async def _clean_role_settings(self, role: str) -> None:
+    async def _clean_role_settings(self, role: str, cluster: Cluster) -> None:
         """Before a session of a shared role starts: remove role-level settings one of its
         users gave it (``ALTER ROLE CURRENT_USER SET …``), which would apply to this
-        session too."""
-        row = await self.store.fetchone(provision.ROLE_SETTINGS_SQL, (role,))
-        if row is not None and next(iter(row.values())):
+        session too. (Role settings are the cluster's: the home one's are read on the
+        control database's pool, another's on a session of its own.)"""
+        if cluster.home:
+            row = await self.store.fetchone(provision.ROLE_SETTINGS_SQL, (role,))
+            found = row is not None and bool(next(iter(row.values())))
+        else:
+            found = await asyncio.to_thread(provision.has_role_settings, cluster, role)
+        if found:
             _log.warning("removing role-level settings of role %s", role)
-            await asyncio.to_thread(provision.reset_role_settings, self.cluster, role)
+            await asyncio.to_thread(provision.reset_role_settings, cluster, role)
 
     def _new_cancel_key(self, pid: int | None = None) -> tuple[int, int]:
         """A (pid, secret) to give a client: the backend's ``pid`` when known (else a
@@ -511,11 +541,11 @@ class Gateway:
         relay = self._by_cancel_key.get((request.pid, request.secret))
         if relay is None or relay.backend_key is None or relay.closed:
             return  # like Postgres: no answer either way
-        await self._cancel_backend(relay.backend_key)
+        await self._cancel_backend(relay.backend_key, relay.owner.cluster)
 
-    async def _cancel_backend(self, backend_key: tuple[int, int]) -> None:
-        assert self._address is not None
-        await upstream.cancel(self._address, *backend_key)
+    async def _cancel_backend(self, backend_key: tuple[int, int], cluster: str = HOME) -> None:
+        _, address = await self._upstream(cluster)
+        await upstream.cancel(address, *backend_key)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -216,7 +216,7 @@ class Lifecycle:
         """The database's open realtime connections (of a module with lifecycle
         reducers), oldest first: owner and admins."""
         access = await resolve(self.service.store, principal, full_name, need="admin")
-        conninfo = self.service.publisher.conninfo(access, "reducer", "millpond-connections")
+        conninfo = await self.service.publisher.conninfo(access, "reducer", "millpond-connections")
         try:
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 cur = await conn.execute(
@@ -236,7 +236,7 @@ class Lifecycle:
         ]
 
     async def _stale(self, access: Access, live: list[str]) -> list[tuple[str, str]]:
-        conninfo = self.service.publisher.conninfo(access, "reducer", "millpond-sweep")
+        conninfo = await self.service.publisher.conninfo(access, "reducer", "millpond-sweep")
         try:
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 cur = await conn.execute(

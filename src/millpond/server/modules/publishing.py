@@ -22,11 +22,11 @@ from psycopg import sql
 from millpond.module._def import ModuleDef
 
 from ...models.modules import ModulePublish, PlanStep, PublishResult
+from ..clusters.registry import Clusters
 from ..config import Settings
 from ..databases.service import Access, access_of
 from ..errors import ServiceError
 from ..postgres import provision
-from ..postgres.cluster import Cluster
 from ..store import Store
 from . import migrate, pool, row_visibility, schema
 
@@ -130,7 +130,7 @@ async def ready_modules(store: Store) -> list[tuple[Access, dict[str, Any]]]:
     schedules)."""
     rows = await store.fetchall(
         "SELECT DISTINCT ON (v.database_id) v.database_id AS id, v.definition, d.pg_name,"
-        " u.username AS owner, d.name, d.is_private, d.storage_limit_bytes"
+        " u.username AS owner, d.name, d.is_private, d.storage_limit_bytes, d.cluster_id"
         " FROM module_versions v JOIN databases d ON d.id = v.database_id"
         " JOIN users u ON u.id = d.owner_id"
         " WHERE v.state = 'ready' AND d.state = 'ready'"
@@ -140,17 +140,20 @@ async def ready_modules(store: Store) -> list[tuple[Access, dict[str, Any]]]:
 
 
 class Publisher:
-    def __init__(self, store: Store, cluster: Cluster, secret: bytes, settings: Settings):
+    def __init__(self, store: Store, clusters: Clusters, secret: bytes, settings: Settings):
         self.store = store
-        self.cluster = cluster
+        self.clusters = clusters
+        self.cluster = clusters.home
         self.secret = secret
         self.settings = settings
         self.limits = pool.Limits.from_settings(settings)
 
-    def conninfo(self, access: Access, which: provision.SqlRole, app: str) -> str:
+    async def conninfo(self, access: Access, which: provision.SqlRole, app: str) -> str:
+        """A session of the database's ``which`` role, on the cluster it lives on."""
+        cluster = await self.clusters.cluster_of(access.cluster)
         role = provision.DatabaseRoles(access.pg_name).role(which)
         timeout_ms = int(self.settings.module_call_timeout_s * 1000)
-        return self.cluster.role_conninfo(
+        return cluster.role_conninfo(
             access.pg_name,
             role,
             provision.role_password(self.secret, role),
@@ -254,7 +257,7 @@ class Publisher:
         }
         try:
             outcome = await pool.apply(
-                self.conninfo(access, "owner", "millpond-publish"),
+                await self.conninfo(access, "owner", "millpond-publish"),
                 upload.files,
                 upload.entry,
                 [s.as_string(None) for s in statements],

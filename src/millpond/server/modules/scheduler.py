@@ -143,7 +143,8 @@ class Scheduler:
     async def _refresh(self) -> None:
         wanted = {a.id: a for a in await self._scheduled()}
         for database_id, running in list(self._running.items()):
-            if database_id not in wanted or running.done:
+            moved = database_id in wanted and wanted[database_id].cluster != running.access.cluster
+            if database_id not in wanted or running.done or moved:
                 await self._release(database_id)
         lease = await self._lease_connection()
         for database_id, access in wanted.items():
@@ -214,7 +215,7 @@ class Scheduler:
         """The database's scheduled runs, soonest first (failed ones last): owner and
         admins."""
         access = await resolve(self.service.store, principal, full_name, need="admin")
-        conninfo = self.service.publisher.conninfo(access, "reducer", "millpond-schedules")
+        conninfo = await self.service.publisher.conninfo(access, "reducer", "millpond-schedules")
         try:
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 rows = await (await conn.execute(_LIST_SQL, (limit,))).fetchall()
@@ -279,15 +280,15 @@ class _Database:
         if self._running:  # runs in flight finish: their transactions decide
             await asyncio.gather(*self._running, return_exceptions=True)
 
-    def _conninfo(self, app: str) -> str:
-        return self.service.publisher.conninfo(self.access, "reducer", app)
+    async def _conninfo(self, app: str) -> str:
+        return await self.service.publisher.conninfo(self.access, "reducer", app)
 
     async def _listen(self) -> None:
         backoff = Backoff(base=0.1, cap=5.0)
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._conninfo("millpond-schedules-listen"), autocommit=True
+                    await self._conninfo("millpond-schedules-listen"), autocommit=True
                 ) as conn:
                     await conn.execute(
                         sql.SQL("LISTEN {}").format(sql.Identifier(SCHEDULE_CHANNEL))
@@ -305,7 +306,7 @@ class _Database:
         """Read what is due soon, start each run at its time, sleep until the next one
         (or a change); ends on a lost connection (the scheduler starts it again)."""
         async with await psycopg.AsyncConnection.connect(
-            self._conninfo("millpond-schedules"), autocommit=True
+            await self._conninfo("millpond-schedules"), autocommit=True
         ) as conn:
             self._conn = conn
             while True:
@@ -480,6 +481,6 @@ class _Database:
             await conn.execute(query, params)
             return
         async with await psycopg.AsyncConnection.connect(
-            self._conninfo("millpond-schedules"), autocommit=True
+            await self._conninfo("millpond-schedules"), autocommit=True
         ) as own:
             await own.execute(query, params)

@@ -33,11 +33,11 @@ from ...models.modules import (
     PublishResult,
 )
 from ..accounts.service import Principal
+from ..clusters.registry import Clusters
 from ..config import Settings
 from ..databases.service import Access, resolve
 from ..errors import ServiceError
 from ..observability.context import current_request_id
-from ..postgres.cluster import Cluster
 from ..store import Store
 from ..store.notifications import Invalidation
 from . import pool
@@ -69,21 +69,23 @@ class Active:
     definition: ModuleDef
     pool: pool.WorkerPool
     generation: int
+    cluster: str
+    """Where its workers' sessions go: a database moved elsewhere gets new workers."""
     last_used: float = field(default_factory=time.monotonic)
     calls: int = 0
 
 
 class ModuleService:
-    def __init__(self, store: Store, cluster: Cluster, secret: bytes, settings: Settings):
+    def __init__(self, store: Store, clusters: Clusters, secret: bytes, settings: Settings):
         self.store = store
         self.secret = secret
         self.settings = settings
-        self.publisher = Publisher(store, cluster, secret, settings)
+        self.publisher = Publisher(store, clusters, secret, settings)
         self.identities = Identities(store, secret, settings)
         self.issuers = Issuers(store, settings)
         self.lifecycle = Lifecycle(self)
         self.scheduler = Scheduler(self)
-        self.changes = Invalidation(cluster.control_conninfo, CHANNEL)
+        self.changes = Invalidation(clusters.home.control_conninfo, CHANNEL)
         self._active: dict[int, Active] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._draining: set[asyncio.Task[None]] = set()
@@ -304,6 +306,7 @@ class ModuleService:
             active is not None
             and self.changes.live
             and active.generation == self.changes.generation
+            and active.cluster == access.cluster
         ):
             return active
         async with self._lock(access.id):
@@ -313,7 +316,10 @@ class ModuleService:
             latest = await self.publisher.latest(access.id)
             if latest is None:
                 raise _no_module(access)
-            if active is None or active.version != latest.version:
+            if active is None or (active.version, active.cluster) != (
+                latest.version,
+                access.cluster,
+            ):
                 active = await self._replace(access, latest)
             active.generation = generation
             return active
@@ -321,10 +327,13 @@ class ModuleService:
     async def _replace(self, access: Access, version: Version) -> Active:
         """Start ``version``'s workers, route calls to them, drain the old ones."""
         current = self._active.get(access.id)
-        if current is not None and current.version == version.version:
+        if current is not None and (current.version, current.cluster) == (
+            version.version,
+            access.cluster,
+        ):
             return current
         new_pool = pool.WorkerPool(
-            self.publisher.conninfo(access, "reducer", "millpond-module"),
+            await self.publisher.conninfo(access, "reducer", "millpond-module"),
             version.files,
             version.entry,
             self.publisher.limits,
@@ -339,7 +348,9 @@ class ModuleService:
                 "module_unavailable",
                 f"version {version.version} of the module does not start: {exc.message}",
             ) from None
-        active = Active(version.version, version.definition, new_pool, self.changes.generation)
+        active = Active(
+            version.version, version.definition, new_pool, self.changes.generation, access.cluster
+        )
         self._active[access.id] = active
         if current is not None:
             self._drain(current)

@@ -1,9 +1,13 @@
-"""The Postgres cluster millpond runs on: embedded (pgserver wheel) or external (a URL).
+"""A Postgres cluster millpond runs databases on: embedded (pgserver wheel) or external
+(a URL).
 
-Everything else asks this object (or, for sessions with the superuser's rights,
-:mod:`.privileged`) for connection strings; it is the one place that knows where Postgres
-is. Its raw superuser connection string is for :mod:`.privileged` alone, which pins the
-settings of every privileged session.
+The *home* cluster is the one the server starts on (the embedded one, or
+``MILLPOND_DATABASE_URL``) and holds the control database; others are added by URL
+(``server/clusters/``) and hold user databases only. Everything else asks this object
+(or, for sessions with the superuser's rights, :mod:`.privileged`) for connection
+strings; it is the one place that knows where Postgres is. Its raw superuser connection
+string is for :mod:`.privileged` alone, which pins the settings of every privileged
+session.
 """
 
 from __future__ import annotations
@@ -22,12 +26,20 @@ from .embedded import EmbeddedPostgres
 _log = logging.getLogger("millpond.postgres")
 
 
+HOME = "default"
+"""The home cluster's name in the ``clusters`` table."""
+
+
 class Cluster:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, name: str = HOME, url: str | None = None) -> None:
+        """The home cluster from ``settings``; with ``url``, another cluster, ``name``."""
         self.settings = settings
+        self.name = name
+        self.home = url is None
+        self._url = settings.database_url if url is None else url
         self.embedded: EmbeddedPostgres | None = (
             EmbeddedPostgres(settings.data_dir, allow_root_setup=settings.allow_root_setup)
-            if settings.database_url is None
+            if self._url is None
             else None
         )
         self._base: str | None = None
@@ -41,15 +53,16 @@ class Cluster:
         return "embedded" if self.embedded else "external"
 
     def start(self) -> None:
-        """Start the embedded cluster if there is one, and make sure the control database
-        exists with ``CONNECT`` revoked from ``PUBLIC``."""
+        """Start the embedded cluster if there is one; on the home cluster, make sure the
+        control database exists with ``CONNECT`` revoked from ``PUBLIC``."""
         if self.embedded:
             self.embedded.start()
             self._base = self.embedded.url()
         else:
-            assert self.settings.database_url is not None
-            self._base = self.settings.database_url
-        self._ensure_control_database()
+            assert self._url is not None
+            self._base = self._url
+        if self.home:
+            self._ensure_control_database()
 
     def stop(self) -> None:
         if self.embedded:
@@ -75,9 +88,20 @@ class Cluster:
         params.update(user=role, password=password, **options)
         return make_conninfo("", **{k: str(v) for k, v in params.items() if v is not None})
 
+    def address(self) -> str:
+        """Where it listens, for people: ``host:port`` (a socket directory's path is not
+        shown), no credentials."""
+        params = conninfo_to_dict(self.server_conninfo())
+        host = str(params.get("host") or params.get("hostaddr") or "localhost")
+        port = str(params.get("port") or "5432")
+        return f"local socket, port {port}" if host.startswith("/") else f"{host}:{port}"
+
     @property
     def control_conninfo(self) -> str:
-        """The control database, as the superuser, with the pinned settings."""
+        """The control database, as the superuser, with the pinned settings (the home
+        cluster's only)."""
+        if not self.home:
+            raise RuntimeError(f"cluster {self.name} holds no control database")
         return privileged.control_conninfo(self)
 
     def _ensure_control_database(self) -> None:

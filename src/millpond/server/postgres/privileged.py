@@ -75,6 +75,11 @@ def _options(search_path: str | None = None) -> str:
     return " ".join(f"-c {name}={value}" for name, value in pinned.items())
 
 
+def options() -> str:
+    """The pinned settings as a libpq ``options`` value."""
+    return _options()
+
+
 def conninfo(cluster: Cluster, dbname: str | None = None, **params: str) -> str:
     """The superuser's connection string for ``dbname`` (the maintenance database when
     ``None``), with the pinned settings; ``params`` adds libpq parameters (an
@@ -134,7 +139,7 @@ async def terminate_backend(cluster: Cluster, pid: int, role: str) -> bool:
     """Terminate the backend ``pid`` if it is still a session of ``role`` (a pid alone
     could have been reused), waiting up to a second for it to exit. A terminated
     backend ends whatever it runs: unlike a cancel, no exception handler catches it."""
-    async with await connect_async(control_conninfo(cluster)) as conn:
+    async with await connect_async(conninfo(cluster)) as conn:
         cur = await conn.execute(
             "SELECT pg_catalog.pg_terminate_backend(a.pid, 1000)"
             " FROM pg_catalog.pg_stat_activity a"

@@ -267,12 +267,20 @@ def ensure_replication_role(cluster: Cluster, secret: bytes) -> None:
             _log.warning("realtime streams WAL as the admin role: cannot create %s: %s", role, exc)
             return
         conn.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(_ident(role)))
-        conn.execute(
-            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                _ident(cluster.settings.control_database), _ident(role)
+        if cluster.home:
+            conn.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    _ident(cluster.settings.control_database), _ident(role)
+                )
             )
-        )
     cluster.replication_password = role_password(secret, role)
+
+
+def has_role_settings(cluster: Cluster, role: str) -> bool:
+    """Whether ``role`` has role-level settings (:data:`ROLE_SETTINGS_SQL`)."""
+    with privileged.connect(cluster) as conn:
+        row = conn.execute(ROLE_SETTINGS_SQL, (role,)).fetchone()
+    return bool(row and row[0])
 
 
 def reset_role_settings(cluster: Cluster, role: str) -> None:
@@ -350,6 +358,69 @@ def _drop(conn: psycopg.Connection[Any], pg_name: str) -> None:
                 " WHERE s.database = %s AND s.active_pid IS NOT NULL",
                 (pg_name,),
             )
+
+
+MOVING_SUFFIX = "_moving"
+"""A database being moved to another cluster is renamed ``<pg_name>_moving`` on its source
+(:func:`fence_database`): nothing that connects by its name reaches it any more."""
+
+
+def fence_database(cluster: Cluster, pg_name: str) -> str:
+    """End every session of ``pg_name`` (WAL senders too) and rename it out of reach, so
+    that no session can write to it while it is copied; returns its new name. A session
+    that connects between the two is ended by the next try."""
+    fenced = pg_name + MOVING_SUFFIX
+    rename = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(pg_name), _ident(fenced))
+    with privileged.connect(cluster) as conn:
+        for attempt in range(_DROP_ATTEMPTS):
+            _terminate_sessions(conn, pg_name)
+            try:
+                conn.execute(rename)
+                return fenced
+            except psycopg.errors.ObjectInUse:
+                if attempt == _DROP_ATTEMPTS - 1:
+                    raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def unfence_database(cluster: Cluster, pg_name: str) -> None:
+    """Undo :func:`fence_database` (a move that failed). Idempotent."""
+    fenced = pg_name + MOVING_SUFFIX
+    with privileged.connect(cluster) as conn:
+        found = conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (fenced,))
+        if found.fetchone() is None:
+            return
+        _terminate_sessions(conn, fenced)
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(fenced), _ident(pg_name))
+        )
+
+
+def drop_fenced(cluster: Cluster, pg_name: str) -> None:
+    """A moved database's source: drop the fenced copy and the roles. Idempotent."""
+    with privileged.connect(cluster) as conn:
+        _drop(conn, pg_name + MOVING_SUFFIX)
+    drop_database(cluster, pg_name)
+
+
+def fenced_databases(cluster: Cluster) -> list[str]:
+    """The ``pg_name`` of every database left fenced on ``cluster``."""
+    with privileged.connect(cluster) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_catalog.pg_database"
+            " WHERE datname OPERATOR(pg_catalog.~) '^mp_db_[0-9]+_moving$'"
+        ).fetchall()
+    return [str(r[0]).removesuffix(MOVING_SUFFIX) for r in rows]
+
+
+def _terminate_sessions(conn: psycopg.Connection[Any], datname: str) -> None:
+    conn.execute(
+        "SELECT pg_catalog.pg_terminate_backend(a.pid, 1000) FROM pg_catalog.pg_stat_activity a"
+        " WHERE a.datname OPERATOR(pg_catalog.=) %s"
+        " AND a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()",
+        (datname,),
+    )
 
 
 def database_size(cluster: Cluster, pg_name: str) -> int | None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import AsyncConnection, errors
@@ -55,7 +55,7 @@ from ..modules.row_visibility import RowRules
 from ..observability.context import current_request_id
 from ..postgres import privileged, provision
 from ..postgres.availability import connection_lost, unavailable
-from ..postgres.cluster import Cluster
+from ..postgres.cluster import HOME, Cluster
 from ..postgres.embedded import hide_install
 from ..store import Store, connection_alive
 from .adapters import (
@@ -68,6 +68,9 @@ from .adapters import (
 from .budgeted import budgeted_class, reclaim_idle
 from .statements import transaction_control
 from .stream import StatementResult, run_bounded
+
+if TYPE_CHECKING:
+    from ..clusters.registry import Clusters
 
 _log = logging.getLogger("millpond.query")
 _SIZE_SQL = "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())"
@@ -85,18 +88,21 @@ class QueryService:
     def __init__(
         self,
         store: Store,
-        cluster: Cluster,
+        clusters: Clusters,
         secret: bytes,
         settings: Settings,
         budget: ConnectionBudget | None = None,
     ) -> None:
         self.store = store
-        self.cluster = cluster
+        self.clusters = clusters
+        self.cluster = clusters.home
         self.secret = secret
         self.settings = settings
         self.budget = budget or ConnectionBudget()
         self.budget.reclaimers.append(self._reclaim_idle)
         self._pools: dict[tuple[str, str], AsyncConnectionPool[AsyncConnection[Any]]] = {}
+        self._pool_cluster: dict[tuple[str, str], str] = {}
+        """The cluster each pool connects to: a database moved elsewhere gets a new one."""
         self._types: dict[str, dict[int, str]] = {}
         self._lock = asyncio.Lock()
         self._releasing: set[asyncio.Task[None]] = set()
@@ -106,20 +112,31 @@ class QueryService:
 
     # -- pools ------------------------------------------------------------------------------
 
-    async def pool_for(self, pg_name: str, sql_role: provision.SqlRole) -> AsyncConnectionPool[Any]:
+    async def pool_for(
+        self, pg_name: str, sql_role: provision.SqlRole, cluster: str = HOME
+    ) -> AsyncConnectionPool[Any]:
+        """The pool of ``sql_role`` sessions on ``pg_name``, which lives on ``cluster``."""
         key = (pg_name, sql_role)
         pool = self._pools.get(key)
-        if pool is not None:
+        if pool is not None and self._pool_cluster.get(key) == cluster:
             return pool
+        where = await self.clusters.cluster_of(cluster)
         async with self._lock:
             pool = self._pools.get(key)
+            if pool is not None and self._pool_cluster.get(key) != cluster:
+                self._pools.pop(key)
+                await pool.close()  # the database moved: its old cluster's sessions go
+                pool = None
             if pool is None:
-                pool = self._new_pool(pg_name, sql_role)
+                pool = self._new_pool(pg_name, sql_role, where)
                 await pool.open()
                 self._pools[key] = pool
+                self._pool_cluster[key] = cluster
         return pool
 
-    def _new_pool(self, pg_name: str, sql_role: provision.SqlRole) -> AsyncConnectionPool[Any]:
+    def _new_pool(
+        self, pg_name: str, sql_role: provision.SqlRole, cluster: Cluster
+    ) -> AsyncConnectionPool[Any]:
         role = provision.DatabaseRoles(pg_name).role(sql_role)
         options = (
             f"-c statement_timeout={self.settings.statement_timeout_ms} -c DateStyle=ISO"
@@ -127,7 +144,7 @@ class QueryService:
         )
         if sql_role == "ro":
             options += " -c default_transaction_read_only=on"
-        conninfo = self.cluster.role_conninfo(
+        conninfo = cluster.role_conninfo(
             pg_name,
             role,
             provision.role_password(self.secret, role),
@@ -146,7 +163,7 @@ class QueryService:
 
         return AsyncConnectionPool(
             conninfo,
-            connection_class=budgeted_class(self._healing_connection(role), self.budget),
+            connection_class=budgeted_class(self._healing_connection(role, cluster), self.budget),
             min_size=0,
             max_size=self.settings.pool_max_size,
             max_idle=self.settings.pool_max_idle_s,
@@ -158,13 +175,13 @@ class QueryService:
             name=role,
         )
 
-    def _healing_connection(self, role: str) -> type[AsyncConnection[Any]]:
+    def _healing_connection(self, role: str, cluster: Cluster) -> type[AsyncConnection[Any]]:
         """A connection class that repairs what one caller sharing the role may have done
         to it for the others: a changed password (any role may change its own) is
         restored, and role-level settings (``ALTER ROLE CURRENT_USER SET …``, which would
         apply to every later session of the role) are removed before the session is
         used."""
-        cluster, secret = self.cluster, self.secret
+        secret = self.secret
 
         class _Healing(AsyncConnection[Any]):
             @classmethod
@@ -195,6 +212,7 @@ class QueryService:
 
     async def drop_pools(self, pg_name: str) -> None:
         for key in [k for k in self._pools if k[0] == pg_name]:
+            self._pool_cluster.pop(key, None)
             await self._pools.pop(key).close()
         self._types.pop(pg_name, None)
 
@@ -209,6 +227,7 @@ class QueryService:
         for pool in self._pools.values():
             await pool.close()
         self._pools.clear()
+        self._pool_cluster.clear()
 
     # -- running ------------------------------------------------------------------------------
 
@@ -218,8 +237,11 @@ class QueryService:
         availability = self.cluster.availability
         availability.check()  # Postgres is known to be down: 503 at once
         access = await resolve(self.store, principal, request.database)
+        if access.cluster != HOME:
+            availability = (await self.clusters.cluster_of(access.cluster)).availability
+            availability.check()
         proof = await self._proof(principal, access)
-        pool = await self.pool_for(access.pg_name, access.sql_role)
+        pool = await self.pool_for(access.pg_name, access.sql_role, access.cluster)
         started = time.perf_counter()
         account = principal.user_id
         await self._hold(principal)
@@ -329,7 +351,8 @@ class QueryService:
             size_before = await _scalar(conn, _SIZE_SQL)
             begin = ""
         # on any error the pool's reset rolls the transaction back
-        result = await self._execute(conn, begin + request.sql, offset=len(begin))
+        cluster = self.clusters.get(access.cluster)
+        result = await self._execute(conn, begin + request.sql, offset=len(begin), cluster=cluster)
         if conn.info.transaction_status != TransactionStatus.INTRANS:
             # the lexer missed a statement that ended the transaction: whatever ran
             # after it is outside the promise; never hand the session on
@@ -361,7 +384,11 @@ class QueryService:
             )
 
     async def _execute(
-        self, conn: AsyncConnection[Any], sql_text: str, offset: int = 0
+        self,
+        conn: AsyncConnection[Any],
+        sql_text: str,
+        offset: int = 0,
+        cluster: Cluster | None = None,
     ) -> StatementResult:
         """Run the SQL within the row/byte limits; if it outlives the statement timeout
         (it turned the timeout off, or caught the cancel), terminate its backend: the
@@ -371,8 +398,10 @@ class QueryService:
         # a timer, not a task: nothing is created per query unless it overruns
         ending: list[asyncio.Task[bool]] = []
         pid, role = conn.info.backend_pid, conn.info.user
+        where = cluster or self.cluster
         timer = asyncio.get_running_loop().call_later(
-            deadline, lambda: ending.append(asyncio.create_task(self._end_overrun(pid, role)))
+            deadline,
+            lambda: ending.append(asyncio.create_task(self._end_overrun(where, pid, role))),
         )
         try:
             # the last resort, should Postgres not even answer the termination
@@ -400,12 +429,12 @@ class QueryService:
         finally:
             timer.cancel()
 
-    async def _end_overrun(self, pid: int, role: str) -> bool:
+    async def _end_overrun(self, cluster: Cluster, pid: int, role: str) -> bool:
         """Terminate a session's backend whose statement ignored the timeout (it disabled
         it, or caught the cancel). Terminating, not cancelling, because no exception
         handler catches it; psycopg then sees the connection end."""
         _log.warning("terminating backend %s: its query outlived the statement timeout", pid)
-        return await privileged.terminate_backend(self.cluster, pid, role)
+        return await privileged.terminate_backend(cluster, pid, role)
 
     async def _shape(
         self,

@@ -172,7 +172,7 @@ async def serve(
         await ws.close(4029, "limit_exceeded")
         return
     try:
-        hub = await svc.realtime.hub(access.pg_name)
+        hub = await svc.realtime.hub(access.pg_name, access.cluster)
     except StreamLimit:
         svc.realtime_sockets.give(account)
         await ws.close(4029, "limit_exceeded")
@@ -199,7 +199,7 @@ async def serve(
         flavor.outbox(svc.settings.realtime_send_buffer_bytes),
         identity=principal,
         role=access.sql_role,
-        reader=svc.realtime.reader(access.pg_name, access.sql_role, sender),
+        reader=svc.realtime.reader(access.pg_name, access.sql_role, sender, access.cluster),
         sender=sender,
     )
     full_name, db_id, sql_role = f"{owner}/{name}", access.id, access.sql_role

@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ..modules import row_visibility
 from ..postgres import privileged, provision
-from ..postgres.cluster import Cluster
+from ..postgres.cluster import HOME, Cluster
 from ..query.adapters import register_json_loaders
 from ..query.service import QueryService
 from .hub import Hub, TableInfo, qualified
@@ -163,52 +163,66 @@ class StreamLimit(Exception):
 
 
 class RealtimeService:
-    def __init__(self, cluster: Cluster, query: QueryService, idle_seconds: float = 30.0) -> None:
-        self.cluster = cluster
+    def __init__(self, query: QueryService, idle_seconds: float = 30.0) -> None:
         self.query = query
+        self.clusters = query.clusters
+        self.cluster = query.clusters.home
         self.idle_seconds = idle_seconds
         self.hubs: dict[str, Hub] = {}
         self.max_streams = 1 << 30
         """User databases streamed at once (each hub holds a replication connection, its
         slot and a privileged connection); idle hubs are stopped early to make room."""
         self._reapers: dict[str, asyncio.Task[None]] = {}
+        self._hub_cluster: dict[str, str] = {}
+        """The cluster each user database's hub streams from."""
         self._lock = asyncio.Lock()
 
-    async def hub(self, pg_name: str) -> Hub:
-        """The hub of a user database (its rows read on its read-only role)."""
+    async def hub(self, pg_name: str, cluster: str = HOME) -> Hub:
+        """The hub of a user database on ``cluster`` (its rows read on its read-only
+        role)."""
+        where = await self.clusters.cluster_of(cluster)
 
         async def pool() -> AsyncConnectionPool[Any]:
-            return await self.query.pool_for(pg_name, "ro")
+            return await self.query.pool_for(pg_name, "ro", cluster)
 
         async def owner_pool() -> AsyncConnectionPool[Any]:
-            return await self.query.pool_for(pg_name, "owner")
+            return await self.query.pool_for(pg_name, "owner", cluster)
 
-        hub = await self._hub(pg_name, lambda: self._new_hub(pg_name, pool, owner_pool))
+        if self._hub_cluster.get(pg_name, cluster) != cluster:
+            await self.moving(pg_name)  # it moved: the old cluster's stream is no more
+        hub = await self._hub(pg_name, lambda: self._new_hub(pg_name, pool, owner_pool, where))
+        self._hub_cluster[pg_name] = cluster
         if hub.row_filter is None:  # changes to tables under row-level security: judged
-            hub.row_filter = RowFilter(lambda role: self._role_pool(pg_name, role))
+            hub.row_filter = RowFilter(lambda role: self._role_pool(pg_name, role, cluster))
         return hub
 
     def reader(
-        self, pg_name: str, role: provision.SqlRole, identity: str | None = None
+        self,
+        pg_name: str,
+        role: provision.SqlRole,
+        identity: str | None = None,
+        cluster: str = HOME,
     ) -> PoolSnapshotReader:
         """Reads a subscriber's initial rows as its own role (so row-level security
         applies to them as to its ``SELECT``), as ``identity`` for row visibility rules."""
 
         async def pool() -> AsyncConnectionPool[Any]:
-            return await self.query.pool_for(pg_name, role)
+            return await self.query.pool_for(pg_name, role, cluster)
 
         async def owner_pool() -> AsyncConnectionPool[Any]:
-            return await self.query.pool_for(pg_name, "owner")
+            return await self.query.pool_for(pg_name, "owner", cluster)
 
         proof = None
         if identity is not None:
             proof = row_visibility.proof(self.query.secret, pg_name, identity)
         return PoolSnapshotReader(pool, owner_pool, proof)
 
-    async def _role_pool(self, pg_name: str, role: str) -> AsyncConnectionPool[Any]:
+    async def _role_pool(
+        self, pg_name: str, role: str, cluster: str = HOME
+    ) -> AsyncConnectionPool[Any]:
         if role not in ("owner", "rw", "ro"):
             raise ValueError(f"not a database role: {role!r}")
-        return await self.query.pool_for(pg_name, cast(provision.SqlRole, role))
+        return await self.query.pool_for(pg_name, cast(provision.SqlRole, role), cluster)
 
     async def control_hub(self, pool: AsyncConnectionPool[Any], tables: Sequence[str]) -> Hub:
         """The hub of the control database, streaming only ``tables`` (the flags stream):
@@ -224,6 +238,7 @@ class RealtimeService:
                 CONTROL_HUB,
                 source,
                 source,  # the control database's tables are the server's own
+                self.cluster,
                 conninfo=self.cluster.control_conninfo,
                 publication=CONTROL_PUBLICATION,
                 tables=tables,
@@ -235,13 +250,14 @@ class RealtimeService:
         name: str,
         pool: PoolSource,
         owner_pool: PoolSource,
+        cluster: Cluster,
         *,
         conninfo: str | None = None,
         publication: str = PUBLICATION,
         tables: Sequence[str] | None = None,
     ) -> Hub:
-        admin = conninfo or privileged.conninfo(self.cluster, name)
-        dbname = self.cluster.settings.control_database if name == CONTROL_HUB else name
+        admin = conninfo or privileged.conninfo(cluster, name)
+        dbname = cluster.settings.control_database if name == CONTROL_HUB else name
         reader = PoolSnapshotReader(pool, owner_pool)
         return Hub(
             name,
@@ -250,7 +266,7 @@ class RealtimeService:
             self._ended,
             publication=publication,
             publication_tables=tables,
-            replication_conninfo=privileged.replication_conninfo(self.cluster, dbname),
+            replication_conninfo=privileged.replication_conninfo(cluster, dbname),
         )
 
     async def _hub(self, name: str, make: Callable[[], Hub]) -> Hub:
@@ -303,10 +319,19 @@ class RealtimeService:
             client.outbox.close(4011, "stream_failed")
 
     async def drop(self, pg_name: str) -> None:
+        await self._close(pg_name, 4004, "database_not_found")
+
+    async def moving(self, pg_name: str) -> None:
+        """The database is moving to another cluster: its clients come back (1013, try
+        again later) and resubscribe once it is served from there."""
+        await self._close(pg_name, 1013, "database_moving")
+
+    async def _close(self, pg_name: str, code: int, reason: str) -> None:
+        self._hub_cluster.pop(pg_name, None)
         hub = self.hubs.pop(pg_name, None)
         if hub is not None:
             for client in list(hub.clients.values()):
-                client.outbox.close(4004, "database_not_found")
+                client.outbox.close(code, reason)
             await hub.stop()
 
     async def close(self) -> None:

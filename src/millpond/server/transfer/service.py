@@ -23,6 +23,7 @@ from dataclasses import asdict
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import psycopg
@@ -42,6 +43,7 @@ from ...models.transfer import (
 )
 from ..accounts.service import Principal
 from ..budget import check_count
+from ..clusters.registry import Clusters
 from ..config import Settings
 from ..databases.service import Access, resolve
 from ..errors import ServiceError, invalid, not_found
@@ -115,10 +117,14 @@ def _strip_gz(name: str | None) -> str | None:
     return name
 
 
+_MOVING_POLL_S = 0.5
+
+
 class TransferService:
-    def __init__(self, store: Store, cluster: Cluster, secret: bytes, settings: Settings) -> None:
+    def __init__(self, store: Store, clusters: Clusters, secret: bytes, settings: Settings) -> None:
         self.store = store
-        self.cluster = cluster
+        self.clusters = clusters
+        self.cluster = clusters.home
         self.secret = secret
         self.settings = settings
         self.root = (settings.data_dir / "transfer").resolve()
@@ -585,19 +591,27 @@ class TransferService:
             scope=row["key_scope"],
             service_account_id=row["service_account_id"],
         )
-        try:
-            return await resolve(
-                self.store,
-                principal,
-                f"{found['owner']}/{found['name']}",
-                need=need,  # type: ignore[arg-type]
-            )
-        except ServiceError as exc:
-            raise JobError(exc.code, exc.message) from exc
+        deadline = monotonic() + self.settings.transfer_job_timeout_s
+        while True:
+            try:
+                access = await resolve(
+                    self.store,
+                    principal,
+                    f"{found['owner']}/{found['name']}",
+                    need=need,  # type: ignore[arg-type]
+                )
+                await self.clusters.cluster_of(access.cluster)
+                return access
+            except ServiceError as exc:
+                if exc.code != "database_moving" or monotonic() > deadline:
+                    raise JobError(exc.code, exc.message) from exc
+            await asyncio.sleep(_MOVING_POLL_S)  # it runs once the database has moved
 
     def connect(self, access: Access, identity: str | None = None) -> psycopg.Connection[Any]:
         """A session of the job's role; as ``identity`` for row visibility rules (its
-        proof a startup option: never in a statement's text)."""
+        proof a startup option: never in a statement's text). The database's cluster is
+        loaded already (``Clusters.cluster_of``, by :meth:`_job_access` or the caller)."""
+        cluster = self.clusters.get(access.cluster)
         role = provision.DatabaseRoles(access.pg_name).role(access.sql_role)
         timeout_ms = int(self.settings.transfer_job_timeout_s * 1000)
         options = (
@@ -607,28 +621,28 @@ class TransferService:
         if identity is not None:
             proof = row_visibility.proof(self.secret, access.pg_name, identity)
             options += f" -c {row_visibility.SETTING}={proof}"
-        conninfo = self.cluster.role_conninfo(
+        conninfo = cluster.role_conninfo(
             access.pg_name,
             role,
             provision.role_password(self.secret, role),
             options=options,
             application_name="millpond-transfer",
         )
-        conn = self._login(conninfo, role)
+        conn = self._login(conninfo, role, cluster)
         row = conn.execute(provision.TAMPERED_SETTINGS_SQL).fetchone()
         if row and row[0]:  # a user of the shared role gave it role-level settings
             conn.close()
-            provision.reset_role_settings(self.cluster, role)
-            conn = self._login(conninfo, role)
+            provision.reset_role_settings(cluster, role)
+            conn = self._login(conninfo, role, cluster)
         return conn
 
-    def _login(self, conninfo: str, role: str) -> psycopg.Connection[Any]:
+    def _login(self, conninfo: str, role: str, cluster: Cluster) -> psycopg.Connection[Any]:
         try:
             return psycopg.connect(conninfo, autocommit=True)
         except psycopg.OperationalError as exc:
             if "password authentication failed" not in str(exc):
                 raise JobError("postgres_unavailable", "cannot connect to the database") from exc
-            provision.reset_password(self.cluster, self.secret, role)
+            provision.reset_password(cluster, self.secret, role)
             return psycopg.connect(conninfo, autocommit=True)
 
     async def execute_import(

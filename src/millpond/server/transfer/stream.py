@@ -252,6 +252,7 @@ class CsvStreams:
         service = self.service
         service.cluster.availability.check()  # Postgres is known to be down: 503 at once
         access = await resolve(service.store, principal, body.db_name, need="read")
+        await service.clusters.cluster_of(access.cluster)
         identity = user_identity(service.secret, principal.user_id)  # what its rules show it
         spec = exporter.ExportSpec(
             export_format="csv",

@@ -1,0 +1,226 @@
+"""Moving a database to another cluster, with downtime (``POST …/move``, server admins).
+
+1. The control row goes ``moving`` (announced: every replica's paths answer 503
+   ``database_moving`` with ``Retry-After`` from then on), and this replica closes its
+   pools, change streams and module workers for it (the drop hooks; realtime clients are
+   told to come back later, 1013).
+2. **Fence** (``provision.fence_database``): every session of the database is ended and
+   it is renamed ``<pg_name>_moving``, so a session of any replica that missed the
+   announcement cannot reach it any more. Nothing is written to it from here on.
+3. **Copy**: ``pg_dump --format=custom`` of the fenced database as its ``_owner`` role
+   into a file, the database and its roles made on the target, ``pg_restore`` as the
+   target's ``_owner`` in one transaction — the per-database backup's tools and rules
+   (``databases/backup.py``), and its manifest's privileges. The published module's row
+   visibility rules are made again (their key derives from the same secret and name).
+4. **Switch**: the row names the target cluster and is ``ready`` again (announced); the
+   downtime is the time from 1 to here. The fenced source is dropped afterwards.
+
+A failure before 4 drops the target's copy, renames the source back and leaves the
+database ``ready`` where it was: nothing lost, the error says why. A crash part-way is
+finished at start (:func:`recover`): a ``moving`` row is rolled back the same way, and a
+fenced source whose database lives elsewhere is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from millpond.module._def import ModuleDef
+
+from ...models.clusters import DatabaseMove, DatabaseMoved
+from ..accounts.service import Principal, require_admin, require_write
+from ..databases import backup, backup_grants, pg_tools
+from ..databases.service import Access, DatabaseService, resolve
+from ..errors import ServiceError, conflict
+from ..modules import row_visibility
+from ..postgres import provision
+from ..postgres.cluster import Cluster
+
+if TYPE_CHECKING:
+    from .registry import Clusters
+
+_log = logging.getLogger("millpond.clusters")
+
+
+async def _never() -> None:
+    await asyncio.Event().wait()
+
+
+class Mover:
+    def __init__(self, databases: DatabaseService) -> None:
+        self.databases = databases
+        self.store = databases.store
+        self.clusters: Clusters = databases.clusters
+        self.secret = databases.secret
+        self.root = (databases.settings.data_dir / "restores").resolve()
+        self.after_fence: list[Any] = []
+        """Test seam: coroutine functions awaited once the source is fenced."""
+
+    async def move(self, principal: Principal, full_name: str, body: DatabaseMove) -> DatabaseMoved:
+        require_admin(principal)
+        require_write(principal)
+        access = await resolve(self.store, principal, full_name, need="owner")
+        if body.cluster == access.cluster:
+            raise conflict(
+                "already_on_cluster", f"{access.full_name} already lives on {body.cluster}"
+            )
+        target = await self.clusters.cluster_of(body.cluster)
+        state = await self.store.fetchone(
+            "SELECT state FROM clusters WHERE id = %s", (target.name,)
+        )
+        if state is None or state["state"] != "active":
+            raise conflict(
+                "cluster_draining",
+                f"cluster {target.name} is draining and takes no databases"
+                f" (`millpond clusters activate {target.name}` ends that)",
+            )
+        source = await self.clusters.cluster_of(access.cluster)
+        target.availability.check()
+        source.availability.check()
+        marked = await self.store.fetchone(
+            "UPDATE databases SET state = 'moving', moving_to = %s, updated_at = now()"
+            " WHERE id = %s AND state = 'ready' RETURNING id",
+            (target.name, access.id),
+        )
+        if marked is None:
+            raise conflict("database_busy", f"{access.full_name} is being changed; retry")
+        self.store.changed()
+        started = time.perf_counter()
+        try:
+            size = await self._copy(access, source, target)
+        except BaseException:
+            await asyncio.shield(self._undo(access, source, target))
+            raise
+        await self.store.execute(
+            "UPDATE databases SET cluster_id = %s, state = 'ready', moving_to = NULL,"
+            " updated_at = now() WHERE id = %s",
+            (target.name, access.id),
+        )
+        self.store.changed()
+        downtime = time.perf_counter() - started
+        _log.info(
+            "moved %s from %s to %s (%d bytes, %.0f ms down)",
+            access.full_name,
+            source.name,
+            target.name,
+            size,
+            downtime * 1000,
+        )
+        try:
+            await asyncio.to_thread(provision.drop_fenced, source, access.pg_name)
+        except Exception as exc:  # recover() drops it at the next start
+            _log.warning(
+                "could not drop the moved %s on %s yet: %s", access.pg_name, source.name, exc
+            )
+        return DatabaseMoved(
+            database=access.full_name,
+            source=source.name,
+            target=target.name,
+            bytes=size,
+            downtime_ms=round(downtime * 1000, 3),
+        )
+
+    async def _copy(self, access: Access, source: Cluster, target: Cluster) -> int:
+        for hook in self.databases.move_hooks:
+            await hook(access.pg_name)
+        fenced = await asyncio.to_thread(provision.fence_database, source, access.pg_name)
+        for seam in self.after_fence:
+            await seam()
+        origin = pg_tools.OwnerRole(source, self.secret, access.pg_name, dbname=fenced)
+        async with await origin.session() as conn:
+            grants = await backup_grants.capture(conn, origin.roles)
+        await asyncio.to_thread(provision.create_database, target, self.secret, access.pg_name)
+        copy = pg_tools.OwnerRole(target, self.secret, access.pg_name)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.root, prefix="move-") as folder:
+            archive = Path(folder) / "archive.dump"
+            await _dump(origin, archive)
+            listing = await backup.read_listing(archive)
+            await backup.run_pg_restore(copy, archive, listing, _never)
+            size = archive.stat().st_size
+        async with await copy.session() as conn:
+            await backup_grants.apply(conn, copy.roles, grants)
+            for statement in await self._module_statements(access):
+                await conn.execute(statement)
+        return size
+
+    async def _module_statements(self, access: Access) -> list[Any]:
+        """The row visibility rules of the database's newest ready module, made again."""
+        row = await self.store.fetchone(
+            "SELECT definition FROM module_versions WHERE database_id = %s AND state = 'ready'"
+            " ORDER BY version DESC LIMIT 1",
+            (access.id,),
+        )
+        if row is None:
+            return []
+        module = ModuleDef.from_json(row["definition"])
+        return list(row_visibility.statements(module, access.pg_name, self.secret))
+
+    async def _undo(self, access: Access, source: Cluster, target: Cluster) -> None:
+        try:
+            await asyncio.to_thread(provision.drop_database, target, access.pg_name)
+            await asyncio.to_thread(provision.unfence_database, source, access.pg_name)
+        finally:
+            await self.store.execute(
+                "UPDATE databases SET state = 'ready', moving_to = NULL WHERE id = %s",
+                (access.id,),
+            )
+            self.store.changed()
+
+
+async def _dump(role: pg_tools.OwnerRole, archive: Path) -> None:
+    env, extra = role.tool_env()
+    with archive.open("wb") as out:
+        process = await pg_tools.spawn("pg_dump", [*backup.DUMP_ARGS, *extra], env, stdout=out)
+        try:
+            stderr = await pg_tools.errors_of(process)
+            code = await process.wait()
+        finally:
+            await pg_tools.stop(process)
+    if code != 0:
+        failed = pg_tools.failure("pg_dump", stderr, role.scrubbed())
+        raise ServiceError(
+            400, "move_failed", f"pg_dump failed (exit {code}): {failed.line}", failed.details()
+        )
+
+
+async def recover(databases: DatabaseService) -> int:
+    """At start: roll back moves a crash interrupted, drop sources left fenced. Returns
+    how many it repaired."""
+    clusters = databases.clusters
+    repaired = 0
+    for row in await databases.store.fetchall(
+        "SELECT id, pg_name, cluster_id, moving_to FROM databases WHERE state = 'moving'"
+    ):
+        with contextlib.suppress(Exception):
+            target = await clusters.cluster_of(row["moving_to"])
+            await asyncio.to_thread(provision.drop_database, target, row["pg_name"])
+        source = await clusters.cluster_of(row["cluster_id"])
+        await asyncio.to_thread(provision.unfence_database, source, row["pg_name"])
+        await databases.store.execute(
+            "UPDATE databases SET state = 'ready', moving_to = NULL WHERE id = %s", (row["id"],)
+        )
+        repaired += 1
+    for cluster in clusters.loaded():
+        for pg_name in await asyncio.to_thread(provision.fenced_databases, cluster):
+            found = await databases.store.fetchone(
+                "SELECT cluster_id, state FROM databases WHERE pg_name = %s", (pg_name,)
+            )
+            if found is not None and found["cluster_id"] == cluster.name:
+                # still lives here (a move undone part-way): back under its name
+                await asyncio.to_thread(provision.unfence_database, cluster, pg_name)
+            else:  # moved away: the switch was made, the drop was not
+                await asyncio.to_thread(provision.drop_fenced, cluster, pg_name)
+            repaired += 1
+    if repaired:
+        databases.store.changed()
+    return repaired
+
+
+__all__ = ["Mover", "recover"]
