@@ -35,6 +35,7 @@ NAMES = {
     "AsyncKeys": "Keys",
     "AsyncServiceAccounts": "ServiceAccounts",
     "AsyncUsers": "Users",
+    "AsyncClusters": "Clusters",
     "AsyncModules": "Modules",
     "AsyncRealtime": "Realtime",
     "AsyncLiveFlags": "LiveFlags",

@@ -37,6 +37,9 @@ from millpond.server.testing import ServerThread
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 GENERATED = {"cli.md"}  # usage lines written from the commands themselves (gen_docs.py)
+OWN_TEST = {"clusters.md": "tests/clusters/test_docs.py"}
+"""Docs whose commands need more than the test server (a server admin, a second Postgres):
+they run in the test named, in the same way (:func:`run_doc`)."""
 FLYPPER_URL = "postgresql+psycopg://app:…@db/app"
 SUBSTITUTIONS = {
     "README.md": {
@@ -94,7 +97,8 @@ def doc_commands(name: str) -> list[tuple[str, list[str]]]:
 
 
 def docs_with_commands() -> list[str]:
-    docs = [p.name for p in DOCS.glob("*.md") if p.name not in GENERATED | {"benchmarks.md"}]
+    skipped = GENERATED | set(OWN_TEST) | {"benchmarks.md"}
+    docs = [p.name for p in DOCS.glob("*.md") if p.name not in skipped]
     return sorted(d for d in [*docs, "README.md"] if doc_commands(d))
 
 
@@ -121,6 +125,21 @@ def test_a_docs_commands_run(
     values = {"gateway_port": str(server.settings.gateway_port), "url": server.url}
     if doc == "compat.md":
         values["flypper_url"] = shlex.quote(_flypper_table(server, name))
+    run_doc(doc, server, name, key, tmp_path, values)
+
+
+def run_doc(
+    doc: str,
+    server: ServerThread,
+    name: str,
+    key: str,
+    tmp_path: Path,
+    values: dict[str, str],
+    env_extra: dict[str, str] | None = None,
+) -> None:
+    """Run ``doc``'s commands in order in one bash session against ``server`` as the user
+    ``name`` (for "alice") with ``key``; check what each printed (see the module's
+    docstring)."""
     commands: list[tuple[str, list[str]]] = []
     for command, shown in doc_commands(doc):
         for text, replacement in SUBSTITUTIONS.get(doc, {}).items():
@@ -147,6 +166,7 @@ def test_a_docs_commands_run(
         "MILLPOND_API_KEY": key,
         "MILLPOND_CONFIG_DIR": str(tmp_path / "config"),
         "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        **(env_extra or {}),
     }
     result = run_script(script, env, tmp_path, timeout=300)
     done = len(list(outputs.glob("*.out")))

@@ -51,7 +51,7 @@ def _list_commands() -> dict[tuple[str, ...], Any]:
 
 def test_every_list_command_takes_limit_and_all() -> None:
     found = _list_commands()
-    assert len(found) == 15, sorted(found)  # a new list command: give it --limit and --all
+    assert len(found) == 16, sorted(found)  # a new list command: give it --limit and --all
     for path, cmd in found.items():
         options = {opt: param for param in cmd.params for opt in param.opts}
         assert "--all" in options, path

@@ -96,6 +96,7 @@ def test_sync_and_async_have_one_surface() -> None:
         sync_hints.keys()
         == async_hints.keys()
         == {
+            "clusters",
             "companies",
             "databases",
             "exports",

@@ -15,8 +15,10 @@ from millpond import Millpond
 from millpond.models import (
     ApiKey,
     ApiKeyCreated,
+    ClusterInfo,
     Collaborator,
     Database,
+    DatabaseMoved,
     Health,
     Me,
     QueryResult,
@@ -42,6 +44,23 @@ COLLABORATOR = {"username": "bob", "role": "write", "created_at": T0}
 USER = {"id": 3, "username": "alice", "is_admin": False, "created_at": T0}
 KEY = {"id": "k1", "name": "ci", "prefix": "mp_ab", "scope": "write", "created_at": T0}
 KEY_CREATED = {**KEY, "secret": "mp_secret"}
+CLUSTER = {
+    "name": "pg2",
+    "home": False,
+    "address": "10.0.0.2:5432",
+    "state": "active",
+    "databases": 3,
+    "up": True,
+    "postgres": "16.4",
+    "created_at": T0,
+}
+MOVED = {
+    "database": "alice/db",
+    "source": "default",
+    "target": "pg2",
+    "bytes": 4096,
+    "downtime_ms": 81.5,
+}
 SA = {"id": 7, "name": "bot", "owner": "alice", "created_at": T0, "key_count": 1}
 HEALTH = {"status": "ok", "version": "0.1.0", "postgres": {"ok": True, "mode": "embedded"}}
 ME = {"user": USER, "service_account": None, "key": KEY}
@@ -160,6 +179,25 @@ CASES = [
         returns=None,
     ),
     Case(
+        "databases.create-on-a-cluster",
+        lambda mp: mp.databases.create("db", cluster="pg2"),
+        "POST",
+        "/v1/databases",
+        json={"name": "db", "is_private": True, "cluster": "pg2"},
+        status=201,
+        reply={**DATABASE, "cluster": "pg2"},
+        returns=Database,
+    ),
+    Case(
+        "databases.move",
+        lambda mp: mp.databases.move("alice/db", "pg2"),
+        "POST",
+        "/v1/databases/alice/db/move",
+        json={"cluster": "pg2"},
+        reply=MOVED,
+        returns=DatabaseMoved,
+    ),
+    Case(
         "databases.collaborators",
         lambda mp: mp.databases.collaborators("alice/db"),
         "GET",
@@ -181,6 +219,78 @@ CASES = [
         lambda mp: mp.databases.remove_collaborator("alice/db", "bob"),
         "DELETE",
         "/v1/databases/alice/db/collaborators/bob",
+        status=204,
+        returns=None,
+    ),
+    # clusters
+    Case(
+        "clusters.list",
+        lambda mp: mp.clusters.list(),
+        "GET",
+        "/v1/clusters",
+        reply=[CLUSTER, {**CLUSTER, "name": "default", "home": True}],
+        returns=[ClusterInfo],
+    ),
+    Case(
+        "clusters.get",
+        lambda mp: mp.clusters.get("pg2"),
+        "GET",
+        "/v1/clusters/pg2",
+        reply=CLUSTER,
+        returns=ClusterInfo,
+    ),
+    Case(
+        "clusters.add",
+        lambda mp: mp.clusters.add("postgresql://admin:pw@10.0.0.2/postgres"),
+        "POST",
+        "/v1/clusters",
+        json={"url": "postgresql://admin:pw@10.0.0.2/postgres"},
+        status=201,
+        reply=CLUSTER,
+        returns=ClusterInfo,
+    ),
+    Case(
+        "clusters.add-named",
+        lambda mp: mp.clusters.add("host=10.0.0.2 user=admin", name="pg2"),
+        "POST",
+        "/v1/clusters",
+        json={"url": "host=10.0.0.2 user=admin", "name": "pg2"},
+        status=201,
+        reply=CLUSTER,
+        returns=ClusterInfo,
+    ),
+    Case(
+        "clusters.update",
+        lambda mp: mp.clusters.update("pg2", state="draining"),
+        "PATCH",
+        "/v1/clusters/pg2",
+        json={"state": "draining"},
+        reply={**CLUSTER, "state": "draining"},
+        returns=ClusterInfo,
+    ),
+    Case(
+        "clusters.drain",
+        lambda mp: mp.clusters.drain("pg2"),
+        "PATCH",
+        "/v1/clusters/pg2",
+        json={"state": "draining"},
+        reply={**CLUSTER, "state": "draining"},
+        returns=ClusterInfo,
+    ),
+    Case(
+        "clusters.activate",
+        lambda mp: mp.clusters.activate("pg2"),
+        "PATCH",
+        "/v1/clusters/pg2",
+        json={"state": "active"},
+        reply=CLUSTER,
+        returns=ClusterInfo,
+    ),
+    Case(
+        "clusters.remove",
+        lambda mp: mp.clusters.remove("pg2"),
+        "DELETE",
+        "/v1/clusters/pg2",
         status=204,
         returns=None,
     ),
@@ -382,6 +492,16 @@ CASES = [
         returns=Database,
     ),
     Case(
+        "create_database-on-a-cluster",
+        lambda mp: mp.create_database("db", cluster="pg2"),
+        "POST",
+        "/v1/databases",
+        json={"name": "db", "is_private": True, "cluster": "pg2"},
+        status=201,
+        reply=DATABASE,
+        returns=Database,
+    ),
+    Case(
         "list_databases",
         lambda mp: mp.list_databases(),
         "GET",
@@ -557,6 +677,8 @@ def test_path_segments_that_would_change_the_route_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match="path segment"):
         run(lambda mp: mp.users.get(name))
+    with pytest.raises(ValueError, match="path segment"):
+        run(lambda mp: mp.clusters.remove(name))
     if name:
         with pytest.raises(ValueError, match="path segment"):
             run(lambda mp: mp.databases.get(f"{name}/{name}"))

@@ -84,6 +84,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         module_workers=1,
         gateway_port=free_port(),
         placement="home",
+        postgres_check_interval_s=0.2,  # the second cluster's supervisor checks often
     )
     server = start_server(settings)
     environment = Env(server, second)

@@ -65,6 +65,14 @@ def test_clusters_are_listed_without_their_credentials(env: Env) -> None:
     assert env("GET", "/v1/clusters/second").json()["name"] == "second"
 
 
+def test_the_second_cluster_has_a_supervisor_that_finds_it_up(env: Env) -> None:
+    clusters = env.services.clusters
+    assert clusters is not None
+    supervisor = clusters._supervisors["second"]
+    wait_until(lambda: supervisor._conn is not None and not supervisor._conn.closed)
+    assert clusters.get("second").availability.up
+
+
 def test_only_server_admins_see_or_change_clusters(env: Env) -> None:
     user = env.user()
     for method, path, body in [
@@ -80,6 +88,25 @@ def test_only_server_admins_see_or_change_clusters(env: Env) -> None:
     r = env("POST", "/v1/databases", user, json={"name": "chosen", "cluster": "second"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "admin_required"
     assert env("GET", "/v1/clusters/second").json()["state"] == "active"
+
+
+def test_a_read_only_admin_key_changes_nothing(env: Env) -> None:
+    r = env("POST", "/v1/keys", json={"scope": "read"})
+    assert r.status_code == 201, r.text
+    reader = r.json()["secret"]
+    assert env("GET", "/v1/clusters", reader).status_code == 200
+    db = env.database("read-only-target")
+    for method, path, body in [
+        ("POST", "/v1/clusters", {"url": env.second.url(), "name": "other"}),
+        ("PATCH", "/v1/clusters/second", {"state": "draining"}),
+        ("DELETE", "/v1/clusters/second", None),
+        ("POST", f"/v1/databases/{db['full_name']}/move", {"cluster": "second"}),
+    ]:
+        r = env(method, path, reader, json=body)
+        assert r.status_code == 403, (method, path, r.text)
+        assert r.json()["error"]["code"] == "read_only_key"
+    assert env("GET", "/v1/clusters/second").json()["state"] == "active"
+    assert env("GET", f"/v1/databases/{db['full_name']}").json()["cluster"] == "default"
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from .._version import __version__
 from . import _profiles as profiles
 from . import (
     backup,
+    clusters,
     compat,
     completion,
     db,
@@ -180,6 +181,7 @@ modules.app.add_typer(issuers.app, name="issuers")
 app.add_typer(keys.app, name="key")
 app.add_typer(service_accounts.app, name="service-account")
 app.add_typer(users.app, name="user")
+app.add_typer(clusters.app, name="clusters")
 app.command("track")(track.track)
 app.add_typer(flags.app, name="flags")
 app.add_typer(flags.companies_app, name="companies")

@@ -129,6 +129,7 @@ _NOT_FOUND_HINTS = {
     "user_not_found": "list users with `millpond user list` (needs an admin key)",
     "service_account_not_found": "list your service accounts with `millpond service-account list`",
     "key_not_found": "list your keys with `millpond key list`",
+    "cluster_not_found": "`millpond clusters list` shows the clusters (with an admin key)",
 }
 
 _HINTS = {

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from ..models import (
     ApiKey,
     ApiKeyCreated,
+    ClusterInfo,
     Collaborator,
     Database,
     QueryResult,
@@ -233,6 +234,18 @@ VIEWS: dict[type[BaseModel], View] = {
             Column("PRIVATE", lambda d: yes_no(d.is_private)),
             Column("LIMIT", lambda d: size(d.storage_limit_bytes) or "none", right=True),
             Column("CREATED", lambda d: when(d.created_at)),
+        ),
+    ),
+    ClusterInfo: View(
+        "cluster",
+        (
+            Column("NAME", lambda c: c.name),
+            Column("HOME", lambda c: yes_no(c.home)),
+            Column("STATE", lambda c: c.state),
+            Column("DATABASES", lambda c: str(c.databases), right=True),
+            Column("UP", lambda c: yes_no(c.up)),
+            Column("POSTGRES", lambda c: cell(c.postgres)),
+            Column("ADDRESS", lambda c: c.address),
         ),
     ),
     Collaborator: View(

@@ -79,6 +79,17 @@ def create(
         ),
     ] = False,
     storage_limit: StorageLimit = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            metavar="NAME",
+            help="Create it on this Postgres cluster (server admins only; "
+            "`millpond clusters list` shows them) [default: the server's placement picks "
+            "an active one].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a database owned by you; prints it."""
     if "/" in name:
@@ -88,7 +99,8 @@ def create(
         )
     st = state(ctx)
     with st.client() as mp:
-        show_one(st.format, mp.databases.create(name, not public, storage_limit))
+        created = mp.databases.create(name, not public, storage_limit, cluster=cluster)
+        show_one(st.format, created)
 
 
 @app.command()

@@ -15,6 +15,14 @@ from .accounts import (
     UserCreate,
     UserCreated,
 )
+from .clusters import (
+    ClusterAdd,
+    ClusterInfo,
+    ClusterState,
+    ClusterUpdate,
+    DatabaseMove,
+    DatabaseMoved,
+)
 from .common import Count, ErrorBody, ErrorEnvelope
 from .databases import (
     AccessRole,
@@ -33,6 +41,10 @@ __all__ = [
     "ApiKey",
     "ApiKeyCreate",
     "ApiKeyCreated",
+    "ClusterAdd",
+    "ClusterInfo",
+    "ClusterState",
+    "ClusterUpdate",
     "Collaborator",
     "CollaboratorRole",
     "CollaboratorSet",
@@ -41,6 +53,8 @@ __all__ = [
     "DataFormat",
     "Database",
     "DatabaseCreate",
+    "DatabaseMove",
+    "DatabaseMoved",
     "DatabaseUpdate",
     "ErrorBody",
     "ErrorEnvelope",

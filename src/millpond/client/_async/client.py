@@ -1,5 +1,5 @@
 """``AsyncMillpond``: the client. Resources hang off it (``mp.databases``,
-``mp.keys``, ``mp.service_accounts``, ``mp.users``); ``health()``, ``me()`` and
+``mp.keys``, ``mp.service_accounts``, ``mp.users``, ``mp.clusters``); ``health()``, ``me()`` and
 ``query()`` are on the client itself, as are the bit.io SDK's method names
 (``create_database``, ``revoke_keys``, …) for code written against that SDK.
 
@@ -64,6 +64,7 @@ from .._local import LocalFlags
 from .._retry import RetryPolicy
 from ..realtime import AsyncRealtime, CallbackMode
 from ._transport import AsyncTransport
+from .clusters import AsyncClusters
 from .companies import AsyncCompanies
 from .connections import AsyncConnections
 from .databases import AsyncDatabases
@@ -127,6 +128,7 @@ class AsyncMillpond:
     keys: AsyncKeys
     service_accounts: AsyncServiceAccounts
     users: AsyncUsers
+    clusters: AsyncClusters
     imports: Imports
     exports: Exports
 
@@ -167,6 +169,7 @@ class AsyncMillpond:
         self.keys = AsyncKeys(self._transport)
         self.service_accounts = AsyncServiceAccounts(self._transport)
         self.users = AsyncUsers(self._transport)
+        self.clusters = AsyncClusters(self._transport)
         self.imports = Imports(self._transport)
         self.exports = Exports(self._transport)
         self._environment_id: str | None = None
@@ -616,12 +619,18 @@ class AsyncMillpond:
         is_private: bool = True,
         storage_limit_bytes: int | None = None,
         *,
+        cluster: str | None = None,
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> Database:
         """``databases.create``."""
         return await self.databases.create(
-            name, is_private, storage_limit_bytes, timeout=timeout, max_retries=max_retries
+            name,
+            is_private,
+            storage_limit_bytes,
+            cluster=cluster,
+            timeout=timeout,
+            max_retries=max_retries,
         )
 
     async def list_databases(

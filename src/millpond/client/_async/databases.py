@@ -26,6 +26,8 @@ from ...models import (
     CollaboratorSet,
     Database,
     DatabaseCreate,
+    DatabaseMove,
+    DatabaseMoved,
     DatabaseUpdate,
 )
 from ...models.backups import MEDIA_TYPE, BackupManifest, DatabaseRestore
@@ -69,12 +71,18 @@ class AsyncDatabases:
         is_private: bool = True,
         storage_limit_bytes: int | None = None,
         *,
+        cluster: str | None = None,
         timeout: TimeoutTypes = None,
         max_retries: int | None = None,
     ) -> Database:
-        """Create a database ``name`` (without the owner) owned by the caller."""
+        """Create a database ``name`` (without the owner) owned by the caller. ``cluster``
+        (server admins only) names the Postgres cluster it goes to, instead of the
+        server's placement choosing one."""
         request = DatabaseCreate.model_construct(
-            name=name, is_private=is_private, storage_limit_bytes=storage_limit_bytes
+            name=name,
+            is_private=is_private,
+            storage_limit_bytes=storage_limit_bytes,
+            cluster=cluster,
         )
         call = Call("POST", "/v1/databases", parse_model(Database), json=body(request))
         return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
@@ -122,6 +130,25 @@ class AsyncDatabases:
         """Delete a database and all its data (owner only)."""
         call = Call("DELETE", database_path(db), parse_none)
         await self._transport.request(call, timeout=timeout, max_retries=max_retries)
+
+    async def move(
+        self,
+        db: str,
+        cluster: str,
+        *,
+        timeout: TimeoutTypes = None,
+        max_retries: int | None = None,
+    ) -> DatabaseMoved:
+        """Move ``db`` to the Postgres cluster ``cluster`` (server admins only), with
+        downtime: requests for it answer 503 ``database_moving`` (which the SDK retries)
+        until the copy is served there. Returns both clusters, the copy's size and the
+        downtime. A big database may take longer than the client's timeout: pass
+        ``timeout=``. See docs/clusters.md."""
+        request = DatabaseMove.model_construct(cluster=cluster)
+        call = Call(
+            "POST", database_path(db, "move"), parse_model(DatabaseMoved), json=body(request)
+        )
+        return await self._transport.request(call, timeout=timeout, max_retries=max_retries)
 
     async def collaborators(
         self, db: str, *, timeout: TimeoutTypes = None, max_retries: int | None = None

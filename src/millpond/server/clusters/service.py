@@ -240,7 +240,7 @@ def _check_url(url: str) -> str:
     if "options" in params:
         raise invalid(
             "invalid_cluster_url",
-            "the URL may not carry options: millpond pins every session's settings itself",
+            "the URL may not carry options: the server pins every session's settings itself",
             {"field": "url"},
         )
     return url

@@ -25,6 +25,7 @@ import psycopg
 
 from ...backoff import Backoff
 from ..config import Settings
+from . import privileged
 from .availability import Availability
 from .cluster import Cluster
 
@@ -110,13 +111,20 @@ class Supervisor:
             return POSTMASTER_EXITED  # it died while we asked
         return problem
 
+    def _conninfo(self) -> str:
+        """The probe's session: the control database's on the home cluster, the
+        maintenance database's on another (it has no control database)."""
+        if self.cluster.home:
+            return self.cluster.control_conninfo
+        return privileged.conninfo(self.cluster, application_name="millpond-supervisor")
+
     async def _probe(self) -> str | None:
         self._had_connection = self._conn is not None and not self._conn.closed
         try:
             async with asyncio.timeout(_PROBE_TIMEOUT_S):
                 if self._conn is None or self._conn.closed:
                     self._conn = await psycopg.AsyncConnection.connect(
-                        self.cluster.control_conninfo,
+                        self._conninfo(),
                         autocommit=True,
                         connect_timeout=int(_PROBE_TIMEOUT_S),
                         application_name="millpond-supervisor",
