@@ -7,6 +7,11 @@ move that fails part-way, a request during a move, and one a crash interrupted."
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+import tarfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,8 @@ from millpond import Millpond
 from millpond.backoff import Backoff
 from millpond.server.clusters.move import recover
 from millpond.server.postgres import provision
+from millpond.server.postgres.backup import MANIFEST
+from millpond.server.postgres.backup import create as installation_backup
 
 from .conftest import Env, databases_on, home_pg, on
 
@@ -387,3 +394,43 @@ def test_a_move_a_crash_interrupted_is_undone_at_start(env: Env) -> None:
     assert provision.fenced_databases(svc.cluster) == []
     assert other_pg in databases_on(env.second)
     assert env("GET", f"/v1/databases/{other['full_name']}").json()["cluster"] == "second"
+
+
+# -- the whole installation's backup ------------------------------------------------------------
+
+
+def test_the_installation_backup_names_the_databases_it_does_not_hold(
+    env: Env, tmp_path: Path
+) -> None:
+    far = env.database("not-in-the-backup", cluster="second")
+    settings = env.services.settings
+    manifest = installation_backup(
+        settings.data_dir, tmp_path / "all.tar", control_database=settings.control_database
+    )
+    assert f"{far['full_name']} (second)" in manifest.elsewhere
+    assert all(entry.endswith("(second)") for entry in manifest.elsewhere)
+    with tarfile.open(tmp_path / "all.tar") as archive:
+        member = archive.extractfile(MANIFEST)
+        assert member is not None
+        written = json.loads(member.read())
+    assert f"{far['full_name']} (second)" in written["elsewhere"]
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "millpond.cli",
+            "backup",
+            "-o",
+            str(tmp_path / "cli.tar"),
+            "--data-dir",
+            str(settings.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MILLPOND_")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "not in this backup" in result.stderr and far["full_name"] in result.stderr
+    assert "millpond backup --database OWNER/NAME" in result.stderr

@@ -80,17 +80,28 @@ def backup(
             raise typer.BadParameter("give --database or --data-dir, not both", param_hint="'-d'")
         _backup_database(state(ctx), database_name(database), output, _progress(no_progress))
         return
+    from ..server.config import Settings
     from ..server.postgres.backup import BackupError, create
 
     fmt = state(ctx).format
+    control = Settings().control_database
     try:  # pg_basebackup's progress on a terminal
-        manifest = create(data_dir.resolve(), output.resolve(), progress=sys.stderr.isatty())
+        manifest = create(
+            data_dir.resolve(), output.resolve(), sys.stderr.isatty(), control_database=control
+        )
     except BackupError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     size = output.stat().st_size
+    if manifest.elsewhere:
+        typer.echo(
+            f"warning: {len(manifest.elsewhere)} database(s) live on other Postgres clusters"
+            f" and are not in this backup: {', '.join(manifest.elsewhere)}; back each up with"
+            " `millpond backup --database OWNER/NAME -o FILE` (docs/clusters.md)",
+            err=True,
+        )
     if fmt is OutputFormat.json:
-        typer.echo(json.dumps({"file": str(output), "bytes": size, **manifest.__dict__}))
+        typer.echo(json.dumps({"file": str(output), "bytes": size, **manifest.as_json()}))
     else:
         typer.echo(f"backed up {data_dir} to {output} ({size:,} bytes)")
 
@@ -151,7 +162,7 @@ def restore(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     if fmt is OutputFormat.json:
-        typer.echo(json.dumps({"data_dir": str(data_dir), **manifest.__dict__}))
+        typer.echo(json.dumps({"data_dir": str(data_dir), **manifest.as_json()}))
     else:
         typer.echo(
             f"restored the backup of {manifest.created} into {data_dir}:"

@@ -9,6 +9,10 @@ A backup is one tar file:
 - ``data/…``: the data directory's own files (the admin key file, the cluster's password,
   the gateway's certificate, import and export files), not the cluster or its socket.
 
+With several clusters (docs/clusters.md) it holds the home cluster only: the databases on
+other clusters are named in the manifest (``elsewhere``), for the caller to back up one by
+one (``millpond backup --database``) or with their cluster's own tools.
+
 Restoring writes a new data directory (never over an existing one); ``millpond up
 --data-dir`` then starts it, Postgres replaying the backup's WAL to that moment.
 Replication slots are not in a base backup: the realtime hubs make theirs again.
@@ -26,6 +30,8 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
 
 from ..._version import __version__
 from .embedded import PORT, SUPERUSER, EmbeddedPostgres, adopt, bin_dir
@@ -45,13 +51,19 @@ class Manifest:
     millpond: str
     postgres: str
     created: str
+    elsewhere: tuple[str, ...] = ()
+    """``owner/name (cluster)`` of each database on another cluster: not in the backup."""
 
     @classmethod
     def read(cls, text: str) -> Manifest:
         try:
             raw = json.loads(text)
             manifest = cls(
-                int(raw["format"]), str(raw["millpond"]), str(raw["postgres"]), str(raw["created"])
+                int(raw["format"]),
+                str(raw["millpond"]),
+                str(raw["postgres"]),
+                str(raw["created"]),
+                tuple(str(e) for e in raw.get("elsewhere") or ()),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BackupError(f"not a millpond backup: its {MANIFEST} is unreadable") from exc
@@ -61,8 +73,27 @@ class Manifest:
             )
         return manifest
 
+    def as_json(self) -> dict[str, object]:
+        return {**self.__dict__, "elsewhere": list(self.elsewhere)}
 
-def create(data_dir: Path, out: Path, progress: bool = False) -> Manifest:
+
+def _elsewhere(pg: EmbeddedPostgres, control_database: str) -> tuple[str, ...]:
+    """The databases that live on other clusters than this embedded one."""
+    try:
+        with psycopg.connect(pg.url(control_database), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT u.username || '/' || d.name || ' (' || d.cluster_id || ')'"
+                " FROM public.databases d JOIN public.users u ON u.id = d.owner_id"
+                " WHERE d.cluster_id <> 'default' ORDER BY 1"
+            ).fetchall()
+    except psycopg.Error:  # an installation that never started: no control database yet
+        return ()
+    return tuple(str(r[0]) for r in rows)
+
+
+def create(
+    data_dir: Path, out: Path, progress: bool = False, control_database: str = "millpond"
+) -> Manifest:
     """Back up the installation in ``data_dir`` (its embedded Postgres running) to ``out``;
     ``progress``: pg_basebackup shows its progress on stderr."""
     pg = EmbeddedPostgres(data_dir)
@@ -84,6 +115,7 @@ def create(data_dir: Path, out: Path, progress: bool = False) -> Manifest:
         __version__,
         (pg.pgdata / "PG_VERSION").read_text().strip(),
         datetime.datetime.now(datetime.UTC).isoformat(),
+        _elsewhere(pg, control_database),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".millpond-backup-") as tmp:
@@ -91,7 +123,7 @@ def create(data_dir: Path, out: Path, progress: bool = False) -> Manifest:
         _basebackup(pg, base, progress)
         partial = Path(tmp) / "backup.tar"
         with tarfile.open(partial, "w") as archive:
-            _add_text(archive, MANIFEST, json.dumps(manifest.__dict__, indent=2) + "\n")
+            _add_text(archive, MANIFEST, json.dumps(manifest.as_json(), indent=2) + "\n")
             for name in sorted(os.listdir(base)):
                 archive.add(base / name, arcname=f"pg/{name}")
             for entry in sorted(data_dir.iterdir()):
