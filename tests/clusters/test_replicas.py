@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from tests.modules.test_service import two_replicas
 
 from _waiting import wait_until
@@ -25,6 +26,18 @@ FAST = Backoff(base=0.05, cap=0.3)
 def _call(url: str, key: str, method: str, path: str, **kw: Any) -> httpx.Response:
     return httpx.request(
         method, url + path, headers={"Authorization": f"Bearer {key}"}, timeout=120, **kw
+    )
+
+
+def _gateway(port: int, key: str, database: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=port,
+        user="admin",
+        password=key,
+        dbname=database,
+        sslmode="disable",
+        autocommit=True,
     )
 
 
@@ -61,33 +74,13 @@ def test_a_database_moved_through_one_replica_is_served_from_its_new_cluster_by_
             with Millpond(key, b.url) as mp, mp.realtime(full, reconnect_backoff=FAST) as rt:
                 rt.subscribe(["SELECT * FROM item"])
                 assert rt.db.item.count() == 2
-                gateway = psycopg.connect(
-                    host="127.0.0.1",
-                    port=b.gateway_port,
-                    user="admin",
-                    password=key,
-                    dbname=full,
-                    sslmode="disable",
-                    autocommit=True,
-                )
+                gateway = _gateway(b.gateway_port, key, full)
                 r = _call(a.url, key, "POST", f"/v1/databases/{full}/move", json={"cluster": "two"})
                 assert r.status_code == 200, r.text
                 # B's gateway session went with the fence; a new one reaches the new cluster
-                try:
+                with gateway, pytest.raises(psycopg.OperationalError):
                     gateway.execute("SELECT 1")
-                    raise AssertionError("the gateway session outlived the move")
-                except psycopg.OperationalError:
-                    pass
-                finally:
-                    gateway.close()
-                with psycopg.connect(
-                    host="127.0.0.1",
-                    port=b.gateway_port,
-                    user="admin",
-                    password=key,
-                    dbname=full,
-                    sslmode="disable",
-                ) as conn:
+                with _gateway(b.gateway_port, key, full) as conn:
                     assert conn.execute("SELECT count(*) FROM item").fetchone() == (2,)
                 # B's reducer workers and pools follow the database
                 r = _call(

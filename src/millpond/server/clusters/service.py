@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -281,18 +281,22 @@ def _inspect(url: str) -> dict[str, Any]:
 
 
 def _version(cluster: Cluster) -> str:
-    with privileged.connect(cluster) as conn:
-        row = conn.execute("SELECT pg_catalog.current_setting('server_version')").fetchone()
-    return str(row[0]) if row else ""
+    return _scalar(cluster, "SELECT pg_catalog.current_setting('server_version')")
 
 
 def _system_id(cluster: Cluster) -> str:
+    return _scalar(
+        cluster,
+        "SELECT s.system_identifier::text OPERATOR(pg_catalog.||) '/'"
+        " OPERATOR(pg_catalog.||) pg_catalog.pg_postmaster_start_time()::text"
+        " FROM pg_catalog.pg_control_system() AS s",
+    )
+
+
+def _scalar(cluster: Cluster, query: LiteralString) -> str:
+    """The one value ``query`` returns on a privileged session of ``cluster``."""
     with privileged.connect(cluster) as conn:
-        row = conn.execute(
-            "SELECT s.system_identifier::text OPERATOR(pg_catalog.||) '/'"
-            " OPERATOR(pg_catalog.||) pg_catalog.pg_postmaster_start_time()::text"
-            " FROM pg_catalog.pg_control_system() AS s"
-        ).fetchone()
+        row = conn.execute(query).fetchone()
     return str(row[0]) if row else ""
 
 

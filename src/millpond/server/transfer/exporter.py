@@ -9,7 +9,8 @@ so nothing can be chained after it), then:
 * JSON / NDJSON — ``COPY (SELECT row_to_json(q) FROM (…) q) TO STDOUT``: Postgres
   writes the JSON, we only join the lines;
 * Parquet — ``COPY … (FORMAT csv)`` parsed by Arrow's streaming CSV reader with the
-  column types taken from the query's description, written batch by batch;
+  column types taken from the query's description, written batch by batch by a thread
+  of its own (:class:`_Behind`), so that encoding overlaps reading;
 * XLSX / XLS — a server-side cursor fetched in batches into a streaming writer
   (XLS, a 1997 format, holds at most 65,535 rows and 256 columns).
 """
@@ -19,7 +20,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import re
+import threading
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -255,13 +258,14 @@ class Exporter:
         )
         with pq.ParquetWriter(self.out, schema, compression="snappy") as writer:
             try:
-                for batch in reader:
-                    arrays = [
-                        converters[i](a) if i in converters else a
-                        for i, a in enumerate(batch.columns)
-                    ]
-                    writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-                    self.progress.bytes_done = stream.position
+                with _Behind(writer.write_batch) as write:
+                    for batch in reader:
+                        arrays = [
+                            converters[i](a) if i in converters else a
+                            for i, a in enumerate(batch.columns)
+                        ]
+                        write(pa.RecordBatch.from_arrays(arrays, schema=schema))
+                        self.progress.bytes_done = stream.position
             except pa.ArrowInvalid as exc:
                 raise JobError(
                     "invalid_value",
@@ -389,6 +393,46 @@ def _converter(read: Any, out: Any) -> Callable[[Any], Any]:
             [None if v is None else bytes.fromhex(v) for v in a.to_pylist()], pa.binary()
         )
     return lambda a: a.cast(out)
+
+
+class _Behind:
+    """Calls ``write`` on each item in a thread of its own, at most :data:`_BEHIND` items
+    behind the caller: Parquet's encoding (which releases the GIL) overlaps reading the
+    next rows from Postgres. Leaving the block waits for the last write; an error of a
+    write is raised there (or at the next item)."""
+
+    def __init__(self, write: Callable[[Any], None]) -> None:
+        self._write = write
+        self._queue: queue.Queue[Any] = queue.Queue(_BEHIND)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="parquet-writer", daemon=True)
+
+    def __enter__(self) -> Callable[[Any], None]:
+        self._thread.start()
+        return self._put
+
+    def __exit__(self, kind: object, error: object, tb: object) -> None:
+        self._queue.put(_DONE)
+        self._thread.join()
+        if self._error is not None and error is None:
+            raise self._error
+
+    def _put(self, item: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not _DONE:
+            if self._error is None:
+                try:
+                    self._write(item)
+                except BaseException as exc:  # raised in the caller's thread
+                    self._error = exc
+
+
+_BEHIND = 4
+_DONE = object()
 
 
 class _CopyStream(io.RawIOBase):
