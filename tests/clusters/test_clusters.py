@@ -24,6 +24,7 @@ from psycopg.conninfo import make_conninfo
 from _waiting import wait_until
 from millpond import Millpond
 from millpond.backoff import Backoff
+from millpond.server.accounts.service import authenticate
 from millpond.server.clusters.move import recover
 from millpond.server.postgres import provision
 from millpond.server.postgres.backup import MANIFEST
@@ -209,6 +210,9 @@ def test_every_path_serves_a_database_on_the_second_cluster(env: Env, tmp_path: 
     env.sql(full, "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a')")
     assert env.sql(full, "SELECT v FROM t")["data"] == [["a"]]
     assert env("GET", f"/v1/databases/{full}").json()["size_bytes"] > 0
+    principal = env.run(authenticate(env.services.store, env.key))
+    listed = {d.full_name: d for d in env.run(env.services.databases.list(principal, sizes=True))}
+    assert listed[full].cluster == "second" and (listed[full].size_bytes or 0) > 0
 
     # the gateway
     gateway = env.services.gateway

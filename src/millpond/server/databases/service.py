@@ -277,17 +277,22 @@ class DatabaseService:
 
     async def _sized(self, found: builtins.list[Database]) -> builtins.list[Database]:
         """``found`` with the sizes of those on other clusters than the home one (asked of
-        their cluster; unknown when it cannot be reached)."""
-        out = []
+        their cluster, one session each; unknown when it cannot be reached)."""
+        elsewhere: dict[str, builtins.list[str]] = {}
         for db in found:
             if db.cluster != HOME and db.size_bytes is None:
-                pg_name = provision.pg_name_for(db.id)
-                with contextlib.suppress(Exception):
-                    cluster = await self.clusters.cluster_of(db.cluster)
-                    size = await asyncio.to_thread(provision.database_size, cluster, pg_name)
-                    db = db.model_copy(update={"size_bytes": size})
-            out.append(db)
-        return out
+                elsewhere.setdefault(db.cluster, []).append(provision.pg_name_for(db.id))
+        sizes: dict[str, int] = {}
+        for name, pg_names in elsewhere.items():
+            with contextlib.suppress(Exception):
+                cluster = await self.clusters.cluster_of(name)
+                sizes |= await asyncio.to_thread(provision.database_sizes, cluster, pg_names)
+        return [
+            db.model_copy(update={"size_bytes": sizes[key]})
+            if (key := provision.pg_name_for(db.id)) in sizes and db.cluster != HOME
+            else db
+            for db in found
+        ]
 
     async def _check_limit(self, conn: AsyncConnection[DictRow], principal: Principal) -> None:
         """``account_max_databases``: every database the user owns (whichever of its keys,

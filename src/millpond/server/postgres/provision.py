@@ -423,7 +423,12 @@ def _terminate_sessions(conn: psycopg.Connection[Any], datname: str) -> None:
     )
 
 
-def database_size(cluster: Cluster, pg_name: str) -> int | None:
+def database_sizes(cluster: Cluster, pg_names: list[str]) -> dict[str, int]:
+    """The size of each of ``pg_names`` that exists on ``cluster``, in one session."""
     with privileged.connect(cluster) as conn:
-        row = conn.execute("SELECT pg_catalog.pg_database_size(%s)", (pg_name,)).fetchone()
-    return int(row[0]) if row and row[0] is not None else None
+        rows = conn.execute(
+            "SELECT d.datname, pg_catalog.pg_database_size(d.oid) FROM pg_catalog.pg_database d"
+            " WHERE d.datname OPERATOR(pg_catalog.=) ANY(%s)",
+            (pg_names,),
+        ).fetchall()
+    return {str(name): int(size) for name, size in rows}
