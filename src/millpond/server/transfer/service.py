@@ -1,4 +1,4 @@
-"""Import and export jobs: the API's operations and each job's execution.
+"""Import and export jobs: the API's operations (each job's run: ``running.py``).
 
 An accepted job is a row in the control database (and, for an upload, a file fsynced
 under ``<data_dir>/transfer/jobs/<id>/``) before the client hears 202: a crash after
@@ -19,14 +19,11 @@ import re
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from time import monotonic
 from typing import Any
 
-import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
@@ -47,16 +44,13 @@ from ..clusters.registry import Clusters
 from ..config import Settings
 from ..databases.service import Access, resolve
 from ..errors import ServiceError, invalid, not_found
-from ..modules import row_visibility
-from ..modules.identities import user_identity
-from ..postgres import provision
-from ..postgres.cluster import Cluster
 from ..store import Store
 from . import exporter, fetch, infer, jobs, names, signing, sniff, sources, upload
-from .errors import Interrupted, JobError
-from .loader import Loader, Target, target_names
+from .errors import JobError
+from .loader import target_names
 from .progress import Progress
-from .worker import TransferWorker, expiry
+from .running import JobRunner, strip_gz
+from .worker import TransferWorker
 
 _log = logging.getLogger("millpond.transfer")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -111,15 +105,6 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _strip_gz(name: str | None) -> str | None:
-    if name and name.lower().endswith(".gz"):
-        return name[:-3]
-    return name
-
-
-_MOVING_POLL_S = 0.5
-
-
 class TransferService:
     def __init__(self, store: Store, clusters: Clusters, secret: bytes, settings: Settings) -> None:
         self.store = store
@@ -134,6 +119,7 @@ class TransferService:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.node_id = _node_id(self.root)
         self.worker = TransferWorker(self)
+        self.runner = JobRunner(self)
 
     @property
     def store_conninfo(self) -> str:
@@ -437,7 +423,7 @@ class TransferService:
                         "missing_file", "give the file to preview (a 'file' part) or a file_url"
                     )
                 path = folder / "download"
-                fetched = await self._download(options.file_url, path, Progress())
+                fetched = await self.download_source(options.file_url, path, Progress())
                 file_name = options.file_name or fetched
             assert path is not None
             return await asyncio.to_thread(self._preview, path, folder, file_name, params)
@@ -456,7 +442,7 @@ class TransferService:
             data = folder / "data"
             sources.decompress(path, data, self.settings.transfer_max_file_bytes, Progress())
             path = data
-        plan = sources.plan(path, _strip_gz(file_name), self._source_options(params))
+        plan = sources.plan(path, strip_gz(file_name), self.source_options(params))
         targets = target_names(plan, params["table_name"])
         dialect = None
         if plan.csv is not None:
@@ -489,7 +475,7 @@ class TransferService:
             ],
         )
 
-    def _source_options(self, params: dict[str, Any]) -> sources.Options:
+    def source_options(self, params: dict[str, Any]) -> sources.Options:
         return sources.Options(
             header=params.get("infer_header", "auto"),
             file_format=params.get("file_format"),
@@ -501,7 +487,7 @@ class TransferService:
             max_value_bytes=self.settings.transfer_max_value_bytes,
         )
 
-    async def _download(self, url: str, dest: Path, progress: Progress) -> str | None:
+    async def download_source(self, url: str, dest: Path, progress: Progress) -> str | None:
         return await asyncio.to_thread(
             fetch.download,
             url,
@@ -570,203 +556,6 @@ class TransferService:
             raise ServiceError(410, "export_expired", "the exported file is gone")
         fmt = row["params"]["export_format"]
         return path, row["file_name"], exporter.CONTENT_TYPES[fmt]
-
-    # -- running jobs (called by the worker) -------------------------------------------------
-
-    async def _job_access(self, row: DictRow, need: str) -> Access:
-        """The job owner's access to the job's database now (rights may have changed)."""
-        found = await self.store.fetchone(
-            "SELECT u.username, u.is_admin, ou.username AS owner, d.name"
-            " FROM users u, databases d JOIN users ou ON ou.id = d.owner_id"
-            " WHERE u.id = %s AND d.id = %s",
-            (row["user_id"], row["database_id"]),
-        )
-        if found is None:
-            raise JobError("database_not_found", "the database no longer exists")
-        principal = Principal(
-            user_id=row["user_id"],
-            username=found["username"],
-            is_admin=found["is_admin"] and row["service_account_id"] is None,
-            key_id=f"job:{row['id']}",
-            scope=row["key_scope"],
-            service_account_id=row["service_account_id"],
-        )
-        deadline = monotonic() + self.settings.transfer_job_timeout_s
-        while True:
-            try:
-                access = await resolve(
-                    self.store,
-                    principal,
-                    f"{found['owner']}/{found['name']}",
-                    need=need,  # type: ignore[arg-type]
-                )
-                await self.clusters.cluster_of(access.cluster)
-                return access
-            except ServiceError as exc:
-                if exc.code != "database_moving" or monotonic() > deadline:
-                    raise JobError(exc.code, exc.message) from exc
-            await asyncio.sleep(_MOVING_POLL_S)  # it runs once the database has moved
-
-    def connect(self, access: Access, identity: str | None = None) -> psycopg.Connection[Any]:
-        """A session of the job's role; as ``identity`` for row visibility rules (its
-        proof a startup option: never in a statement's text). The database's cluster is
-        loaded already (``Clusters.cluster_of``, by :meth:`_job_access` or the caller)."""
-        cluster = self.clusters.get(access.cluster)
-        role = provision.DatabaseRoles(access.pg_name).role(access.sql_role)
-        timeout_ms = int(self.settings.transfer_job_timeout_s * 1000)
-        options = (
-            f"-c statement_timeout={timeout_ms} -c lock_timeout=30000 -c DateStyle=ISO,YMD"
-            " -c TimeZone=UTC"
-        )
-        if identity is not None:
-            proof = row_visibility.proof(self.secret, access.pg_name, identity)
-            options += f" -c {row_visibility.SETTING}={proof}"
-        conninfo = cluster.role_conninfo(
-            access.pg_name,
-            role,
-            provision.role_password(self.secret, role),
-            options=options,
-            application_name="millpond-transfer",
-        )
-        conn = self._login(conninfo, role, cluster)
-        row = conn.execute(provision.TAMPERED_SETTINGS_SQL).fetchone()
-        if row and row[0]:  # a user of the shared role gave it role-level settings
-            conn.close()
-            provision.reset_role_settings(cluster, role)
-            conn = self._login(conninfo, role, cluster)
-        return conn
-
-    def _login(self, conninfo: str, role: str, cluster: Cluster) -> psycopg.Connection[Any]:
-        try:
-            return psycopg.connect(conninfo, autocommit=True)
-        except psycopg.OperationalError as exc:
-            if "password authentication failed" not in str(exc):
-                raise JobError("postgres_unavailable", "cannot connect to the database") from exc
-            provision.reset_password(cluster, self.secret, role)
-            return psycopg.connect(conninfo, autocommit=True)
-
-    async def execute_import(
-        self, row: DictRow, progress: Progress, worker: TransferWorker
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        params = row["params"]
-        access = await self._job_access(row, "write")
-        folder = self.job_dir(row["id"])
-        folder.mkdir(mode=0o700, exist_ok=True)
-        file_name = row["file_name"]
-        if row["file_path"]:
-            path = Path(row["file_path"])
-            if not path.is_file():
-                raise JobError(
-                    "file_missing",
-                    "the uploaded file is no longer on this server's disk; upload it again",
-                )
-        else:
-            progress.phase = "downloading"
-            path = folder / "download"
-            fetched = await self._download(params["file_url"], path, progress)
-            file_name = file_name or fetched
-        job_id = row["id"]
-
-        def before_commit(xid: str) -> None:
-            if not worker.call(lambda: worker.record_xid(job_id, xid)):
-                raise Interrupted("the job was taken over by another worker")
-
-        def work() -> dict[str, Any]:
-            source = path
-            compression = None
-            if sources.is_gzip(source):
-                progress.phase = "decompressing"
-                compression = "gzip"
-                data = folder / "data"
-                sources.decompress(source, data, self.settings.transfer_max_file_bytes, progress)
-                source = data
-            progress.phase = "reading"
-            progress.bytes_total = source.stat().st_size
-            progress.bytes_done = 0
-            plan = sources.plan(source, _strip_gz(file_name), self._source_options(params))
-            progress.phase = "loading"
-            conn = self.connect(access)
-            try:
-                loaded = Loader(
-                    conn,
-                    plan,
-                    Target(
-                        schema=params.get("schema_name") or "public",
-                        table=params["table_name"],
-                        mode=params.get("mode", "create"),
-                        staging_suffix=job_id[4:12],
-                    ),
-                    storage_limit=access.storage_limit_bytes,
-                    progress=progress,
-                    before_commit=before_commit,
-                ).run()
-            finally:
-                conn.close()
-            progress.bytes_done = progress.bytes_total or 0
-            sources_by_table = {
-                target: {c.name: c.source for c in t.columns}
-                for t, target in zip(
-                    plan.tables, target_names(plan, params["table_name"]), strict=True
-                )
-            }
-            return {
-                "file_format": plan.file_format,
-                "compression": compression,
-                "tables": [
-                    {
-                        **asdict(t),
-                        "columns": [
-                            {
-                                **c,
-                                "source": sources_by_table.get(t.table, {}).get(
-                                    c["name"], c["name"]
-                                ),
-                            }
-                            for c in t.columns
-                        ],
-                    }
-                    for t in loaded
-                ],
-            }
-
-        result = await asyncio.to_thread(work)
-        return result, {}
-
-    async def execute_export(
-        self, row: DictRow, progress: Progress, worker: TransferWorker
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        params = row["params"]
-        access = await self._job_access(row, "read")
-        folder = self.job_dir(row["id"])
-        folder.mkdir(mode=0o700, exist_ok=True)
-        out = folder / row["file_name"]
-        spec = exporter.ExportSpec(
-            export_format=params["export_format"],
-            query=params.get("query_string"),
-            schema=params.get("schema_name"),
-            table=params.get("table_name"),
-        )
-
-        identity = user_identity(self.secret, row["user_id"])  # what its rules show it
-
-        def work() -> exporter.Exported:
-            conn = self.connect(access, identity)
-            try:
-                return exporter.Exporter(conn, spec, out, progress).run()
-            finally:
-                conn.close()
-
-        done = await asyncio.to_thread(work)
-        progress.rows_done, progress.bytes_done = done.rows, done.bytes
-        progress.bytes_total = done.bytes
-        return (
-            {"rows": done.rows, "bytes": done.bytes, "columns": done.columns},
-            {
-                "file_path": str(out),
-                "node_id": self.node_id,
-                "expires_at": expiry(self.settings.transfer_export_ttl_s),
-            },
-        )
 
 
 def export_file_name(body: ExportCreate) -> str:

@@ -261,7 +261,7 @@ class CsvStreams:
             table=body.table_name,
         )
         stream = CsvStream(
-            lambda: service.connect(access, identity),
+            lambda: service.runner.connect(access, identity),
             spec,
             file_name,
             await self._hold(principal),

@@ -212,9 +212,9 @@ class TransferWorker:
         try:
             try:
                 if row["kind"] == "import":
-                    result, extra = await self.svc.execute_import(row, progress, self)
+                    result, extra = await self.svc.runner.execute_import(row, progress, self)
                 else:
-                    result, extra = await self.svc.execute_export(row, progress, self)
+                    result, extra = await self.svc.runner.execute_export(row, progress, self)
             except Interrupted:
                 final = False
                 await self._requeue(row)
