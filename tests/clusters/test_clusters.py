@@ -438,3 +438,34 @@ def test_the_installation_backup_names_the_databases_it_does_not_hold(
     assert result.returncode == 0, result.stderr
     assert "not in this backup" in result.stderr and far["full_name"] in result.stderr
     assert "millpond backup --database OWNER/NAME" in result.stderr
+
+
+def test_a_tenants_own_settings_do_not_stop_or_bend_a_move(env: Env) -> None:
+    """Database- and role-level settings the owner gave its database and roles (a read-only
+    default, a 1 ms timeout, a search path naming a schema of theirs) reach neither the
+    fence, the dump, nor the restore's sessions."""
+    user = env.user()
+    r = env("POST", "/v1/databases", user, json={"name": "stubborn"})
+    assert r.status_code == 201, r.text
+    full, pg_name = r.json()["full_name"], f"mp_db_{r.json()['id']}"
+    env.sql(
+        full,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 500)",
+        user,
+    )
+    env.sql(
+        full,
+        f"CREATE SCHEMA trap; CREATE TABLE trap.pg_class (x int);"
+        f" ALTER DATABASE {pg_name} SET default_transaction_read_only = on;"
+        f" ALTER DATABASE {pg_name} SET search_path = trap, public;"
+        f" ALTER DATABASE {pg_name} SET lock_timeout = '1ms';"
+        f" ALTER ROLE CURRENT_USER SET statement_timeout = '1ms'",
+        user,
+    )
+    r = env("POST", f"/v1/databases/{full}/move", json={"cluster": "second"})
+    assert r.status_code == 200, r.text
+    with on(env.second, pg_name) as conn:
+        assert conn.execute("SELECT count(*) FROM public.t").fetchone() == (500,)
+        assert conn.execute("SELECT count(*) FROM trap.pg_class").fetchone() == (0,)
+    r = env("POST", "/v1/query", user, json={"database": full, "sql": "SELECT count(*) FROM t"})
+    assert r.status_code == 200 and r.json()["data"] == [[500]], r.text
