@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from tests.modules.test_lifecycle import MODULE as LOBBY
 from tests.modules.test_service import two_replicas
 
 from _waiting import wait_until
@@ -21,6 +22,9 @@ from millpond.server.postgres.embedded import EmbeddedPostgres
 from .test_clusters import MODULE
 
 FAST = Backoff(base=0.05, cap=0.3)
+USERS = (
+    'SELECT online, connects, disconnects, (SELECT count(*) FROM millpond_connections) FROM "user"'
+)
 
 
 def _call(url: str, key: str, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -108,5 +112,42 @@ def test_a_database_moved_through_one_replica_is_served_from_its_new_cluster_by_
                     "SELECT datname FROM pg_database WHERE datname LIKE %s", (pg_name + "%",)
                 ).fetchall()
             assert left == [], "the source is dropped, fenced copy included"
+    finally:
+        second.stop()
+
+
+def test_a_connection_the_fence_cuts_on_the_other_replica_gets_its_disconnect(
+    tmp_path: Path,
+) -> None:
+    """B's realtime connection ends when the fence ends its change stream, while the
+    database can run no reducer: its ``client_disconnected`` runs once the database is
+    served from the new cluster (tried again until then), and the client's reconnection
+    its ``client_connected`` there."""
+    second = EmbeddedPostgres(tmp_path / "second")
+    second.start()
+    try:
+        with two_replicas(tmp_path, MILLPOND_PLACEMENT="home") as (a, b):
+            key = (a.data_dir / "admin-key").read_text().strip()
+            r = _call(a.url, key, "POST", "/v1/clusters", json={"url": second.url(), "name": "two"})
+            assert r.status_code == 201, r.text
+            r = _call(a.url, key, "POST", "/v1/databases", json={"name": "lobby"})
+            full = r.json()["full_name"]
+            r = _call(
+                a.url, key, "POST", f"/v1/databases/{full}/module", json={"files": {"m.py": LOBBY}}
+            )
+            assert r.status_code == 201, r.text
+
+            def users() -> Any:
+                r = _call(a.url, key, "POST", "/v1/query", json={"database": full, "sql": USERS})
+                return r.json().get("data")
+
+            with Millpond(key, b.url) as mp, mp.realtime(full, reconnect_backoff=FAST) as rt:
+                rt.subscribe(['SELECT * FROM "user"'])
+                assert users() == [[True, 1, 0, 1]]
+                r = _call(a.url, key, "POST", f"/v1/databases/{full}/move", json={"cluster": "two"})
+                assert r.status_code == 200, r.text
+                # the disconnect ran in the move, before the client's reconnection
+                wait_until(lambda: users() == [[True, 2, 1, 1]], timeout=60)
+            wait_until(lambda: users() == [[False, 2, 2, 0]], timeout=60)
     finally:
         second.stop()

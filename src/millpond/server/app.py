@@ -163,6 +163,8 @@ async def start_services(
     query.row_rules = RowRules(store, modules.changes)
     databases.drop_hooks.append(modules.drop)
     databases.move_hooks.append(modules.drop)
+    mover = Mover(databases)
+    mover.after_copy.append(modules.lifecycle.end_all)
     supervisor = Supervisor(cluster, settings, on_fatal)
     supervisor.on_recovered.append(lambda: _drop_dead_connections(store, query))
     await supervisor.start()
@@ -180,7 +182,7 @@ async def start_services(
         supervisor=supervisor,
         clusters=clusters,
         placement=placement,
-        mover=Mover(databases),
+        mover=mover,
         extra={"modules": modules},
     )
 

@@ -12,6 +12,8 @@
    target's ``_owner`` in one transaction — the per-database backup's tools and rules
    (``databases/backup.py``), and its manifest's privileges. The published module's row
    visibility rules are made again (their key derives from the same secret and name).
+   Every realtime connection the fence cut gets its ``client_disconnected`` there, before
+   any reconnection can run its ``client_connected`` (``Lifecycle.end_all``).
 4. **Switch**: the row names the target cluster and is ``ready`` again (announced); the
    downtime is the time from 1 to here. The fenced source is dropped afterwards.
 
@@ -25,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +65,9 @@ class Mover:
         self.root = (databases.settings.data_dir / "restores").resolve()
         self.after_fence: list[Any] = []
         """Test seam: coroutine functions awaited once the source is fenced."""
+        self.after_copy: list[Callable[[Access], Awaitable[object]]] = []
+        """Awaited with the database's access on the target once it is copied, before the
+        switch: the module's lifecycle ends the connections the fence cut."""
 
     async def move(self, principal: Principal, full_name: str, body: DatabaseMove) -> DatabaseMoved:
         require_admin(principal)
@@ -148,6 +155,12 @@ class Mover:
             await backup_grants.apply(conn, copy.roles, grants)
             for statement in await self._module_statements(access):
                 await conn.execute(statement)
+        there = dataclasses.replace(access, cluster=target.name)
+        for ending in self.after_copy:
+            try:
+                await ending(there)
+            except Exception:  # a module's bug must not fail the move
+                _log.warning("after moving %s:", access.full_name, exc_info=True)
         return size
 
     async def _module_statements(self, access: Access) -> list[Any]:

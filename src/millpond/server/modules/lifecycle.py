@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger("millpond.modules")
 _SWEEP_BATCH = 1000
 _MAX_REASON_BYTES = 120  # a WebSocket close reason is at most 123 bytes
+_MOVE_WAIT_S = 600.0  # ten minutes: a move of a large database takes a while
+_MOVE_POLL_S = 0.25
 
 
 class Lifecycle:
@@ -109,6 +112,7 @@ class Lifecycle:
 
     async def _disconnect(self, access: Access, identity: str, connection_id: str) -> None:
         try:
+            access = await self._settled(access)
             await self._run(access, "client_disconnected", identity, connection_id)
         except Exception:  # the sweep will find its row
             _log.warning(
@@ -117,6 +121,21 @@ class Lifecycle:
                 access.full_name,
                 exc_info=True,
             )
+
+    async def _settled(self, access: Access) -> Access:
+        """``access`` once its database is not being moved: a move cuts every connection
+        of the database, whose disconnects run on the cluster it moved to."""
+        deadline = time.monotonic() + _MOVE_WAIT_S
+        while True:
+            row = await self.service.store.fetchone(
+                "SELECT state, cluster_id FROM databases WHERE id = %s", (access.id,)
+            )
+            if row is None or row["state"] != "moving" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(_MOVE_POLL_S)
+        if row is not None and row["cluster_id"] != access.cluster:
+            return dataclasses.replace(access, cluster=row["cluster_id"])
+        return access
 
     async def _run(
         self, access: Access, kind: str, identity: str, connection_id: str
@@ -203,6 +222,20 @@ class Lifecycle:
                 outcome = await self._run(access, "client_disconnected", identity, connection_id)
                 ran += outcome is not None and outcome.get("status") == "committed"
         return ran
+
+    async def end_all(self, access: Access) -> int:
+        """Run ``client_disconnected`` for every connection the database records: a move
+        (``clusters/move.py``) cut them all, and runs this on the copy before it serves the
+        database again, so that each disconnect comes before any reconnection's connect.
+        How many ran; one that fails leaves its row (and is not tried again here)."""
+        if not await self._tracks(access):
+            return 0
+        seen: set[str] = set()
+        while fresh := [r for r in await self._stale(access, []) if r[1] not in seen]:
+            for identity, connection_id in fresh:
+                seen.add(connection_id)
+                await self._run(access, "client_disconnected", identity, connection_id)
+        return len(seen)
 
     async def _tracking(self) -> list[Access]:
         """The databases whose newest ready module tracks connections."""
