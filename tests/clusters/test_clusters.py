@@ -403,41 +403,51 @@ def test_a_move_a_crash_interrupted_is_undone_at_start(env: Env) -> None:
 # -- the whole installation's backup ------------------------------------------------------------
 
 
-def test_the_installation_backup_names_the_databases_it_does_not_hold(
+def test_the_installation_backup_carries_or_names_the_other_clusters_databases(
     env: Env, tmp_path: Path
 ) -> None:
-    far = env.database("not-in-the-backup", cluster="second")
+    far = env.database("other-cluster", cluster="second")
+    env.sql(far["full_name"], "CREATE TABLE kept AS SELECT generate_series(1, 42) AS n")
     settings = env.services.settings
+    entry = f"{far['full_name']} (second)"
+    # without the server's help (the function alone): named, not carried
     manifest = installation_backup(
         settings.data_dir, tmp_path / "all.tar", control_database=settings.control_database
     )
-    assert f"{far['full_name']} (second)" in manifest.elsewhere
-    assert all(entry.endswith("(second)") for entry in manifest.elsewhere)
+    assert entry in manifest.elsewhere and manifest.copies == ()
+    assert all(e.endswith("(second)") for e in manifest.elsewhere)
     with tarfile.open(tmp_path / "all.tar") as archive:
         member = archive.extractfile(MANIFEST)
         assert member is not None
-        written = json.loads(member.read())
-    assert f"{far['full_name']} (second)" in written["elsewhere"]
+        assert entry in json.loads(member.read())["elsewhere"]
 
+    # the CLI fetches each over the API (the admin's key) into the file
+    env_vars = {k: v for k, v in os.environ.items() if not k.startswith("MILLPOND_")}
+    env_vars |= {"MILLPOND_URL": env.server.url, "MILLPOND_API_KEY": env.key}
+    out = tmp_path / "cli.tar"
+    command = ["backup", "-o", str(out), "--data-dir", str(settings.data_dir)]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "millpond.cli",
-            "backup",
-            "-o",
-            str(tmp_path / "cli.tar"),
-            "--data-dir",
-            str(settings.data_dir),
-        ],
+        [sys.executable, "-m", "millpond.cli", *command],
         capture_output=True,
         text=True,
         timeout=300,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MILLPOND_")},
+        env=env_vars,
     )
     assert result.returncode == 0, result.stderr
-    assert "not in this backup" in result.stderr and far["full_name"] in result.stderr
-    assert "millpond backup --database OWNER/NAME" in result.stderr
+    assert "per-database backups" in result.stderr and "not in this backup" not in result.stderr
+    owner, name = far["full_name"].split("/")
+    copy = f"clusters/second/{owner}-{name}.mpdb"
+    with tarfile.open(out) as archive:
+        member = archive.extractfile(MANIFEST)
+        assert member is not None
+        written = json.loads(member.read())
+        assert copy in written["copies"] and written["elsewhere"] == []
+        archive.extract(copy, tmp_path, filter="data")
+    # and that copy restores like any database backup
+    with Millpond(env.key, env.server.url) as mp:
+        target = mp.databases.create("restored-from-installation-backup")
+        mp.databases.restore(target.full_name, tmp_path / copy)
+    assert env.sql(target.full_name, "SELECT count(*) FROM kept")["data"] == [[42]]
 
 
 def test_a_tenants_own_settings_do_not_stop_or_bend_a_move(env: Env) -> None:

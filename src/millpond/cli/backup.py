@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -70,7 +71,8 @@ def backup(
     """Back up the whole installation while it runs: every database and the control
     database as of one moment (pg_basebackup of the embedded Postgres), and the data
     directory's keys and files. The file holds every secret: keep it like one.
-    Restore with `millpond restore FILE --data-dir NEW`.
+    Restore with `millpond restore FILE --data-dir NEW`. Databases on other Postgres
+    clusters are added one by one, over the API with your key (docs/clusters.md).
 
     With --database OWNER/NAME, back up that one database instead, through the server's
     API: its schema and rows as pg_dump writes them (docs/databases.md#backups); restore
@@ -83,27 +85,65 @@ def backup(
     from ..server.config import Settings
     from ..server.postgres.backup import BackupError, create
 
-    fmt = state(ctx).format
+    st = state(ctx)
     control = Settings().control_database
-    try:  # pg_basebackup's progress on a terminal
-        manifest = create(
-            data_dir.resolve(), output.resolve(), sys.stderr.isatty(), control_database=control
-        )
-    except BackupError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    with tempfile.TemporaryDirectory(dir=output.resolve().parent, prefix=".millpond-") as tmp:
+        copies = _copies(st, data_dir.resolve(), control, Path(tmp))
+        try:  # pg_basebackup's progress on a terminal
+            manifest = create(
+                data_dir.resolve(), output.resolve(), sys.stderr.isatty(), control, copies
+            )
+        except BackupError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
     size = output.stat().st_size
-    if manifest.elsewhere:
-        typer.echo(
-            f"warning: {len(manifest.elsewhere)} database(s) live on other Postgres clusters"
-            f" and are not in this backup: {', '.join(manifest.elsewhere)}; back each up with"
-            " `millpond backup --database OWNER/NAME -o FILE` (docs/clusters.md)",
-            err=True,
-        )
+    _say_clusters(manifest.copies, manifest.elsewhere)
+    fmt = st.format
     if fmt is OutputFormat.json:
         typer.echo(json.dumps({"file": str(output), "bytes": size, **manifest.as_json()}))
     else:
         typer.echo(f"backed up {data_dir} to {output} ({size:,} bytes)")
+
+
+def _copies(st: State, data_dir: Path, control: str, folder: Path) -> dict[str, Path]:
+    """Per-database backups, over the API, of the databases on other clusters than the
+    embedded one (the base backup holds only that one): archive name → file. One the
+    server cannot give (no key, not running) is left out, and said."""
+    from ..server.postgres.backup import copy_name, elsewhere
+
+    found = elsewhere(data_dir, control)
+    if not found:
+        return {}
+    copies: dict[str, Path] = {}
+    try:
+        with st.client() as mp:
+            for database, cluster in found:
+                name = copy_name(database, cluster)
+                path = folder / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                mp.databases.backup(database, path)
+                copies[name] = path
+    except (MillpondError, typer.Exit) as exc:
+        typer.echo(f"warning: the server did not give the other clusters' backups: {exc}", err=True)
+    return copies
+
+
+def _say_clusters(copies: tuple[str, ...], missing: tuple[str, ...]) -> None:
+    if copies:
+        typer.echo(
+            f"{len(copies)} database(s) of other Postgres clusters are in the file as"
+            " per-database backups (clusters/…, each as of its own moment); to restore one,"
+            " extract it (`tar -xf FILE clusters/…`) and run `millpond restore FILE.mpdb"
+            " --database OWNER/NAME` (docs/clusters.md)",
+            err=True,
+        )
+    if missing:
+        typer.echo(
+            f"warning: {len(missing)} database(s) live on other Postgres clusters and are not"
+            f" in this backup: {', '.join(missing)}; back each up with"
+            " `millpond backup --database OWNER/NAME -o FILE` (docs/clusters.md)",
+            err=True,
+        )
 
 
 def _backup_database(st: State, database: str, output: Path, progress: bool) -> None:

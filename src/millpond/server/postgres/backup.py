@@ -9,9 +9,10 @@ A backup is one tar file:
 - ``data/…``: the data directory's own files (the admin key file, the cluster's password,
   the gateway's certificate, import and export files), not the cluster or its socket.
 
-With several clusters (docs/clusters.md) it holds the home cluster only: the databases on
-other clusters are named in the manifest (``elsewhere``), for the caller to back up one by
-one (``millpond backup --database``) or with their cluster's own tools.
+With several clusters (docs/clusters.md) the base backup holds the home cluster only. The
+databases on other clusters are added as per-database backups (``clusters/<cluster>/
+<owner>-<name>.mpdb``, each as of its own moment, listed in ``copies``: the CLI makes them
+over the API first), and those that could not be are named in ``elsewhere``.
 
 Restoring writes a new data directory (never over an existing one); ``millpond up
 --data-dir`` then starts it, Postgres replaying the backup's WAL to that moment.
@@ -52,7 +53,9 @@ class Manifest:
     postgres: str
     created: str
     elsewhere: tuple[str, ...] = ()
-    """``owner/name (cluster)`` of each database on another cluster: not in the backup."""
+    """``owner/name (cluster)`` of each database on another cluster not in the backup."""
+    copies: tuple[str, ...] = ()
+    """The per-database backups in the archive (``clusters/…``) of those that are."""
 
     @classmethod
     def read(cls, text: str) -> Manifest:
@@ -64,6 +67,7 @@ class Manifest:
                 str(raw["postgres"]),
                 str(raw["created"]),
                 tuple(str(e) for e in raw.get("elsewhere") or ()),
+                tuple(str(e) for e in raw.get("copies") or ()),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BackupError(f"not a millpond backup: its {MANIFEST} is unreadable") from exc
@@ -74,28 +78,44 @@ class Manifest:
         return manifest
 
     def as_json(self) -> dict[str, object]:
-        return {**self.__dict__, "elsewhere": list(self.elsewhere)}
+        return {**self.__dict__, "elsewhere": list(self.elsewhere), "copies": list(self.copies)}
 
 
-def _elsewhere(pg: EmbeddedPostgres, control_database: str) -> tuple[str, ...]:
-    """The databases that live on other clusters than this embedded one."""
+def elsewhere(data_dir: Path, control_database: str = "millpond") -> list[tuple[str, str]]:
+    """(owner/name, cluster) of each database that lives on another cluster than the
+    embedded one of ``data_dir``."""
+    pg = EmbeddedPostgres(data_dir)
+    if not (pg.pgdata / "PG_VERSION").exists() or not pg.is_running():
+        return []  # no installation to back up: create() says so
     try:
-        with psycopg.connect(pg.url(control_database), autocommit=True) as conn:
+        with psycopg.connect(pg.url(control_database)) as conn:
             rows = conn.execute(
-                "SELECT u.username || '/' || d.name || ' (' || d.cluster_id || ')'"
+                "SELECT u.username || '/' || d.name, d.cluster_id"
                 " FROM public.databases d JOIN public.users u ON u.id = d.owner_id"
                 " WHERE d.cluster_id <> 'default' ORDER BY 1"
             ).fetchall()
-    except psycopg.Error:  # an installation that never started: no control database yet
-        return ()
-    return tuple(str(r[0]) for r in rows)
+    except (psycopg.Error, OSError):  # one that never started: no control database yet
+        return []
+    return [(str(name), str(cluster)) for name, cluster in rows]
+
+
+def copy_name(database: str, cluster: str) -> str:
+    """Where the per-database backup of ``database`` (owner/name) on ``cluster`` goes in
+    the archive."""
+    owner, _, name = database.partition("/")
+    return f"clusters/{cluster}/{owner}-{name}.mpdb"
 
 
 def create(
-    data_dir: Path, out: Path, progress: bool = False, control_database: str = "millpond"
+    data_dir: Path,
+    out: Path,
+    progress: bool = False,
+    control_database: str = "millpond",
+    copies: dict[str, Path] | None = None,
 ) -> Manifest:
     """Back up the installation in ``data_dir`` (its embedded Postgres running) to ``out``;
-    ``progress``: pg_basebackup shows its progress on stderr."""
+    ``progress``: pg_basebackup shows its progress on stderr; ``copies``: per-database
+    backups of databases on other clusters to add (:func:`copy_name` → file)."""
     pg = EmbeddedPostgres(data_dir)
     if not (pg.pgdata / "PG_VERSION").exists():
         raise BackupError(
@@ -110,12 +130,18 @@ def create(
         )
     if out.exists():
         raise BackupError(f"{out} exists: give another file, or remove it first")
+    copies = copies or {}
     manifest = Manifest(
         FORMAT,
         __version__,
         (pg.pgdata / "PG_VERSION").read_text().strip(),
         datetime.datetime.now(datetime.UTC).isoformat(),
-        _elsewhere(pg, control_database),
+        tuple(
+            f"{name} ({cluster})"
+            for name, cluster in elsewhere(data_dir, control_database)
+            if copy_name(name, cluster) not in copies
+        ),
+        tuple(sorted(copies)),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".millpond-backup-") as tmp:
@@ -129,6 +155,8 @@ def create(
             for entry in sorted(data_dir.iterdir()):
                 if entry.name not in _SKIPPED and not entry.is_symlink():
                     archive.add(entry, arcname=f"data/{entry.name}")
+            for name in sorted(copies):
+                archive.add(copies[name], arcname=name)
         os.replace(partial, out)  # whole or not at all
     out.chmod(0o600)  # it holds every secret of the installation
     return manifest
