@@ -81,6 +81,13 @@ def test_the_second_cluster_has_a_supervisor_that_finds_it_up(env: Env) -> None:
     assert clusters.get("second").availability.up
 
 
+def test_metrics_say_whether_each_cluster_is_reached(env: Env) -> None:
+    r = env("GET", "/metrics")
+    assert r.status_code == 200, r.text
+    assert 'millpond_cluster_up{cluster="default"} 1.0' in r.text
+    assert 'millpond_cluster_up{cluster="second"} 1.0' in r.text
+
+
 def test_only_server_admins_see_or_change_clusters(env: Env) -> None:
     user = env.user()
     for method, path, body in [

@@ -159,6 +159,14 @@ class _Live(Collector):
         up = GaugeMetricFamily("millpond_up", "1 when Postgres is reachable, else 0.")
         up.add_metric([], 1.0 if svc.cluster.availability.up else 0.0)
         yield up
+        clusters = GaugeMetricFamily(
+            "millpond_cluster_up",
+            "1 when this server reaches the Postgres cluster, else 0 (docs/clusters.md).",
+            labels=["cluster"],
+        )
+        for cluster in svc.clusters.loaded() if svc.clusters is not None else [svc.cluster]:
+            clusters.add_metric([cluster.name], 1.0 if cluster.availability.up else 0.0)
+        yield clusters
         sockets = GaugeMetricFamily(
             "millpond_realtime_connections", "Open realtime WebSockets on this server."
         )
