@@ -26,6 +26,8 @@ from millpond import Millpond
 from millpond.backoff import Backoff
 from millpond.server.accounts.service import authenticate
 from millpond.server.clusters.move import recover
+from millpond.server.clusters.registry import seal
+from millpond.server.errors import ServiceError
 from millpond.server.postgres import provision
 from millpond.server.postgres.backup import MANIFEST
 from millpond.server.postgres.backup import create as installation_backup
@@ -86,6 +88,32 @@ def test_metrics_say_whether_each_cluster_is_reached(env: Env) -> None:
     assert r.status_code == 200, r.text
     assert 'millpond_cluster_up{cluster="default"} 1.0' in r.text
     assert 'millpond_cluster_up{cluster="second"} 1.0' in r.text
+
+
+def test_a_cluster_that_cannot_be_loaded_answers_503_at_once(env: Env) -> None:
+    """A row whose URL does not unseal (another secret's) stands for a cluster this
+    replica cannot start: it answers 503 and is not tried again for every request."""
+    clusters = env.services.clusters
+    assert clusters is not None
+    env.run(
+        env.services.store.execute(
+            "INSERT INTO clusters (id, url_sealed) VALUES ('broken', %s)",
+            (seal(b"another secret", "broken", "postgresql://nowhere/postgres"),),
+        )
+    )
+    try:
+        with pytest.raises(ServiceError) as first:
+            env.run(clusters.cluster_of("broken"))
+        assert first.value.status == 503 and "another secret" in first.value.message
+        tried = clusters._broken["broken"][1]
+        with pytest.raises(ServiceError):
+            env.run(clusters.cluster_of("broken"))
+        assert clusters._broken["broken"][1] == tried, "not tried again at once"
+        listed = {c["name"]: c for c in env("GET", "/v1/clusters").json()}
+        assert listed["broken"]["up"] is False and listed["broken"]["error"]
+    finally:
+        r = env("DELETE", "/v1/clusters/broken")
+        assert r.status_code == 204, r.text
 
 
 def test_only_server_admins_see_or_change_clusters(env: Env) -> None:

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import logging
 import os
+import time
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -33,6 +34,7 @@ from ..store import Store
 _log = logging.getLogger("millpond.clusters")
 _KEY_LABEL = b"millpond cluster url v1"
 _NONCE_BYTES = 12
+_RETRY_BROKEN_S = 5.0
 
 
 def _key(secret: bytes) -> bytes:
@@ -74,8 +76,9 @@ class Clusters:
         self.secret = secret
         self._others: dict[str, Cluster] = {}
         self._supervisors: dict[str, Supervisor] = {}
-        self._broken: dict[str, str] = {}
-        """Clusters whose URL could not be unsealed or that could not be reached at load."""
+        self._broken: dict[str, tuple[str, float]] = {}
+        """Clusters whose URL could not be unsealed or that could not be reached at load:
+        why, and when it was last tried (tried again after :data:`_RETRY_BROKEN_S`)."""
         self._lock = asyncio.Lock()
 
     def get(self, name: str) -> Cluster:
@@ -92,12 +95,14 @@ class Clusters:
         yet; one that cannot be reached answers 503 ``postgres_unavailable``."""
         if name == HOME or name in self._others:
             return self.get(name)
-        await self.load()
+        broken = self._broken.get(name)
+        if broken is None or time.monotonic() - broken[1] > _RETRY_BROKEN_S:
+            await self.load()  # a request for a cluster just found broken does not wait
         if name in self._broken:
             raise ServiceError(
                 503,
                 "postgres_unavailable",
-                f"cluster {name} is unavailable ({self._broken[name]}); retry shortly",
+                f"cluster {name} is unavailable ({self._broken[name][0]}); retry shortly",
                 {"cluster": name},
             )
         return self.get(name)
@@ -116,7 +121,9 @@ class Clusters:
             for name in [n for n in self._others if n not in named]:
                 await self._forget(name)
             for name, sealed in named.items():
-                if name not in self._others:
+                broken = self._broken.get(name)
+                recent = broken is not None and time.monotonic() - broken[1] <= _RETRY_BROKEN_S
+                if name not in self._others and not recent:
                     await self._start(name, sealed)
 
     async def add(self, name: str, url: str) -> Cluster:
@@ -138,7 +145,7 @@ class Clusters:
         except Exception as exc:  # keep serving the other clusters
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             _log.warning("cluster %s is unavailable: %s", name, reason)
-            self._broken[name] = reason
+            self._broken[name] = (reason, time.monotonic())
             return
         self._broken.pop(name, None)
         supervisor = Supervisor(cluster, self.settings, on_fatal=lambda reason: None)
