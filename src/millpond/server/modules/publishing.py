@@ -24,11 +24,12 @@ from millpond.module._def import ModuleDef
 from ...models.modules import ModulePublish, PlanStep, PublishResult
 from ..clusters.registry import Clusters
 from ..config import Settings
+from ..databases import pg_tools
 from ..databases.service import Access, access_of
 from ..errors import ServiceError
 from ..postgres import provision
 from ..store import Store
-from . import migrate, pool, row_visibility, schema
+from . import adopt, migrate, pool, row_visibility, schema
 
 _PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 _LOCK_CLASS = 0x6D6F64  # "mod"
@@ -177,6 +178,9 @@ class Publisher:
             current = await self.latest(access.id)
             definition = await self._describe(upload)
             plan = migrate.plan(current.definition if current else None, definition)
+            adopted: list[str] = []
+            if current is None:  # tables restored from a backup are adopted, not made
+                plan, adopted = await self._adopting(access, definition, plan)
             steps = [PlanStep(**_step(s)) for s in plan.steps]
             result = PublishResult(
                 version=None,
@@ -199,7 +203,9 @@ class Publisher:
             version = await self._next_version(access.id)
             await self._record_pending(access, user_id, version, upload, definition, plan)
             try:
-                await self._apply(access, version, upload, definition, plan, current is None)
+                # the rows of adopted tables came with them: @init does not run again
+                first = current is None and not adopted
+                await self._apply(access, version, upload, definition, plan, first)
             except BaseException:
                 await self.store.execute(
                     "DELETE FROM module_versions WHERE database_id = %s AND version = %s",
@@ -214,6 +220,14 @@ class Publisher:
             await self.store.execute("SELECT pg_notify('millpond_modules', %s)", (str(access.id),))
             swap_s = await swap(access, Version(version, upload.files, upload.entry, definition))
             return result.model_copy(update={"version": version, "swap_ms": swap_s * 1000})
+
+    async def _adopting(
+        self, access: Access, definition: ModuleDef, plan: migrate.Plan
+    ) -> tuple[migrate.Plan, list[str]]:
+        cluster = await self.clusters.cluster_of(access.cluster)
+        owner = pg_tools.OwnerRole(cluster, self.secret, access.pg_name)
+        async with await owner.session() as conn:
+            return await adopt.adopting(conn, definition, plan)
 
     async def _describe(self, upload: Upload) -> ModuleDef:
         try:
