@@ -289,7 +289,7 @@ class DatabaseService:
                 sizes |= await asyncio.to_thread(provision.database_sizes, cluster, pg_names)
         return [
             db.model_copy(update={"size_bytes": sizes[key]})
-            if (key := provision.pg_name_for(db.id)) in sizes and db.cluster != HOME
+            if (key := provision.pg_name_for(db.id)) in sizes
             else db
             for db in found
         ]

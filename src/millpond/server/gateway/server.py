@@ -114,6 +114,12 @@ def is_loopback(peer: Any) -> bool:
     return address.is_loopback
 
 
+def _unavailable(cluster: Cluster) -> Refusal:
+    """A login refused while ``cluster`` is down (SQLSTATE 57P03, as Postgres starting)."""
+    reason = cluster.availability.reason
+    return Refusal("57P03", f"Postgres is unavailable ({reason}); retry shortly")
+
+
 class Gateway:
     def __init__(
         self,
@@ -294,10 +300,7 @@ class Gateway:
             client.write(pq.negotiate_protocol_version(0, startup.unsupported_options))
         self._check_transport(encrypted, loopback)
         if not self.cluster.availability.up:  # refuse before the client sends its key
-            raise Refusal(
-                "57P03",
-                f"Postgres is unavailable ({self.cluster.availability.reason}); retry shortly",
-            )
+            raise _unavailable(self.cluster)
         params = startup.params
         user = params.get("user")
         if not user:
@@ -457,10 +460,7 @@ class Gateway:
             return self.cluster, self._address
         cluster = await self.clusters.cluster_of(name)
         if not cluster.availability.up:
-            raise Refusal(
-                "57P03",
-                f"Postgres is unavailable ({cluster.availability.reason}); retry shortly",
-            )
+            raise _unavailable(cluster)
         address = self._addresses.get(name)
         if address is None:
             address = upstream.Address.from_conninfo(cluster.server_conninfo())

@@ -79,8 +79,7 @@ async def adopting(
         )
     adopted = [t for t in module.tables if t.name in found]
     before = ModuleDef(tables=tuple(adopted))
-    steps = migrate.plan(before, module).steps
-    steps = [s for s in steps if s.kind not in ("drop_table",)]
+    steps = migrate.plan(before, module).steps  # ``before`` is within ``module``: no drops
     steps += [
         migrate.Step("adopt_table", f"= table {t.name} (adopted: it exists as declared)")
         for t in adopted

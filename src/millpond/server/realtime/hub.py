@@ -178,8 +178,11 @@ class Hub:
         publication_tables: Sequence[str] | None = None,
         row_filter: RowFilter | None = None,
         replication_conninfo: str | None = None,
+        cluster: str = "default",
     ) -> None:
         self.pg_name = pg_name
+        self.cluster = cluster
+        """The name of the Postgres cluster it streams from (``server/clusters/``)."""
         self.replication_conninfo = replication_conninfo or admin_conninfo
         self.publication = publication
         self.publication_tables = publication_tables

@@ -173,8 +173,6 @@ class RealtimeService:
         """User databases streamed at once (each hub holds a replication connection, its
         slot and a privileged connection); idle hubs are stopped early to make room."""
         self._reapers: dict[str, asyncio.Task[None]] = {}
-        self._hub_cluster: dict[str, str] = {}
-        """The cluster each user database's hub streams from."""
         self._lock = asyncio.Lock()
 
     async def hub(self, pg_name: str, cluster: str = HOME) -> Hub:
@@ -188,10 +186,10 @@ class RealtimeService:
         async def owner_pool() -> AsyncConnectionPool[Any]:
             return await self.query.pool_for(pg_name, "owner", cluster)
 
-        if self._hub_cluster.get(pg_name, cluster) != cluster:
+        known = self.hubs.get(pg_name)
+        if known is not None and known.cluster != cluster:
             await self.moving(pg_name)  # it moved: the old cluster's stream is no more
         hub = await self._hub(pg_name, lambda: self._new_hub(pg_name, pool, owner_pool, where))
-        self._hub_cluster[pg_name] = cluster
         if hub.row_filter is None:  # changes to tables under row-level security: judged
             hub.row_filter = RowFilter(lambda role: self._role_pool(pg_name, role, cluster))
         return hub
@@ -267,6 +265,7 @@ class RealtimeService:
             publication=publication,
             publication_tables=tables,
             replication_conninfo=privileged.replication_conninfo(cluster, dbname),
+            cluster=cluster.name,
         )
 
     async def _hub(self, name: str, make: Callable[[], Hub]) -> Hub:
@@ -327,7 +326,6 @@ class RealtimeService:
         await self._close(pg_name, 1013, "database_moving")
 
     async def _close(self, pg_name: str, code: int, reason: str) -> None:
-        self._hub_cluster.pop(pg_name, None)
         hub = self.hubs.pop(pg_name, None)
         if hub is not None:
             for client in list(hub.clients.values()):
