@@ -399,6 +399,35 @@ def test_a_move_that_fails_leaves_the_database_where_it_was(env: Env) -> None:
     assert pg_name in databases_on(home_pg(env)) and pg_name not in databases_on(env.second)
 
 
+def test_a_failed_move_whose_copy_cannot_be_dropped_still_puts_the_source_back(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = env.database("stays-too")
+    full = db["full_name"]
+    env.sql(full, "CREATE TABLE t (id int); INSERT INTO t VALUES (8)")
+    real_drop = provision.drop_database
+
+    def refuse_on_second(cluster: Any, pg_name: str) -> None:
+        if cluster.name == "second":
+            raise RuntimeError("the target cluster refuses the drop")
+        real_drop(cluster, pg_name)
+
+    async def fail() -> None:
+        raise RuntimeError("the copy broke")
+
+    monkeypatch.setattr(provision, "drop_database", refuse_on_second)
+    mover = env.services.mover
+    assert mover is not None
+    mover.after_fence.append(fail)
+    try:
+        r = env("POST", f"/v1/databases/{full}/move", json={"cluster": "second"})
+    finally:
+        mover.after_fence.remove(fail)
+    assert r.status_code == 500
+    assert env("GET", f"/v1/databases/{full}").json()["cluster"] == "default"
+    assert env.sql(full, "SELECT id FROM t")["data"] == [[8]]
+
+
 def test_a_move_a_crash_interrupted_is_undone_at_start(env: Env) -> None:
     db = env.database("crashed")
     full, pg_name = db["full_name"], f"mp_db_{db['id']}"

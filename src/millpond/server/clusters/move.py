@@ -35,16 +35,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from millpond.module._def import ModuleDef
-
 from ...models.clusters import DatabaseMove, DatabaseMoved
 from ..accounts.service import Principal, require_admin, require_write
 from ..databases import backup, backup_grants, pg_tools
 from ..databases.service import Access, DatabaseService, resolve
 from ..errors import ServiceError, conflict
 from ..modules import row_visibility
+from ..modules.publishing import latest_version
 from ..postgres import provision
 from ..postgres.cluster import Cluster
+from .service import draining
 
 if TYPE_CHECKING:
     from .registry import Clusters
@@ -82,11 +82,7 @@ class Mover:
             "SELECT state FROM clusters WHERE id = %s", (target.name,)
         )
         if state is None or state["state"] != "active":
-            raise conflict(
-                "cluster_draining",
-                f"cluster {target.name} is draining and takes no databases"
-                f" (`millpond clusters activate {target.name}` ends that)",
-            )
+            raise draining(target.name)
         source = await self.clusters.cluster_of(access.cluster)
         target.availability.check()
         source.availability.check()
@@ -165,26 +161,34 @@ class Mover:
 
     async def _module_statements(self, access: Access) -> list[Any]:
         """The row visibility rules of the database's newest ready module, made again."""
-        row = await self.store.fetchone(
-            "SELECT definition FROM module_versions WHERE database_id = %s AND state = 'ready'"
-            " ORDER BY version DESC LIMIT 1",
-            (access.id,),
-        )
-        if row is None:
+        version = await latest_version(self.store, access.id)
+        if version is None:
             return []
-        module = ModuleDef.from_json(row["definition"])
-        return list(row_visibility.statements(module, access.pg_name, self.secret))
+        return list(row_visibility.statements(version.definition, access.pg_name, self.secret))
 
     async def _undo(self, access: Access, source: Cluster, target: Cluster) -> None:
-        try:
-            await asyncio.to_thread(provision.drop_database, target, access.pg_name)
-            await asyncio.to_thread(provision.unfence_database, source, access.pg_name)
-        finally:
-            await self.store.execute(
-                "UPDATE databases SET state = 'ready', moving_to = NULL WHERE id = %s",
-                (access.id,),
-            )
-            self.store.changed()
+        await _roll_back(self.databases, access.id, access.pg_name, source, target)
+
+
+async def _roll_back(
+    databases: DatabaseService, db_id: int, pg_name: str, source: Cluster, target: Cluster | None
+) -> None:
+    """A move that did not switch: the source back under its name and the database ready
+    where it was, then the target's copy dropped (``target``: None when it cannot be
+    reached; a copy that cannot be dropped is logged, and left there)."""
+    try:
+        await asyncio.to_thread(provision.unfence_database, source, pg_name)
+    finally:
+        await databases.store.execute(
+            "UPDATE databases SET state = 'ready', moving_to = NULL WHERE id = %s", (db_id,)
+        )
+        databases.store.changed()
+    if target is None:
+        return
+    try:
+        await asyncio.to_thread(provision.drop_database, target, pg_name)
+    except Exception:
+        _log.warning("could not drop the copy of %s on %s", pg_name, target.name, exc_info=True)
 
 
 async def _dump(role: pg_tools.OwnerRole, archive: Path) -> None:
@@ -211,14 +215,11 @@ async def recover(databases: DatabaseService) -> int:
     for row in await databases.store.fetchall(
         "SELECT id, pg_name, cluster_id, moving_to FROM databases WHERE state = 'moving'"
     ):
-        with contextlib.suppress(Exception):
+        target: Cluster | None = None
+        with contextlib.suppress(ServiceError):  # gone or down: its copy is left there
             target = await clusters.cluster_of(row["moving_to"])
-            await asyncio.to_thread(provision.drop_database, target, row["pg_name"])
         source = await clusters.cluster_of(row["cluster_id"])
-        await asyncio.to_thread(provision.unfence_database, source, row["pg_name"])
-        await databases.store.execute(
-            "UPDATE databases SET state = 'ready', moving_to = NULL WHERE id = %s", (row["id"],)
-        )
+        await _roll_back(databases, row["id"], row["pg_name"], source, target)
         repaired += 1
     for cluster in clusters.loaded():
         for pg_name in await asyncio.to_thread(provision.fenced_databases, cluster):

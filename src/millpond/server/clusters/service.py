@@ -193,13 +193,13 @@ class ClusterService:
                 )
             row = await self._row(requested)
             if row["state"] != "active":
-                raise _draining(requested)
+                raise draining(requested)
             return requested
         if self.settings.placement == "home":
             row = await self._row(HOME)
             if row["state"] == "active":
                 return HOME
-            raise _draining(HOME)
+            raise draining(HOME)
         rows = await self.store.fetchall(
             "SELECT c.id, (SELECT count(*) FROM databases d WHERE d.cluster_id = c.id) AS n"
             " FROM clusters c WHERE c.state = 'active' ORDER BY n, c.id <> 'default', c.id"
@@ -220,7 +220,8 @@ class ClusterService:
         )
 
 
-def _draining(name: str) -> ServiceError:
+def draining(name: str) -> ServiceError:
+    """409 ``cluster_draining``: ``name`` takes no new databases."""
     return conflict(
         "cluster_draining",
         f"cluster {name} is draining and takes no new databases"

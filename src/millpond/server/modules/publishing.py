@@ -125,6 +125,20 @@ def grant_statements(module: ModuleDef, pg_name: str) -> list[sql.Composable]:
     return out
 
 
+async def latest_version(store: Store, database_id: int) -> Version | None:
+    """The database's newest ready module version, or None."""
+    row = await store.fetchone(
+        "SELECT version, files, entry, definition FROM module_versions"
+        " WHERE database_id = %s AND state = 'ready' ORDER BY version DESC LIMIT 1",
+        (database_id,),
+    )
+    if row is None:
+        return None
+    return Version(
+        row["version"], row["files"], row["entry"], ModuleDef.from_json(row["definition"])
+    )
+
+
 async def ready_modules(store: Store) -> list[tuple[Access, dict[str, Any]]]:
     """Every ready database's newest ready module: its access (as the owner) and its
     definition's JSON — what the server runs without a caller (lifecycle sweeps,
@@ -293,16 +307,7 @@ class Publisher:
             )
 
     async def latest(self, database_id: int) -> Version | None:
-        row = await self.store.fetchone(
-            "SELECT version, files, entry, definition FROM module_versions"
-            " WHERE database_id = %s AND state = 'ready' ORDER BY version DESC LIMIT 1",
-            (database_id,),
-        )
-        if row is None:
-            return None
-        return Version(
-            row["version"], row["files"], row["entry"], ModuleDef.from_json(row["definition"])
-        )
+        return await latest_version(self.store, database_id)
 
     async def _next_version(self, database_id: int) -> int:
         row = await self.store.fetchone(
