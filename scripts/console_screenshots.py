@@ -228,6 +228,7 @@ def open_shot(page: Any, demo: Demo, shot: Shot) -> None:
         with page.expect_navigation():
             page.click("button[name=run]")
     page.wait_for_selector(shot.ready)
+    page.wait_for_load_state()
 
 
 def shoot(demo: Demo, out: Path, dark: bool) -> list[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import httpx
-from playwright.sync_api import Page
+from playwright.sync_api import Locator, Page
 
 COOKIE = "millpond_console"
 CHROMIUM_ARGS = [
@@ -62,12 +62,23 @@ def console_client(base_url: str, key: str) -> Iterator[httpx.Client]:
         yield http
 
 
+def follow(page: Page, target: str | Locator) -> None:
+    """Click a link or a form's button and wait until the page it leads to has loaded.
+
+    A bare click returns once the next document has begun: read at that moment (its
+    ``content()``, a locator's ``count()``), the page may still be empty. Every click
+    that loads a page goes through here; clicks handled in the page (a ``<details>``
+    opened, the SQL history) are plain clicks.
+    """
+    with page.expect_navigation():
+        (page.locator(target) if isinstance(target, str) else target).click()
+
+
 def browser_login(page: Page, base_url: str, key: str) -> None:
     """Log in through the login page, as a person does."""
     page.goto(f"{base_url}/console/login")
     page.fill("input[name=api_key]", key)
-    with page.expect_navigation():
-        page.click("button:has-text('Log in')")
+    follow(page, "button:has-text('Log in')")
 
 
 def screenshots_script() -> ModuleType:

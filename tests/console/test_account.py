@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 from playwright.sync_api import Page
 
-from console._helpers import browser_login, console_client, form_token, password_login
+from console._helpers import browser_login, console_client, follow, form_token, password_login
 
 MakeUser = Callable[..., tuple[str, str]]
 
@@ -16,33 +16,32 @@ MakeUser = Callable[..., tuple[str, str]]
 def test_setting_and_changing_a_password(page: Page, base_url: str, make_user: MakeUser) -> None:
     user, key = make_user(prefix="account")
     browser_login(page, base_url, key)
-    page.click(f"header a:has-text('{user}')")
+    follow(page, f"header a:has-text('{user}')")
     assert "none yet" in page.content()
     page.fill("input[name=password]", "the first one")
     page.fill("input[name=again]", "the first one!")
-    page.click("button[name=set-password]")
+    follow(page, "button[name=set-password]")
     assert "the two new passwords differ" in page.locator(".flash.error").inner_text()
     page.fill("input[name=password]", "the first one")
     page.fill("input[name=again]", "the first one")
-    page.click("button[name=set-password]")
+    follow(page, "button[name=set-password]")
     assert "/console/login" in page.url and "Your password is set" in page.content()
 
     page.fill("input[name=username]", user)
     page.fill("input[name=password]", "the first one")
-    with page.expect_navigation():
-        page.click("button:has-text('Log in')")
+    follow(page, "button:has-text('Log in')")
     assert page.url.endswith("/console/databases")
     page.goto(f"{base_url}/console/account")
     assert "your password" in page.content()
     page.fill("input[name=current_password]", "not the one")
     page.fill("input[name=password]", "the second one")
     page.fill("input[name=again]", "the second one")
-    page.click("button[name=set-password]")
+    follow(page, "button[name=set-password]")
     assert "wrong_password" in page.locator(".flash.error").inner_text()
     page.fill("input[name=current_password]", "the first one")
     page.fill("input[name=password]", "the second one")
     page.fill("input[name=again]", "the second one")
-    page.click("button[name=set-password]")
+    follow(page, "button[name=set-password]")
     assert "/console/login" in page.url
     with httpx.Client(base_url=base_url) as http:
         assert password_login(http, user, "the first one").status_code == 401

@@ -12,7 +12,7 @@ import httpx
 from playwright.sync_api import Dialog, Page
 
 from conftest import FlagsEnv
-from console._helpers import browser_login, console_client, login
+from console._helpers import browser_login, console_client, follow, login
 
 
 def _check(env: FlagsEnv, key: str, **who: Any) -> dict[str, Any]:
@@ -25,10 +25,10 @@ def _add_rule(page: Page, kind: str, fields: dict[str, str]) -> None:
     form = "#add-rule form"
     page.click("#add-rule > summary")
     page.select_option(f"{form} select[name=add_kind]", kind)
-    page.click(f"{form} button[value=add]")
+    follow(page, f"{form} button[value=add]")
     for name, value in fields.items():
         page.fill(f"{form} [name='{name}']", value)
-    page.click(f"{form} button[value=save]")
+    follow(page, f"{form} button[value=save]")
 
 
 def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> None:
@@ -44,11 +44,11 @@ def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> N
     page.on("console", lambda m: blocked.append(m.text) if "Content Security" in m.text else None)
     browser_login(page, base_url, env.key)
     assert page.url.endswith("/console/databases")  # a user's key: the platform's home
-    page.click("header nav a:has-text('Flags')")
+    follow(page, "header nav a:has-text('Flags')")
     assert "No active flags" in page.content()
     page.fill("input[name=key]", "new-editor")
     page.fill("input[name=name]", "New editor")
-    page.click("button[name=create]")
+    follow(page, "button[name=create]")
     assert "/console/flags/new-editor" in page.url
     assert env("GET", "/flags/new-editor")["name"] == "New editor"
 
@@ -72,30 +72,30 @@ def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> N
     assert "30% of users, picked by their id" in page.inner_text("#rules")
 
     # the list says what it answers; on for everyone, and back to the rules
-    page.click("text=← all flags")
+    follow(page, "text=← all flags")
     row = "tr[data-flag=new-editor]"
     assert page.inner_text(f"{row} .state") == "on by rules (3)"
-    page.click(f"{row} button[name=everyone][value=on]")
+    follow(page, f"{row} button[name=everyone][value=on]")
     assert page.inner_text(f"{row} .state") == "on for everyone"
     assert _check(env, "new-editor", user={"id": "nobody"})["reason"] == "GLOBAL_OVERRIDE"
-    page.click(f"{row} button[name=everyone][value=rules]")
+    follow(page, f"{row} button[name=everyone][value=rules]")
     assert page.inner_text(f"{row} .state") == "on by rules (3)"
     assert _check(env, "new-editor", user={"id": "nobody"})["value"] is False
 
     # soft delete, restore, delete for good
-    page.click("tr[data-flag=new-editor] button[name=delete]")
+    follow(page, "tr[data-flag=new-editor] button[name=delete]")
     assert env("GET", "/flags") == []
-    page.click(".tabs a:has-text('Deleted')")
-    page.click("tr[data-flag=new-editor] button[name=restore]")
+    follow(page, ".tabs a:has-text('Deleted')")
+    follow(page, "tr[data-flag=new-editor] button[name=restore]")
     assert env("GET", "/flags/new-editor")["deleted_at"] is None
     page.goto(f"{base_url}/console/flags?env={env.id}")
-    page.click("tr[data-flag=new-editor] button[name=delete]")
-    page.click(".tabs a:has-text('Deleted')")
-    page.click("tr[data-flag=new-editor] button[name=purge]")
+    follow(page, "tr[data-flag=new-editor] button[name=delete]")
+    follow(page, ".tabs a:has-text('Deleted')")
+    follow(page, "tr[data-flag=new-editor] button[name=purge]")
     assert env("GET", "/flags", params={"include_deleted": True}) == []
 
     # who changed what
-    page.click("header a:has-text('Audit log')")
+    follow(page, "header a:has-text('Audit log')")
     entries = page.locator("tr.audit-entry")
     assert entries.count() >= 6
     assert "Deleted for good flag new-editor" in entries.first.inner_text()
@@ -107,7 +107,7 @@ def test_the_flag_lifecycle(page: Page, base_url: str, flags_env: FlagsEnv) -> N
     background = page.eval_on_selector("header", "e => getComputedStyle(e).backgroundColor")
     assert background == "rgb(23, 32, 46)"  # console.css's --top
 
-    page.click("button:has-text('Log out')")
+    follow(page, "button:has-text('Log out')")
     page.goto(f"{base_url}/console/flags")
     assert page.url.endswith("/console/login")
 

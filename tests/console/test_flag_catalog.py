@@ -12,7 +12,7 @@ from typing import Any
 from playwright.sync_api import Page
 
 from conftest import FlagsEnv
-from console._helpers import browser_login, console_client, form_token
+from console._helpers import browser_login, console_client, follow, form_token
 
 ACME = {"company": {"id": "acme"}}
 
@@ -52,8 +52,7 @@ def test_features_are_listed_made_edited_and_deleted(
     env("POST", "/entitlements", 201, json={**grant, "value_numeric": 10})
     browser_login(page, base_url, env.key)
     page.goto(f"{base_url}/console/flags?env={env.id}")
-    with page.expect_navigation():
-        page.click("nav.subnav a:has-text('Features')")
+    follow(page, "nav.subnav a:has-text('Features')")
     row = page.inner_text("tr[data-feature=exports]")
     assert "metered by “export” events (their number)" in row
     assert "exporting" in row and "Pro (on, up to 10)" in row

@@ -11,7 +11,7 @@ from typing import Any
 from playwright.sync_api import Page
 
 from conftest import FlagsEnv
-from console._helpers import browser_login, console_client, form_token
+from console._helpers import browser_login, console_client, follow, form_token
 
 EVERY_KIND = [
     {
@@ -123,17 +123,17 @@ def test_the_list_says_what_each_flag_answers(
     check = {"company": {"id": "acme"}}
     assert env("POST", "/flags/gold-only/check", json=check)["value"] is True
     page.on("dialog", lambda dialog: dialog.accept())
-    page.click("tr[data-flag=gold-only] button[value=off]")
+    follow(page, "tr[data-flag=gold-only] button[value=off]")
     assert state("gold-only") == "off for everyone"
     answer = env("POST", "/flags/gold-only/check", json=check)
     assert (answer["value"], answer["reason"]) == (False, "GLOBAL_OVERRIDE")
     assert [r["id"] for r in _rules(env, "gold-only")] == ["everyone", "gold"]
-    page.click("tr[data-flag=gold-only] button[value=rules]")
+    follow(page, "tr[data-flag=gold-only] button[value=rules]")
     assert state("gold-only") == "on by rules (1)"
     assert [r["id"] for r in _rules(env, "gold-only")] == ["gold"]
     assert env("POST", "/flags/gold-only/check", json=check)["reason"] == "RULE_MATCH"
     # the API's own global override is replaced by the switch, not stacked
-    page.click("tr[data-flag=killed] button[value=on]")
+    follow(page, "tr[data-flag=killed] button[value=on]")
     first = _rules(env, "killed")[0]
     assert (first["rule_type"], first["value"]) == ("global_override", True)
     assert sum(r["rule_type"] == "global_override" for r in _rules(env, "killed")) == 1

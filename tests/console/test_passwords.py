@@ -16,7 +16,7 @@ from playwright.sync_api import Page
 
 from _waiting import wait_until
 from conftest import RunningServer
-from console._helpers import COOKIE, form_token, login, password_login
+from console._helpers import COOKIE, follow, form_token, login, password_login
 
 MakeUser = Callable[..., tuple[str, str]]
 PASSWORD = "a long enough password"
@@ -73,22 +73,19 @@ def test_logging_in_with_a_password_in_the_browser(
     assert page.locator("input[name=api_key]").is_visible()  # or a key
     page.fill("input[name=username]", name)
     page.fill("input[name=password]", "not the password")
-    with page.expect_navigation():
-        page.click("button:has-text('Log in')")
+    follow(page, "button:has-text('Log in')")
     assert page.url.endswith("/console/login")
     assert GENERIC in page.content()
     assert page.input_value("input[name=password]") == ""  # the password is never sent back
 
     page.fill("input[name=password]", PASSWORD)  # the username is kept
-    with page.expect_navigation():
-        page.click("button:has-text('Log in')")
+    follow(page, "button:has-text('Log in')")
     assert page.url.endswith("/console/databases")
     assert page.inner_text("header .user") == name  # the user, with write rights
     page.goto(f"{base_url}/console/keys")
     assert page.locator("form[action='/console/keys/new'] button").count() >= 1
 
-    with page.expect_navigation():
-        page.click("button:has-text('Log out')")
+    follow(page, "button:has-text('Log out')")
     assert "You are logged out." in page.content()
     page.goto(f"{base_url}/console/databases")
     assert page.url.endswith("/console/login")

@@ -13,7 +13,7 @@ import httpx
 from playwright.sync_api import Dialog, Page
 
 from conftest import FlagsEnv
-from console._helpers import browser_login, console_client, form_token, password_login
+from console._helpers import browser_login, console_client, follow, form_token, password_login
 
 MakeUser = Callable[..., tuple[str, str]]
 
@@ -58,7 +58,7 @@ def test_a_database_from_creation_to_deletion(
     # create, with a limit: the list shows its size against it
     page.fill("input[name=name]", "shop")
     page.fill("input[name=storage_limit_mb]", "100")
-    page.click("button[name=create]")
+    follow(page, "button[name=create]")
     assert page.url.endswith(f"/console/databases/{user}/shop")
     assert page.locator(".flash.ok").inner_text() == f"Created {user}/shop."
     made = _api(base_url, key, "GET", f"/databases/{user}/shop").json()
@@ -69,19 +69,19 @@ def test_a_database_from_creation_to_deletion(
     assert f"dbname={user}/shop" in page.input_value("#conn-psql")
     assert f'mp.query("{user}/shop"' in page.input_value("#conn-sdk")
     assert key not in page.content()  # the key is never shown again
-    page.click("header nav a:has-text('Databases')")
+    follow(page, "header nav a:has-text('Databases')")
     row = page.locator(f"tr[data-database='{user}/shop']")
     assert "of 100 MB" in row.inner_text() and row.locator("meter").count() == 1
-    row.locator("a").click()
+    follow(page, row.locator("a"))
 
     # a name taken, and a bad limit: the error on the page, nothing changed
     page.goto(f"{base_url}/console/databases")
     page.fill("input[name=name]", "shop")
-    page.click("button[name=create]")
+    follow(page, "button[name=create]")
     assert "already" in page.locator(".flash.error").inner_text()
     page.fill("input[name=name]", "other")
     page.fill("input[name=storage_limit_mb]", "lots")
-    page.click("button[name=create]")
+    follow(page, "button[name=create]")
     assert "number of MB" in page.locator(".flash.error").inner_text()
     names = [d["name"] for d in _api(base_url, key, "GET", "/databases").json()]
     assert names == ["shop"]
@@ -91,7 +91,7 @@ def test_a_database_from_creation_to_deletion(
     page.fill("form[action$='/settings'] input[name=name]", "store")
     page.uncheck("form[action$='/settings'] input[name=is_private]")
     page.fill("form[action$='/settings'] input[name=storage_limit_mb]", "")
-    page.click("button[name=save]")
+    follow(page, "button[name=save]")
     assert page.url.endswith(f"/console/databases/{user}/store")
     now = _api(base_url, key, "GET", f"/databases/{user}/store").json()
     assert not now["is_private"] and now["storage_limit_bytes"] is None
@@ -99,24 +99,24 @@ def test_a_database_from_creation_to_deletion(
     # collaborators: share, see, remove (asked first)
     page.fill("form[action$='/collaborators'] input[name=username]", friend)
     page.select_option("form[action$='/collaborators'] select[name=role]", "write")
-    page.click("button[name=share]")
+    follow(page, "button[name=share]")
     assert f"{friend} can now write it." in page.content()
     shared = _api(base_url, key, "GET", f"/databases/{user}/store/collaborators").json()
     assert [(c["username"], c["role"]) for c in shared] == [(friend, "write")]
     page.fill("form[action$='/collaborators'] input[name=username]", "nobody-at-all")
-    page.click("button[name=share]")
+    follow(page, "button[name=share]")
     assert page.locator(".flash.error").count() == 1
-    page.locator(f"tr[data-collaborator='{friend}'] button").click()
+    follow(page, page.locator(f"tr[data-collaborator='{friend}'] button"))
     assert asked == [f"Remove {friend}'s access?"]
     assert _api(base_url, key, "GET", f"/databases/{user}/store/collaborators").json() == []
 
     # delete: a wrong confirmation deletes nothing; the right one does
     page.fill("input[name=confirm]", "store")
-    page.click("button[name=delete]")
+    follow(page, "button[name=delete]")
     assert f"type {user}/store to confirm" in page.locator(".flash.error").inner_text()
     assert _api(base_url, key, "GET", f"/databases/{user}/store").status_code == 200
     page.fill("input[name=confirm]", f"{user}/store")
-    page.click("button[name=delete]")
+    follow(page, "button[name=delete]")
     assert page.url.endswith("/console/databases")
     assert f"Deleted {user}/store." in page.content()
     assert _api(base_url, key, "GET", f"/databases/{user}/store").status_code == 404
@@ -134,7 +134,7 @@ def test_the_sql_editor(page: Page, base_url: str, make_user: MakeUser) -> None:
         "SELECT * FROM t ORDER BY id",
     )
     assert page.locator("pre.highlight .tok-kw").count() >= 6  # highlighted as typed
-    page.click("button[name=run]")
+    follow(page, "button[name=run]")
     heads = page.locator("table.results th").all_inner_texts()
     assert [h.split("\n") for h in heads] == [
         ["id", "int8"],
@@ -149,7 +149,7 @@ def test_the_sql_editor(page: Page, base_url: str, make_user: MakeUser) -> None:
 
     # an error: its line with a caret under the position, and Postgres' hint
     page.fill("textarea[name=sql]", "SELECT 1;\nSELECT lower(id) FROM t")
-    page.click("button[name=run]")
+    follow(page, "button[name=run]")
     error = page.locator(".sql-error").inner_text()
     assert "function lower(bigint) does not exist" in error
     assert "SQLSTATE 42883" in error and "Hint: No function matches" in error
@@ -165,7 +165,7 @@ def test_the_sql_editor(page: Page, base_url: str, make_user: MakeUser) -> None:
     page.eval_on_selector(
         "textarea[name=sql]", f"e => {{ e.focus(); e.setSelectionRange({start}, {len(text)}); }}"
     )
-    page.click("button[name=run-selection]")
+    follow(page, "button[name=run-selection]")
     assert page.locator("table.results tbody tr").inner_text() == "2"  # nothing deleted
     page.eval_on_selector(
         "textarea[name=sql]", f"e => {{ e.focus(); e.setSelectionRange({start}, {len(text)}); }}"
@@ -207,7 +207,7 @@ def test_a_reader_gets_a_read_only_editor(page: Page, base_url: str, make_user: 
     page.goto(f"{base_url}/console/databases/{db}/sql")
     assert page.locator("h1 .badge").inner_text() == "read-only"
     page.fill("textarea[name=sql]", "INSERT INTO t VALUES (2)")
-    page.click("button[name=run]")
+    follow(page, "button[name=run]")
     assert page.locator(".sql-error").count() == 1
     count = _api(
         base_url,
@@ -229,12 +229,12 @@ def test_keys_are_shown_once_and_revoked(page: Page, base_url: str, make_user: M
     user, key = make_user(prefix="keyer")
     asked = _accept_dialogs(page)
     browser_login(page, base_url, key)
-    page.click("header nav a:has-text('API keys')")
+    follow(page, "header nav a:has-text('API keys')")
     assert page.locator("tr[data-key] .badge").inner_text() == "this session"
     page.fill("input[name=name]", "ci")
     page.select_option("select[name=scope]", "read")
     page.fill("input[name=expires_in_days]", "30")
-    page.click("button[name=create]")
+    follow(page, "button[name=create]")
     secret = page.input_value("#new-key")
     me = _api(base_url, secret, "GET", "/me")
     assert me.status_code == 200 and me.json()["user"]["username"] == user
@@ -243,17 +243,17 @@ def test_keys_are_shown_once_and_revoked(page: Page, base_url: str, make_user: M
     page.goto(f"{base_url}/console/keys")
     assert secret not in page.content()  # once only
     page.fill("input[name=expires_in_days]", "-1")
-    page.click("button[name=create]")
+    follow(page, "button[name=create]")
     assert "more than 0 days" in page.locator(".flash.error").inner_text()
     assert len(_api(base_url, key, "GET", "/keys").json()) == 2
 
-    page.locator(f"tr[data-key='{listed['ci']['id']}'] button[name=revoke]").click()
+    follow(page, page.locator(f"tr[data-key='{listed['ci']['id']}'] button[name=revoke]"))
     assert asked == ["Revoke ci? Whatever uses it stops working."]
     assert "Revoked the key." in page.content()
     assert _api(base_url, secret, "GET", "/me").status_code == 401
 
     # revoking the session's own key ends the session
-    page.locator("tr[data-key]:has(.badge) button[name=revoke]").click()
+    follow(page, page.locator("tr[data-key]:has(.badge) button[name=revoke]"))
     assert "You will be logged out" in asked[-1]
     assert "/console/login" in page.url and "session ended" in page.content()
     assert _api(base_url, key, "GET", "/me").status_code == 401
@@ -313,21 +313,21 @@ def test_service_accounts_and_their_keys(page: Page, base_url: str, make_user: M
     asked = _accept_dialogs(page)
     browser_login(page, base_url, key)
     page.goto(f"{base_url}/console/keys")
-    page.click("a:has-text('Service accounts')")
+    follow(page, "a:has-text('Service accounts')")
     assert "No service accounts yet" in page.content()
     page.fill("input[name=name]", "nightly")
-    page.click("button[name=create-account]")
+    follow(page, "button[name=create-account]")
     assert "Created the service account nightly." in page.content()
     account = page.url
     page.fill("input[name=name]", "prod")
     page.select_option("select[name=scope]", "read")
-    page.click("button[name=create]")
+    follow(page, "button[name=create]")
     secret = page.input_value("#new-key")
     me = _api(base_url, secret, "GET", "/me").json()
     assert me["service_account"]["name"] == "nightly" and me["key"]["scope"] == "read"
     assert me["user"]["username"] == user
     page.fill("input[name=name]", "staging")
-    page.click("button[name=create]")
+    follow(page, "button[name=create]")
     assert page.input_value("#new-key") != secret
     page.goto(account)
     assert page.locator("tr[data-key]").count() == 2
@@ -339,9 +339,9 @@ def test_service_accounts_and_their_keys(page: Page, base_url: str, make_user: M
         assert answer.status_code == 403
 
     first = page.locator("tr[data-key]").first.get_attribute("data-key")
-    page.locator(f"tr[data-key='{first}'] button[name=revoke]").click()
+    follow(page, page.locator(f"tr[data-key='{first}'] button[name=revoke]"))
     assert "Revoked the key." in page.content() and page.locator("tr[data-key]").count() == 1
-    page.click("button[name=delete]")
+    follow(page, "button[name=delete]")
     assert asked[-1] == "Delete nightly? Its keys stop working."
     assert "Deleted the service account" in page.content()
     assert _api(base_url, secret, "GET", "/me").status_code == 401
@@ -357,14 +357,14 @@ def test_admins_manage_users(page: Page, base_url: str, make_user: MakeUser) -> 
         assert "/console/users" not in http.get("/console/databases").text
     _, admin = make_user(is_admin=True, prefix="boss")
     browser_login(page, base_url, admin)
-    page.click("header nav a:has-text('Users')")
+    follow(page, "header nav a:has-text('Users')")
     new_name = f"newbie{abs(hash(admin)) % 10**6}"
     page.fill("form[action='/console/users/new'] input[name=username]", new_name)
-    page.click("button[name=create]")
+    follow(page, "button[name=create]")
     secret = page.input_value("#new-key")
     assert _api(base_url, secret, "GET", "/me").json()["user"]["username"] == new_name
     page.fill("form[action='/console/users/new'] input[name=username]", new_name)
-    page.click("button[name=create]")
+    follow(page, "button[name=create]")
     assert page.locator(".flash.error").count() == 1  # taken
 
     row = page.locator(f"tr[data-user='{new_name}']")
@@ -374,11 +374,11 @@ def test_admins_manage_users(page: Page, base_url: str, make_user: MakeUser) -> 
     assert "invalid_password" in page.locator(".flash.error").inner_text()
     row = page.locator(f"tr[data-user='{new_name}']")
     row.locator("input[name=password]").fill("a good long one")
-    row.locator("button[name=reset]").click()
+    follow(page, row.locator("button[name=reset]"))
     assert f"Set {new_name}'s password" in page.content()
     with httpx.Client(base_url=base_url) as http:
         assert password_login(http, new_name, "a good long one").status_code == 303
 
-    page.locator(f"tr[data-user='{new_name}'] button[name=delete]").click()
+    follow(page, page.locator(f"tr[data-user='{new_name}'] button[name=delete]"))
     assert asked == [f"Delete {new_name}?"] and f"Deleted {new_name}." in page.content()
     assert _api(base_url, secret, "GET", "/me").status_code == 401

@@ -15,7 +15,7 @@ from playwright.sync_api import Page
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from console._helpers import COOKIE, browser_login, console_client, form_token
+from console._helpers import COOKIE, browser_login, console_client, follow, form_token
 
 MakeUser = Callable[..., tuple[str, str]]
 
@@ -48,7 +48,7 @@ def test_rows_and_changes_arrive_live(page: Page, base_url: str, make_user: Make
     )
     browser_login(page, base_url, key)
     page.goto(f"{base_url}/console/databases/{db}")
-    page.click("a:has-text('Realtime inspector')")
+    follow(page, "a:has-text('Realtime inspector')")
     assert page.input_value("input[name=query]") == "SELECT * FROM public.msgs"
     page.fill("input[name=query]", "SELECT * FROM msgs WHERE room = 7")
     page.click("button[name=subscribe]")

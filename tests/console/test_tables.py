@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import Dialog, Page
 
-from console._helpers import browser_login, console_client, form_token
+from console._helpers import browser_login, console_client, follow, form_token
 
 MakeUser = Callable[..., tuple[str, str]]
 
@@ -58,7 +58,7 @@ def _open(page: Page, row_id: int, label: str) -> None:
     """Follow the row's Edit (or, for a reader, Open) link."""
     link = page.locator(f"a[href$='row?key=%5B%22{row_id}%22%5D']")
     assert link.inner_text() == label
-    link.click()
+    follow(page, link)
 
 
 def _ids(page: Page) -> list[int]:
@@ -70,12 +70,12 @@ def test_browsing_a_table(page: Page, base_url: str, make_user: MakeUser) -> Non
     db = _setup(base_url, key, "browse")
     browser_login(page, base_url, key)
     page.goto(f"{base_url}/console/databases/{db}")
-    page.click("a:has-text('Browse tables')")
+    follow(page, "a:has-text('Browse tables')")
     listed = page.locator("tr[data-table]").evaluate_all("rows => rows.map(r => r.dataset.table)")
     assert listed[:4] == ["public.cheap", "public.items", "public.log", "public.orders"]
     assert 'my schema.we"ird tab' in listed
     assert "view" in page.locator("tr[data-table='public.cheap']").inner_text()
-    page.click("tr[data-table='public.items'] a")
+    follow(page, "tr[data-table='public.items'] a")
 
     # structure
     assert page.locator("tr[data-column=price] code").inner_text() == "numeric"
@@ -85,39 +85,39 @@ def test_browsing_a_table(page: Page, base_url: str, make_user: MakeUser) -> Non
 
     # paging, by the primary key
     assert _ids(page) == list(range(1, 51))
-    page.click("a[rel=next]")
+    follow(page, "a[rel=next]")
     assert _ids(page) == list(range(51, 101))
-    page.click("a[rel=next]")
+    follow(page, "a[rel=next]")
     assert _ids(page) == list(range(101, 121)) and page.locator("a[rel=next]").count() == 0
-    page.click("a[rel=prev]")
+    follow(page, "a[rel=prev]")
     assert _ids(page)[0] == 51
 
     # sorting: a header sorts up, again down
-    page.click("table.results th a:has-text('price')")
+    follow(page, "table.results th a:has-text('price')")
     assert _ids(page)[:3] == [1, 2, 3]
-    page.click("table.results th a:has-text('price')")
+    follow(page, "table.results th a:has-text('price')")
     assert _ids(page)[:3] == [120, 119, 118]
 
     # filters, kept with the sort
     page.select_option("select[name=col]", "name")
     page.select_option("select[name=op]", "contains")
     page.fill("input[name=val]", "11")
-    page.click("button[name=apply]")
+    follow(page, "button[name=apply]")
     assert _ids(page) == [*range(119, 109, -1), 11]  # still sorted by price, descending
     page.select_option("select[name=col]", "price")
     page.select_option("select[name=op]", ">=")
     page.fill("input[name=val]", "178.5")
-    page.click("button[name=apply]")
+    follow(page, "button[name=apply]")
     assert _ids(page) == [120, 119]
     page.select_option("select[name=col]", "id")
     page.select_option("select[name=op]", "=")
     page.fill("input[name=val]", "not a number")
-    page.click("button[name=apply]")
+    follow(page, "button[name=apply]")
     assert "invalid input syntax for type integer" in page.locator(".flash.error").inner_text()
     assert _ids(page)[:2] == [1, 2]  # the page still shows the rows, unfiltered
     page.select_option("select[name=col]", "note")
     page.select_option("select[name=op]", "is null")
-    page.click("button[name=apply]")
+    follow(page, "button[name=apply]")
     assert len(_ids(page)) == 50
 
     # odd names and markup in values are only text
@@ -125,7 +125,7 @@ def test_browsing_a_table(page: Page, base_url: str, make_user: MakeUser) -> Non
     assert page.locator("table.results td", has_text="<script>alert(1)</script>").count() == 1
     assert "no primary key" in page.content() and page.locator("a:has-text('Edit')").count() == 0
     page.goto(f"{base_url}/console/databases/{db}/tables")
-    page.click("tr[data-table='my schema.we\"ird tab'] a")
+    follow(page, "tr[data-table='my schema.we\"ird tab'] a")
     assert page.locator("tr[data-column='the id'] .badge").inner_text() == "primary key"
     assert page.locator("table.results tbody tr").inner_text().split("\t")[:2] == ["1", "x"]
 
@@ -151,7 +151,7 @@ def test_editing_rows(page: Page, base_url: str, make_user: MakeUser) -> None:
     page.fill("input[name='v:id']", "500")
     page.fill("input[name='v:name']", "lamp")
     page.fill("input[name='v:price']", "19.90")
-    page.click("button[name=insert]")
+    follow(page, "button[name=insert]")
     assert "Inserted a row." in page.content()
     row = _value(
         base_url, key, db, "SELECT name, price, note, made IS NOT NULL FROM items WHERE id = 500"
@@ -159,7 +159,7 @@ def test_editing_rows(page: Page, base_url: str, make_user: MakeUser) -> None:
     assert row == [["lamp", "19.90", None, True]]
     page.fill("input[name='v:id']", "500")  # the same key again: Postgres says no
     page.fill("input[name='v:name']", "again")
-    page.click("button[name=insert]")
+    follow(page, "button[name=insert]")
     assert "duplicate key value" in page.locator(".flash.error").inner_text()
     assert _value(base_url, key, db, "SELECT count(*) FROM items") == [[121]]
 
@@ -170,7 +170,7 @@ def test_editing_rows(page: Page, base_url: str, make_user: MakeUser) -> None:
     assert page.input_value("textarea[name='v:note']") == "keep?"
     page.fill("textarea[name='v:name']", "seventh")
     page.check("input[name='null:note']")
-    page.click("button[name=save]")
+    follow(page, "button[name=save]")
     assert "Saved the row." in page.content()
     assert _value(base_url, key, db, "SELECT name, note, price FROM items WHERE id = 7") == [
         ["seventh", None, "10.5"]
@@ -181,19 +181,19 @@ def test_editing_rows(page: Page, base_url: str, make_user: MakeUser) -> None:
     _open(page, 8, "Edit")
     _value(base_url, key, db, "DELETE FROM items WHERE id = 8")
     page.fill("textarea[name='v:name']", "eighth")
-    page.click("button[name=save]")
+    follow(page, "button[name=save]")
     assert "no longer there" in page.locator(".flash.error").inner_text()
 
     # nothing changed: said so
     page.goto(f"{base_url}/console/databases/{db}/tables/public/items")
     _open(page, 9, "Edit")
-    page.click("button[name=save]")
+    follow(page, "button[name=save]")
     assert "no value was changed" in page.locator(".flash.error").inner_text()
 
     # delete, asked first
     page.goto(f"{base_url}/console/databases/{db}/tables/public/items")
     _open(page, 9, "Edit")
-    page.click("button[name=delete]")
+    follow(page, "button[name=delete]")
     assert asked == ["Delete this row?"] and "Deleted the row." in page.content()
     assert _value(base_url, key, db, "SELECT count(*) FROM items WHERE id = 9") == [[0]]
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import Page
 
-from console._helpers import browser_login, console_client, form_token
+from console._helpers import browser_login, console_client, follow, form_token
 
 MakeUser = Callable[..., tuple[str, str]]
 CSV = b"id,name,joined\n1,Ann,2026-01-02\n2,Bo,2026-02-03\n3,Cy,\n"
@@ -38,6 +38,7 @@ def _rows(base_url: str, key: str, db: str, sql: str) -> Any:
 def _wait_done(page: Page) -> str:
     """The job's final state (its page refreshes itself while it runs)."""
     page.wait_for_selector("[data-state=DONE], [data-state=FAILED]", timeout=60_000)
+    page.wait_for_load_state()  # the final page whole, not only its state so far
     state = page.get_attribute("[data-state]", "data-state")
     assert state is not None
     return state
@@ -50,7 +51,7 @@ def test_a_file_previewed_adjusted_and_imported(
     db = _database(base_url, key, "imports")
     browser_login(page, base_url, key)
     page.goto(f"{base_url}/console/databases/{db}")
-    page.click("a:has-text('Import a file')")
+    follow(page, "a:has-text('Import a file')")
     page.fill("input[name=table_name]", "people")
     page.set_input_files(
         "input[name=file]", {"name": "people.csv", "mimeType": "text/csv", "buffer": CSV}
@@ -63,11 +64,11 @@ def test_a_file_previewed_adjusted_and_imported(
     assert page.input_value("input[name='type:joined']") == "date"
     assert page.input_value("input[name='type:id']") in ("bigint", "integer", "smallint")
     page.fill("input[name='type:id']", "text")  # the file stays chosen
-    page.click("button[name=import]")
+    follow(page, "button[name=import]")
     assert "/console/jobs/import/" in page.url
     assert _wait_done(page) == "DONE"
     assert "3 rows" in page.content()
-    page.click("a:has-text('public.people')")
+    follow(page, "a:has-text('public.people')")
     assert page.locator("tr[data-column=id] code").inner_text() == "text"
     assert _rows(base_url, key, db, "SELECT id, joined FROM people ORDER BY id") == [
         ["1", "2026-01-02"],
@@ -84,7 +85,7 @@ def test_a_file_previewed_adjusted_and_imported(
     page.click("button[name=preview]")
     page.wait_for_selector("[data-preview-result]")
     page.fill("input[name='type:name']", "integer")
-    page.click("button[name=import]")
+    follow(page, "button[name=import]")
     assert _wait_done(page) == "FAILED"
     error = page.locator(".sql-error").inner_text()
     assert "Ann" in error or "integer" in error
@@ -117,9 +118,9 @@ def test_exports_of_a_query_and_a_table(page: Page, base_url: str, make_user: Ma
     browser_login(page, base_url, key)
     page.goto(f"{base_url}/console/databases/{db}/sql")
     page.fill("textarea[name=sql]", "SELECT id, v FROM t ORDER BY id")
-    page.click("button[name=run]")
+    follow(page, "button[name=run]")
     page.select_option("form.export select[name=export_format]", "csv")
-    page.click("form.export button[name=export]")
+    follow(page, "form.export button[name=export]")
     assert "/console/jobs/export/" in page.url
     assert _wait_done(page) == "DONE"
     link = page.get_attribute("a:has-text('Download')", "href")
@@ -129,14 +130,14 @@ def test_exports_of_a_query_and_a_table(page: Page, base_url: str, make_user: Ma
 
     page.goto(f"{base_url}/console/databases/{db}/tables/public/t")
     page.select_option("form.export select[name=export_format]", "ndjson")
-    page.click("form.export button[name=export]")
+    follow(page, "form.export button[name=export]")
     assert _wait_done(page) == "DONE"
     link = page.get_attribute("a:has-text('Download')", "href")
     assert link is not None
     lines = httpx.get(link if link.startswith("http") else base_url + link).text.splitlines()
     assert [json.loads(line) for line in lines] == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]
 
-    page.click("header nav a:has-text('Imports and exports')")
+    follow(page, "header nav a:has-text('Imports and exports')")
     assert page.locator("tr[data-job]").count() == 2
     assert page.locator("tr[data-job] .state.done").count() == 2
     answer = page.goto(f"{base_url}/console/jobs/export/exp_nope")
