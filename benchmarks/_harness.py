@@ -37,6 +37,35 @@ class Server:
         return EmbeddedPostgres(self.data_dir).url(pg_name)
 
 
+def cpu_seconds(groups: dict[str, Callable[[int, str], bool]]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by every process on the machine, summed
+    per group: a process goes to the first group whose test (pid, command line) is true,
+    or to ``other``. Two readings subtracted say who used the cores in between."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys([*groups, "other"], 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        pid = int(entry.name)
+        group = next((name for name, test in groups.items() if test(pid, command)), "other")
+        used[group] += seconds
+    return used
+
+
+def cpu_shares(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """``group 73%, …``: each group's CPU between two ``cpu_seconds`` readings, as a share
+    of one core, largest first."""
+    shares = {name: (after[name] - before[name]) / seconds for name in after}
+    ranked = sorted(shares.items(), key=lambda item: -item[1])
+    return ", ".join(f"{name} {share:.0%}" for name, share in ranked if share >= 0.01)
+
+
 @contextmanager
 def running_server(**env: str) -> Iterator[Server]:
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,14 +10,18 @@ Runs ``millpond up`` in a subprocess; clients are raw protocol clients (asyncio
 2. 100 connections x 100 queries each (``room = k``, 10,000 disjoint subscriptions):
    the same latency for writes to random rooms (goal: p50 within 1.5x of 1.);
 3. sustained row changes/s at that size: 20,000 rows in 100-row transactions to random
-   rooms, from the first commit to the last row received (goal: > 5,000/s);
+   rooms, from the first commit to the last row received, written by one writer in this
+   process (goal: > 20,000/s on a quiet machine), then again by ``--writers`` processes
+   of their own at once, as fast as they can, competing with the server, Postgres and
+   the receivers for the cores (goal: > 10,000/s);
 4. the alternative: 1,000 clients polling ``WHERE room = k AND id > last`` every 100 ms
    over a pool of 20 direct connections — delivery latency and the queries/s it costs;
 5. row-level security: the same table with RLS on (a policy showing even rooms), the
    subscribers a read collaborator (the owner bypasses RLS): 1. to 3. again, so what the
    per-transaction visibility check costs shows next to the rows without RLS.
 
-    python benchmarks/realtime_latency.py [--writes 300] [--cases single,fanout,polling,rls]
+    python benchmarks/realtime_latency.py [--writes 300] [--writers 4]
+        [--cases single,fanout,polling,rls]
 
 Last line: ratio of polling p50 latency to realtime p50 latency (at 10,000 subs).
 """
@@ -27,6 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import random
 import statistics
 import time
@@ -34,7 +40,7 @@ from typing import Any
 
 import psycopg
 import websockets
-from _harness import Server, create_database, running_server, summary
+from _harness import Server, cpu_seconds, cpu_shares, create_database, running_server, summary
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
@@ -158,6 +164,61 @@ async def throughput(
     return rows / (time.perf_counter() - started)
 
 
+def _write_rows(
+    url: str, table: str, rows: int, batch: int, step: int, signals: tuple[Any, Any, Any]
+) -> None:
+    """A competing writer, in a process of its own: ``rows`` rows in ``batch``-row
+    transactions to random rooms, as fast as Postgres takes them. ``signals``: released
+    once connected, then it waits for the start, and after writing for the end (so that
+    its interpreter's exit does not fall in the measured time)."""
+    ready, start, end = signals
+    insert = sql.SQL("INSERT INTO {} (room) SELECT unnest(%s::int[])").format(sql.Identifier(table))
+    with psycopg.connect(url, autocommit=True) as conn:
+        ready.release()
+        start.wait()
+        for _ in range(rows // batch):
+            conn.execute(insert, ([random.randrange(0, ROOMS, step) for _ in range(batch)],))
+    end.wait()
+
+
+async def competing_throughput(
+    server_pid: int, url: str, receiver: Receiver, rows: int, batch: int, writers: int, step: int
+) -> float:
+    """Rows received per second while ``writers`` processes write ``rows`` between them;
+    prints who used the cores meanwhile (a share of one core per group of processes)."""
+    receiver.rows = 0
+    receiver.expect_rows = rows
+    receiver.all_rows.clear()
+    spawn = multiprocessing.get_context("spawn")
+    ready, start, end = spawn.Semaphore(0), spawn.Event(), spawn.Event()
+    share = rows // writers
+    args = (url, receiver.table, share, batch, step, (ready, start, end))
+    procs = [spawn.Process(target=_write_rows, args=args) for _ in range(writers)]
+    for proc in procs:
+        proc.start()
+    for _ in procs:  # every process started and connected: its start-up is not measured
+        await asyncio.to_thread(ready.acquire)
+    writer_pids = {proc.pid for proc in procs}
+    groups = {
+        "server": lambda pid, _: pid == server_pid,
+        "WAL sender": lambda _, command: command.startswith("postgres: walsender"),
+        "Postgres": lambda _, command: command.startswith("postgres"),
+        "writers": lambda pid, _: pid in writer_pids,
+        "receivers": lambda pid, _: pid == os.getpid(),
+    }
+    before = cpu_seconds(groups)
+    started = time.perf_counter()
+    start.set()
+    await asyncio.wait_for(receiver.all_rows.wait(), timeout=120)
+    elapsed = time.perf_counter() - started
+    print(f"{'CPU while competing':>28}: {cpu_shares(before, cpu_seconds(groups), elapsed)}")
+    end.set()
+    for proc in procs:
+        await asyncio.to_thread(proc.join)
+        assert proc.exitcode == 0, f"a writer failed ({proc.exitcode})"
+    return share * writers / elapsed
+
+
 async def polling(
     pool: AsyncConnectionPool[Any], writer: psycopg.AsyncConnection[Any], n: int
 ) -> tuple[list[float], float]:
@@ -204,7 +265,7 @@ async def polling(
     return [(seen[i] - t) * 1000 for i, t in committed.items() if i in seen], rate
 
 
-async def run(server: Server, writes: int, cases: set[str]) -> None:
+async def run(server: Server, writes: int, writers: int, cases: set[str]) -> None:
     pg_name = create_database(server, "rt", SETUP)
     url = server.superuser_url(pg_name)
     writer = await psycopg.AsyncConnection.connect(url, autocommit=True)
@@ -213,7 +274,7 @@ async def run(server: Server, writes: int, cases: set[str]) -> None:
         single = await one_subscriber(server, writer, Receiver(), writes, "")
         print(summary("1 subscriber, SDK callback", await sdk_latencies(server, writer, writes)))
     if "fanout" in cases:
-        fanned = await fan_out(server, writer, Receiver(), writes, "", 1)
+        fanned = await fan_out(server, writer, Receiver(), writes, "", 1, (writers, url))
     if "polling" in cases:
         async with AsyncConnectionPool(url, min_size=20, max_size=20, open=False) as pool:
             await pool.open(wait=True)
@@ -232,7 +293,7 @@ async def run(server: Server, writes: int, cases: set[str]) -> None:
         reader = Receiver(read_collaborator(server, "rt"), "events_rls")
         await one_subscriber(server, writer, reader, writes, "RLS, ")
         reader = Receiver(reader.key, "events_rls")
-        await fan_out(server, writer, reader, writes, "RLS, ", 2)
+        await fan_out(server, writer, reader, writes, "RLS, ", 2, (writers, url))
     await writer.close()
 
 
@@ -258,9 +319,11 @@ async def fan_out(
     writes: int,
     label: str,
     step: int,
+    competing: tuple[int, str],
 ) -> list[float]:
     """100 connections x 100 queries; latency of writes to random rooms (multiples of
-    ``step``), then sustained throughput."""
+    ``step``), then sustained throughput: one writer, then ``competing``'s number of
+    processes, connecting to its URL."""
     sockets = []
     table = receiver.table
     for c in range(100):
@@ -269,7 +332,14 @@ async def fan_out(
     fanned = await latencies(writer, receiver, list(range(0, ROOMS, step)), writes)
     print(summary(f"{label}10,000 subscriptions", fanned))
     rate = await throughput(writer, receiver, 20_000, 100, step)
-    print(f"{label + 'sustained at 10,000 subs':>28}: {rate:,.0f} rows/s")
+    print(f"{label + 'sustained at 10,000 subs':>28}: {rate:,.0f} rows/s (1 writer)")
+    writers, url = competing
+    if writers:
+        rate = await competing_throughput(server.pid, url, receiver, 20_000, 100, writers, step)
+        print(
+            f"{label + 'sustained at 10,000 subs':>28}: {rate:,.0f} rows/s"
+            f" ({writers} writer processes competing)"
+        )
     for s in sockets:
         await s.close()
     return fanned
@@ -291,6 +361,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--writes", type=int, default=300)
     parser.add_argument(
+        "--writers", type=int, default=4, help="competing writer processes (0: none)"
+    )
+    parser.add_argument(
         "--cases", default=",".join(CASES), help="comma-separated: " + ",".join(CASES)
     )
     args = parser.parse_args()
@@ -301,7 +374,7 @@ def main() -> None:
     with running_server(
         MILLPOND_POOL_MAX_SIZE="20", MILLPOND_ACCOUNT_MAX_REALTIME_CONNECTIONS="1000"
     ) as server:
-        asyncio.run(run(server, args.writes, cases))
+        asyncio.run(run(server, args.writes, args.writers, cases))
 
 
 if __name__ == "__main__":
