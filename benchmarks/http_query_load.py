@@ -5,8 +5,9 @@ Starts ``millpond up`` (its own embedded Postgres) and, on the same database, th
 no session reset or limits: see its docstring), both on uvicorn with one worker. ``wrk``
 (Debian's: ``apt-get install wrk``) then sends point lookups by primary key, a random id
 each, at 1, 8 and 32 connections, to each in turn, round after round. Prints requests/s
-and p50/p99 per side, the ratio millpond/anchor per concurrency, and as the last line the
-ratio at 8 connections (issue 13's bar: ≥ 0.8 at every concurrency).
+and p50/p99 per side, the CPU a request costs each side's server process and Postgres
+(read from ``/proc`` around each run), the ratio millpond/anchor per concurrency, and as
+the last line the ratio at 8 connections (issue 13's bar: ≥ 0.8 at every concurrency).
 
     python benchmarks/http_query_load.py [--time 5] [--rounds 3] [--connections 1,8,32]
 """
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _harness import create_database, free_port, running_server
+from _harness import cpu_seconds, create_database, free_port, running_server
 
 SETUP = (
     "CREATE TABLE items (id int PRIMARY KEY, name text, score numeric);"
@@ -105,11 +106,17 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("this benchmark needs wrk: apt-get install wrk")
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    costs: dict[tuple[str, int], list[tuple[float, float]]] = {}
     with running_server() as server, tempfile.TemporaryDirectory() as tmp:
         pg_name = create_database(server, "load", SETUP)
         script = Path(tmp) / "post.lua"
         script.write_text(LUA % {"key": server.key, "db": "admin/load"})
         proc, anchor_url = _anchor(server.superuser_url(pg_name), server.key)
+        groups = {
+            "millpond": lambda pid, _: pid == server.pid,
+            "anchor": lambda pid, _: pid == proc.pid,
+            "Postgres": lambda _, command: command.startswith("postgres"),
+        }
         try:
             sides = {"millpond": f"{server.url}/v1/query", "anchor": f"{anchor_url}/v1/query"}
             for url in sides.values():  # warm up both
@@ -118,11 +125,21 @@ def main() -> None:
                 for connections in args.connections:
                     order = list(sides) if round_no % 2 == 0 else list(sides)[::-1]
                     for side in order:
+                        before = cpu_seconds(groups)
                         got = _wrk(sides[side], script, connections, args.time)
+                        after = cpu_seconds(groups)
                         results.setdefault((side, connections), []).append(got)
+                        requests = got[0] * args.time
+                        cost = (
+                            (after[side] - before[side]) / requests * 1e6,
+                            (after["Postgres"] - before["Postgres"]) / requests * 1e6,
+                        )
+                        costs.setdefault((side, connections), []).append(cost)
                         print(
                             f"  round {round_no + 1} {side:>8} c={connections:<3} "
-                            f"{got[0]:8.0f}/s p50 {got[1]:6.2f} ms p99 {got[2]:7.2f} ms",
+                            f"{got[0]:8.0f}/s p50 {got[1]:6.2f} ms p99 {got[2]:7.2f} ms"
+                            f"  CPU a request: server {cost[0]:4.0f} µs,"
+                            f" Postgres {cost[1]:4.0f} µs",
                             flush=True,
                         )
         finally:
@@ -146,6 +163,12 @@ def main() -> None:
             f"{connections:>5} {med[0]:>11.0f} {ref[0]:>9.0f} {ratios[connections]:>6.2f} "
             f"{med[1]:>6.2f}/{ref[1]:<7.2f} {med[2]:>7.2f}/{ref[2]:<8.2f}"
         )
+    print("CPU a request, median (µs): server / Postgres, millpond vs anchor")
+    for connections in args.connections:
+        ours_cost, base_cost = costs[("millpond", connections)], costs[("anchor", connections)]
+        m = [statistics.median(c[i] for c in ours_cost) for i in range(2)]
+        a = [statistics.median(c[i] for c in base_cost) for i in range(2)]
+        print(f"{connections:>5} {m[0]:6.0f} / {m[1]:4.0f}  vs  {a[0]:6.0f} / {a[1]:4.0f}")
     for connections, ratio in ratios.items():
         print(f"ratio vs minimal endpoint ({connections} connections): {ratio:.2f}")
     headline = ratios.get(8, next(iter(ratios.values())))

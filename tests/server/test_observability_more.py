@@ -29,10 +29,12 @@ from websockets.sync.client import connect
 
 from millpond import faults
 from millpond.server.config import Settings
+from millpond.server.observability import metrics as metrics_module
 from millpond.server.observability.context import request_id as current_request
 from millpond.server.observability.logs import JsonFormatter, TextFormatter, redact
 from millpond.server.observability.metrics import ControlReads, ControlSample
 from millpond.server.postgres.embedded import EmbeddedPostgres
+from millpond.server.query import service as query_service
 from millpond.server.testing import ServerThread, free_port, start_server
 
 from ._helpers import assert_error, unique
@@ -139,6 +141,25 @@ def test_a_callers_id_when_it_is_plain_and_short(http: httpx.Client, db: dict[st
         made = r.headers["x-request-id"]
         assert re.fullmatch(r"[0-9a-f]{32}", made), made  # replaced by a new one
         assert _app_name(r) == f"millpond {made}"
+
+
+def test_an_id_not_plain_is_quoted_by_psycopg() -> None:
+    # every id the server accepts or makes is plain: this is the line behind that
+    for given, expected in (
+        ("trace-42.b:c", " SET LOCAL application_name = 'millpond trace-42.b:c';"),
+        ("it's; DROP", " SET LOCAL application_name = 'millpond it''s; DROP';"),
+    ):
+        token = current_request.set(given)
+        try:
+            assert query_service._request_tag(None) == expected  # type: ignore[arg-type]
+        finally:
+            current_request.reset(token)
+
+
+def test_made_ids_are_unique_and_of_one_shape() -> None:
+    made = [metrics_module._new_request_id() for _ in range(1000)]
+    assert len(set(made)) == 1000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in made)
 
 
 def test_every_transaction_path_and_the_name_is_reverted(

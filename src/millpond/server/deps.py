@@ -71,7 +71,7 @@ async def principal(request: Request) -> Principal:
     who = await authenticate(services(request).store, token)
     if who is None:
         raise ServiceError(401, "unauthorized", "unknown, revoked or expired API key")
-    path = request.url.path
+    path = request.scope["path"]  # (``request.url`` would build the whole URL: 5% of a query)
     if not (path.startswith("/v1/flags/") or path in ("/v1/flags", "/v1/me")):
         require_unbound(who)
     return who

@@ -23,11 +23,12 @@ process-wide default one: tests run several apps in one process), and its access
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -315,4 +316,15 @@ def _request_id(scope: Scope) -> str:
             if _REQUEST_ID.fullmatch(text):
                 return text
             break
-    return uuid.uuid4().hex
+    return _new_request_id()
+
+
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count()
+
+
+def _new_request_id() -> str:
+    """A request id unique across processes and restarts: 64 random bits drawn when the
+    process starts, and a counter (``uuid4`` per request reads the kernel's random
+    source each time: 2% of a query's CPU)."""
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"

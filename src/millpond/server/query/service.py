@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,7 @@ _SIZE_AFTER_SQL = (
     " pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL"
 )
 _OVERRUN_GRACE_S = 1.0
+_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _LAST_RESORT_S = 5.0
 _DEAD_CONNECTION_RETRIES = 4
 _TAMPER_RETRIES = 3
@@ -498,7 +500,9 @@ def _request_tag(conn: AsyncConnection[Any]) -> str:
     request_id = current_request_id()
     if request_id is None:
         return ""
-    # the literal quoted by psycopg (the id is a plain token, but never trusted to be)
+    if _PLAIN_TOKEN.fullmatch(request_id):  # as every id the server accepts or makes is
+        return f" SET LOCAL application_name = 'millpond {request_id}';"
+    # anything else quoted by psycopg (never trusted to be plain)
     name = psql.Literal(f"millpond {request_id}").as_string(conn)
     return f" SET LOCAL application_name = {name};"
 
