@@ -53,6 +53,7 @@ REQUEST_ID_MAX = 54
 ``application_name`` (63 bytes) whole."""
 _REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX}}}")
 SAMPLE_TTL_S = 1.0
+_MAX_COUNTED = 4096
 """How long one reading of the control database serves scrapes."""
 _SAMPLE_TIMEOUT_S = 2.0
 _JOB_STATES = {"RECEIVED": "queued", "PROCESSING": "running"}
@@ -270,6 +271,9 @@ class ObserveRequests:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        # each (method, route, status)'s children, looked up once: ``labels()`` builds
+        # and checks the label tuple under a lock on every call
+        self._counted: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -295,8 +299,11 @@ class ObserveRequests:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope.get("method", "")
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(seconds)
+            children = self._counted.get((method, route, status))
+            if children is None:
+                children = self._children(method, route, status)
+            children[0].inc()
+            children[1].observe(seconds)
             if self.access_log:
                 _access.info(
                     "%s %s %s %.1fms id=%s",
@@ -307,6 +314,15 @@ class ObserveRequests:
                     request_id,
                 )
             current_request.reset(token)
+
+    def _children(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        children = (
+            self.metrics.requests.labels(method, route, str(status)),
+            self.metrics.latency.labels(method, route),
+        )
+        if len(self._counted) < _MAX_COUNTED:  # routes are templates: a few hundred
+            self._counted[(method, route, status)] = children
+        return children
 
 
 def _request_id(scope: Scope) -> str:
