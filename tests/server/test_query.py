@@ -158,6 +158,28 @@ def test_the_whole_call_is_one_transaction(call: Call, s: Setup) -> None:
     assert assert_error(r, 400, "sql_error")["details"]["sqlstate"] == "42P01"
 
 
+def test_an_error_at_commit_rolls_back_and_answers_its_sqlstate(call: Call, s: Setup) -> None:
+    """A deferred constraint is checked when the server commits, after the caller's SQL
+    ran without error: the call still fails as a whole, with Postgres' error, and the
+    connection serves the next call."""
+    ok(
+        q(
+            call,
+            s.owner,
+            s.name,
+            "CREATE TABLE parent (id int PRIMARY KEY);"
+            " CREATE TABLE child (p int REFERENCES parent DEFERRABLE INITIALLY DEFERRED)",
+        )
+    )
+    for _ in range(3):  # the pool's few connections each take one such commit
+        r = q(call, s.owner, s.name, "INSERT INTO child VALUES (1); SELECT 'ran'")
+        error = assert_error(r, 400, "sql_error")
+        assert error["details"]["sqlstate"] == "23503" and "child" in error["message"]
+    assert ok(q(call, s.owner, s.name, "SELECT count(*) FROM child"))["data"] == [[0]]
+    ok(q(call, s.owner, s.name, "INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1)"))
+    assert ok(q(call, s.owner, s.name, "SELECT count(*) FROM child"))["data"] == [[1]]
+
+
 # -- rights, enforced by Postgres ---------------------------------------------------------
 
 

@@ -68,7 +68,7 @@ from .adapters import (
 )
 from .budgeted import budgeted_class, reclaim_idle
 from .statements import transaction_control
-from .stream import StatementResult, run_bounded
+from .stream import StatementResult, run_bounded, run_command
 
 if TYPE_CHECKING:
     from ..clusters.registry import Clusters
@@ -161,7 +161,7 @@ class QueryService:
         async def reset(conn: AsyncConnection[Any]) -> None:
             if conn.info.transaction_status != TransactionStatus.IDLE:
                 await conn.rollback()  # the SQL began a transaction and left it open
-            await conn.execute("DISCARD ALL")
+            await run_command(conn, b"DISCARD ALL")
 
         return AsyncConnectionPool(
             conninfo,
@@ -366,7 +366,7 @@ class QueryService:
         # readers' transactions never commit: nothing they ran can persist
         # a LISTEN of the SQL would have the commit deliver every NOTIFY (gigabytes) to
         # this connection: cancelled first, in the same round trip
-        await conn.execute("ROLLBACK" if read_only else "UNLISTEN *; COMMIT")
+        await run_command(conn, b"ROLLBACK" if read_only else b"UNLISTEN *; COMMIT")
         return shaped
 
     async def _check_storage(

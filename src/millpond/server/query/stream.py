@@ -193,6 +193,20 @@ async def run_bounded(
     return collector.current
 
 
+async def run_command(conn: psycopg.AsyncConnection[Any], query: bytes) -> None:
+    """Run statements the server wrote (``UNLISTEN *; COMMIT``, ``DISCARD ALL``) and
+    drop their results: no cursor, whose adapters, transformer and query parsing cost
+    more than the round trip's own work. Raises the first statement error as a psycopg
+    error."""
+    pgconn = conn.pgconn
+    async with conn.lock:
+        pgconn.send_query(query)
+        results = await conn.wait(generators.execute(pgconn))
+    for res in results:
+        if res.status == ExecStatus.FATAL_ERROR:
+            raise errors.error_from_result(res, encoding=conn.info.encoding)
+
+
 async def _next_result(conn: psycopg.AsyncConnection[Any]) -> pq.abc.PGresult | None:
     """The next result; without a trip through the event loop when libpq has it already
     (small chunks make that the common case)."""
