@@ -158,11 +158,6 @@ class QueryService:
             register_json_loaders(conn.adapters)
             conn.add_notify_handler(_drop)  # else psycopg keeps every one, unbounded
 
-        async def reset(conn: AsyncConnection[Any]) -> None:
-            if conn.info.transaction_status != TransactionStatus.IDLE:
-                await conn.rollback()  # the SQL began a transaction and left it open
-            await run_command(conn, b"DISCARD ALL")
-
         return AsyncConnectionPool(
             conninfo,
             connection_class=budgeted_class(self._healing_connection(role, cluster), self.budget),
@@ -172,7 +167,8 @@ class QueryService:
             # no prepared statements: DISCARD ALL would make psycopg's cache lie
             kwargs={"autocommit": True, "prepare_threshold": None},
             configure=configure,
-            reset=reset,
+            # no reset: ``_give_back`` resets each connection before it returns it, in
+            # its own task (the pool's would hand the return to its worker task)
             open=False,
             name=role,
         )
@@ -482,11 +478,16 @@ class QueryService:
 
 
 async def _give_back(pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any]) -> None:
-    """Roll back what a failed call left open (the pool would too, with a warning in the
-    log for what is the normal end of a failed query), then return the connection."""
-    if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+    """Reset the session for the next caller, then return the connection: roll back what
+    a failed call left open (the pool would too, with a warning in the log for what is
+    the normal end of a failed query) and ``DISCARD ALL`` (whatever the SQL set, prepared,
+    listened to, locked or created as temporary goes). A session that cannot be reset is
+    closed: the pool replaces it."""
+    if not conn.closed:
         try:
-            await conn.rollback()
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                await run_command(conn, b"ROLLBACK")
+            await run_command(conn, b"DISCARD ALL")
         except psycopg.Error:
             await conn.close()
     await pool.putconn(conn)
