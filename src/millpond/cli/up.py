@@ -83,7 +83,7 @@ def up(
             " (password: an API key; database: owner/name; see docs/gateway.md)"
         )
     uvicorn.run(
-        create_app(settings, announce=announce),
+        create_app(settings, announce=announce, freeze_heap=True),
         host=settings.host,
         port=settings.port,
         log_config=logging_config(settings.log_level, settings.log_format),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import time
@@ -216,13 +217,27 @@ async def stop_services(svc: Services) -> None:
     await asyncio.to_thread(svc.cluster.stop)
 
 
+def settle_heap() -> None:
+    """Once started, move everything alive into the garbage collector's permanent
+    generation (``gc.freeze``): the modules, settings, services and pools stay for the
+    process's life, and a full collection walked all of them each time — a 60 ms pause
+    of every request, some ten times in five seconds of a query load (p99 73 ms against
+    20 for the same load without them). Garbage is collected first, so nothing dead is
+    kept. Only for a process that serves one app: tests start many servers in one."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     settings: Settings | None = None,
     announce: Announce = _default_announce,
     on_fatal: Fatal = exit_process,
+    *,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """``on_fatal(reason)`` runs when the embedded Postgres died and could not be
-    restarted; by default it ends the process with a non-zero status."""
+    restarted; by default it ends the process with a non-zero status. ``freeze_heap``:
+    the process serves this app alone (``millpond up``), see :func:`freeze_heap`."""
     settings = settings or Settings()
     metrics = Metrics()
 
@@ -231,6 +246,8 @@ def create_app(
         app.state.services = await start_services(settings, announce, on_fatal)
         app.state.services.extra["metrics"] = metrics
         metrics.watch(app.state.services)
+        if freeze_heap:
+            settle_heap()
         try:
             yield
         finally:
@@ -440,4 +457,4 @@ async def _close_socket(ws: WebSocket, code: int, reason: str) -> None:
         await ws.close(code, reason)
 
 
-__all__ = ["create_app", "start_services", "stop_services"]
+__all__ = ["create_app", "settle_heap", "start_services", "stop_services"]
