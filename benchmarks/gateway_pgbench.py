@@ -20,7 +20,8 @@ proxy adds to a lone select (median of per-transaction latencies from pgbench's 
 
 PgBouncer is skipped, with a message, if it is not installed and cannot be (``apt-get
 install -y pgbouncer`` is tried when running as root). Prints tps and latencies per
-target, the ratios, and ``ratio gateway vs pgbouncer (select-only tps): X`` last.
+target, the CPU the relay process (the server, PgBouncer) used a transaction (from
+``/proc``), the ratios, and ``ratio gateway vs pgbouncer (select-only tps): X`` last.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _harness import Server, running_server
+from _harness import Server, cpu_seconds, running_server
 
 from millpond.server.postgres import provision
 from millpond.server.postgres.embedded import PORT, SUPERUSER, SYSTEM_USER, EmbeddedPostgres
@@ -56,6 +57,8 @@ class Target:
     user: str
     password: str
     dbname: str
+    relay_pid: int = 0
+    """The process between pgbench and Postgres (the server, PgBouncer); 0: none."""
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "PGPASSWORD": self.password, "PGSSLMODE": "disable"}
@@ -68,6 +71,8 @@ class Target:
 class Result:
     tps: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
+    relay_us: list[float] = field(default_factory=list)
+    """CPU the relay process used a transaction (µs)."""
 
 
 def pgbench_binary() -> str:
@@ -196,7 +201,8 @@ class PgBouncer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def target(self) -> Target:
-        return Target("pgbouncer", "127.0.0.1", self.port, self.role, self.password, "bench")
+        pid = self.proc.pid if self.proc is not None else 0
+        return Target("pgbouncer", "127.0.0.1", self.port, self.role, self.password, "bench", pid)
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -211,7 +217,9 @@ def setup(server: Server, gateway_port: int, scale: int) -> tuple[str, Target, T
             "/v1/query", json={"database": "admin/bench", "sql": "SELECT current_database()"}
         )
         pg_name = str(r.json()["data"][0][0])
-    gateway = Target("gateway", "127.0.0.1", gateway_port, "bench", server.key, "admin/bench")
+    gateway = Target(
+        "gateway", "127.0.0.1", gateway_port, "bench", server.key, "admin/bench", server.pid
+    )
     print(f"initialising pgbench tables (scale {scale}) through the gateway…", flush=True)
     init = subprocess.run(
         [pgbench_binary(), "-i", "-q", "-s", str(scale), *gateway.args()],
@@ -282,10 +290,14 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
             for script, extra in SCRIPTS.items():
                 order = targets if round_no % 2 == 0 else targets[::-1]
                 for target in order:
+                    relay = {"relay": lambda pid, _, t=target: pid == t.relay_pid}
+                    before = cpu_seconds(relay)["relay"]
                     tps, _avg, latencies = run_pgbench(
                         target, extra, args.time, args.clients, args.threads, log
                     )
+                    used = cpu_seconds(relay)["relay"] - before
                     result = results.setdefault((script, target.name), Result())
+                    result.relay_us.append(used / (tps * args.time) * 1e6)
                     result.tps.append(tps)
                     result.latency_ms.append(statistics.median(latencies))
             print(f"round {round_no + 1}/{args.rounds} done", flush=True)
@@ -298,11 +310,15 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
         f"\npgbench -T {args.time} -c {args.clients} -j {args.threads}, scale {args.scale},"
         f" median of {args.rounds} rounds"
     )
-    print(f"{'script':<12} {'target':<10} {'tps':>10} {'median latency':>16}")
+    print(
+        f"{'script':<12} {'target':<10} {'tps':>10} {'median latency':>16}"
+        f" {'relay CPU a transaction':>24}"
+    )
     for (script, name), result in results.items():
+        relay = f"{statistics.median(result.relay_us):>21.1f} µs" if name != "direct" else ""
         print(
             f"{script:<12} {name:<10} {statistics.median(result.tps):>10.0f}"
-            f" {statistics.median(result.latency_ms):>13.3f} ms"
+            f" {statistics.median(result.latency_ms):>13.3f} ms {relay}"
         )
     print("\none client, select-only: median latency")
     for name, (value, lone_tps) in lone.items():
