@@ -237,7 +237,7 @@ def create_app(
 ) -> FastAPI:
     """``on_fatal(reason)`` runs when the embedded Postgres died and could not be
     restarted; by default it ends the process with a non-zero status. ``freeze_heap``:
-    the process serves this app alone (``millpond up``), see :func:`freeze_heap`."""
+    the process serves this app alone (``millpond up``), see :func:`settle_heap`."""
     settings = settings or Settings()
     metrics = Metrics()
 

@@ -53,8 +53,9 @@ REQUEST_ID_MAX = 54
 ``application_name`` (63 bytes) whole."""
 _REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{REQUEST_ID_MAX}}}")
 SAMPLE_TTL_S = 1.0
-_MAX_COUNTED = 4096
 """How long one reading of the control database serves scrapes."""
+_MAX_COUNTED = 4096
+"""(method, route, status) triples whose metric children are kept (routes are templates)."""
 _SAMPLE_TIMEOUT_S = 2.0
 _JOB_STATES = {"RECEIVED": "queued", "PROCESSING": "running"}
 _CONTROL_SQL = """
@@ -320,7 +321,7 @@ class ObserveRequests:
             self.metrics.requests.labels(method, route, str(status)),
             self.metrics.latency.labels(method, route),
         )
-        if len(self._counted) < _MAX_COUNTED:  # routes are templates: a few hundred
+        if len(self._counted) < _MAX_COUNTED:
             self._counted[(method, route, status)] = children
         return children
 
