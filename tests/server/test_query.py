@@ -459,6 +459,117 @@ def test_advisory_locks_are_released(call: Call, s: Setup) -> None:
         time.sleep(0.05)
 
 
+def _state_sql(with_sequence: bool) -> str:
+    """What a session could carry from one caller to the next, with its backend's pid."""
+    sequence = ", has_currval('leak_seq')" if with_sequence else ""
+    return (
+        "SELECT pg_backend_pid(), current_user, current_setting('search_path'),"
+        " current_setting('TimeZone'), current_setting('statement_timeout'),"
+        " current_setting('default_transaction_read_only'),"
+        " coalesce(current_setting('myapp.tenant', true), ''),"
+        " coalesce(current_setting('myapp.other', true), ''),"
+        " (SELECT count(*) FROM pg_prepared_statements), (SELECT count(*) FROM pg_cursors),"
+        " (SELECT count(*) FROM pg_listening_channels()),"
+        " (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()),"
+        " (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()"
+        "   AND locktype = 'advisory')" + sequence
+    )
+
+
+def _state_on(call: Call, key: str, database: str, pid: int, with_sequence: bool) -> list[Any]:
+    """The state of the session of backend ``pid``, read by the next call it serves."""
+    for _ in range(50):  # the pool hands its idle sessions out in turn
+        row = ok(q(call, key, database, _state_sql(with_sequence)))["data"][0]
+        if row[0] == pid:
+            return list(row[1:])
+    raise AssertionError(f"no call was served by backend {pid} again")
+
+
+_LEAKS = [
+    "SET search_path TO pg_catalog",
+    "SET ROLE {pg}_ro",
+    "SET TimeZone = 'Asia/Tokyo'; SET statement_timeout = 1234; SET myapp.tenant = 'leaky'",
+    "SELECT set_config('myapp.other', 'x', false)",
+    "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+    "PREPARE leak_p AS SELECT 1",
+    "DECLARE leak_c CURSOR WITH HOLD FOR SELECT 1",
+    "LISTEN leak_channel",
+    "CREATE TEMP TABLE leak_t (a int)",
+    "SELECT pg_advisory_lock(4242)",
+    "SELECT nextval('leak_seq')",
+]
+
+
+@pytest.fixture(scope="module")
+def leak_db(call: Call, s: Setup) -> Setup:
+    ok(
+        q(
+            call,
+            s.owner,
+            s.name,
+            "CREATE SEQUENCE leak_seq; CREATE FUNCTION has_currval(regclass) RETURNS bool"
+            " LANGUAGE plpgsql AS $$ BEGIN PERFORM currval($1); RETURN true; EXCEPTION"
+            " WHEN object_not_in_prerequisite_state THEN RETURN false; END $$",
+        )
+    )
+    return s
+
+
+@pytest.mark.parametrize("leak", _LEAKS)
+def test_no_session_state_reaches_the_next_caller(call: Call, leak_db: Setup, leak: str) -> None:
+    """Whatever a call leaves in its session (settings, its role, prepared statements,
+    held cursors, listens, temporary tables, session advisory locks, sequence state) is
+    gone for the next call that session serves."""
+    s = leak_db
+    clean = ok(q(call, s.owner, s.name, _state_sql(True)))["data"][0][1:]
+    assert clean[7:] == [0, 0, 0, 0, 0, False]
+    sql = leak.format(pg=s.pg) + "; SELECT pg_backend_pid()"
+    pid = ok(q(call, s.owner, s.name, sql))["data"][0][0]
+    assert _state_on(call, s.owner, s.name, pid, True) == clean
+
+
+@pytest.mark.parametrize("who", ["reader", "writer"])
+def test_a_failed_call_leaves_nothing_either(call: Call, leak_db: Setup, who: str) -> None:
+    """State that outlives a rollback (prepared statements, session advisory locks) is
+    reset after a call that failed, and after a reader's call (which always rolls back)."""
+    s = leak_db
+    key = getattr(s, who)
+    clean = ok(q(call, key, s.name, _state_sql(False)))["data"][0][1:]
+    sql = (
+        "PREPARE leak_e AS SELECT 1; SELECT pg_advisory_lock(4243);"
+        " DO $$ BEGIN RAISE EXCEPTION 'pid=%', pg_backend_pid(); END $$"
+    )
+    message = assert_error(q(call, key, s.name, sql), 400, "sql_error")["message"]
+    pid = int(message.removeprefix("pid="))
+    assert _state_on(call, key, s.name, pid, False) == clean
+    if who == "reader":
+        sql = "PREPARE leak_r AS SELECT 1; SELECT pg_advisory_lock(4244), pg_backend_pid()"
+        pid = ok(q(call, key, s.name, sql))["data"][0][1]
+        assert _state_on(call, key, s.name, pid, False) == clean
+
+
+def test_a_session_whose_reset_fails_is_closed_and_the_call_kept(
+    call: Call, s: Setup, superuser: Superuser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reset runs in the round trip of the COMMIT: when it fails, the call has
+    committed (and answers so), and its session serves nobody else."""
+    from millpond.server.query import stream
+
+    ok(q(call, s.owner, s.name, "CREATE TABLE kept (a int)"))
+    monkeypatch.setattr(stream, "RESET_SESSION", b"SELECT 1/0")
+    r = q(call, s.writer, s.name, "INSERT INTO kept VALUES (1); SELECT pg_backend_pid()")
+    pid = ok(r)["data"][0][0]
+    monkeypatch.undo()
+    assert ok(q(call, s.owner, s.name, "SELECT count(*) FROM kept"))["data"] == [[1]]
+    deadline = time.monotonic() + 10
+    with superuser() as conn:
+        while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, "the session that was not reset lives on"
+            time.sleep(0.02)
+    for _ in range(5):  # and the pool serves on with new sessions
+        assert ok(q(call, s.writer, s.name, "SELECT pg_backend_pid()"))["data"][0][0] != pid
+
+
 # -- storage limit ------------------------------------------------------------------------
 
 

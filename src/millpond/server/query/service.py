@@ -2,8 +2,9 @@
 
 Connections come from a pool per (database, role). Rights are Postgres privileges of the
 role — a read-only caller is connected as the ``ro`` role, so writes fail inside
-Postgres, not by parsing SQL. After every call the session is reset (``DISCARD ALL``) so
-nothing a query ``SET`` leaks into the next caller's.
+Postgres, not by parsing SQL. After every call the session is reset (what ``DISCARD ALL``
+does, in the round trip of the ``COMMIT``: ``stream.RESET_SESSION``) so nothing a query
+``SET`` leaks into the next caller's.
 
 One transaction, all or nothing: the server begins it (``BEGIN``, ``READ ONLY`` for
 readers) in the same query string as the caller's SQL, and ends it itself — ``COMMIT``
@@ -27,7 +28,7 @@ their schema (``pg_catalog.…``): the session's ``search_path`` is the tenant's
 
 Row visibility rules (``modules/row_visibility.py``): when the database's module has any,
 a caller connected as a reader or writer gets the proof of its identity in its session
-first (one round trip, a bind parameter), and ``DISCARD ALL`` takes it away with the rest.
+first (one round trip, a bind parameter), and the reset takes it away with the rest.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ from .adapters import (
 )
 from .budgeted import budgeted_class, reclaim_idle
 from .statements import transaction_control
-from .stream import StatementResult, run_bounded, run_command
+from .stream import StatementResult, end_and_reset, run_bounded
 
 if TYPE_CHECKING:
     from ..clusters.registry import Clusters
@@ -164,11 +165,13 @@ class QueryService:
             min_size=0,
             max_size=self.settings.pool_max_size,
             max_idle=self.settings.pool_max_idle_s,
-            # no prepared statements: DISCARD ALL would make psycopg's cache lie
+            # no prepared statements: the reset's DEALLOCATE ALL would make psycopg's
+            # cache lie
             kwargs={"autocommit": True, "prepare_threshold": None},
             configure=configure,
-            # no reset: ``_give_back`` resets each connection before it returns it, in
-            # its own task (the pool's would hand the return to its worker task)
+            # no reset: a call resets its session with its COMMIT, or ``_give_back`` does
+            # before it returns it (the pool's would be one more round trip, in its
+            # worker task)
             open=False,
             name=role,
         )
@@ -252,8 +255,9 @@ class QueryService:
         except BaseException:
             self.budget.unhold(account)
             raise
+        reset = False
         try:
-            result = await self._run_in(conn, access, request, proof)
+            result, reset = await self._run_in(conn, access, request, proof)
         except psycopg.OperationalError as exc:
             if connection_lost(exc):
                 availability.suspect()
@@ -262,16 +266,21 @@ class QueryService:
         except psycopg.Error as exc:
             raise _sql_error(exc) from exc
         finally:
-            self._release(pool, conn, account)
+            self._release(pool, conn, account, reset)
         result["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return result
 
     def _release(
-        self, pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any], account: int
+        self,
+        pool: AsyncConnectionPool[Any],
+        conn: AsyncConnection[Any],
+        account: int,
+        reset: bool,
     ) -> None:
-        """Give the connection back in the background: its reset (``DISCARD ALL``) need
-        not delay the response. The account holds it until it is back in the pool."""
-        task = asyncio.create_task(_give_back(pool, conn))
+        """Give the connection back in the background (a call that failed leaves its
+        session to reset, which need not delay the error). The account holds it until it
+        is back in the pool."""
+        task = asyncio.create_task(_give_back(pool, conn, reset))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
         task.add_done_callback(lambda _: self.budget.unhold(account))
@@ -334,7 +343,8 @@ class QueryService:
         access: Access,
         request: QueryRequest,
         proof: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], bool]:
+        """The answer's body, and whether the session was reset for the next caller."""
         refused = transaction_control(request.sql)
         if refused is not None:
             raise _transaction_control(refused)
@@ -348,7 +358,7 @@ class QueryService:
             await conn.execute(begin)
             size_before = await _scalar(conn, _SIZE_SQL)
             begin = ""
-        # on any error the pool's reset rolls the transaction back
+        # on any error ``_give_back`` rolls the transaction back
         cluster = self.clusters.get(access.cluster)
         result = await self._execute(conn, begin + request.sql, offset=len(begin), cluster=cluster)
         if conn.info.transaction_status != TransactionStatus.INTRANS:
@@ -361,9 +371,9 @@ class QueryService:
         shaped = await self._shape(conn, access.pg_name, result, request)
         # readers' transactions never commit: nothing they ran can persist
         # a LISTEN of the SQL would have the commit deliver every NOTIFY (gigabytes) to
-        # this connection: cancelled first, in the same round trip
-        await run_command(conn, b"ROLLBACK" if read_only else b"UNLISTEN *; COMMIT")
-        return shaped
+        # this connection: cancelled first, in the same round trip (with the reset)
+        ending = (b"ROLLBACK",) if read_only else (b"UNLISTEN *", b"COMMIT")
+        return shaped, await end_and_reset(conn, *ending)
 
     async def _check_storage(
         self, conn: AsyncConnection[Any], access: Access, limit: int, size_before: int
@@ -477,17 +487,20 @@ class QueryService:
         return [cache.get(oid, "unknown") for oid in oids]
 
 
-async def _give_back(pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any]) -> None:
-    """Reset the session for the next caller, then return the connection: roll back what
-    a failed call left open (the pool would too, with a warning in the log for what is
-    the normal end of a failed query) and ``DISCARD ALL`` (whatever the SQL set, prepared,
-    listened to, locked or created as temporary goes). A session that cannot be reset is
-    closed: the pool replaces it."""
-    if not conn.closed:
+async def _give_back(
+    pool: AsyncConnectionPool[Any], conn: AsyncConnection[Any], reset: bool = False
+) -> None:
+    """Return the connection, reset for the next caller. A call that succeeded reset it
+    already (with its ``COMMIT``); otherwise roll back what a failed call left open (the
+    pool would too, with a warning in the log for what is the normal end of a failed
+    query) and reset it (whatever the SQL set, prepared, listened to, locked or created
+    as temporary goes). A session that cannot be reset is closed: the pool replaces
+    it."""
+    if not reset and not conn.closed:
         try:
-            if conn.info.transaction_status != TransactionStatus.IDLE:
-                await run_command(conn, b"ROLLBACK")
-            await run_command(conn, b"DISCARD ALL")
+            idle = conn.info.transaction_status == TransactionStatus.IDLE
+            if not await end_and_reset(conn, *(() if idle else (b"ROLLBACK",))):
+                await conn.close()
         except psycopg.Error:
             await conn.close()
     await pool.putconn(conn)

@@ -193,18 +193,33 @@ async def run_bounded(
     return collector.current
 
 
-async def run_command(conn: psycopg.AsyncConnection[Any], query: bytes) -> None:
-    """Run statements the server wrote (``UNLISTEN *; COMMIT``, ``DISCARD ALL``) and
-    drop their results: no cursor, whose adapters, transformer and query parsing cost
-    more than the round trip's own work. Raises the first statement error as a psycopg
-    error."""
+RESET_SESSION = (
+    b"CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *;"
+    b" SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP;"
+    b" DISCARD SEQUENCES"
+)
+"""The session reset between callers: what ``DISCARD ALL`` does, as the statements
+Postgres documents it to equal, in its order. ``DISCARD ALL`` refuses to run in a query
+string of several statements; these may follow the ``COMMIT`` in its round trip."""
+
+
+async def end_and_reset(conn: psycopg.AsyncConnection[Any], *ending: bytes) -> bool:
+    """Run ``ending`` (the statements that end the transaction, e.g. ``UNLISTEN *``,
+    ``COMMIT``), then :data:`RESET_SESSION`, as one query string: one round trip, no
+    cursor. Raises the first error of ``ending`` as a psycopg error (the reset did not
+    run). Returns False when the reset failed after ``ending`` had run: the transaction
+    ended as ``ending`` said, but the session must not serve another caller."""
     pgconn = conn.pgconn
     async with conn.lock:
-        pgconn.send_query(query)
+        pgconn.send_query(b"; ".join((*ending, RESET_SESSION)))
         results = await conn.wait(generators.execute(pgconn))
-    for res in results:
+    # one result a statement run; the string stops at the first that fails
+    for index, res in enumerate(results):
         if res.status == ExecStatus.FATAL_ERROR:
-            raise errors.error_from_result(res, encoding=conn.info.encoding)
+            if index < len(ending):
+                raise errors.error_from_result(res, encoding=conn.info.encoding)
+            return False
+    return True
 
 
 async def _next_result(conn: psycopg.AsyncConnection[Any]) -> pq.abc.PGresult | None:
